@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both bootstrap uv,
+# the virtual environment and the locked packages first.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV ?= uv
+VENV := .venv
+STAMP := $(VENV)/.synced
+
+.PHONY: run test lint audit bench migrate sync uv clean
+
+uv:
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || pip install --quiet uv
+
+$(STAMP): uv.lock pyproject.toml | uv
+	$(UV) sync --frozen
+	@touch $(STAMP)
+
+sync: $(STAMP)
+
+run: sync
+	$(VENV)/bin/atelier serve
+
+migrate: sync
+	$(VENV)/bin/atelier migrate
+
+test: sync
+	$(VENV)/bin/pytest
+
+lint: sync
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+audit: sync
+	$(VENV)/bin/python scripts/audit_tests.py | xargs $(VENV)/bin/pytest
+
+bench: sync
+	@for script in bench/*.py; do echo "== $$script"; $(VENV)/bin/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

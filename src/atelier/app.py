@@ -1,0 +1,59 @@
+"""The application factory: ``create_app(settings)`` builds one independent app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+
+from atelier import __version__
+from atelier.http.errors import install_error_handlers
+from atelier.http.middleware.authentication import AuthenticationMiddleware
+from atelier.http.middleware.authorization import AuthorizationMiddleware
+from atelier.http.middleware.metrics import MetricsMiddleware
+from atelier.http.middleware.rate_limit import RateLimitMiddleware
+from atelier.http.middleware.security_headers import SecurityHeadersMiddleware
+from atelier.http.middleware.tracing import TracingMiddleware
+from atelier.http.operations import router as operations_router
+from atelier.observability.logging import configure_logging
+from atelier.observability.metrics import Metrics
+from atelier.resources import open_resources
+from atelier.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    configure_logging(settings)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(settings, metrics) as resources:
+            app.state.resources = resources
+            try:
+                yield
+            finally:
+                del app.state.resources
+
+    app = FastAPI(
+        title="Atelier",
+        version=__version__,
+        summary="A production backend for AI agents.",
+        lifespan=lifespan,
+        # Outermost first. Every one is pure ASGI: nothing buffers a stream or breaks
+        # contextvars and disconnect detection (BUG-002).
+        middleware=[
+            Middleware(TracingMiddleware, otel_enabled=settings.otel_enabled),
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(SecurityHeadersMiddleware, hsts=settings.hsts),
+            Middleware(AuthenticationMiddleware),
+            Middleware(RateLimitMiddleware, settings=settings),
+            Middleware(AuthorizationMiddleware),
+        ],
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(operations_router)
+    return app

@@ -1,0 +1,77 @@
+"""The coordination port: what processes of one deployment share.
+
+Redis in production (``redis.py``), a single process's memory when embedded
+(``memory.py``). Later parts add the conversation lock, run event logs and signals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Quota:
+    """``burst`` requests at once, refilled at ``per_minute``; a request may cost more than 1."""
+
+    per_minute: int
+    burst: int
+
+    @property
+    def interval_ms(self) -> float:
+        return 60_000 / self.per_minute
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after_ms: int
+    reset_after_ms: int
+
+
+def gcra(
+    tat_ms: float | None, now_ms: float, quota: Quota, cost: int
+) -> tuple[RateDecision, float]:
+    """Generic cell rate algorithm; returns the decision and the new theoretical arrival time.
+
+    The Redis adapter runs the same arithmetic in one Lua script.
+    """
+    tat = max(tat_ms if tat_ms is not None else now_ms, now_ms)
+    burst_offset = quota.interval_ms * quota.burst
+    new_tat = tat + quota.interval_ms * cost
+    allow_at = new_tat - burst_offset
+    if now_ms < allow_at:
+        decision = RateDecision(
+            allowed=False,
+            limit=quota.burst,
+            remaining=0,
+            retry_after_ms=int(allow_at - now_ms) + 1,
+            reset_after_ms=int(tat - now_ms),
+        )
+        return decision, tat
+    decision = RateDecision(
+        allowed=True,
+        limit=quota.burst,
+        remaining=int((now_ms - allow_at) // quota.interval_ms),
+        retry_after_ms=0,
+        reset_after_ms=int(new_tat - now_ms),
+    )
+    return decision, new_tat
+
+
+class CoordinationUnavailable(Exception):
+    """The shared coordination backend could not be reached."""
+
+
+class Coordination(Protocol):
+    name: str
+
+    async def ping(self) -> None:
+        """Raise ``CoordinationUnavailable`` if the backend does not answer."""
+
+    async def rate_limit(self, key: str, quota: Quota, cost: int) -> RateDecision:
+        """Charge ``cost`` to ``key``; raise ``CoordinationUnavailable`` if it cannot decide."""
+
+    async def aclose(self) -> None: ...

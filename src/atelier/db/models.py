@@ -1,0 +1,25 @@
+"""Imports every domain's tables so ``Base.metadata`` is complete (Alembic, tests)."""
+
+from atelier.chats.models import Chat, ChatMessage
+from atelier.conversations.models import Conversation, Message
+from atelier.db.base import Base
+from atelier.llm.models import CatalogModel
+from atelier.runs.models import Run
+from atelier.tenants.models import ApiKey, Tenant
+from atelier.usage.models import UsageRecord
+from atelier.workspace.models import ConversationFile, StorageCleanup
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "CatalogModel",
+    "Chat",
+    "ChatMessage",
+    "Conversation",
+    "ConversationFile",
+    "Message",
+    "Run",
+    "StorageCleanup",
+    "Tenant",
+    "UsageRecord",
+]

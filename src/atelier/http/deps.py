@@ -1,0 +1,52 @@
+"""Request dependencies: resources, the caller, and the unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.http.errors import ProblemError
+from atelier.http.scope import Principal
+from atelier.resources import Resources
+
+
+def get_resources(request: Request) -> Resources:
+    return request.app.state.resources  # type: ignore[no-any-return]
+
+
+def get_principal(request: Request) -> Principal:
+    principal: Principal | None = request.state._state.get("principal")
+    if principal is None:  # the authorization middleware lets no such request through
+        raise ProblemError(401, "missing_api_key", "an API key is required")
+    return principal
+
+
+def get_user_principal(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    """For endpoints whose resources belong to an end user: ``X-User-ID`` is required."""
+    if principal.user_id is None:
+        raise ProblemError(400, "user_id_required", "send the end user's id in X-User-ID")
+    return principal
+
+
+async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session and one commit point per request; services only flush.
+
+    Used with ``scope="function"`` so the commit happens before the response is sent
+    (a failed commit is the client's error response, not a log line after a 2xx).
+    """
+    async with get_resources(request).sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+UserPrincipalDep = Annotated[Principal, Depends(get_user_principal)]
+SessionDep = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]

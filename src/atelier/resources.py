@@ -1,0 +1,53 @@
+"""Everything an app holds open: created once in the lifespan, closed there."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from atelier.coordination.base import Coordination
+from atelier.coordination.memory import MemoryCoordination
+from atelier.coordination.ratelimit import RateLimiter
+from atelier.coordination.redis import RedisCoordination
+from atelier.db.engine import create_engine, create_sessionmaker
+from atelier.http.middleware.authentication import KeyCache
+from atelier.observability.metrics import Metrics
+from atelier.settings import Settings
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    metrics: Metrics
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    coordination: Coordination
+    rate_limiter: RateLimiter
+    key_cache: KeyCache
+
+
+def create_coordination(settings: Settings) -> Coordination:
+    if settings.redis_url:
+        return RedisCoordination(settings.redis_url, key_prefix=settings.redis_key_prefix)
+    return MemoryCoordination()
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[Resources]:
+    async with AsyncExitStack() as stack:
+        engine = create_engine(settings)
+        stack.push_async_callback(engine.dispose)
+        coordination = create_coordination(settings)
+        stack.push_async_callback(coordination.aclose)
+        yield Resources(
+            settings=settings,
+            metrics=metrics,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            coordination=coordination,
+            rate_limiter=RateLimiter(coordination, metrics),
+            key_cache=KeyCache(ttl_seconds=settings.api_key_cache_seconds),
+        )

@@ -1,0 +1,148 @@
+"""Configuration: built once (by the CLI or a test) and passed to ``create_app``.
+
+There is deliberately no cached module-level getter (BUG-020): two apps built from two
+``Settings`` objects in one process behave independently.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+EMBEDDED_DATA_DIR = Path(".atelier")
+
+
+class UnsafeProductionSettings(ValueError):
+    """Production mode was asked to run on a default that is only safe for development."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ATELIER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["development", "production", "test"] = "development"
+
+    # Where embedded adapters keep their state (SQLite file, workspaces, dev key).
+    data_dir: Path = EMBEDDED_DATA_DIR
+
+    # Database: SQLite (embedded) unless a URL is given.
+    database_url: str | None = None
+    database_pool_size: int = Field(10, ge=1, le=200)
+    database_echo: bool = False
+
+    # Coordination: in-process unless a Redis URL is given.
+    redis_url: str | None = None
+    redis_key_prefix: str = "atelier:"
+
+    # Storage: a local directory unless an S3 bucket is given.
+    s3_bucket: str | None = None
+    s3_prefix: str = "workspaces"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    # HTTP server.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    hsts: bool = True
+
+    # Observability.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    metrics_token: SecretStr | None = None
+    otel_enabled: bool = False
+
+    # Authentication: how long a verified key is trusted before it is looked up again.
+    api_key_cache_seconds: float = Field(5.0, ge=0, le=60)
+
+    # Rate limits (per tenant+user, or per client IP when unauthenticated).
+    rate_limit_enabled: bool = True
+    rate_limit_per_minute: int = Field(600, ge=1)
+    rate_limit_burst: int = Field(120, ge=1)
+    rate_limit_anonymous_per_minute: int = Field(120, ge=1)
+    rate_limit_anonymous_burst: int = Field(30, ge=1)
+    rate_limit_expensive_cost: int = Field(10, ge=1)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
+    @model_validator(mode="after")
+    def _expensive_requests_fit_the_burst(self) -> Settings:
+        if self.rate_limit_expensive_cost > self.rate_limit_burst:
+            raise ValueError(
+                "ATELIER_RATE_LIMIT_EXPENSIVE_COST cannot exceed ATELIER_RATE_LIMIT_BURST "
+                "(such a request could never be allowed)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _production_refuses_unsafe_defaults(self) -> Settings:
+        if self.environment != "production":
+            return self
+        problems = []
+        if self.database_url is None or self.database_url.startswith("sqlite"):
+            problems.append(
+                "ATELIER_DATABASE_URL must point at PostgreSQL (SQLite is embedded-only)"
+            )
+        if self.redis_url is None:
+            problems.append(
+                "ATELIER_REDIS_URL is required (in-process coordination is one process)"
+            )
+        if self.s3_bucket is None:
+            problems.append(
+                "ATELIER_S3_BUCKET is required (the local workspace directory is one machine)"
+            )
+        if self.database_echo:
+            problems.append("ATELIER_DATABASE_ECHO would log every statement and its parameters")
+        if problems:
+            raise UnsafeProductionSettings(
+                "production mode refuses unsafe defaults:\n  - " + "\n  - ".join(problems)
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'atelier.db'}"
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def is_fully_embedded(self) -> bool:
+        return self.is_embedded_database and self.redis_url is None and self.s3_bucket is None
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.data_dir / "workspaces"
+
+    @property
+    def dev_api_key_file(self) -> Path:
+        return self.data_dir / "dev-api-key"
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format == "auto":
+            return self.environment == "production"
+        return self.log_format == "json"

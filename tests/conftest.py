@@ -1,0 +1,217 @@
+"""Shared fixtures: a backend matrix (embedded vs PostgreSQL + Redis), apps, clients, keys.
+
+PostgreSQL and Redis are used for real. Where they are unreachable, the cases that need
+them skip -- unless ATELIER_REQUIRE_SERVICES=1 (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import redis
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from atelier.app import create_app
+from atelier.db.migrate import migrate
+from atelier.db.models import Base
+from atelier.settings import Settings
+from atelier.tenants.service import create_api_key, create_tenant
+
+POSTGRES_URL = os.environ.get(
+    "ATELIER_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("ATELIER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_SERVICES = os.environ.get("ATELIER_REQUIRE_SERVICES") == "1"
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+def unavailable(what: str, error: BaseException) -> None:
+    message = f"{what} is not reachable: {error!r}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (ATELIER_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _admin(sql: str) -> None:
+    connection = await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL), timeout=3)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+class PostgresDatabases:
+    """Creates uniquely named databases on the test server and drops them at the end."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def create(self, label: str) -> str:
+        name = f"atelier_test_{RUN_ID}_{label}"
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        for name in self.created:
+            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabases]:
+    try:
+        asyncio.run(_admin("SELECT 1"))
+    except Exception as exc:
+        unavailable("PostgreSQL", exc)
+    databases = PostgresDatabases()
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        unavailable("Redis", exc)
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_url(postgres: PostgresDatabases) -> str:
+    url = postgres.create("shared")
+
+    async def upgrade() -> None:
+        engine = create_async_engine(url)
+        await migrate(engine)
+        await engine.dispose()
+
+    asyncio.run(upgrade())
+    return url
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "atelier.db"
+
+    async def upgrade() -> None:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+        await migrate(engine)
+        await engine.dispose()
+
+    asyncio.run(upgrade())
+    return path
+
+
+def _truncate_all(url: str) -> None:
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    asyncio.run(_admin_on(url, f"TRUNCATE {tables} CASCADE"))
+
+
+async def _admin_on(url: str, sql: str) -> None:
+    connection = await asyncpg.connect(_asyncpg_dsn(url), timeout=3)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["embedded", "services"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    """Override in a test module (or parametrize) to change the settings under test."""
+    return {}
+
+
+@pytest.fixture
+def settings(
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    settings_overrides: dict[str, object],
+) -> Settings:
+    data_dir = tmp_path / ".atelier"
+    data_dir.mkdir()
+    values: dict[str, object] = {
+        "environment": "test",
+        "data_dir": data_dir,
+        "log_format": "console",
+    }
+    if backend == "embedded":
+        template = request.getfixturevalue("migrated_sqlite_template")
+        shutil.copy(template, data_dir / "atelier.db")
+    else:
+        database_url = request.getfixturevalue("migrated_postgres_url")
+        _truncate_all(database_url)
+        values |= {
+            "database_url": database_url,
+            "redis_url": request.getfixturevalue("redis_url"),
+            "redis_key_prefix": f"atelier-test:{uuid.uuid4().hex[:8]}:",
+        }
+    return Settings(**(values | settings_overrides))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@dataclass
+class Caller:
+    tenant_id: uuid.UUID
+    tenant_name: str
+    key: str
+
+    def headers(self, user: str | None = "alice", **extra: str) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.key}", **extra}
+        if user is not None:
+            headers["X-User-ID"] = user
+        return headers
+
+
+async def make_caller(app: FastAPI, name: str | None = None) -> Caller:
+    async with app.state.resources.sessionmaker() as session:
+        tenant = await create_tenant(session, name or f"tenant-{uuid.uuid4().hex[:8]}")
+        issued = await create_api_key(session, tenant, "test")
+        await session.commit()
+    return Caller(tenant_id=tenant.id, tenant_name=tenant.name, key=issued.secret)
+
+
+@pytest.fixture
+async def caller(app: FastAPI) -> Caller:
+    return await make_caller(app)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://atelier.test") as http:
+        yield http
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,44 @@
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from atelier.db.engine import create_engine
+from atelier.settings import Settings
+
+
+async def _pragma(engine, name: str) -> object:
+    async with engine.connect() as connection:
+        return (await connection.execute(text(f"PRAGMA {name}"))).scalar()
+
+
+class TestSqliteEngine:
+    async def test_our_engine_runs_wal_with_foreign_keys(self, tmp_path: Path) -> None:
+        engine = create_engine(Settings(environment="test", data_dir=tmp_path))
+        try:
+            assert await _pragma(engine, "journal_mode") == "wal"
+            assert await _pragma(engine, "foreign_keys") == 1
+            assert await _pragma(engine, "busy_timeout") == 15000
+        finally:
+            await engine.dispose()
+
+    async def test_a_second_engine_does_not_fire_our_listener(self, tmp_path: Path) -> None:
+        """BUG-013: our connect listener is bound to our engine, not the global Pool class."""
+        ours = create_engine(Settings(environment="test", data_dir=tmp_path))
+        other = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'other.db'}")
+        try:
+            assert await _pragma(ours, "foreign_keys") == 1
+            assert await _pragma(other, "foreign_keys") == 0
+            assert await _pragma(other, "journal_mode") == "delete"
+        finally:
+            await ours.dispose()
+            await other.dispose()
+
+    async def test_embedded_database_lives_under_the_data_dir(self, tmp_path: Path) -> None:
+        settings = Settings(environment="test", data_dir=tmp_path / "nested" / ".atelier")
+        engine = create_engine(settings)
+        try:
+            await _pragma(engine, "user_version")
+            assert (tmp_path / "nested" / ".atelier" / "atelier.db").exists()
+        finally:
+            await engine.dispose()
