@@ -215,3 +215,9 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def unstarted_app(settings: Settings) -> FastAPI:
+    """An app whose lifespan has not run (for real servers, which run it themselves)."""
+    return create_app(settings)

@@ -16,7 +16,10 @@ from tests.conftest import free_port
 async def serve(app: FastAPI) -> AsyncIterator[str]:
     """Serve ``app`` (lifespan included) and yield its base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    # proxy_headers off, as `atelier serve` runs by default: forwarded headers are ours to judge.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="on", proxy_headers=False
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:

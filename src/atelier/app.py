@@ -14,6 +14,7 @@ from atelier.http.middleware.authentication import AuthenticationMiddleware
 from atelier.http.middleware.authorization import AuthorizationMiddleware
 from atelier.http.middleware.metrics import MetricsMiddleware
 from atelier.http.middleware.rate_limit import RateLimitMiddleware
+from atelier.http.middleware.request_limits import RequestLimitsMiddleware
 from atelier.http.middleware.security_headers import SecurityHeadersMiddleware
 from atelier.http.middleware.tracing import TracingMiddleware
 from atelier.http.operations import router as operations_router
@@ -41,12 +42,20 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="A production backend for AI agents.",
         lifespan=lifespan,
+        # Spans and OTel metrics use the global providers when the operator enables them.
+        telemetry={
+            "tracing": settings.otel_enabled,
+            "metrics": settings.otel_enabled,
+            "operation_spans": settings.otel_enabled,
+            "logs": False,  # our structured logs already record errors, without key material
+        },
         # Outermost first. Every one is pure ASGI: nothing buffers a stream or breaks
         # contextvars and disconnect detection (BUG-002).
         middleware=[
-            Middleware(TracingMiddleware, otel_enabled=settings.otel_enabled),
+            Middleware(TracingMiddleware, tag_spans=settings.otel_enabled),
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(SecurityHeadersMiddleware, hsts=settings.hsts),
+            Middleware(RequestLimitsMiddleware),
             Middleware(AuthenticationMiddleware),
             Middleware(RateLimitMiddleware, settings=settings),
             Middleware(AuthorizationMiddleware),

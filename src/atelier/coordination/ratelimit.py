@@ -8,6 +8,7 @@ is retried after a short pause so a dead Redis does not add latency to every req
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 
@@ -27,12 +28,16 @@ class RateLimiter:
         self.local = shared if isinstance(shared, MemoryCoordination) else MemoryCoordination()
         self.retry_shared_after = retry_shared_after
         self._shared_down_until = 0.0
+        self._decision_counters: dict[tuple[str, str], Any] = {}
 
     async def check(self, key: str, quota: Quota, cost: int) -> RateDecision:
         decision, limiter = await self._decide(key, quota, cost)
-        self.metrics.rate_limit_decisions.labels(
-            "allowed" if decision.allowed else "limited", limiter
-        ).inc()
+        outcome = "allowed" if decision.allowed else "limited"
+        counter = self._decision_counters.get((outcome, limiter))
+        if counter is None:
+            counter = self.metrics.rate_limit_decisions.labels(outcome, limiter)
+            self._decision_counters[(outcome, limiter)] = counter
+        counter.inc()
         return decision
 
     async def _decide(self, key: str, quota: Quota, cost: int) -> tuple[RateDecision, str]:

@@ -13,18 +13,19 @@ from atelier.http.scope import Principal
 from atelier.resources import Resources
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
     return request.app.state.resources  # type: ignore[no-any-return]
 
 
-def get_principal(request: Request) -> Principal:
+# Dependencies are async: FastAPI runs a plain `def` dependency in a worker thread.
+async def get_principal(request: Request) -> Principal:
     principal: Principal | None = request.state._state.get("principal")
     if principal is None:  # the authorization middleware lets no such request through
         raise ProblemError(401, "missing_api_key", "an API key is required")
     return principal
 
 
-def get_user_principal(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def get_user_principal(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     """For endpoints whose resources belong to an end user: ``X-User-ID`` is required."""
     if principal.user_id is None:
         raise ProblemError(400, "user_id_required", "send the end user's id in X-User-ID")

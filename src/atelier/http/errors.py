@@ -27,6 +27,7 @@ _CODES_BY_STATUS = {
     416: "range_not_satisfiable",
     422: "validation_error",
     429: "rate_limited",
+    431: "headers_too_large",
     500: "internal_error",
     503: "service_unavailable",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -13,6 +14,8 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Resolving label values is the costly part of an observation; routes are few.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -32,10 +35,13 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_recording_status)
         finally:
             self.metrics.http_in_flight.dec()
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            self.metrics.http_requests.labels(method, template, str(status)).inc()
-            self.metrics.http_duration.labels(method, template).observe(
-                time.perf_counter() - started
-            )
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            key = (scope["method"], template, status)
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = (
+                    self.metrics.http_requests.labels(key[0], template, str(status)),
+                    self.metrics.http_duration.labels(key[0], template),
+                )
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)

@@ -19,25 +19,24 @@ _DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, *, hsts: bool = True) -> None:
         self.app = app
-        self.common = [
+        common = [
             (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"no-referrer"),
             (b"x-frame-options", b"DENY"),
             (b"cross-origin-opener-policy", b"same-origin"),
         ]
+        self.api_headers = [*common, (b"content-security-policy", _API_CSP)]
+        self.docs_headers = [*common, (b"content-security-policy", _DOCS_CSP)]
         self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = [
-            *self.common,
-            (b"content-security-policy", _DOCS_CSP if scope["path"] in _DOCS_PATHS else _API_CSP),
-        ]
+        extra = self.docs_headers if scope["path"] in _DOCS_PATHS else self.api_headers
         # Only over https: HSTS sent over plain http is ignored, and it must not pin a dev setup.
         if self.hsts and scope.get("scheme") == "https":
-            extra.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
+            extra = [*extra, (b"strict-transport-security", b"max-age=63072000; includeSubDomains")]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -1,4 +1,8 @@
-"""Request id, log context, optional OpenTelemetry span, access log and the last-resort 500.
+"""Request id, log context, access log and the last-resort 500.
+
+OpenTelemetry server spans come from FastAPI's native telemetry (enabled by
+``ATELIER_OTEL_ENABLED``); this middleware runs inside that span and tags it with the
+request id so traces and logs can be joined.
 
 Outermost of our middleware, so even an unhandled error leaves as problem+json carrying
 the request id (never a traceback).
@@ -6,10 +10,10 @@ the request id (never a traceback).
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
-from contextlib import nullcontext
 from typing import Any
 
 import structlog
@@ -21,12 +25,13 @@ from atelier.http.scope import principal, state
 
 _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 log = structlog.get_logger("atelier.http")
+access_log = logging.getLogger("atelier.http")
 
 
 class TracingMiddleware:
-    def __init__(self, app: ASGIApp, *, otel_enabled: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, tag_spans: bool = False) -> None:
         self.app = app
-        self.tracer = trace.get_tracer("atelier") if otel_enabled else None
+        self.tag_spans = tag_spans
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,28 +50,11 @@ class TracingMiddleware:
             await send(message)
 
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        if self.tag_spans:
+            trace.get_current_span().set_attribute("atelier.request_id", request_id)
         started = time.perf_counter()
-        span = (
-            self.tracer.start_as_current_span(
-                f"{scope['method']} {scope['path']}",
-                kind=trace.SpanKind.SERVER,
-                attributes={
-                    "http.request.method": scope["method"],
-                    "atelier.request_id": request_id,
-                },
-            )
-            if self.tracer
-            else nullcontext()
-        )
         try:
-            with span as current:
-                try:
-                    await self.app(scope, receive, send_with_request_id)
-                finally:
-                    if current is not None:
-                        route = scope.get("route")
-                        current.set_attribute("http.route", getattr(route, "path", "unmatched"))
-                        current.set_attribute("http.response.status_code", response["status"])
+            await self.app(scope, receive, send_with_request_id)
         except Exception:
             log.exception("unhandled error", method=scope["method"], path=scope["path"])
             if response["started"]:
@@ -79,16 +67,17 @@ class TracingMiddleware:
                 request_id=request_id,
             )
         finally:
-            caller = principal(scope)
-            log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                status=response["status"],
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                tenant_id=str(caller.tenant_id) if caller else None,
-                user_id=caller.user_id if caller else None,
-            )
+            if access_log.isEnabledFor(logging.INFO):
+                caller = principal(scope)
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=response["status"],
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    tenant_id=str(caller.tenant_id) if caller else None,
+                    user_id=caller.user_id if caller else None,
+                )
             structlog.contextvars.reset_contextvars(**tokens)
 
 
