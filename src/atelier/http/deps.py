@@ -38,7 +38,8 @@ async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     Used with ``scope="function"`` so the commit happens before the response is sent
     (a failed commit is the client's error response, not a log line after a 2xx).
     """
-    async with get_resources(request).sessionmaker() as session:
+    resources: Resources = request.app.state.resources
+    async with resources.sessionmaker() as session:
         try:
             yield session
             await session.commit()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -69,8 +70,9 @@ class EventStreamResponse(Response):
                 }
             )
             while True:
+                waiting: set[asyncio.Future[Any]] = {pending, disconnected}
                 done, _ = await asyncio.wait(
-                    {pending, disconnected},
+                    waiting,
                     timeout=self.keepalive_seconds,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
