@@ -132,6 +132,56 @@ async def _admin_on(url: str, sql: str) -> None:
         await connection.close()
 
 
+class MotoS3:
+    """moto's S3 server (ThreadedMotoServer) in a process of its own: real HTTP, real S3
+    protocol, and its request parsing never competes with the app for our GIL."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        import time
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        code = (
+            "import time; from moto.server import ThreadedMotoServer; "
+            f"s = ThreadedMotoServer(ip_address='127.0.0.1', port={self.port}, verbose=False); "
+            "s.start(); time.sleep(10**9)"
+        )
+        self.process = subprocess.Popen([sys.executable, "-c", code])
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoS3]:
+    server = MotoS3()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=["embedded", "services"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -156,6 +206,9 @@ def settings(
         "environment": "test",
         "data_dir": data_dir,
         "log_format": "console",
+        # Limits are tested on their own (tests/http/test_edge.py); elsewhere they would only
+        # make request-heavy tests depend on timing.
+        "rate_limit_enabled": False,
     }
     if backend == "embedded":
         template = request.getfixturevalue("migrated_sqlite_template")
@@ -163,10 +216,17 @@ def settings(
     else:
         database_url = request.getfixturevalue("migrated_postgres_url")
         _truncate_all(database_url)
+        moto: MotoS3 = request.getfixturevalue("moto")
+        bucket = f"atelier-test-{uuid.uuid4().hex[:12]}"
+        moto.client().create_bucket(Bucket=bucket)
         values |= {
             "database_url": database_url,
             "redis_url": request.getfixturevalue("redis_url"),
             "redis_key_prefix": f"atelier-test:{uuid.uuid4().hex[:8]}:",
+            "s3_bucket": bucket,
+            "s3_endpoint_url": moto.endpoint,
+            "s3_access_key_id": "testing",
+            "s3_secret_access_key": "testing",
         }
     return Settings(**(values | settings_overrides))  # type: ignore[arg-type]
 

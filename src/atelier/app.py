@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,6 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from atelier import __version__
+from atelier.conversations.endpoints import router as conversations_router
 from atelier.http.errors import install_error_handlers
 from atelier.http.middleware.authentication import AuthenticationMiddleware
 from atelier.http.middleware.authorization import AuthorizationMiddleware
@@ -22,6 +25,8 @@ from atelier.observability.logging import configure_logging
 from atelier.observability.metrics import Metrics
 from atelier.resources import open_resources
 from atelier.settings import Settings
+from atelier.workspace import cleanup
+from atelier.workspace.endpoints import router as workspace_router
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -32,9 +37,20 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_resources(settings, metrics) as resources:
             app.state.resources = resources
+            upkeep = asyncio.create_task(
+                cleanup.run_forever(
+                    resources.sessionmaker,
+                    resources.storage,
+                    settings.storage_cleanup_interval_seconds,
+                ),
+                name="storage-cleanup",
+            )
             try:
                 yield
             finally:
+                upkeep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await upkeep
                 del app.state.resources
 
     app = FastAPI(
@@ -65,4 +81,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(operations_router)
+    app.include_router(conversations_router)
+    app.include_router(workspace_router)
     return app

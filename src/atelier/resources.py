@@ -16,6 +16,9 @@ from atelier.db.engine import create_engine, create_sessionmaker
 from atelier.http.middleware.authentication import KeyCache
 from atelier.observability.metrics import Metrics
 from atelier.settings import Settings
+from atelier.workspace.base import Storage
+from atelier.workspace.local import LocalStorage
+from atelier.workspace.s3 import S3Storage
 
 
 @dataclass
@@ -26,6 +29,7 @@ class Resources:
     sessionmaker: async_sessionmaker[AsyncSession]
     coordination: Coordination
     rate_limiter: RateLimiter
+    storage: Storage
     key_cache: KeyCache
 
 
@@ -42,6 +46,11 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
         stack.push_async_callback(engine.dispose)
         coordination = create_coordination(settings)
         stack.push_async_callback(coordination.aclose)
+        storage: Storage
+        if settings.s3_bucket:
+            storage = await stack.enter_async_context(S3Storage.open(settings))
+        else:
+            storage = LocalStorage(settings.workspace_dir)
         yield Resources(
             settings=settings,
             metrics=metrics,
@@ -49,5 +58,6 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
             sessionmaker=create_sessionmaker(engine),
             coordination=coordination,
             rate_limiter=RateLimiter(coordination, metrics),
+            storage=storage,
             key_cache=KeyCache(ttl_seconds=settings.api_key_cache_seconds),
         )

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
 
+    # Workspace quotas and upkeep.
+    max_file_size: int = Field(100 * 1024 * 1024, ge=1)
+    max_workspace_files: int = Field(10_000, ge=1)
+    max_workspace_bytes: int = Field(5 * 1024 * 1024 * 1024, ge=1)
+    storage_cleanup_interval_seconds: float = Field(30.0, gt=0)
+
     # HTTP server.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -300,6 +300,7 @@ class TestRateLimits:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, object]:
         return {
+            "rate_limit_enabled": True,
             "rate_limit_per_minute": 60,
             "rate_limit_burst": 3,
             "rate_limit_anonymous_per_minute": 60,
@@ -404,6 +405,7 @@ class TestRedisFailure:
         # Nothing listens there: every Redis call fails.
         return {
             "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+            "rate_limit_enabled": True,
             "rate_limit_per_minute": 60,
             "rate_limit_burst": 3,
             "rate_limit_expensive_cost": 2,
@@ -432,7 +434,12 @@ class TestRedisFailure:
 class TestSharedLimitsOnRedis:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, object]:
-        return {"rate_limit_per_minute": 60, "rate_limit_burst": 3, "rate_limit_expensive_cost": 2}
+        return {
+            "rate_limit_enabled": True,
+            "rate_limit_per_minute": 60,
+            "rate_limit_burst": 3,
+            "rate_limit_expensive_cost": 2,
+        }
 
     async def test_two_processes_share_one_bucket_through_redis(
         self, live, live_caller, settings: Settings
@@ -457,6 +464,10 @@ class TestSharedLimitsOnRedis:
 
 @pytest.mark.parametrize("backend", ["services"])
 class TestOneRedisPool:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, object]:
+        return {"rate_limit_enabled": True}  # so every request talks to Redis
+
     async def test_concurrent_first_requests_create_exactly_one_pool(
         self, unstarted_app: FastAPI, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -16,7 +16,11 @@ class TestReady:
     async def test_ready_when_every_backend_answers(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/ready")
         assert response.status_code == 200
-        assert response.json()["checks"] == {"database": "ok", "coordination": "ok"}
+        assert response.json()["checks"] == {
+            "database": "ok",
+            "coordination": "ok",
+            "storage": "ok",
+        }
 
 
 @pytest.mark.parametrize("backend", ["services"])
@@ -36,3 +40,16 @@ class TestNotReady:
         assert "coordination" in body["detail"]
         assert body["checks"]["database"] == "ok"
         assert body["checks"]["coordination"].startswith("unavailable")
+
+
+@pytest.mark.parametrize("backend", ["services"])
+class TestStorageNotReady:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, object]:
+        return {"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"}
+
+    async def test_ready_names_storage_when_s3_is_down(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/ready")
+        assert response.status_code == 503
+        assert response.json()["checks"]["storage"] != "ok"
+        assert "storage" in response.json()["detail"]

@@ -58,7 +58,11 @@ def _ready_checks(resources: Resources) -> dict[str, Callable[[], Awaitable[obje
         async with resources.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
-    return {"database": database, "coordination": resources.coordination.ping}
+    return {
+        "database": database,
+        "coordination": resources.coordination.ping,
+        "storage": resources.storage.ping,
+    }
 
 
 async def _run_checks(checks: dict[str, Callable[[], Awaitable[object]]]) -> dict[str, str]:

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Query, Response
+from sqlalchemy import delete as sql_delete
+
+from atelier.conversations import service
+from atelier.conversations.models import Conversation
+from atelier.conversations.schemas import ConversationOut, ConversationPage, ConversationWrite
+from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
+from atelier.workspace import cleanup
+from atelier.workspace.service import conversation_prefix
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+
+@router.post("", status_code=201)
+async def create_conversation(
+    body: ConversationWrite, principal: UserPrincipalDep, session: SessionDep
+) -> ConversationOut:
+    conversation = await service.create(session, principal, body)
+    return (await service.present(session, [conversation]))[0]
+
+
+@router.get("")
+async def list_conversations(
+    principal: UserPrincipalDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> ConversationPage:
+    rows, next_cursor = await service.list_page(session, principal, limit, cursor)
+    return await service.present_page(session, rows, next_cursor)
+
+
+@router.get("/{conversation_id}")
+async def get_conversation(
+    conversation_id: uuid.UUID, principal: UserPrincipalDep, session: SessionDep
+) -> ConversationOut:
+    conversation = await service.get_owned(session, principal, conversation_id)
+    return (await service.present(session, [conversation]))[0]
+
+
+@router.patch("/{conversation_id}")
+async def update_conversation(
+    conversation_id: uuid.UUID,
+    body: ConversationWrite,
+    principal: UserPrincipalDep,
+    session: SessionDep,
+) -> ConversationOut:
+    conversation = await service.update(session, principal, conversation_id, body)
+    return (await service.present(session, [conversation]))[0]
+
+
+@router.delete("/{conversation_id}", status_code=204)
+async def delete_conversation(
+    conversation_id: uuid.UUID,
+    principal: UserPrincipalDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    background: BackgroundTasks,
+) -> Response:
+    conversation = await service.get_owned(session, principal, conversation_id)
+    prefix = conversation_prefix(resources.settings, conversation.tenant_id, conversation.id)
+    # Rows go (messages, runs, files cascade) and the prefix is remembered, in one transaction.
+    await session.execute(sql_delete(Conversation).where(Conversation.id == conversation.id))
+    await cleanup.schedule(session, prefix)
+    # After the commit: delete the objects now; failures stay scheduled for the periodic task.
+    background.add_task(cleanup.run_prefix, resources.sessionmaker, resources.storage, prefix)
+    return Response(status_code=204)

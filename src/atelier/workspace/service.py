@@ -1,0 +1,204 @@
+"""Workspace files: storage objects plus their rows, kept in step.
+
+Metadata always comes from what storage reported for the upload (or a HEAD), never from
+downloading the object (BUG-006).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.conversations.models import Conversation
+from atelier.db.base import utcnow
+from atelier.http.errors import ProblemError
+from atelier.settings import Settings
+from atelier.workspace import content_types
+from atelier.workspace.base import ObjectInfo, ObjectTooLarge, Storage, StorageError
+from atelier.workspace.models import ConversationFile
+
+
+def conversation_prefix(
+    settings: Settings, tenant_id: uuid.UUID, conversation_id: uuid.UUID
+) -> str:
+    return f"{settings.s3_prefix}/{tenant_id}/{conversation_id}/"
+
+
+def object_key(settings: Settings, conversation: Conversation, path: str) -> str:
+    return conversation_prefix(settings, conversation.tenant_id, conversation.id) + path
+
+
+def storage_unavailable(exc: StorageError) -> ProblemError:
+    return ProblemError(
+        503, "storage_unavailable", f"workspace storage failed: {exc}", headers={"retry-after": "5"}
+    )
+
+
+@dataclass(frozen=True)
+class Upload:
+    file: ConversationFile
+    created: bool
+
+
+async def get_file(
+    session: AsyncSession, conversation: Conversation, path: str
+) -> ConversationFile:
+    row = await session.scalar(
+        select(ConversationFile).where(
+            ConversationFile.conversation_id == conversation.id, ConversationFile.path == path
+        )
+    )
+    if row is None:
+        raise ProblemError(404, "not_found", "no such file")
+    return row
+
+
+async def list_files(
+    session: AsyncSession, conversation: Conversation, prefix: str
+) -> list[ConversationFile]:
+    query = select(ConversationFile).where(ConversationFile.conversation_id == conversation.id)
+    if prefix:
+        # Compare as a range, not LIKE: a prefix may contain '%' or '_'.
+        query = query.where(
+            ConversationFile.path >= prefix, ConversationFile.path < prefix + "\U0010ffff"
+        )
+    return list(await session.scalars(query.order_by(ConversationFile.path)))
+
+
+async def upload(
+    session: AsyncSession,
+    storage: Storage,
+    settings: Settings,
+    conversation: Conversation,
+    path: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    content_type: str | None,
+    source: str,
+) -> Upload:
+    """Stream ``chunks`` to storage under the quotas, then record the file."""
+    count, used = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(ConversationFile.size), 0)).where(
+                ConversationFile.conversation_id == conversation.id, ConversationFile.path != path
+            )
+        )
+    ).one()
+    existing = await session.scalar(
+        select(ConversationFile.id).where(
+            ConversationFile.conversation_id == conversation.id, ConversationFile.path == path
+        )
+    )
+    if existing is None and count >= settings.max_workspace_files:
+        raise ProblemError(
+            409,
+            "workspace_file_limit",
+            f"a workspace holds at most {settings.max_workspace_files} files",
+        )
+    quota_left = settings.max_workspace_bytes - int(used)
+    limit = min(settings.max_file_size, max(quota_left, 0))
+
+    first, rest = await _peek(chunks)
+    chosen_type = content_types.choose(content_type, first, path)
+    key = object_key(settings, conversation, path)
+    try:
+        info = await storage.put_stream(
+            key, _chain(first, rest), content_type=chosen_type, max_size=limit
+        )
+    except ObjectTooLarge as exc:
+        if limit < settings.max_file_size:
+            raise ProblemError(
+                413,
+                "workspace_quota_exceeded",
+                f"the workspace is limited to {settings.max_workspace_bytes} bytes",
+            ) from exc
+        raise ProblemError(
+            413, "payload_too_large", f"a file is at most {settings.max_file_size} bytes"
+        ) from exc
+    except StorageError as exc:
+        raise storage_unavailable(exc) from exc
+    try:
+        return await record(session, conversation, path, info, source)
+    except BaseException:
+        if existing is None:
+            # No object without a row: the row did not make it, so neither may the bytes.
+            await _forget(storage, key)
+        raise
+
+
+async def record(
+    session: AsyncSession, conversation: Conversation, path: str, info: ObjectInfo, source: str
+) -> Upload:
+    """Insert or update the row for ``path`` from storage's metadata."""
+    row = await session.scalar(
+        select(ConversationFile).where(
+            ConversationFile.conversation_id == conversation.id, ConversationFile.path == path
+        )
+    )
+    created = row is None
+    if row is None:
+        row = ConversationFile(conversation_id=conversation.id, path=path)
+        try:
+            async with session.begin_nested():
+                _apply(row, info, source)
+                session.add(row)
+        except IntegrityError:
+            # A concurrent upload of the same path won the insert: this one replaces it.
+            created = False
+            row = await get_file(session, conversation, path)
+            _apply(row, info, source)
+    else:
+        _apply(row, info, source)
+    await session.flush()
+    return Upload(file=row, created=created)
+
+
+def _apply(row: ConversationFile, info: ObjectInfo, source: str) -> None:
+    row.size = info.size
+    row.etag = info.etag
+    row.content_type = info.content_type
+    row.source = source
+    row.updated_at = utcnow()
+
+
+async def delete_file(
+    session: AsyncSession,
+    storage: Storage,
+    settings: Settings,
+    conversation: Conversation,
+    path: str,
+) -> None:
+    row = await get_file(session, conversation, path)
+    try:
+        await storage.delete(object_key(settings, conversation, path))
+    except StorageError as exc:
+        raise storage_unavailable(exc) from exc
+    await session.delete(row)
+    await session.flush()
+
+
+async def _forget(storage: Storage, key: str) -> None:
+    # Best effort: the caller's error is what the client sees either way.
+    with contextlib.suppress(StorageError):
+        await storage.delete(key)
+
+
+async def _peek(chunks: AsyncIterator[bytes]) -> tuple[bytes, AsyncIterator[bytes]]:
+    async for chunk in chunks:
+        if chunk:
+            return chunk, chunks
+    return b"", chunks
+
+
+async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        if chunk:
+            yield chunk
