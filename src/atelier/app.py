@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,6 +38,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_resources(settings, metrics) as resources:
             app.state.resources = resources
+            # Everything alive now lives as long as the process: move it out of the
+            # collector's reach, so full collections stay short pauses of the event loop.
+            gc.collect()
+            gc.freeze()
             upkeep = asyncio.create_task(
                 cleanup.run_forever(
                     resources.sessionmaker,

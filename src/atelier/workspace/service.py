@@ -46,14 +46,20 @@ class Upload:
     created: bool
 
 
-async def get_file(
+async def find_file(
     session: AsyncSession, conversation: Conversation, path: str
-) -> ConversationFile:
-    row = await session.scalar(
+) -> ConversationFile | None:
+    return await session.scalar(
         select(ConversationFile).where(
             ConversationFile.conversation_id == conversation.id, ConversationFile.path == path
         )
     )
+
+
+async def get_file(
+    session: AsyncSession, conversation: Conversation, path: str
+) -> ConversationFile:
+    row = await find_file(session, conversation, path)
     if row is None:
         raise ProblemError(404, "not_found", "no such file")
     return row
@@ -136,11 +142,7 @@ async def record(
     session: AsyncSession, conversation: Conversation, path: str, info: ObjectInfo, source: str
 ) -> Upload:
     """Insert or update the row for ``path`` from storage's metadata."""
-    row = await session.scalar(
-        select(ConversationFile).where(
-            ConversationFile.conversation_id == conversation.id, ConversationFile.path == path
-        )
-    )
+    row = await find_file(session, conversation, path)
     created = row is None
     if row is None:
         row = ConversationFile(conversation_id=conversation.id, path=path)

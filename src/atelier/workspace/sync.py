@@ -1,0 +1,206 @@
+"""Workspace sync for agent runs: storage -> a local directory -> storage.
+
+``materialize`` downloads only what changed since the last time (a manifest of etags);
+``collect_and_upload`` finds what the agent created, modified or deleted, uploads it
+concurrently and records each file from the upload's own metadata -- never by
+downloading it again (BUG-006).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.conversations.models import Conversation
+from atelier.settings import Settings
+from atelier.workspace import content_types, service
+from atelier.workspace.base import CHUNK_SIZE, ObjectInfo, Storage
+from atelier.workspace.paths import InvalidPath, normalize_path
+
+MANIFEST = ".atelier-manifest.json"
+CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str
+    size: int
+    change: Literal["created", "modified", "deleted"]
+
+
+@dataclass(frozen=True)
+class _Local:
+    size: int
+    mtime_ns: int
+
+
+class WorkspaceSync:
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        self.storage = storage
+        self.settings = settings
+
+    async def materialize(
+        self, session: AsyncSession, conversation: Conversation, directory: Path
+    ) -> int:
+        """Bring ``directory`` up to date with the workspace; returns how many files were fetched."""
+        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+        manifest = await asyncio.to_thread(_read_manifest, directory)
+        rows = await service.list_files(session, conversation, "")
+        wanted = {row.path: row.etag for row in rows}
+        local = await asyncio.to_thread(_scan, directory)
+        stale = [
+            path
+            for path, etag in wanted.items()
+            if manifest.get(path, {}).get("etag") != etag
+            or path not in local
+            or _changed(manifest[path], local[path])
+        ]
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def fetch(path: str) -> None:
+            async with gate:
+                key = service.object_key(self.settings, conversation, path)
+                await _download_to(self.storage.get_stream(key), directory / path)
+
+        await asyncio.gather(*(fetch(path) for path in stale))
+        for path in set(local) - set(wanted):
+            await asyncio.to_thread((directory / path).unlink, missing_ok=True)
+        await self._save(directory, wanted)
+        return len(stale)
+
+    async def collect_and_upload(
+        self, session: AsyncSession, conversation: Conversation, directory: Path
+    ) -> list[FileChange]:
+        """Upload what changed in ``directory`` since ``materialize`` and record it."""
+        manifest = await asyncio.to_thread(_read_manifest, directory)
+        local = await asyncio.to_thread(_scan, directory)
+        changes: list[FileChange] = []
+        for path, stat in sorted(local.items()):
+            if path not in manifest:
+                changes.append(FileChange(path, stat.size, "created"))
+            elif _changed(manifest[path], stat):
+                changes.append(FileChange(path, stat.size, "modified"))
+        changes += [FileChange(path, 0, "deleted") for path in sorted(set(manifest) - set(local))]
+
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def apply(change: FileChange) -> ObjectInfo | None:
+            async with gate:
+                key = service.object_key(self.settings, conversation, change.path)
+                if change.change == "deleted":
+                    await self.storage.delete(key)
+                    return None
+                head = await asyncio.to_thread(_head_bytes, directory / change.path)
+                return await self.storage.put_stream(
+                    key,
+                    _read_chunks(directory / change.path),
+                    content_type=content_types.choose(None, head, change.path),
+                    max_size=self.settings.max_file_size,
+                )
+
+        outcomes = await asyncio.gather(*(apply(c) for c in changes), return_exceptions=True)
+        # Record every change storage accepted (a session is not for concurrent use), then
+        # report the first failure: no object is left without its row.
+        etags = {path: str(entry.get("etag", "")) for path, entry in manifest.items()}
+        applied: list[FileChange] = []
+        for change, outcome in zip(changes, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                continue
+            if outcome is None:
+                row = await service.find_file(session, conversation, change.path)
+                if row is not None:
+                    await session.delete(row)
+                etags.pop(change.path, None)
+                applied.append(change)
+            else:
+                await service.record(session, conversation, change.path, outcome, "agent")
+                etags[change.path] = outcome.etag
+                applied.append(FileChange(change.path, outcome.size, change.change))
+        await session.flush()
+        await self._save(directory, etags)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return applied
+
+    async def _save(self, directory: Path, etags: dict[str, str]) -> None:
+        local = await asyncio.to_thread(_scan, directory)
+        manifest = {
+            path: {"etag": etags.get(path, ""), "size": stat.size, "mtime_ns": stat.mtime_ns}
+            for path, stat in local.items()
+        }
+        await asyncio.to_thread(_write_manifest, directory, manifest)
+
+
+def _changed(entry: dict[str, object], stat: _Local) -> bool:
+    return entry.get("size") != stat.size or entry.get("mtime_ns") != stat.mtime_ns
+
+
+def _scan(directory: Path) -> dict[str, _Local]:
+    """Regular files under ``directory`` with valid workspace paths; symlinks are never followed."""
+    found: dict[str, _Local] = {}
+    for root, dirs, files in os.walk(directory, followlinks=False):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        for name in files:
+            full = os.path.join(root, name)
+            relative = os.path.relpath(full, directory).replace(os.sep, "/")
+            if relative == MANIFEST or os.path.islink(full):
+                continue
+            try:
+                path = normalize_path(relative)
+            except InvalidPath:
+                continue
+            stat = os.stat(full, follow_symlinks=False)
+            found[path] = _Local(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    return found
+
+
+def _read_manifest(directory: Path) -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads((directory / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_manifest(directory: Path, manifest: dict[str, dict[str, object]]) -> None:
+    temp = directory / f"{MANIFEST}.{uuid.uuid4().hex}"
+    temp.write_text(json.dumps(manifest))
+    os.replace(temp, directory / MANIFEST)
+
+
+def _head_bytes(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(512)
+
+
+async def _read_chunks(path: Path) -> AsyncIterator[bytes]:
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK_SIZE):
+            yield chunk
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+async def _download_to(chunks: AsyncIterator[bytes], target: Path) -> None:
+    await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+    handle = await asyncio.to_thread(temp.open, "wb")
+    try:
+        async for chunk in chunks:
+            await asyncio.to_thread(handle.write, chunk)
+        await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(os.replace, temp, target)
+    except BaseException:
+        await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(temp.unlink, missing_ok=True)
+        raise
