@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import hashlib
+import io
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -48,9 +51,63 @@ def _translated_errors(key: str) -> Iterator[None]:
         raise StorageError(f"S3 unreachable for {key!r}: {type(exc).__name__}") from exc
 
 
-async def _content_md5(body: bytes) -> str:
-    digest = await asyncio.to_thread(lambda: hashlib.md5(body, usedforsecurity=False).digest())
-    return base64.b64encode(digest).decode()
+def _md5(chunks: list[bytes]) -> bytes:
+    digest = hashlib.md5(usedforsecurity=False)
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.digest()
+
+
+async def _content_md5(chunks: list[bytes]) -> str:
+    return base64.b64encode(await asyncio.to_thread(_md5, chunks)).decode()
+
+
+class ChunksReader(io.RawIOBase):
+    """A seekable, read-only file over a list of byte strings (no joined copy).
+
+    As a file object the body is also sent in small writes with back-pressure, instead of
+    being copied whole into the socket's send buffer while S3 reads slowly.
+    """
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+        self._starts = list(itertools.accumulate((len(c) for c in chunks), initial=0))
+        self._size = self._starts[-1]
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = min(max(base + offset, 0), self._size)
+        return self._position
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = self._size if size is None or size < 0 else min(self._position + size, self._size)
+        pieces = []
+        index = bisect.bisect_right(self._starts, self._position) - 1
+        while self._position < end:
+            chunk, start = self._chunks[index], self._starts[index]
+            piece = chunk[self._position - start : end - start]
+            pieces.append(piece)
+            self._position += len(piece)
+            index += 1
+        return b"".join(pieces)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _unquote(etag: str) -> str:
@@ -94,6 +151,8 @@ class S3Storage:
     async def put_stream(
         self, key: str, chunks: AsyncIterator[bytes], *, content_type: str, max_size: int
     ) -> ObjectInfo:
+        # An upload holds one part (8 MiB) at a time, as the chunks that arrived: they are
+        # sent through a file view over the list, never joined into a second copy.
         pending: list[bytes] = []
         pending_size = size = 0
         upload_id: str | None = None
@@ -112,24 +171,22 @@ class S3Storage:
                                 Bucket=self.bucket, Key=key, ContentType=content_type
                             )
                             upload_id = created["UploadId"]
-                        body = b"".join(pending)
-                        pending.clear()
-                        pending_size = 0
-                        parts.append(await self._upload_part(key, upload_id, len(parts) + 1, body))
+                        part, pending, pending_size = pending, [], 0
+                        parts.append(await self._upload_part(key, upload_id, len(parts) + 1, part))
                 if upload_id is None:
-                    body = b"".join(pending)
                     put = await self.client.put_object(
                         Bucket=self.bucket,
                         Key=key,
-                        Body=body,
+                        Body=ChunksReader(pending),
                         ContentType=content_type,
-                        ContentMD5=await _content_md5(body),
+                        ContentMD5=await _content_md5(pending),
                     )
                     etag = put["ETag"]
                 else:
                     if pending:
-                        body = b"".join(pending)
-                        parts.append(await self._upload_part(key, upload_id, len(parts) + 1, body))
+                        parts.append(
+                            await self._upload_part(key, upload_id, len(parts) + 1, pending)
+                        )
                     done = await self.client.complete_multipart_upload(
                         Bucket=self.bucket,
                         Key=key,
@@ -145,15 +202,15 @@ class S3Storage:
         return ObjectInfo(key=key, size=size, etag=_unquote(etag), content_type=content_type)
 
     async def _upload_part(
-        self, key: str, upload_id: str, number: int, body: bytes
+        self, key: str, upload_id: str, number: int, chunks: list[bytes]
     ) -> dict[str, Any]:
         uploaded = await self.client.upload_part(
             Bucket=self.bucket,
             Key=key,
             UploadId=upload_id,
             PartNumber=number,
-            Body=body,
-            ContentMD5=await _content_md5(body),
+            Body=ChunksReader(chunks),
+            ContentMD5=await _content_md5(chunks),
         )
         return {"ETag": uploaded["ETag"], "PartNumber": number}
 
