@@ -182,6 +182,19 @@ def moto() -> Iterator[MotoS3]:
     server.stop()
 
 
+@pytest.fixture
+def embedded_settings(tmp_path: Path, migrated_sqlite_template: Path):  # type: ignore[no-untyped-def]
+    """Build embedded Settings on a fresh, migrated data dir: ``embedded_settings("a", k=v)``."""
+
+    def build(name: str = "app", **overrides: object) -> Settings:
+        data_dir = tmp_path / name / ".atelier"
+        data_dir.mkdir(parents=True)
+        shutil.copy(migrated_sqlite_template, data_dir / "atelier.db")
+        return Settings(environment="test", data_dir=data_dir, **overrides)  # type: ignore[arg-type]
+
+    return build
+
+
 @pytest.fixture(params=["embedded", "services"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -55,11 +55,11 @@ class TestProductionRefusesUnsafeDefaults:
 class TestTwoAppsInOneProcess:
     """BUG-020: settings are passed in, never cached globally."""
 
-    async def test_apps_built_from_different_settings_behave_differently(self, tmp_path) -> None:
-        guarded = create_app(
-            Settings(environment="test", data_dir=tmp_path / "a", metrics_token="scrape-secret")
-        )
-        open_ = create_app(Settings(environment="test", data_dir=tmp_path / "b"))
+    async def test_apps_built_from_different_settings_behave_differently(
+        self, embedded_settings
+    ) -> None:
+        guarded = create_app(embedded_settings("a", metrics_token="scrape-secret"))
+        open_ = create_app(embedded_settings("b"))
         async with (
             guarded.router.lifespan_context(guarded),
             open_.router.lifespan_context(open_),
@@ -72,3 +72,13 @@ class TestTwoAppsInOneProcess:
             assert guarded.state.resources.engine.url != open_.state.resources.engine.url
             # ... and its own metrics registry.
             assert guarded.state.metrics.registry is not open_.state.metrics.registry
+
+
+class TestStartup:
+    async def test_an_unmigrated_database_is_refused_with_a_clear_message(self, tmp_path) -> None:
+        from atelier.app import SchemaNotAtHead
+
+        app = create_app(Settings(environment="test", data_dir=tmp_path))
+        with pytest.raises(SchemaNotAtHead, match="atelier migrate"):
+            async with app.router.lifespan_context(app):
+                pass

@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import IntegrityError
 from starlette.middleware import Middleware
 
 from atelier import __version__
+from atelier.chats.endpoints import router as chats_router
 from atelier.conversations.endpoints import router as conversations_router
+from atelier.db.migrate import head_revision, schema_revision
 from atelier.http.errors import install_error_handlers
 from atelier.http.middleware.authentication import AuthenticationMiddleware
 from atelier.http.middleware.authorization import AuthorizationMiddleware
@@ -22,10 +25,13 @@ from atelier.http.middleware.request_limits import RequestLimitsMiddleware
 from atelier.http.middleware.security_headers import SecurityHeadersMiddleware
 from atelier.http.middleware.tracing import TracingMiddleware
 from atelier.http.operations import router as operations_router
+from atelier.llm.catalog import load_catalog, seed_catalog
+from atelier.llm.endpoints import router as models_router
 from atelier.observability.logging import configure_logging
 from atelier.observability.metrics import Metrics
-from atelier.resources import open_resources
+from atelier.resources import Resources, open_resources
 from atelier.settings import Settings
+from atelier.usage.endpoints import router as usage_router
 from atelier.workspace import cleanup
 from atelier.workspace.endpoints import router as workspace_router
 
@@ -38,6 +44,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_resources(settings, metrics) as resources:
             app.state.resources = resources
+            await _require_schema_at_head(resources)
+            await _seed_catalog(resources)
             # Everything alive now lives as long as the process: move it out of the
             # collector's reach, so full collections stay short pauses of the event loop.
             gc.collect()
@@ -53,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 yield
             finally:
+                await resources.supervisor.shutdown(grace_seconds=settings.shutdown_grace_seconds)
                 upkeep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await upkeep
@@ -88,4 +97,30 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(operations_router)
     app.include_router(conversations_router)
     app.include_router(workspace_router)
+    app.include_router(chats_router)
+    app.include_router(models_router)
+    app.include_router(usage_router)
     return app
+
+
+class SchemaNotAtHead(RuntimeError):
+    pass
+
+
+async def _require_schema_at_head(resources: Resources) -> None:
+    current, head = await schema_revision(resources.engine), head_revision()
+    if current != head:
+        raise SchemaNotAtHead(
+            f"the database schema is at {current or 'nothing'}, not {head}: run `atelier migrate`"
+        )
+
+
+async def _seed_catalog(resources: Resources) -> None:
+    entries = load_catalog(resources.settings.model_catalog_file)
+    async with resources.sessionmaker() as session:
+        try:
+            await seed_catalog(session, entries)
+            await session.commit()
+        except IntegrityError:
+            # Another process seeded the same rows at the same moment: theirs are as good.
+            await session.rollback()

@@ -14,8 +14,11 @@ from atelier.coordination.ratelimit import RateLimiter
 from atelier.coordination.redis import RedisCoordination
 from atelier.db.engine import create_engine, create_sessionmaker
 from atelier.http.middleware.authentication import KeyCache
+from atelier.llm.registry import ModelRegistry
+from atelier.llm.titles import TitleGenerator
 from atelier.observability.metrics import Metrics
 from atelier.settings import Settings
+from atelier.supervisor import Supervisor
 from atelier.workspace.base import Storage
 from atelier.workspace.local import LocalStorage
 from atelier.workspace.s3 import S3Storage
@@ -31,6 +34,9 @@ class Resources:
     rate_limiter: RateLimiter
     storage: Storage
     key_cache: KeyCache
+    models: ModelRegistry
+    titles: TitleGenerator
+    supervisor: Supervisor
 
 
 def create_coordination(settings: Settings) -> Coordination:
@@ -51,6 +57,7 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
             storage = await stack.enter_async_context(S3Storage.open(settings))
         else:
             storage = LocalStorage(settings.workspace_dir)
+        models = await ModelRegistry.open(settings, stack)
         yield Resources(
             settings=settings,
             metrics=metrics,
@@ -60,4 +67,7 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
             rate_limiter=RateLimiter(coordination, metrics),
             storage=storage,
             key_cache=KeyCache(ttl_seconds=settings.api_key_cache_seconds),
+            models=models,
+            titles=TitleGenerator(models),
+            supervisor=Supervisor(),
         )

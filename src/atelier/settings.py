@@ -53,6 +53,22 @@ class Settings(BaseSettings):
     max_workspace_bytes: int = Field(5 * 1024 * 1024 * 1024, ge=1)
     storage_cleanup_interval_seconds: float = Field(30.0, gt=0)
 
+    # Models. The offline model is always there; each other provider once configured.
+    default_model: str = "offline"
+    default_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    model_catalog_file: Path | None = None
+    offline_model_delay_seconds: float = Field(0.005, ge=0, le=5)
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    bedrock_enabled: bool = False
+    bedrock_region: str = "us-east-1"
+    bedrock_endpoint_url: str | None = None
+    model_timeout_seconds: float = Field(120.0, gt=0)
+    title_wait_seconds: float = Field(3.0, ge=0, le=30)
+    shutdown_grace_seconds: float = Field(20.0, ge=0, le=600)
+
     # HTTP server.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

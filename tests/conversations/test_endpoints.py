@@ -24,10 +24,20 @@ class TestCreateAndRead:
         assert body["active_run_id"] is None
         assert body["total_cost"] == "0.000000"
         assert body["total_input_tokens"] == body["total_output_tokens"] == 0
-        assert body["context_status"] == "unknown"
-        assert body["context_usage_percent"] is None
+        assert body["context_window"] == 32768
+        assert body["context_status"] == "ok"
+        assert body["context_usage_percent"] == 0.0
         fetched = await client.get(f"/v1/conversations/{body['id']}", headers=caller.headers())
         assert fetched.json() == body
+
+    async def test_unknown_model_is_refused(
+        self, client: httpx.AsyncClient, caller: Caller
+    ) -> None:
+        response = await client.post(
+            "/v1/conversations", json={"model_id": "nope"}, headers=caller.headers()
+        )
+        assert response.status_code == 400
+        assert response.json()["code"] == "unknown_model"
 
     async def test_user_id_is_required(self, client: httpx.AsyncClient, caller: Caller) -> None:
         response = await client.post(

@@ -35,11 +35,10 @@ class TestOpenTelemetry:
         assert span.attributes["http.route"] == "/health"
         assert span.attributes["http.response.status_code"] == 200
 
-    async def test_no_spans_unless_enabled(self, tmp_path) -> None:
+    async def test_no_spans_unless_enabled(self, embedded_settings) -> None:
         from atelier.app import create_app
-        from atelier.settings import Settings
 
-        app = create_app(Settings(environment="test", data_dir=tmp_path))
+        app = create_app(embedded_settings())
         EXPORTER.clear()
         async with (
             app.router.lifespan_context(app),

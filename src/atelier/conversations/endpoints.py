@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Query, Response
 from sqlalchemy import delete as sql_delete
 
+from atelier.chats.service import resolve_model
 from atelier.conversations import service
 from atelier.conversations.models import Conversation
 from atelier.conversations.schemas import ConversationOut, ConversationPage, ConversationWrite
@@ -20,6 +21,8 @@ router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 async def create_conversation(
     body: ConversationWrite, principal: UserPrincipalDep, session: SessionDep
 ) -> ConversationOut:
+    if body.model_id is not None:
+        await resolve_model(session, body.model_id)
     conversation = await service.create(session, principal, body)
     return (await service.present(session, [conversation]))[0]
 
@@ -50,6 +53,8 @@ async def update_conversation(
     principal: UserPrincipalDep,
     session: SessionDep,
 ) -> ConversationOut:
+    if body.model_id is not None:
+        await resolve_model(session, body.model_id)
     conversation = await service.update(session, principal, conversation_id, body)
     return (await service.present(session, [conversation]))[0]
 

@@ -88,12 +88,14 @@ async def list_page(
             query.order_by(Conversation.created_at.desc(), Conversation.id.desc()).limit(limit + 1)
         )
     )
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = encode_cursor(last.created_at, last.id) if last is not None else None
     return rows[:limit], next_cursor
 
 
-def encode_cursor(conversation: Conversation) -> str:
-    raw = f"{conversation.created_at.isoformat()}|{conversation.id}"
+def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
+    """An opaque position in a newest-first listing (shared by conversations and chats)."""
+    raw = f"{created_at.isoformat()}|{row_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 

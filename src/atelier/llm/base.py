@@ -1,0 +1,85 @@
+"""The LLM port: one streamed model call with tools.
+
+A provider turns ``(messages, tools)`` into a stream of ``TextDelta``, ``ToolCall``,
+``UsageReport`` and a final ``Stop``. Closing the stream (or cancelling its task)
+closes the provider connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Role = Literal["user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema of the arguments
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call_id: str
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_results: tuple[ToolResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """Token counts as the provider reported them; None means it did not say."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Stop:
+    reason: Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "other"]
+
+
+StreamEvent = TextDelta | ToolCall | UsageReport | Stop
+
+
+class ModelError(Exception):
+    """The provider failed (refused, unreachable, or broke off mid-stream)."""
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    model: str  # the provider's model id
+    messages: list[ChatMessage]
+    system: str = ""
+    tools: list[ToolSpec] = field(default_factory=list)
+    max_tokens: int = 4096
+
+
+class ChatModel(Protocol):
+    provider: str
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]: ...

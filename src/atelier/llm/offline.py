@@ -1,0 +1,118 @@
+"""The built-in offline model: deterministic, no network, no credentials.
+
+It answers plainly from the input, word by word, and understands a few plain commands
+by calling the workspace tools for real, so the agent path works offline:
+
+    list files | read <path> | write <path>: <text> | delete <path> | search <text>
+
+Token counts are estimated (about four characters a token) and reported as usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from atelier.llm.base import (
+    ChatMessage,
+    ModelRequest,
+    Stop,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    UsageReport,
+)
+
+_COMMANDS: tuple[
+    tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[str, dict[str, Any]]]], ...
+] = (
+    (re.compile(r"^\s*list files\b", re.I), lambda m: ("list_files", {})),
+    (re.compile(r"^\s*read\s+(\S+)", re.I), lambda m: ("read_file", {"path": m.group(1)})),
+    (
+        re.compile(r"^\s*write\s+(\S+?)\s*:\s*(.*)$", re.I | re.S),
+        lambda m: ("write_file", {"path": m.group(1), "content": m.group(2)}),
+    ),
+    (re.compile(r"^\s*delete\s+(\S+)", re.I), lambda m: ("delete_file", {"path": m.group(1)})),
+    (
+        re.compile(r"^\s*search\s+(.+)$", re.I | re.S),
+        lambda m: ("search_files", {"query": m.group(1).strip()}),
+    ),
+)
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+class OfflineModel:
+    provider = "offline"
+
+    def __init__(self, delay_seconds: float = 0.005) -> None:
+        self.delay = delay_seconds
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        prompt_tokens = estimate_tokens(request.system) + sum(
+            estimate_tokens(_text_of(message)) for message in request.messages
+        )
+        last = request.messages[-1] if request.messages else ChatMessage("user", "")
+        if last.role == "user" and request.tools:
+            call = _command(last.content, {tool.name for tool in request.tools})
+            if call is not None:
+                yield call
+                yield UsageReport(
+                    input_tokens=prompt_tokens, output_tokens=estimate_tokens(str(call.arguments))
+                )
+                yield Stop("tool_use")
+                return
+        reply = _reply(last)
+        words = reply.split(" ")
+        budget = request.max_tokens
+        produced = 0
+        for index, word in enumerate(words):
+            piece = word if index == 0 else " " + word
+            produced += estimate_tokens(piece)
+            if produced > budget:
+                yield UsageReport(input_tokens=prompt_tokens, output_tokens=budget)
+                yield Stop("max_tokens")
+                return
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            else:
+                await asyncio.sleep(0)
+            yield TextDelta(piece)
+        yield UsageReport(input_tokens=prompt_tokens, output_tokens=estimate_tokens(reply))
+        yield Stop("end_turn")
+
+
+def _text_of(message: ChatMessage) -> str:
+    parts = [message.content]
+    parts += [str(call.arguments) for call in message.tool_calls]
+    parts += [result.content for result in message.tool_results]
+    return " ".join(p for p in parts if p)
+
+
+def _command(text: str, available: set[str]) -> ToolCall | None:
+    for pattern, build in _COMMANDS:
+        match = pattern.match(text)
+        if match:
+            name, arguments = build(match)
+            if name in available:
+                digest = hashlib.sha1(f"{name}:{text}".encode(), usedforsecurity=False).hexdigest()
+                return ToolCall(id=f"call_{digest[:12]}", name=name, arguments=arguments)
+    return None
+
+
+def _reply(last: ChatMessage) -> str:
+    if last.role == "tool" or last.tool_results:
+        results = "\n".join(r.content for r in last.tool_results)
+        return f"Done. The tool said:\n{results}" if results else "Done."
+    text = " ".join(last.content.split())
+    if not text:
+        return "I am the offline model. Ask me something, or say 'list files'."
+    return (
+        f"You said: {text}. I am Atelier's offline model: I answer without a network, "
+        "and I can list, read, write, delete and search files in this workspace."
+    )

@@ -1,0 +1,92 @@
+"""Usage records (one per model call) and the tenant's usage report."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.llm.base import UsageReport
+from atelier.llm.models import CatalogModel
+from atelier.usage.cost import Prices, cost
+from atelier.usage.models import UsageRecord
+
+GroupBy = Literal["day", "model", "user", "conversation"]
+
+
+async def record_usage(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    model: CatalogModel,
+    usage: UsageReport,
+    chat_id: uuid.UUID | None = None,
+    conversation_id: uuid.UUID | None = None,
+    run_id: uuid.UUID | None = None,
+) -> UsageRecord:
+    prices = Prices.of(model)
+    record = UsageRecord(
+        tenant_id=tenant_id,
+        user_id=user_id,
+        chat_id=chat_id,
+        conversation_id=conversation_id,
+        run_id=run_id,
+        model_id=model.id,
+        provider=model.provider,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cost=cost(usage, prices),
+        currency=prices.currency,
+        input_price_per_mtok=prices.input_per_mtok,
+        output_price_per_mtok=prices.output_per_mtok,
+    )
+    session.add(record)
+    await session.flush()
+    return record
+
+
+async def report(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    group_by: GroupBy,
+    start: datetime | None,
+    end: datetime | None,
+) -> list[tuple[str, int, int, Decimal, int]]:
+    """Rows of (key, input tokens, output tokens, cost, requests), summed in SQL."""
+    key: Any
+    if group_by == "day":
+        dialect = session.get_bind().dialect.name
+        # Both store UTC: SQLite as ISO text, PostgreSQL as timestamptz.
+        key = (
+            func.to_char(func.timezone("UTC", UsageRecord.created_at), "YYYY-MM-DD")
+            if dialect == "postgresql"
+            else func.substr(UsageRecord.created_at, 1, 10)
+        )
+    elif group_by == "model":
+        key = UsageRecord.model_id
+    elif group_by == "user":
+        key = UsageRecord.user_id
+    else:
+        key = UsageRecord.conversation_id
+    query = select(
+        key.label("key"),
+        func.coalesce(func.sum(UsageRecord.input_tokens), 0),
+        func.coalesce(func.sum(UsageRecord.output_tokens), 0),
+        func.coalesce(func.sum(UsageRecord.cost), 0),
+        func.count(),
+    ).where(UsageRecord.tenant_id == tenant_id)
+    if group_by == "conversation":
+        query = query.where(UsageRecord.conversation_id.is_not(None))
+    if start is not None:
+        query = query.where(UsageRecord.created_at >= start)
+    if end is not None:
+        query = query.where(UsageRecord.created_at < end)
+    rows = await session.execute(query.group_by(key).order_by(key))
+    return [(str(k), int(i), int(o), Decimal(c), int(n)) for k, i, o, c, n in rows]
