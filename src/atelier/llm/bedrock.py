@@ -1,0 +1,160 @@
+"""AWS Bedrock ConverseStream (the audited system's provider), through aiobotocore.
+
+Fully async: no sync boto3 call ever runs on the event loop (BUG-005's cause).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from atelier.llm.base import (
+    ChatMessage,
+    ModelError,
+    ModelRequest,
+    Stop,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    UsageReport,
+)
+from atelier.llm.http_stream import parse_arguments
+from atelier.settings import Settings
+
+_STOPS: dict[str | None, Any] = {
+    "end_turn": "end_turn",
+    "tool_use": "tool_use",
+    "max_tokens": "max_tokens",
+    "stop_sequence": "stop_sequence",
+}
+_STREAM_ERRORS = (
+    "internalServerException",
+    "modelStreamErrorException",
+    "validationException",
+    "throttlingException",
+    "serviceUnavailableException",
+)
+
+
+class BedrockModel:
+    provider = "bedrock"
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[BedrockModel]:
+        config = AioConfig(
+            read_timeout=settings.model_timeout_seconds,
+            connect_timeout=10,
+            retries={"max_attempts": 2},
+        )
+        async with get_session().create_client(
+            "bedrock-runtime",
+            region_name=settings.bedrock_region,
+            endpoint_url=settings.bedrock_endpoint_url,
+            config=config,
+        ) as client:
+            yield cls(client)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        arguments: dict[str, Any] = {
+            "modelId": request.model,
+            "messages": [_message(m) for m in request.messages],
+            "inferenceConfig": {"maxTokens": request.max_tokens},
+        }
+        if request.system:
+            arguments["system"] = [{"text": request.system}]
+        if request.tools:
+            arguments["toolConfig"] = {
+                "tools": [
+                    {
+                        "toolSpec": {
+                            "name": t.name,
+                            "description": t.description,
+                            "inputSchema": {"json": t.parameters},
+                        }
+                    }
+                    for t in request.tools
+                ]
+            }
+        tools: dict[int, dict[str, str]] = {}
+        stop: str | None = None
+        try:
+            response = await self.client.converse_stream(**arguments)
+        except (ClientError, BotoCoreError) as exc:
+            raise ModelError(f"Bedrock refused the call: {exc}") from exc
+        stream = response["stream"]
+        try:
+            async for event in stream:
+                if error := next((event[name] for name in _STREAM_ERRORS if name in event), None):
+                    raise ModelError(f"Bedrock reported: {error.get('message', error)}")
+                if start := event.get("contentBlockStart"):
+                    if tool := (start.get("start") or {}).get("toolUse"):
+                        tools[start["contentBlockIndex"]] = {
+                            "id": tool["toolUseId"],
+                            "name": tool["name"],
+                            "json": "",
+                        }
+                elif delta := event.get("contentBlockDelta"):
+                    body = delta.get("delta") or {}
+                    if "text" in body:
+                        yield TextDelta(body["text"])
+                    elif "toolUse" in body:
+                        tools[delta["contentBlockIndex"]]["json"] += body["toolUse"].get(
+                            "input", ""
+                        )
+                elif (block_stop := event.get("contentBlockStop")) and block_stop.get(
+                    "contentBlockIndex"
+                ) in tools:
+                    tool = tools.pop(block_stop["contentBlockIndex"])
+                    yield ToolCall(
+                        id=tool["id"], name=tool["name"], arguments=parse_arguments(tool["json"])
+                    )
+                elif message_stop := event.get("messageStop"):
+                    stop = message_stop.get("stopReason")
+                elif metadata := event.get("metadata"):
+                    usage = metadata.get("usage") or {}
+                    yield UsageReport(
+                        input_tokens=usage.get("inputTokens"),
+                        output_tokens=usage.get("outputTokens"),
+                        cache_read_tokens=usage.get("cacheReadInputTokens"),
+                        cache_write_tokens=usage.get("cacheWriteInputTokens"),
+                    )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise ModelError(f"the Bedrock stream broke: {type(exc).__name__}") from exc
+        finally:
+            # Closes the HTTP response, also when the consumer stops early or is cancelled.
+            with contextlib.suppress(Exception):
+                stream.close()
+        yield Stop(_STOPS.get(stop, "other"))
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    if message.tool_results:
+        return {
+            "role": "user",
+            "content": [
+                {
+                    "toolResult": {
+                        "toolUseId": r.call_id,
+                        "content": [{"text": r.content}],
+                        "status": "error" if r.is_error else "success",
+                    }
+                }
+                for r in message.tool_results
+            ],
+        }
+    content: list[dict[str, Any]] = [{"text": message.content}] if message.content else []
+    content += [
+        {"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.arguments}}
+        for c in message.tool_calls
+    ]
+    return {"role": "assistant" if message.role == "assistant" else "user", "content": content}

@@ -1,0 +1,373 @@
+"""Each provider against a local peer speaking its wire protocol over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from atelier.llm.base import (
+    ChatMessage,
+    ModelError,
+    ModelRequest,
+    Stop,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    UsageReport,
+)
+from atelier.settings import Settings
+from tests.live import serve
+from tests.llm.peers import Peer, aws_event, sse
+
+TOOL = ToolSpec(
+    "read_file", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}}
+)
+REQUEST = ModelRequest(
+    model="m-1",
+    system="be brief",
+    messages=[ChatMessage("user", "hi")],
+    tools=[TOOL],
+    max_tokens=100,
+)
+
+
+def openai_text() -> list[bytes]:
+    return [
+        sse({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]}),
+        sse({"choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]}),
+        sse(
+            {
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 12,
+                    "completion_tokens": 2,
+                    "prompt_tokens_details": {"cached_tokens": 4},
+                },
+            }
+        ),
+        sse("[DONE]"),
+    ]
+
+
+def openai_tool() -> list[bytes]:
+    call = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "read_file", "arguments": ""},
+    }
+    return [
+        sse({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}),
+        sse(
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"pa'}}]},
+                    }
+                ]
+            }
+        ),
+        sse(
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [{"index": 0, "function": {"arguments": 'th": "a.txt"}'}}]
+                        },
+                        "finish_reason": "tool_calls",
+                    }
+                ]
+            }
+        ),
+        sse({"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 9}}),
+        sse("[DONE]"),
+    ]
+
+
+def anthropic_text() -> list[bytes]:
+    return [
+        sse(
+            {
+                "type": "message_start",
+                "message": {
+                    "usage": {
+                        "input_tokens": 12,
+                        "output_tokens": 1,
+                        "cache_read_input_tokens": 4,
+                        "cache_creation_input_tokens": 0,
+                    }
+                },
+            },
+            "message_start",
+        ),
+        sse(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+            "content_block_start",
+        ),
+        sse({"type": "ping"}, "ping"),
+        sse(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "Hel"},
+            },
+            "content_block_delta",
+        ),
+        sse(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "lo"},
+            },
+            "content_block_delta",
+        ),
+        sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn"},
+                "usage": {"output_tokens": 2},
+            },
+            "message_delta",
+        ),
+        sse({"type": "message_stop"}, "message_stop"),
+    ]
+
+
+def anthropic_tool() -> list[bytes]:
+    return [
+        sse(
+            {
+                "type": "message_start",
+                "message": {"usage": {"input_tokens": 20, "output_tokens": 1}},
+            },
+            "message_start",
+        ),
+        sse(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {
+                    "type": "tool_use",
+                    "id": "call_1",
+                    "name": "read_file",
+                    "input": {},
+                },
+            },
+            "content_block_start",
+        ),
+        sse(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": '{"pa'},
+            },
+            "content_block_delta",
+        ),
+        sse(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": 'th": "a.txt"}'},
+            },
+            "content_block_delta",
+        ),
+        sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use"},
+                "usage": {"output_tokens": 9},
+            },
+            "message_delta",
+        ),
+        sse({"type": "message_stop"}, "message_stop"),
+    ]
+
+
+def bedrock_text() -> list[bytes]:
+    return [
+        aws_event("messageStart", {"role": "assistant"}),
+        aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hel"}}),
+        aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "lo"}}),
+        aws_event("contentBlockStop", {"contentBlockIndex": 0}),
+        aws_event("messageStop", {"stopReason": "end_turn"}),
+        aws_event(
+            "metadata",
+            {
+                "usage": {
+                    "inputTokens": 12,
+                    "outputTokens": 2,
+                    "cacheReadInputTokens": 4,
+                    "totalTokens": 14,
+                },
+                "metrics": {"latencyMs": 5},
+            },
+        ),
+    ]
+
+
+def bedrock_tool() -> list[bytes]:
+    return [
+        aws_event("messageStart", {"role": "assistant"}),
+        aws_event(
+            "contentBlockStart",
+            {
+                "contentBlockIndex": 0,
+                "start": {"toolUse": {"toolUseId": "call_1", "name": "read_file"}},
+            },
+        ),
+        aws_event(
+            "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": '{"pa'}}}
+        ),
+        aws_event(
+            "contentBlockDelta",
+            {"contentBlockIndex": 0, "delta": {"toolUse": {"input": 'th": "a.txt"}'}}},
+        ),
+        aws_event("contentBlockStop", {"contentBlockIndex": 0}),
+        aws_event("messageStop", {"stopReason": "tool_use"}),
+        aws_event(
+            "metadata",
+            {
+                "usage": {"inputTokens": 20, "outputTokens": 9, "totalTokens": 29},
+                "metrics": {"latencyMs": 5},
+            },
+        ),
+    ]
+
+
+@asynccontextmanager
+async def openai_model(peer: Peer) -> AsyncIterator[Any]:
+    from atelier.llm.openai import OpenAIModel
+
+    async with serve(peer.app("/v1/chat/completions")) as url:  # type: ignore[arg-type]
+        settings = Settings(openai_base_url=f"{url}/v1", openai_api_key="sk-test")
+        async with OpenAIModel.open(settings) as model:
+            yield model
+
+
+@asynccontextmanager
+async def anthropic_model(peer: Peer) -> AsyncIterator[Any]:
+    from atelier.llm.anthropic import AnthropicModel
+
+    async with serve(peer.app("/v1/messages")) as url:  # type: ignore[arg-type]
+        async with AnthropicModel.open(
+            Settings(anthropic_base_url=url, anthropic_api_key="sk-ant-test")
+        ) as model:
+            yield model
+
+
+@asynccontextmanager
+async def bedrock_model(peer: Peer) -> AsyncIterator[Any]:
+    from atelier.llm.bedrock import BedrockModel
+
+    peer.media_type = "application/vnd.amazon.eventstream"
+    async with serve(peer.app("/model/m-1/converse-stream")) as url:  # type: ignore[arg-type]
+        async with BedrockModel.open(
+            Settings(bedrock_enabled=True, bedrock_endpoint_url=url)
+        ) as model:
+            yield model
+
+
+PROVIDERS = {
+    "openai": (openai_model, openai_text, openai_tool),
+    "anthropic": (anthropic_model, anthropic_text, anthropic_tool),
+    "bedrock": (bedrock_model, bedrock_text, bedrock_tool),
+}
+
+
+@pytest.fixture(autouse=True)
+def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+async def collect(model: Any) -> list[Any]:
+    return [event async for event in model.stream(REQUEST)]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+class TestProviderProtocols:
+    async def test_text_and_usage(self, provider: str) -> None:
+        open_model, text, _ = PROVIDERS[provider]
+        peer = Peer(frames=text())
+        async with open_model(peer) as model:
+            events = await collect(model)
+        assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hel", "lo"]
+        usage = next(e for e in events if isinstance(e, UsageReport))
+        assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens) == (12, 2, 4)
+        assert events[-1] == Stop("end_turn")
+        sent = peer.requests[0]
+        assert "m-1" in str(sent) or provider == "bedrock"
+        assert "read_file" in str(sent)
+
+    async def test_tool_call_with_streamed_arguments(self, provider: str) -> None:
+        open_model, _, tool = PROVIDERS[provider]
+        async with open_model(Peer(frames=tool())) as model:
+            events = await collect(model)
+        assert [e for e in events if isinstance(e, ToolCall)] == [
+            ToolCall("call_1", "read_file", {"path": "a.txt"})
+        ]
+        assert events[-1] == Stop("tool_use")
+        assert next(e for e in events if isinstance(e, UsageReport)).output_tokens == 9
+
+    async def test_error_in_the_middle_of_the_stream(self, provider: str) -> None:
+        open_model, text, _ = PROVIDERS[provider]
+        if provider == "bedrock":
+            broken = [
+                *text()[:2],
+                aws_event("modelStreamErrorException", {"message": "overloaded"}, exception=True),
+            ]
+        elif provider == "anthropic":
+            broken = [
+                *text()[:4],
+                sse(
+                    {
+                        "type": "error",
+                        "error": {"type": "overloaded_error", "message": "overloaded"},
+                    },
+                    "error",
+                ),
+            ]
+        else:
+            broken = [*text()[:1], sse({"error": {"message": "overloaded"}})]
+        seen: list[Any] = []
+        async with open_model(Peer(frames=broken)) as model:
+            with pytest.raises(ModelError):
+                async for event in model.stream(REQUEST):
+                    seen.append(event)
+        assert [e.text for e in seen if isinstance(e, TextDelta)] == ["Hel"]
+
+    async def test_cancellation_closes_the_connection(self, provider: str) -> None:
+        open_model, text, _ = PROVIDERS[provider]
+        peer = Peer(frames=text()[:2], forever=text()[1])
+        async with open_model(peer) as model:
+            stream = model.stream(REQUEST)
+
+            async def consume() -> None:
+                async for _ in stream:
+                    pass
+
+            task = asyncio.create_task(consume())
+            await asyncio.sleep(0.3)
+            assert not peer.disconnected.is_set()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.wait_for(peer.disconnected.wait(), 2)
+
+    async def test_refusal_is_a_model_error(self, provider: str) -> None:
+        open_model, _, _ = PROVIDERS[provider]
+        async with open_model(Peer(status=429)) as model:
+            with pytest.raises(ModelError):
+                await collect(model)
