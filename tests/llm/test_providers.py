@@ -260,11 +260,13 @@ async def openai_model(peer: Peer) -> AsyncIterator[Any]:
 async def anthropic_model(peer: Peer) -> AsyncIterator[Any]:
     from atelier.llm.anthropic import AnthropicModel
 
-    async with serve(peer.app("/v1/messages")) as url:  # type: ignore[arg-type]
-        async with AnthropicModel.open(
+    async with (
+        serve(peer.app("/v1/messages")) as url,  # type: ignore[arg-type]
+        AnthropicModel.open(
             Settings(anthropic_base_url=url, anthropic_api_key="sk-ant-test")
-        ) as model:
-            yield model
+        ) as model,
+    ):
+        yield model
 
 
 @asynccontextmanager
@@ -272,11 +274,11 @@ async def bedrock_model(peer: Peer) -> AsyncIterator[Any]:
     from atelier.llm.bedrock import BedrockModel
 
     peer.media_type = "application/vnd.amazon.eventstream"
-    async with serve(peer.app("/model/m-1/converse-stream")) as url:  # type: ignore[arg-type]
-        async with BedrockModel.open(
-            Settings(bedrock_enabled=True, bedrock_endpoint_url=url)
-        ) as model:
-            yield model
+    async with (
+        serve(peer.app("/model/m-1/converse-stream")) as url,  # type: ignore[arg-type]
+        BedrockModel.open(Settings(bedrock_enabled=True, bedrock_endpoint_url=url)) as model,
+    ):
+        yield model
 
 
 PROVIDERS = {
@@ -290,6 +292,11 @@ PROVIDERS = {
 def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+async def drain(model: Any, seen: list[Any]) -> None:
+    async for event in model.stream(REQUEST):
+        seen.append(event)
 
 
 async def collect(model: Any) -> list[Any]:
@@ -344,8 +351,7 @@ class TestProviderProtocols:
         seen: list[Any] = []
         async with open_model(Peer(frames=broken)) as model:
             with pytest.raises(ModelError):
-                async for event in model.stream(REQUEST):
-                    seen.append(event)
+                await drain(model, seen)
         assert [e.text for e in seen if isinstance(e, TextDelta)] == ["Hel"]
 
     async def test_cancellation_closes_the_connection(self, provider: str) -> None:
