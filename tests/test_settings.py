@@ -82,3 +82,17 @@ class TestStartup:
         with pytest.raises(SchemaNotAtHead, match="atelier migrate"):
             async with app.router.lifespan_context(app):
                 pass
+
+
+def test_importing_the_app_registers_every_table() -> None:
+    """A fresh process that only imports the app must know every table a foreign key names
+    (usage_records -> runs): the serving process never imports the migration environment."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atelier.app; from atelier.db.base import Base; "
+        "import sys; sys.exit(0 if {'runs', 'usage_records', 'chats', 'storage_cleanups'} "
+        "<= set(Base.metadata.tables) else 1)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 from atelier import __version__
 from atelier.chats.endpoints import router as chats_router
 from atelier.conversations.endpoints import router as conversations_router
+from atelier.db import models as _all_tables  # noqa: F401  (every mapper, for every FK)
 from atelier.db.migrate import head_revision, schema_revision
 from atelier.http.errors import install_error_handlers
 from atelier.http.middleware.authentication import AuthenticationMiddleware

@@ -345,3 +345,20 @@ class TestChatCrud:
         assert (
             await client.get(f"/v1/chats/{chat_id}", headers=caller.headers())
         ).status_code == 404
+
+
+class TestModelsEndpoint:
+    async def test_lists_configured_models_with_decimal_prices(self, client, caller) -> None:
+        response = await client.get("/v1/models", headers=caller.headers())
+        assert response.status_code == 200
+        (offline,) = response.json()["data"]  # no other provider is configured in tests
+        assert offline == {
+            "id": "offline",
+            "provider": "offline",
+            "display_name": "Offline (built in, no network)",
+            "context_window": 32768,
+            "max_output_tokens": 4096,
+            "input_price_per_mtok": "0.000000",
+            "output_price_per_mtok": "0.000000",
+            "currency": "USD",
+        }

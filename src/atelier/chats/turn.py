@@ -60,6 +60,20 @@ class ChatTurn:
             yield event
 
     async def run(self) -> TurnResult:
+        """Run the turn; the stream always gets a terminal event, whatever fails."""
+        try:
+            return await self._run()
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                log.exception("chat turn could not be saved")
+            self.emit(
+                "error", {"code": "internal_error", "message": "the reply could not be saved"}
+            )
+            raise
+        finally:
+            self.events.put_nowait(None)
+
+    async def _run(self) -> TurnResult:
         provider = self.resources.models.get(self.model.provider)
         text: list[str] = []
         usage = UsageReport()
@@ -87,7 +101,6 @@ class ChatTurn:
         except asyncio.CancelledError:
             error = {"code": "cancelled", "message": "the service is shutting down"}
             await asyncio.shield(self._save("".join(text), usage, error))
-            self.events.put_nowait(None)
             raise
         except Exception as exc:
             log.exception("chat turn failed")
@@ -114,7 +127,6 @@ class ChatTurn:
         if error is None and self.wants_title:
             await self._title(message.content)
         self.emit("error" if error else "done", error or {})
-        self.events.put_nowait(None)
         return TurnResult(message=message, error=error)
 
     async def _save(

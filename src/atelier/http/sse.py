@@ -1,8 +1,8 @@
 """Server-Sent Events as a pure ASGI response: sent as produced, keep-alives, disconnect-aware.
 
-The events iterator is pulled by one pending ``anext`` task that is never cancelled by a
-keep-alive timeout (cancelling it would break the generator); when the client goes away
-the pending pull is cancelled and the iterator closed, so producers release what they hold.
+Events are written by one plain loop; a keep-alive comment goes out only after a quiet
+interval, and when the client goes away the producer is cancelled and its iterator
+closed, so producers release what they hold.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -57,11 +56,18 @@ class EventStreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics = scope["app"].state.metrics
+        loop = asyncio.get_running_loop()
         iterator: AsyncIterator[ServerSentEvent] = aiter(self.events)
-        disconnected = asyncio.ensure_future(_disconnect(receive))
-        pending: asyncio.Future[ServerSentEvent] = asyncio.ensure_future(anext(iterator))
-        metrics.sse_streams_open.inc()
-        try:
+        writing = asyncio.Lock()
+        last_write = loop.time()
+
+        async def write(body: bytes, more: bool = True) -> None:
+            nonlocal last_write
+            async with writing:
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+                last_write = loop.time()
+
+        async def stream() -> None:
             await send(
                 {
                     "type": "http.response.start",
@@ -69,38 +75,34 @@ class EventStreamResponse(Response):
                     "headers": self.raw_headers,
                 }
             )
+            # One plain loop, no task per event: the hot path is a single send.
+            async for event in iterator:
+                await write(event.encode())
+            await write(b"", more=False)
+
+        async def keep_alive() -> None:
             while True:
-                waiting: set[asyncio.Future[Any]] = {pending, disconnected}
-                done, _ = await asyncio.wait(
-                    waiting,
-                    timeout=self.keepalive_seconds,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if disconnected in done:
-                    return
-                if not done:
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": b": keep-alive\n\n",
-                            "more_body": True,
-                        }
-                    )
-                    continue
-                try:
-                    event = pending.result()
-                except StopAsyncIteration:
-                    break
-                await send(
-                    {"type": "http.response.body", "body": event.encode(), "more_body": True}
-                )
-                pending = asyncio.ensure_future(anext(iterator))
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await asyncio.sleep(max(self.keepalive_seconds - (loop.time() - last_write), 0.01))
+                if loop.time() - last_write >= self.keepalive_seconds:
+                    await write(b": keep-alive\n\n")
+
+        metrics.sse_streams_open.inc()
+        streaming = asyncio.ensure_future(stream())
+        watchers = [
+            asyncio.ensure_future(_disconnect(receive)),
+            asyncio.ensure_future(keep_alive()),
+        ]
+        try:
+            # The client leaving ends the stream: the producer is cancelled and closed.
+            await asyncio.wait({streaming, watchers[0]}, return_when=asyncio.FIRST_COMPLETED)
+            if streaming.done():
+                streaming.result()
         finally:
             metrics.sse_streams_open.dec()
-            for task in (pending, disconnected):
+            for task in (streaming, *watchers):
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+            for task in (streaming, *watchers):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
