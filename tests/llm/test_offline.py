@@ -1,0 +1,82 @@
+from atelier.llm.base import (
+    ChatMessage,
+    ModelRequest,
+    Stop,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    UsageReport,
+)
+from atelier.llm.offline import OfflineModel
+
+TOOLS = [
+    ToolSpec(name, name, {"type": "object"})
+    for name in ("list_files", "read_file", "write_file", "delete_file", "search_files")
+]
+
+
+async def run(request: ModelRequest) -> list[object]:
+    return [event async for event in OfflineModel(delay_seconds=0).stream(request)]
+
+
+async def test_plain_answer_streams_word_by_word_with_usage() -> None:
+    events = await run(
+        ModelRequest(model="offline", messages=[ChatMessage("user", "What is Atelier?")])
+    )
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    assert len(deltas) > 10
+    assert "".join(deltas).startswith("You said: What is Atelier?")
+    usage = next(e for e in events if isinstance(e, UsageReport))
+    assert usage.input_tokens
+    assert usage.output_tokens
+    assert events[-1] == Stop("end_turn")
+    assert events == await run(
+        ModelRequest(model="offline", messages=[ChatMessage("user", "What is Atelier?")])
+    )
+
+
+async def test_commands_become_real_tool_calls_when_tools_are_offered() -> None:
+    cases = {
+        "list files": ("list_files", {}),
+        "read notes/a.txt": ("read_file", {"path": "notes/a.txt"}),
+        "write out.md: # Hello\nworld": (
+            "write_file",
+            {"path": "out.md", "content": "# Hello\nworld"},
+        ),
+        "delete old.txt": ("delete_file", {"path": "old.txt"}),
+        "search quarterly revenue": ("search_files", {"query": "quarterly revenue"}),
+    }
+    for text, (name, arguments) in cases.items():
+        events = await run(
+            ModelRequest(model="offline", messages=[ChatMessage("user", text)], tools=TOOLS)
+        )
+        (call,) = [e for e in events if isinstance(e, ToolCall)]
+        assert (call.name, call.arguments) == (name, arguments), text
+        assert events[-1] == Stop("tool_use")
+
+
+async def test_without_tools_a_command_is_just_text() -> None:
+    events = await run(ModelRequest(model="offline", messages=[ChatMessage("user", "list files")]))
+    assert not any(isinstance(e, ToolCall) for e in events)
+
+
+async def test_after_a_tool_result_it_reports_and_stops() -> None:
+    history = [
+        ChatMessage("user", "list files"),
+        ChatMessage("assistant", tool_calls=(ToolCall("c1", "list_files", {}),)),
+        ChatMessage("tool", tool_results=(ToolResult("c1", "a.txt\nb.txt"),)),
+    ]
+    events = await run(ModelRequest(model="offline", messages=history, tools=TOOLS))
+    assert (
+        "".join(e.text for e in events if isinstance(e, TextDelta))
+        == "Done. The tool said:\na.txt\nb.txt"
+    )
+
+
+async def test_max_tokens_cuts_the_reply() -> None:
+    events = await run(
+        ModelRequest(model="offline", messages=[ChatMessage("user", "hello " * 50)], max_tokens=5)
+    )
+    assert events[-1] == Stop("max_tokens")
+    assert next(e for e in events if isinstance(e, UsageReport)).output_tokens == 5
