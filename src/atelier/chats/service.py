@@ -4,39 +4,23 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atelier import ownership
 from atelier.chats.models import Chat, ChatMessage
 from atelier.chats.schemas import ChatOut, ChatWrite
-from atelier.conversations.service import decode_cursor, encode_cursor
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
 from atelier.llm.models import CatalogModel
 
 
 async def get_owned(session: AsyncSession, principal: Principal, chat_id: uuid.UUID) -> Chat:
-    chat = await session.scalar(
-        select(Chat).where(
-            Chat.id == chat_id,
-            Chat.tenant_id == principal.tenant_id,
-            Chat.user_id == principal.user_id,
-        )
-    )
-    if chat is None:
-        raise ProblemError(404, "not_found", "no such chat")
-    return chat
+    return await ownership.get_owned(session, principal, Chat, chat_id, "chat")
 
 
 async def create(session: AsyncSession, principal: Principal, data: ChatWrite) -> Chat:
-    assert principal.user_id is not None
-    chat = Chat(
-        tenant_id=principal.tenant_id,
-        user_id=principal.user_id,
-        title=data.title,
-        model_id=data.model_id,
-        metadata_=data.metadata or {},
-    )
+    chat = ownership.new_owned(Chat, principal, data)
     session.add(chat)
     await session.flush()
     return chat
@@ -46,12 +30,7 @@ async def update_chat(
     session: AsyncSession, principal: Principal, chat_id: uuid.UUID, data: ChatWrite
 ) -> Chat:
     chat = await get_owned(session, principal, chat_id)
-    if "title" in data.model_fields_set:
-        chat.title = data.title
-    if "model_id" in data.model_fields_set:
-        chat.model_id = data.model_id
-    if "metadata" in data.model_fields_set:
-        chat.metadata_ = data.metadata or {}
+    ownership.apply_write(chat, data)
     await session.flush()
     return chat
 
@@ -59,23 +38,7 @@ async def update_chat(
 async def list_page(
     session: AsyncSession, principal: Principal, limit: int, cursor: str | None
 ) -> tuple[list[Chat], str | None]:
-    query = select(Chat).where(
-        Chat.tenant_id == principal.tenant_id, Chat.user_id == principal.user_id
-    )
-    if cursor is not None:
-        created_at, last_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                Chat.created_at < created_at, and_(Chat.created_at == created_at, Chat.id < last_id)
-            )
-        )
-    rows = list(
-        await session.scalars(
-            query.order_by(Chat.created_at.desc(), Chat.id.desc()).limit(limit + 1)
-        )
-    )
-    last = rows[limit - 1] if len(rows) > limit else None
-    return rows[:limit], encode_cursor(last.created_at, last.id) if last is not None else None
+    return await ownership.list_owned(session, principal, Chat, limit, cursor)
 
 
 async def resolve_model(session: AsyncSession, model_id: str) -> CatalogModel:
