@@ -35,7 +35,7 @@ audit: sync
 	$(VENV)/bin/python scripts/audit_tests.py | xargs $(VENV)/bin/pytest
 
 bench: sync
-	@for script in bench/*.py; do echo "== $$script"; $(VENV)/bin/python $$script || exit 1; done
+	@for script in bench/[!_]*.py; do echo "== $$script"; $(VENV)/bin/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -78,3 +78,14 @@ def test_client_ip(peer: str, forwarded: str | None, expected: str) -> None:
     headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
     scope = {"client": (peer, 1234), "headers": headers}
     assert client_ip(scope, PROXIES) == expected
+
+
+class TestHsts:
+    async def test_hsts_only_over_https(self, app) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://atelier.test") as https:
+            secure = await https.get("/health")
+        async with httpx.AsyncClient(transport=transport, base_url="http://atelier.test") as http:
+            plain = await http.get("/health")
+        assert secure.headers["strict-transport-security"].startswith("max-age=")
+        assert "strict-transport-security" not in plain.headers
