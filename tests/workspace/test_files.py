@@ -46,6 +46,7 @@ class TestUploadAndDownload:
         assert file["source"] == "user"
         assert file["content_type"] == "text/csv"
         assert file["etag"] == hashlib.md5(body).hexdigest()
+        assert file["created_at"] == file["updated_at"]
 
         got = await client.get(url, headers=caller.headers())
         assert got.status_code == 200

@@ -10,6 +10,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -144,29 +145,30 @@ async def record(
     """Insert or update the row for ``path`` from storage's metadata."""
     row = await find_file(session, conversation, path)
     created = row is None
+    now = utcnow()
     if row is None:
-        row = ConversationFile(conversation_id=conversation.id, path=path)
+        row = ConversationFile(conversation_id=conversation.id, path=path, created_at=now)
         try:
             async with session.begin_nested():
-                _apply(row, info, source)
+                _apply(row, info, source, now)
                 session.add(row)
         except IntegrityError:
             # A concurrent upload of the same path won the insert: this one replaces it.
             created = False
             row = await get_file(session, conversation, path)
-            _apply(row, info, source)
+            _apply(row, info, source, now)
     else:
-        _apply(row, info, source)
+        _apply(row, info, source, now)
     await session.flush()
     return Upload(file=row, created=created)
 
 
-def _apply(row: ConversationFile, info: ObjectInfo, source: str) -> None:
+def _apply(row: ConversationFile, info: ObjectInfo, source: str, now: datetime) -> None:
     row.size = info.size
     row.etag = info.etag
     row.content_type = info.content_type
     row.source = source
-    row.updated_at = utcnow()
+    row.updated_at = now
 
 
 async def delete_file(
