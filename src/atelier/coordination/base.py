@@ -65,6 +65,15 @@ class CoordinationUnavailable(Exception):
     """The shared coordination backend could not be reached."""
 
 
+@dataclass(frozen=True)
+class LogEvent:
+    """One numbered event of a run's event log (ids 1, 2, 3... per run)."""
+
+    id: int
+    name: str
+    data: str  # JSON
+
+
 class Coordination(Protocol):
     name: str
 
@@ -73,5 +82,28 @@ class Coordination(Protocol):
 
     async def rate_limit(self, key: str, quota: Quota, cost: int) -> RateDecision:
         """Charge ``cost`` to ``key``; raise ``CoordinationUnavailable`` if it cannot decide."""
+
+    # Leases: a key held by whoever knows its token, until it expires.
+    async def acquire(self, key: str, token: str, ttl_ms: int) -> bool:
+        """Take ``key`` for ``ttl_ms`` unless someone holds it."""
+
+    async def extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        """Renew the lease only if ``token`` still holds it."""
+
+    async def release(self, key: str, token: str) -> bool:
+        """Free the lease only if ``token`` holds it; a wrong token frees nothing."""
+
+    async def lease_ttl_ms(self, key: str) -> int:
+        """How long until the current holder's lease runs out (0 if free)."""
+
+    # Event logs: append-only, numbered, readable from anywhere, kept for a while after.
+    async def append_event(self, log: str, name: str, data: str) -> int:
+        """Append and return the event's number (1, 2, 3...)."""
+
+    async def read_events(self, log: str, after: int, wait_ms: int) -> list[LogEvent]:
+        """Events numbered above ``after``; waits up to ``wait_ms`` for the first if none."""
+
+    async def expire_log(self, log: str, seconds: int) -> None:
+        """Keep the log for ``seconds`` more, then drop it (after its run ended)."""
 
     async def aclose(self) -> None: ...

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 
-from atelier.coordination.base import Quota, RateDecision, gcra
+from atelier.coordination.base import LogEvent, Quota, RateDecision, gcra
 
 
 class MemoryCoordination:
@@ -15,6 +16,10 @@ class MemoryCoordination:
         # key -> theoretical arrival time (ms); LRU-bounded so hostile keys cannot grow it.
         self._tats: OrderedDict[str, float] = OrderedDict()
         self._max_rate_keys = max_rate_keys
+        self._leases: dict[str, tuple[str, float]] = {}  # key -> (token, expires at)
+        self._logs: dict[str, list[LogEvent]] = {}
+        self._log_expiry: dict[str, float] = {}
+        self._appended = asyncio.Condition()
 
     async def ping(self) -> None:
         return None
@@ -27,6 +32,66 @@ class MemoryCoordination:
         while len(self._tats) > self._max_rate_keys:
             self._tats.popitem(last=False)
         return decision
+
+    def _holder(self, key: str) -> str | None:
+        lease = self._leases.get(key)
+        if lease is None or lease[1] <= time.monotonic():
+            self._leases.pop(key, None)
+            return None
+        return lease[0]
+
+    async def acquire(self, key: str, token: str, ttl_ms: int) -> bool:
+        if self._holder(key) is not None:
+            return False
+        self._leases[key] = (token, time.monotonic() + ttl_ms / 1000)
+        return True
+
+    async def extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        if self._holder(key) != token:
+            return False
+        self._leases[key] = (token, time.monotonic() + ttl_ms / 1000)
+        return True
+
+    async def release(self, key: str, token: str) -> bool:
+        if self._holder(key) != token:
+            return False
+        del self._leases[key]
+        return True
+
+    async def lease_ttl_ms(self, key: str) -> int:
+        if self._holder(key) is None:
+            return 0
+        return max(int((self._leases[key][1] - time.monotonic()) * 1000), 1)
+
+    def _drop_expired_logs(self) -> None:
+        now = time.monotonic()
+        for log in [log for log, at in self._log_expiry.items() if at <= now]:
+            self._logs.pop(log, None)
+            del self._log_expiry[log]
+
+    async def append_event(self, log: str, name: str, data: str) -> int:
+        self._drop_expired_logs()
+        events = self._logs.setdefault(log, [])
+        events.append(LogEvent(id=len(events) + 1, name=name, data=data))
+        async with self._appended:
+            self._appended.notify_all()
+        return len(events)
+
+    async def read_events(self, log: str, after: int, wait_ms: int) -> list[LogEvent]:
+        deadline = time.monotonic() + wait_ms / 1000
+        async with self._appended:
+            while len(self._logs.get(log, ())) <= after:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                try:
+                    await asyncio.wait_for(self._appended.wait(), remaining)
+                except TimeoutError:
+                    return []
+        return self._logs[log][after:]
+
+    async def expire_log(self, log: str, seconds: int) -> None:
+        self._log_expiry[log] = time.monotonic() + seconds
 
     async def aclose(self) -> None:
         self._tats.clear()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from atelier.coordination.base import CoordinationUnavailable, Quota, RateDecision
+from atelier.coordination.base import CoordinationUnavailable, LogEvent, Quota, RateDecision
 
 # GCRA in one atomic script, on Redis's clock so every process agrees on "now".
 _GCRA = """
@@ -26,6 +30,24 @@ return {1, math.floor((now - allow_at) / interval), 0, math.floor(new_tat - now)
 """
 
 
+# Compare-and-delete / compare-and-extend: only the token's holder can release or renew.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+# Number and append in one step, so ids are 1, 2, 3... with no gaps or races.
+_APPEND = """
+local n = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], n .. '-0', 'name', ARGV[1], 'data', ARGV[2])
+return n
+"""
+EVENT_LOG_CAP = 100_000
+
+
 class RedisCoordination:
     name = "redis"
 
@@ -39,6 +61,9 @@ class RedisCoordination:
         )
         self._prefix = key_prefix
         self._gcra = self.client.register_script(_GCRA)
+        self._release = self.client.register_script(_RELEASE)
+        self._extend = self.client.register_script(_EXTEND)
+        self._append = self.client.register_script(_APPEND)
 
     async def ping(self) -> None:
         try:
@@ -61,6 +86,58 @@ class RedisCoordination:
             retry_after_ms=int(retry_ms),
             reset_after_ms=int(reset_ms),
         )
+
+    async def acquire(self, key: str, token: str, ttl_ms: int) -> bool:
+        async with self._errors():
+            return bool(await self.client.set(self._key(key), token, nx=True, px=ttl_ms))
+
+    async def extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        async with self._errors():
+            return bool(await self._extend(keys=[self._key(key)], args=[token, ttl_ms]))
+
+    async def release(self, key: str, token: str) -> bool:
+        async with self._errors():
+            return bool(await self._release(keys=[self._key(key)], args=[token]))
+
+    async def lease_ttl_ms(self, key: str) -> int:
+        async with self._errors():
+            return max(int(await self.client.pttl(self._key(key))), 0)
+
+    async def append_event(self, log: str, name: str, data: str) -> int:
+        async with self._errors():
+            return int(
+                await self._append(
+                    keys=[self._key(f"log:{log}"), self._key(f"log:{log}:n")],
+                    args=[name, data, EVENT_LOG_CAP],
+                )
+            )
+
+    async def read_events(self, log: str, after: int, wait_ms: int) -> list[LogEvent]:
+        async with self._errors():
+            reply: Any = await self.client.xread(
+                {self._key(f"log:{log}"): f"{after}-0"}, block=wait_ms or None
+            )
+        events = []
+        for _, entries in reply or ():
+            for entry_id, fields in entries:
+                number = int(entry_id.split(b"-")[0])
+                events.append(LogEvent(number, fields[b"name"].decode(), fields[b"data"].decode()))
+        return events
+
+    async def expire_log(self, log: str, seconds: int) -> None:
+        async with self._errors():
+            await self.client.expire(self._key(f"log:{log}"), seconds)
+            await self.client.expire(self._key(f"log:{log}:n"), seconds)
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}{key}"
+
+    @contextlib.asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise CoordinationUnavailable(str(exc)) from exc
 
     async def aclose(self) -> None:
         await self.client.aclose()

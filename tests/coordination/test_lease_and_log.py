@@ -1,0 +1,102 @@
+"""Leases (BUG-001) and run event logs, on the in-process adapter and on real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from fastapi import FastAPI
+
+from atelier.coordination.base import Coordination
+from atelier.coordination.lease import Lease, LeaseHeld
+
+
+@pytest.fixture
+def coordination(app: FastAPI) -> Coordination:
+    return app.state.resources.coordination  # type: ignore[no-any-return]
+
+
+class TestLease:
+    async def test_second_holder_waits_then_gets_it_at_once(
+        self, coordination: Coordination
+    ) -> None:
+        """BUG-001: back to back, the second takes the lease the moment the first lets go."""
+        async with Lease(coordination, "conv-1", ttl_seconds=600):
+            with pytest.raises(LeaseHeld) as held:
+                async with Lease(coordination, "conv-1"):
+                    pass
+            assert 0 < held.value.retry_after_seconds <= 600
+        started = time.perf_counter()
+        async with Lease(coordination, "conv-1"):
+            assert time.perf_counter() - started < 1.0
+
+    async def test_released_even_when_the_body_fails(self, coordination: Coordination) -> None:
+        with pytest.raises(RuntimeError):
+            async with Lease(coordination, "conv-2", ttl_seconds=600):
+                raise RuntimeError("the run crashed")
+        async with Lease(coordination, "conv-2"):
+            pass
+
+    async def test_a_wrong_token_frees_nothing(self, coordination: Coordination) -> None:
+        async with Lease(coordination, "conv-3", ttl_seconds=600):
+            assert await coordination.release("conv-3", "not-the-token") is False
+            assert await coordination.extend("conv-3", "not-the-token", 10) is False
+            with pytest.raises(LeaseHeld):
+                async with Lease(coordination, "conv-3"):
+                    pass
+
+    async def test_renewed_while_held(self, coordination: Coordination) -> None:
+        async with Lease(coordination, "conv-4", ttl_seconds=0.3) as lease:
+            await asyncio.sleep(1.0)  # three lifetimes: alive only because it is renewed
+            with pytest.raises(LeaseHeld):
+                async with Lease(coordination, "conv-4"):
+                    pass
+            assert not lease.lost.is_set()
+
+    async def test_losing_the_lease_is_reported(self, coordination: Coordination) -> None:
+        lost: list[bool] = []
+        async with Lease(
+            coordination, "conv-5", ttl_seconds=0.3, on_lost=lambda: lost.append(True)
+        ) as lease:
+            # Someone else ends up holding it (e.g. after a pause longer than the TTL).
+            assert await coordination.release("conv-5", lease._token)
+            assert await coordination.acquire("conv-5", "intruder", 60_000)
+            await asyncio.wait_for(lease.lost.wait(), 2)
+        assert lost == [True]
+        assert await coordination.release("conv-5", "intruder")  # our exit did not free theirs
+
+
+class TestEventLog:
+    async def test_numbered_replay_and_resume(self, coordination: Coordination) -> None:
+        ids = [
+            await coordination.append_event("run-1", "message.delta", f'{{"n": {n}}}')
+            for n in range(5)
+        ]
+        assert ids == [1, 2, 3, 4, 5]
+        everything = await coordination.read_events("run-1", after=0, wait_ms=0)
+        assert next((e.id, e.name, e.data) for e in everything) == (1, "message.delta", '{"n": 0}')
+        assert [e.id for e in await coordination.read_events("run-1", after=3, wait_ms=0)] == [4, 5]
+        assert await coordination.read_events("run-1", after=5, wait_ms=0) == []
+        assert await coordination.read_events("other-run", after=0, wait_ms=0) == []
+
+    async def test_a_waiting_reader_wakes_on_append(self, coordination: Coordination) -> None:
+        reader = asyncio.create_task(coordination.read_events("run-2", after=0, wait_ms=5000))
+        await asyncio.sleep(0.1)
+        started = time.perf_counter()
+        await coordination.append_event("run-2", "run.started", "{}")
+        events = await asyncio.wait_for(reader, 2)
+        assert [e.name for e in events] == ["run.started"]
+        assert time.perf_counter() - started < 0.5
+
+    async def test_a_wait_times_out_empty(self, coordination: Coordination) -> None:
+        started = time.perf_counter()
+        assert await coordination.read_events("run-3", after=0, wait_ms=200) == []
+        assert 0.15 < time.perf_counter() - started < 2
+
+    async def test_expired_logs_go_away(self, coordination: Coordination) -> None:
+        await coordination.append_event("run-4", "run.completed", "{}")
+        await coordination.expire_log("run-4", 1)
+        await asyncio.sleep(1.2)
+        await coordination.append_event("run-5", "x", "{}")  # the in-process log sweeps on write
+        assert await coordination.read_events("run-4", after=0, wait_ms=0) == []
