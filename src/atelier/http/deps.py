@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
+from atelier.http.scope import principal as principal_of
 from atelier.resources import Resources
 
 
@@ -19,7 +20,7 @@ async def get_resources(request: Request) -> Resources:
 
 # Dependencies are async: FastAPI runs a plain `def` dependency in a worker thread.
 async def get_principal(request: Request) -> Principal:
-    principal: Principal | None = request.state._state.get("principal")
+    principal = principal_of(request.scope)
     if principal is None:  # the authorization middleware lets no such request through
         raise ProblemError(401, "missing_api_key", "an API key is required")
     return principal

@@ -159,9 +159,6 @@ class LocalStorage:
     async def ping(self) -> None:
         await asyncio.to_thread(os.stat, self.objects)
 
-    async def aclose(self) -> None:
-        return None
-
 
 def _write(handle: IO[bytes], digest: hashlib._Hash, data: bytes) -> None:
     handle.write(data)

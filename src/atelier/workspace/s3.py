@@ -283,6 +283,3 @@ class S3Storage:
     async def ping(self) -> None:
         with _translated_errors(self.bucket):
             await self.client.head_bucket(Bucket=self.bucket)
-
-    async def aclose(self) -> None:
-        return None
