@@ -49,6 +49,7 @@ def _file_response(upload: service.Upload) -> JSONResponse:
 @router.put(
     "/files/{path:path}",
     status_code=201,
+    response_model=FileOut,
     responses={200: {"model": FileOut, "description": "replaced"}},
     openapi_extra={
         "requestBody": {
@@ -66,7 +67,7 @@ async def put_file(
     principal: UserPrincipalDep,
     session: SessionDep,
     resources: ResourcesDep,
-) -> FileOut:
+) -> JSONResponse:
     clean = _path(path)
     conversation = await get_owned(session, principal, conversation_id)
     declared = request.headers.get("content-length")
@@ -84,12 +85,13 @@ async def put_file(
         content_type=request.headers.get("content-type"),
         source="user",
     )
-    return _file_response(upload)  # type: ignore[return-value]
+    return _file_response(upload)
 
 
 @router.post(
     "/files",
     status_code=201,
+    response_model=FileOut,
     openapi_extra={
         "requestBody": {
             "content": {
@@ -114,7 +116,7 @@ async def post_file(
     principal: UserPrincipalDep,
     session: SessionDep,
     resources: ResourcesDep,
-) -> FileOut:
+) -> JSONResponse:
     conversation = await get_owned(session, principal, conversation_id)
     reader = MultipartReader(request.headers.get("content-type", ""), request.stream())
     part = await reader.file()
@@ -133,7 +135,7 @@ async def post_file(
         content_type=part.content_type,
         source="user",
     )
-    return _file_response(upload)  # type: ignore[return-value]
+    return _file_response(upload)
 
 
 @router.get("/files")
@@ -153,14 +155,16 @@ async def list_files(
     )
 
 
-@router.api_route(
+@router.head("/files/{path:path}", operation_id="head_file", response_class=Response)
+@router.get(
     "/files/{path:path}",
-    methods=["GET", "HEAD"],
+    operation_id="get_file",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}},
         206: {"description": "partial"},
         304: {"description": "not modified"},
+        416: {"description": "range not satisfiable"},
     },
 )
 async def get_file(
