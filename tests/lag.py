@@ -12,7 +12,6 @@ import contextlib
 import sys
 import threading
 import time
-import traceback
 from types import TracebackType
 
 TICK = 0.005
@@ -40,15 +39,16 @@ class LoopLagProbe:
             self.samples += 1
 
     def _sample(self, thread_id: int) -> None:
+        # Kept cheap (code objects and line numbers, formatted only on failure): the
+        # sampler holds the GIL while it samples and must not become the stall it measures.
         while self._sampling:
             frame = sys._current_frames().get(thread_id)
-            if frame is not None:
-                stack = tuple(
-                    f"{f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno} {f.f_code.co_name}"
-                    for f, _ in traceback.walk_stack(frame)
-                )[:25]
-                self._stacks.append((time.perf_counter(), stack))
-            time.sleep(0.001)
+            stack = []
+            while frame is not None and len(stack) < 25:
+                stack.append((frame.f_code, frame.f_lineno))
+                frame = frame.f_back
+            self._stacks.append((time.perf_counter(), tuple(stack)))
+            time.sleep(0.002)
 
     @property
     def culprit(self) -> str:
@@ -57,7 +57,11 @@ class LoopLagProbe:
         if not during:
             return "(no sample)"
         stack, count = during.most_common(1)[0]
-        return f"{count} samples in:\n  " + "\n  ".join(stack)
+        lines = [
+            f"{code.co_filename.rsplit('/', 2)[-1]}:{line} {code.co_name}"  # type: ignore[attr-defined]
+            for code, line in stack
+        ]
+        return f"{count} samples in:\n  " + "\n  ".join(lines)
 
     async def __aenter__(self) -> LoopLagProbe:
         self._sampling = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -51,6 +52,10 @@ def create_app(settings: Settings) -> FastAPI:
             # collector's reach, so full collections stay short pauses of the event loop.
             gc.collect()
             gc.freeze()
+            # File, hash and zlib work runs on worker threads; a short GIL switch interval
+            # bounds how long the event loop can wait for the GIL behind them (5 ms default,
+            # and a loop that loses the hand-off several times in a row stalls for 25+ ms).
+            sys.setswitchinterval(0.001)
             upkeep = asyncio.create_task(
                 cleanup.run_forever(
                     resources.sessionmaker,
