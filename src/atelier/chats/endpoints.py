@@ -26,9 +26,7 @@ router = APIRouter(prefix="/v1/chats", tags=["chats"])
 
 
 @router.post("", status_code=201)
-async def create_chat(
-    body: ChatWrite, principal: UserPrincipalDep, session: SessionDep, resources: ResourcesDep
-) -> ChatOut:
+async def create_chat(body: ChatWrite, principal: UserPrincipalDep, session: SessionDep) -> ChatOut:
     if body.model_id is not None:
         await service.resolve_model(session, body.model_id)
     return service.present(await service.create(session, principal, body))

@@ -10,7 +10,7 @@ from atelier.llm.models import CatalogModel
 
 
 class ScriptedModel:
-    """Streams ``words``; may fail after ``fail_after`` words or hang before the first."""
+    """Streams ``words``; may fail after ``fail_after`` words."""
 
     provider = "scripted"
 
@@ -21,21 +21,17 @@ class ScriptedModel:
         usage: UsageReport | None = None,
         delay: float = 0.0,
         fail_after: int | None = None,
-        hang: bool = False,
     ) -> None:
         self.words = words
         self.usage = usage
         self.delay = delay
         self.fail_after = fail_after
-        self.hang = hang
         self.requests: list[ModelRequest] = []
         self.closed = asyncio.Event()
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         self.requests.append(request)
         try:
-            if self.hang:
-                await asyncio.Event().wait()
             for index, word in enumerate(self.words):
                 if self.fail_after is not None and index == self.fail_after:
                     if self.usage is not None:
