@@ -32,6 +32,7 @@ from atelier.llm.endpoints import router as models_router
 from atelier.observability.logging import configure_logging
 from atelier.observability.metrics import Metrics
 from atelier.resources import Resources, open_resources
+from atelier.runs.endpoints import router as runs_router
 from atelier.settings import Settings
 from atelier.usage.endpoints import router as usage_router
 from atelier.workspace import cleanup
@@ -64,10 +65,13 @@ def create_app(settings: Settings) -> FastAPI:
                 ),
                 name="storage-cleanup",
             )
+            resources.runs.start_background()
             try:
                 yield
             finally:
-                await resources.supervisor.shutdown(grace_seconds=settings.shutdown_grace_seconds)
+                # New runs are refused; running ones get the grace period, then are
+                # cancelled and saved: no row is left `running`.
+                await resources.runs.shutdown(grace_seconds=settings.shutdown_grace_seconds)
                 upkeep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await upkeep
@@ -103,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(operations_router)
     app.include_router(conversations_router)
     app.include_router(workspace_router)
+    app.include_router(runs_router)
     app.include_router(chats_router)
     app.include_router(models_router)
     app.include_router(usage_router)

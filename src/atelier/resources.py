@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -17,6 +17,7 @@ from atelier.http.middleware.authentication import KeyCache
 from atelier.llm.registry import ModelRegistry
 from atelier.llm.titles import TitleGenerator
 from atelier.observability.metrics import Metrics
+from atelier.runs.manager import RunManager
 from atelier.settings import Settings
 from atelier.supervisor import Supervisor
 from atelier.workspace.base import Storage
@@ -37,6 +38,10 @@ class Resources:
     models: ModelRegistry
     titles: TitleGenerator
     supervisor: Supervisor
+    runs: RunManager = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.runs = RunManager(self)
 
 
 def create_coordination(settings: Settings) -> Coordination:

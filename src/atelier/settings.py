@@ -69,6 +69,16 @@ class Settings(BaseSettings):
     title_wait_seconds: float = Field(3.0, ge=0, le=30)
     shutdown_grace_seconds: float = Field(20.0, ge=0, le=600)
 
+    # Agent runs.
+    run_deadline_seconds: float = Field(600.0, gt=0)
+    run_idle_timeout_seconds: float = Field(300.0, gt=0)
+    run_max_steps: int = Field(25, ge=1, le=1000)
+    run_max_output_tokens: int = Field(32_000, ge=1)
+    # The conversation lock's lifetime; renewed every third of it. A process that dies
+    # holding it frees its conversation (and has its run reaped) within about this long.
+    run_lease_seconds: float = Field(30.0, ge=1, le=3600)
+    run_event_retention_seconds: int = Field(3600, ge=60)
+
     # HTTP server.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -158,6 +168,11 @@ class Settings(BaseSettings):
     @property
     def workspace_dir(self) -> Path:
         return self.data_dir / "workspaces"
+
+    @property
+    def run_dir(self) -> Path:
+        """Where runs materialise their workspaces (one directory per conversation, reused)."""
+        return self.data_dir / "runs"
 
     @property
     def dev_api_key_file(self) -> Path:

@@ -38,4 +38,4 @@ class Supervisor:
         for task in pending:
             task.cancel()
         if pending:
-            await asyncio.wait(pending, timeout=5)
+            await asyncio.wait(pending, timeout=10)  # cancelled runs still save

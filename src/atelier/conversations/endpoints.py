@@ -63,15 +63,22 @@ async def update_conversation(
 async def delete_conversation(
     conversation_id: uuid.UUID,
     principal: UserPrincipalDep,
-    session: SessionDep,
     resources: ResourcesDep,
     background: BackgroundTasks,
 ) -> Response:
-    conversation = await service.get_owned(session, principal, conversation_id)
-    prefix = conversation_prefix(resources.settings, conversation.tenant_id, conversation.id)
-    # Rows go (messages, runs, files cascade) and the prefix is remembered, in one transaction.
-    await session.execute(sql_delete(Conversation).where(Conversation.id == conversation.id))
-    await cleanup.schedule(session, prefix)
+    async with resources.sessionmaker() as session:
+        active_run_id = (await service.get_owned(session, principal, conversation_id)).active_run_id
+    if active_run_id is not None:
+        await resources.runs.cancel(active_run_id)
+    # Under the conversation lock: the cancelled run has saved and let go, and no run can
+    # start (or upload into the prefix) while the rows go.
+    async with resources.runs.exclusive(conversation_id), resources.sessionmaker() as session:
+        conversation = await service.get_owned(session, principal, conversation_id)
+        prefix = conversation_prefix(resources.settings, conversation.tenant_id, conversation.id)
+        # Rows go (messages, runs, files cascade) and the prefix is remembered, in one transaction.
+        await session.execute(sql_delete(Conversation).where(Conversation.id == conversation.id))
+        await cleanup.schedule(session, prefix)
+        await session.commit()
     # After the commit: delete the objects now; failures stay scheduled for the periodic task.
     background.add_task(cleanup.run_prefix, resources.sessionmaker, resources.storage, prefix)
     return Response(status_code=204)

@@ -1,11 +1,13 @@
 """The coordination port: what processes of one deployment share.
 
 Redis in production (``redis.py``), a single process's memory when embedded
-(``memory.py``). Later parts add the conversation lock, run event logs and signals.
+(``memory.py``): rate limits, leases (the conversation lock), run event logs and
+signals (a run's cancel request reaches whichever process executes it).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -105,5 +107,13 @@ class Coordination(Protocol):
 
     async def expire_log(self, log: str, seconds: int) -> None:
         """Keep the log for ``seconds`` more, then drop it (after its run ended)."""
+
+    # Signals: fire-and-forget messages to every process listening on a channel.
+    async def publish(self, channel: str, message: str) -> None:
+        """Send ``message`` to the channel's current subscribers."""
+
+    def subscribe(self, channel: str) -> AsyncIterator[str]:
+        """Messages published on ``channel`` from now on, until the iterator is closed."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 
 from atelier.coordination.base import LogEvent, Quota, RateDecision, gcra
 
@@ -20,6 +21,7 @@ class MemoryCoordination:
         self._logs: dict[str, list[LogEvent]] = {}
         self._log_expiry: dict[str, float] = {}
         self._appended = asyncio.Condition()
+        self._subscribers: dict[str, set[asyncio.Queue[str]]] = {}
 
     async def ping(self) -> None:
         return None
@@ -92,6 +94,19 @@ class MemoryCoordination:
 
     async def expire_log(self, log: str, seconds: int) -> None:
         self._log_expiry[log] = time.monotonic() + seconds
+
+    async def publish(self, channel: str, message: str) -> None:
+        for queue in self._subscribers.get(channel, ()):
+            queue.put_nowait(message)
+
+    async def subscribe(self, channel: str) -> AsyncIterator[str]:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self._subscribers.setdefault(channel, set()).add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers[channel].discard(queue)
 
     async def aclose(self) -> None:
         self._tats.clear()

@@ -57,7 +57,7 @@ class RedisCoordination:
             socket_connect_timeout=1.0,
             socket_timeout=2.0,
             health_check_interval=30,
-            max_connections=200,
+            max_connections=1000,  # blocking XREADs of SSE followers each hold one
         )
         self._prefix = key_prefix
         self._gcra = self.client.register_script(_GCRA)
@@ -128,6 +128,24 @@ class RedisCoordination:
         async with self._errors():
             await self.client.expire(self._key(f"log:{log}"), seconds)
             await self.client.expire(self._key(f"log:{log}:n"), seconds)
+
+    async def publish(self, channel: str, message: str) -> None:
+        async with self._errors():
+            await self.client.publish(self._key(f"signal:{channel}"), message)
+
+    async def subscribe(self, channel: str) -> AsyncIterator[str]:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with self._errors():
+                await pubsub.subscribe(self._key(f"signal:{channel}"))
+            while True:
+                async with self._errors():
+                    # Below the socket timeout, so a quiet channel is not an error.
+                    message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    yield message["data"].decode()
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}{key}"

@@ -5,6 +5,8 @@ by calling the workspace tools for real, so the agent path works offline:
 
     list files | read <path> | write <path>: <text> | delete <path> | search <text>
 
+One command per line makes a plan: the commands are called one per step, in order.
+
 Token counts are estimated (about four characters a token) and reported as usage.
 """
 
@@ -58,15 +60,14 @@ class OfflineModel:
             estimate_tokens(_text_of(message)) for message in request.messages
         )
         last = request.messages[-1] if request.messages else ChatMessage("user", "")
-        if last.role == "user" and request.tools:
-            call = _command(last.content, {tool.name for tool in request.tools})
-            if call is not None:
-                yield call
-                yield UsageReport(
-                    input_tokens=prompt_tokens, output_tokens=estimate_tokens(str(call.arguments))
-                )
-                yield Stop("tool_use")
-                return
+        call = _next_command(request.messages, {t.name for t in request.tools})
+        if call is not None:
+            yield call
+            yield UsageReport(
+                input_tokens=prompt_tokens, output_tokens=estimate_tokens(str(call.arguments))
+            )
+            yield Stop("tool_use")
+            return
         reply = _reply(last)
         words = reply.split(" ")
         budget = request.max_tokens
@@ -94,13 +95,35 @@ def _text_of(message: ChatMessage) -> str:
     return " ".join(p for p in parts if p)
 
 
-def _command(text: str, available: set[str]) -> ToolCall | None:
+def _next_command(messages: list[ChatMessage], available: set[str]) -> ToolCall | None:
+    """The plan's next command: the latest user message's commands, one per tool step."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "user":
+            plan = _commands(messages[index].content, available) if available else []
+            done = sum(1 for message in messages[index + 1 :] if message.role == "tool")
+            return plan[done] if done < len(plan) else None
+    return None
+
+
+def _commands(text: str, available: set[str]) -> list[ToolCall]:
+    """One command per line, or the whole text as one command (a write may span lines)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    calls = [_command(line, available, index) for index, line in enumerate(lines)]
+    if calls and all(call is not None for call in calls):
+        return calls  # type: ignore[return-value]
+    single = _command(text, available, 0)
+    return [single] if single is not None else []
+
+
+def _command(text: str, available: set[str], index: int) -> ToolCall | None:
     for pattern, build in _COMMANDS:
         match = pattern.match(text)
         if match:
             name, arguments = build(match)
             if name in available:
-                digest = hashlib.sha1(f"{name}:{text}".encode(), usedforsecurity=False).hexdigest()
+                digest = hashlib.sha1(
+                    f"{index}:{name}:{text}".encode(), usedforsecurity=False
+                ).hexdigest()
                 return ToolCall(id=f"call_{digest[:12]}", name=name, arguments=arguments)
     return None
 

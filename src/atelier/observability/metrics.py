@@ -39,3 +39,31 @@ class Metrics:
             "Decisions made by the in-process limiter because the shared one failed.",
             registry=r,
         )
+        self.runs_started = Counter(
+            "atelier_runs_started_total", "Runs accepted by this process.", registry=r
+        )
+        self.runs_finished = Counter(
+            "atelier_runs_finished_total",
+            "Runs this process finished, by final status.",
+            ["status"],
+            registry=r,
+        )
+        self.runs_active = Gauge(
+            "atelier_runs_active", "Runs executing in this process now.", registry=r
+        )
+        self.run_time_to_first_event = Histogram(
+            "atelier_run_time_to_first_event_seconds",
+            "From accepting a run to its model's first output.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.run_lock_contention = Counter(
+            "atelier_run_lock_contention_total",
+            "Runs refused because their conversation was busy (409 conversation_busy).",
+            registry=r,
+        )
+        self.runs_reaped = Counter(
+            "atelier_runs_reaped_total",
+            "Runs failed as worker_lost because the process running them stopped.",
+            registry=r,
+        )

@@ -1,0 +1,121 @@
+"""A run's numbered event log, and following it as Server-Sent Events from any process.
+
+The run appends to the log in the coordination backend (Redis Streams, or memory when
+embedded); an SSE request replays what is there after the client's last id and then
+follows. The stream ends after exactly one terminal event. If the log is gone (expired,
+or lost with Redis) the run's row still says how it ended, and that is what is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from atelier.coordination.base import Coordination, CoordinationUnavailable
+from atelier.db.base import utcnow
+from atelier.http.sse import ServerSentEvent
+from atelier.runs.models import ACTIVE_RUN_STATUSES, Run
+
+log = structlog.get_logger("atelier.runs")
+
+TERMINAL_EVENTS = {
+    "completed": "run.completed",
+    "failed": "run.failed",
+    "cancelled": "run.cancelled",
+    "timed_out": "run.timed_out",
+}
+FOLLOW_WAIT_MS = 1000  # one blocking read; below the Redis client's socket timeout
+CHECK_ROW_EVERY = 5  # quiet reads between looks at the run's row
+
+
+def log_name(run_id: uuid.UUID) -> str:
+    return f"run:{run_id}"
+
+
+def terminal_data(run_id: uuid.UUID, error: dict[str, str] | None) -> dict[str, Any]:
+    return {"run_id": str(run_id), "error": error}
+
+
+async def append(coordination: Coordination, run_id: uuid.UUID, name: str, data: Any) -> int | None:
+    """Append one event; a coordination outage loses the event, never the run's work."""
+    try:
+        return await coordination.append_event(log_name(run_id), name, json.dumps(data))
+    except CoordinationUnavailable:
+        log.warning("run event not recorded", run_id=str(run_id), event=name, exc_info=True)
+        return None
+
+
+async def announce_end(
+    coordination: Coordination,
+    run_id: uuid.UUID,
+    status: str,
+    error: dict[str, str] | None,
+    retention_seconds: int,
+) -> None:
+    await append(coordination, run_id, TERMINAL_EVENTS[status], terminal_data(run_id, error))
+    try:
+        await coordination.expire_log(log_name(run_id), retention_seconds)
+    except CoordinationUnavailable:
+        log.warning("run event log retention not set", run_id=str(run_id), exc_info=True)
+
+
+async def follow(
+    coordination: Coordination,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    run_id: uuid.UUID,
+    after: int,
+    *,
+    settle_seconds: float,
+) -> AsyncIterator[ServerSentEvent]:
+    """Events numbered above ``after``, then new ones as they come, up to the terminal one.
+
+    ``settle_seconds``: how long after its row ended a run may still append its terminal
+    event (it waits a little for the title); only past that is the row's word final.
+    """
+    last = after
+    quiet = 0
+    while True:
+        try:
+            events = await coordination.read_events(log_name(run_id), last, FOLLOW_WAIT_MS)
+        except CoordinationUnavailable:
+            log.warning("run event log unreadable; retrying", run_id=str(run_id))
+            events = []
+            await asyncio.sleep(FOLLOW_WAIT_MS / 1000)
+        for event in events:
+            last = event.id
+            yield ServerSentEvent(event.data, event.name, event.id)
+            if event.name in TERMINAL_EVENTS.values():
+                return
+        if events:
+            quiet = 0
+            continue
+        quiet += 1
+        if quiet % CHECK_ROW_EVERY == 1:  # the first quiet read, then every few
+            ended = await _ended(sessionmaker, run_id, settle_seconds)
+            if ended is not None:
+                status, error = ended
+                data = json.dumps(terminal_data(run_id, error))
+                yield ServerSentEvent(data, TERMINAL_EVENTS[status], last + 1)
+                return
+
+
+async def _ended(
+    sessionmaker: async_sessionmaker[AsyncSession], run_id: uuid.UUID, settle_seconds: float
+) -> tuple[str, dict[str, str] | None] | None:
+    async with sessionmaker() as session:
+        run = await session.scalar(select(Run).where(Run.id == run_id))
+    if run is None:  # deleted with its conversation
+        return "cancelled", {"code": "conversation_deleted", "message": "the conversation is gone"}
+    if run.status in ACTIVE_RUN_STATUSES or run.ended_at is None:
+        return None
+    if (utcnow() - run.ended_at).total_seconds() < settle_seconds:
+        return None
+    error = {"code": run.error_code, "message": run.error_message or ""} if run.error_code else None
+    return run.status, error

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from atelier.conversations.schemas import ModelId
+from atelier.usage.money import money_str
+
+RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "timed_out"]
+MAX_INPUT_CHARS = 100_000
+
+
+class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
+    model_id: str | None = ModelId
+
+
+class RunError(BaseModel):
+    code: str
+    message: str
+
+
+class RunOut(BaseModel):
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    status: RunStatus
+    model_id: str
+    input: str
+    input_tokens: int
+    output_tokens: int
+    cost: Decimal
+    error: RunError | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+    @field_serializer("cost")
+    def _money(self, value: Decimal) -> str:
+        return money_str(value)
+
+
+class RunList(BaseModel):
+    data: list[RunOut]
+
+
+class MessageOut(BaseModel):
+    id: uuid.UUID
+    seq: int
+    role: Literal["user", "assistant", "tool"]
+    content: str
+    # Tool calls (assistant) and tool results (tool), as the model saw them.
+    parts: list[dict[str, Any]] | None
+    # True when the run ended (failed, cancelled, timed out) while this reply was streaming.
+    incomplete: bool
+    run_id: uuid.UUID | None
+    created_at: datetime
+
+
+class MessageList(BaseModel):
+    data: list[MessageOut]

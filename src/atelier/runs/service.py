@@ -1,0 +1,307 @@
+"""Runs and their messages in SQL. Functions flush; the caller's unit of work commits.
+
+Every write a run makes is fenced: it applies only while the run is still its
+conversation's ``active_run_id``. A run that lost its lock (or was reaped, or whose
+conversation was deleted) can no longer change anything.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.conversations.models import Conversation, Message
+from atelier.db.base import utcnow
+from atelier.llm.base import ChatMessage, ToolCall, ToolResult
+from atelier.runs.models import ACTIVE_RUN_STATUSES, Run
+from atelier.runs.schemas import MessageOut, RunError, RunOut
+
+
+class Fenced(Exception):
+    """The run is no longer its conversation's active run; it must not write."""
+
+
+class ConversationGone(Exception):
+    """The conversation was deleted before the run could start."""
+
+
+async def open_run(
+    session: AsyncSession,
+    conversation: Conversation,
+    *,
+    run_id: uuid.UUID,
+    model_id: str,
+    text: str,
+    owner_id: str,
+) -> uuid.UUID | None:
+    """Make ``run_id`` the conversation's active run and store the user's message.
+
+    The caller holds the conversation lock. A run still marked active under the lock
+    was abandoned by a process that lost the lock (it died): it is failed here, and its
+    id is returned so its watchers can be told. Returns None when there was none.
+    """
+    abandoned = conversation.active_run_id
+    if abandoned is not None:
+        await end_run(session, abandoned, "failed", "worker_lost", "the process running it stopped")
+    claimed = await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id)
+        .where(or_(Conversation.active_run_id.is_(None), Conversation.active_run_id == abandoned))
+        .values(active_run_id=run_id)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        raise ConversationGone
+    now = utcnow()
+    session.add(
+        Run(
+            id=run_id,
+            conversation_id=conversation.id,
+            tenant_id=conversation.tenant_id,
+            user_id=conversation.user_id,
+            model_id=model_id,
+            input=text,
+            status="queued",
+            owner_id=owner_id,
+            heartbeat_at=now,
+            created_at=now,
+        )
+    )
+    await session.flush()
+    await add_message(session, conversation.id, run_id, "user", text)
+    return abandoned
+
+
+async def add_message(
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    run_id: uuid.UUID,
+    role: str,
+    content: str,
+    *,
+    parts: list[dict[str, Any]] | None = None,
+    incomplete: bool = False,
+) -> Message:
+    """Store a message with the next seq, taken in SQL only now (gapless, unique; BUG-019)."""
+    seq = await session.scalar(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.active_run_id == run_id)
+        .values(last_message_seq=Conversation.last_message_seq + 1, updated_at=utcnow())
+        .returning(Conversation.last_message_seq)
+        .execution_options(synchronize_session=False)
+    )
+    if seq is None:
+        raise Fenced
+    message = Message(
+        conversation_id=conversation_id,
+        seq=seq,
+        role=role,
+        content=content,
+        parts=parts,
+        run_id=run_id,
+        incomplete=incomplete,
+        created_at=utcnow(),
+    )
+    session.add(message)
+    await session.flush()
+    return message
+
+
+async def mark_running(session: AsyncSession, run_id: uuid.UUID) -> None:
+    now = utcnow()
+    await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "queued")
+        .values(status="running", started_at=now, heartbeat_at=now)
+    )
+
+
+async def heartbeat(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    """Prove the run's process is alive; False if the run is no longer active (reaped)."""
+    alive = await session.scalar(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_(ACTIVE_RUN_STATUSES))
+        .values(heartbeat_at=utcnow())
+        .returning(Run.id)
+    )
+    return alive is not None
+
+
+async def add_usage(
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    run_id: uuid.UUID,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cost: Decimal,
+    context_tokens: int,
+) -> None:
+    """Add one model call to the run's and the conversation's totals, in SQL (BUG-009)."""
+    counted = await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.active_run_id == run_id)
+        .values(
+            total_input_tokens=Conversation.total_input_tokens + input_tokens,
+            total_output_tokens=Conversation.total_output_tokens + output_tokens,
+            total_cost=Conversation.total_cost + cost,
+            estimated_context_tokens=context_tokens,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if counted.rowcount != 1:  # type: ignore[attr-defined]
+        raise Fenced
+    await session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(
+            input_tokens=Run.input_tokens + input_tokens,
+            output_tokens=Run.output_tokens + output_tokens,
+            cost=Run.cost + cost,
+        )
+    )
+
+
+async def end_run(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    status: str,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> bool:
+    """Give an active run its final status and free its conversation; False if it had one."""
+    ended = await session.scalar(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_(ACTIVE_RUN_STATUSES))
+        .values(
+            status=status,
+            ended_at=utcnow(),
+            error_code=error_code,
+            error_message=error_message,
+        )
+        .returning(Run.conversation_id)
+    )
+    if ended is None:
+        return False
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == ended, Conversation.active_run_id == run_id)
+        .values(active_run_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    return True
+
+
+async def stale_runs(
+    session: AsyncSession, lease_seconds: float
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Active runs whose process has not proved it is alive for a whole lease."""
+    cutoff: datetime = utcnow() - timedelta(seconds=lease_seconds)
+    rows = await session.execute(
+        select(Run.id, Run.conversation_id)
+        .where(Run.status.in_(ACTIVE_RUN_STATUSES), Run.heartbeat_at < cutoff)
+        .limit(100)
+    )
+    return [(run_id, conversation_id) for run_id, conversation_id in rows]
+
+
+async def history(session: AsyncSession, conversation_id: uuid.UUID) -> list[ChatMessage]:
+    """The conversation as the model sees it: every stored message, tool parts included."""
+    rows = await session.scalars(
+        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
+    )
+    return [as_chat_message(row) for row in rows]
+
+
+def as_chat_message(row: Message) -> ChatMessage:
+    calls = tuple(
+        ToolCall(part["id"], part["name"], part["arguments"])
+        for part in row.parts or ()
+        if part.get("type") == "tool_call"
+    )
+    results = tuple(
+        ToolResult(part["call_id"], part["content"], part["is_error"])
+        for part in row.parts or ()
+        if part.get("type") == "tool_result"
+    )
+    return ChatMessage(row.role, row.content, tool_calls=calls, tool_results=results)  # type: ignore[arg-type]
+
+
+def call_parts(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [
+        {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments} for c in calls
+    ]
+
+
+def result_parts(results: list[ToolResult]) -> list[dict[str, Any]]:
+    return [
+        {"type": "tool_result", "call_id": r.call_id, "content": r.content, "is_error": r.is_error}
+        for r in results
+    ]
+
+
+async def get_run(
+    session: AsyncSession, conversation: Conversation, run_id: uuid.UUID
+) -> Run | None:
+    return await session.scalar(
+        select(Run).where(Run.id == run_id, Run.conversation_id == conversation.id)
+    )
+
+
+async def list_runs(session: AsyncSession, conversation: Conversation, limit: int) -> list[Run]:
+    rows = await session.scalars(
+        select(Run)
+        .where(Run.conversation_id == conversation.id)
+        .order_by(Run.created_at.desc(), Run.id.desc())
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def list_messages(
+    session: AsyncSession, conversation: Conversation, after_seq: int, limit: int
+) -> list[Message]:
+    rows = await session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation.id, Message.seq > after_seq)
+        .order_by(Message.seq)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+def present_run(run: Run) -> RunOut:
+    return RunOut(
+        id=run.id,
+        conversation_id=run.conversation_id,
+        status=run.status,
+        model_id=run.model_id,
+        input=run.input,
+        input_tokens=run.input_tokens,
+        output_tokens=run.output_tokens,
+        cost=run.cost,
+        error=RunError(code=run.error_code, message=run.error_message or "")
+        if run.error_code
+        else None,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+    )
+
+
+def present_message(message: Message) -> MessageOut:
+    return MessageOut(
+        id=message.id,
+        seq=message.seq,
+        role=message.role,
+        content=message.content,
+        parts=message.parts,
+        incomplete=message.incomplete,
+        run_id=message.run_id,
+        created_at=message.created_at,
+    )

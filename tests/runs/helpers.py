@@ -1,0 +1,118 @@
+"""Helpers for run tests: start runs, read their streams, wait for them to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from atelier.llm.base import ToolCall, ToolResult, ToolSpec
+from atelier.runs.tools import WorkspaceTools
+from tests.conftest import Caller
+
+SSE = {"Accept": "text/event-stream"}
+TERMINAL = {"run.completed", "run.failed", "run.cancelled", "run.timed_out"}
+ENDED = {"completed", "failed", "cancelled", "timed_out"}
+
+Event = tuple[int, str, dict]
+
+
+def parse_sse(text: str) -> list[Event]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = [line for line in block.splitlines() if not line.startswith(":")]
+        if not lines:
+            continue
+        fields = dict(line.split(": ", 1) for line in lines)
+        events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+    return events
+
+
+async def new_conversation(client: httpx.AsyncClient, caller: Caller, **body: object) -> str:
+    response = await client.post("/v1/conversations", json=body, headers=caller.headers())
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def start(
+    client: httpx.AsyncClient,
+    caller: Caller,
+    conversation: str,
+    text: str,
+    user: str = "alice",
+    **extra: str,
+) -> httpx.Response:
+    return await client.post(
+        f"/v1/conversations/{conversation}/runs",
+        json={"input": text},
+        headers=caller.headers(user, **extra),
+    )
+
+
+async def run_streamed(
+    client: httpx.AsyncClient, caller: Caller, conversation: str, text: str
+) -> list[Event]:
+    response = await start(client, caller, conversation, text, **SSE)
+    assert response.status_code == 200, response.text
+    return parse_sse(response.text)
+
+
+async def wait_ended(
+    client: httpx.AsyncClient, caller: Caller, conversation: str, run_id: str, timeout: float = 15
+) -> dict:
+    async with asyncio.timeout(timeout):
+        while True:
+            run = (
+                await client.get(
+                    f"/v1/conversations/{conversation}/runs/{run_id}", headers=caller.headers()
+                )
+            ).json()
+            if run["status"] in ENDED:
+                return dict(run)
+            await asyncio.sleep(0.02)
+
+
+async def messages(client: httpx.AsyncClient, caller: Caller, conversation: str) -> list[dict]:
+    response = await client.get(
+        f"/v1/conversations/{conversation}/messages?limit=500", headers=caller.headers()
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["data"])
+
+
+def names(events: Iterable[Event]) -> list[str]:
+    return [name for _, name, _ in events if name != "message.delta"]
+
+
+class BlockingTools:
+    """Workspace tools whose every call blocks until released (or the run is stopped)."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    def __call__(self, root: Path) -> BlockingTools:
+        self.inner = WorkspaceTools(root)
+        return self
+
+    @property
+    def specs(self) -> list[ToolSpec]:
+        return self.inner.specs
+
+    async def call(self, call: ToolCall) -> ToolResult:
+        self.entered.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return await self.inner.call(call)
+
+
+def use_tools(app: FastAPI, factory: object) -> None:
+    app.state.resources.runs.tools_factory = factory
