@@ -75,7 +75,10 @@ class TestStreamedRun:
         listing = (
             await client.get(f"/v1/conversations/{conversation}/files", headers=caller.headers())
         ).json()["data"]
-        assert {f["path"]: f["source"] for f in listing} == {"notes.txt": "user", "todo.md": "agent"}
+        assert {f["path"]: f["source"] for f in listing} == {
+            "notes.txt": "user",
+            "todo.md": "agent",
+        }
 
         log = await messages(client, caller, conversation)
         assert [m["seq"] for m in log] == list(range(1, 7))
@@ -96,13 +99,15 @@ class TestStreamedRun:
         ).json()
         assert body["title"] == "read notes.txt write todo.md: - milk"
         assert body["active_run_id"] is None
-        assert body["total_input_tokens"] > 0 and body["total_output_tokens"] > 0
+        assert body["total_input_tokens"] > 0
+        assert body["total_output_tokens"] > 0
         runs = (
             await client.get(f"/v1/conversations/{conversation}/runs", headers=caller.headers())
         ).json()["data"]
         assert len(runs) == 1
         assert runs[0]["status"] == "completed"
-        assert runs[0]["started_at"] and runs[0]["ended_at"]
+        assert runs[0]["started_at"]
+        assert runs[0]["ended_at"]
         assert runs[0]["input_tokens"] == body["total_input_tokens"]
 
     async def test_without_sse_the_run_is_accepted_and_proceeds(self, client, caller) -> None:
