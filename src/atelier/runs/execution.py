@@ -77,8 +77,13 @@ class Outcome:
 
     @property
     def may_write(self) -> bool:
-        """A run that lost its lock or its row must not touch the conversation any more."""
-        return self.error_code not in ("lease_lost", "worker_lost", "fenced")
+        """A run that lost its row must not write; SQL fences every other write."""
+        return self.error_code not in ("worker_lost", "fenced")
+
+    @property
+    def may_upload(self) -> bool:
+        """Storage is not fenced: only the lock holder may change the workspace."""
+        return self.may_write and self.error_code != "lease_lost"
 
 
 STOPPED = {
@@ -470,7 +475,7 @@ class RunTask:
                     )
                 if self._pending_calls:
                     await self._save_tool_results()
-                if self._directory is not None:
+                if self._directory is not None and outcome.may_upload:
                     changes = await self._upload()
             except service.Fenced:
                 outcome = Outcome("failed", "fenced", "the run is no longer its conversation's run")

@@ -73,13 +73,14 @@ class RunManager:
         try:
             # Shielded: a client that leaves now does not stop a run that is being accepted.
             await asyncio.shield(run.accepted)
-        except LeaseHeld as exc:
+        except (LeaseHeld, service.RunConflict) as exc:
             self.metrics.run_lock_contention.inc()
+            retry = exc.retry_after_seconds if isinstance(exc, LeaseHeld) else 1
             raise ProblemError(
                 409,
                 "conversation_busy",
                 "a run is active on this conversation",
-                headers={"retry-after": str(max(1, round(exc.retry_after_seconds)))},
+                headers={"retry-after": str(max(1, round(retry)))},
             ) from exc
         except service.ConversationGone as exc:
             raise ProblemError(404, "not_found", "no such conversation") from exc

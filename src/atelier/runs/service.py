@@ -30,6 +30,10 @@ class ConversationGone(Exception):
     """The conversation was deleted before the run could start."""
 
 
+class RunConflict(Exception):
+    """Another run became the conversation's active run first (the database's guard)."""
+
+
 async def open_run(
     session: AsyncSession,
     conversation: Conversation,
@@ -56,7 +60,7 @@ async def open_run(
         .execution_options(synchronize_session=False)
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        raise ConversationGone
+        raise RunConflict
     now = utcnow()
     session.add(
         Run(
@@ -215,7 +219,28 @@ async def history(session: AsyncSession, conversation_id: uuid.UUID) -> list[Cha
     rows = await session.scalars(
         select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
     )
-    return [as_chat_message(row) for row in rows]
+    history: list[ChatMessage] = []
+    for message in map(as_chat_message, rows):
+        unanswered = _unanswered(history)
+        if unanswered and message.role != "tool":
+            history.append(_not_run(unanswered))
+        history.append(message)
+    if unanswered := _unanswered(history):
+        history.append(_not_run(unanswered))
+    return history
+
+
+def _unanswered(history: list[ChatMessage]) -> tuple[ToolCall, ...]:
+    last = history[-1] if history else None
+    return last.tool_calls if last is not None and last.role == "assistant" else ()
+
+
+def _not_run(calls: tuple[ToolCall, ...]) -> ChatMessage:
+    """Results for tool calls a dead process never answered: providers require them."""
+    return ChatMessage(
+        "tool",
+        tool_results=tuple(ToolResult(c.id, "not run: the run ended first", True) for c in calls),
+    )
 
 
 def as_chat_message(row: Message) -> ChatMessage:

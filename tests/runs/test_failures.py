@@ -1,0 +1,405 @@
+"""Runs that do not end well: cancel, timeouts, lost locks, dead processes, shutdown,
+deleted conversations and disconnected clients (BUG-001, 004, 010, 019)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+
+from atelier.conversations.models import Conversation, Message
+from atelier.db.base import utcnow
+from atelier.llm.fakes import ScriptedModel
+from atelier.llm.models import CatalogModel
+from atelier.runs import service
+from atelier.runs.models import Run
+from atelier.usage.models import UsageRecord
+from tests.chats.test_chats import use_model
+from tests.live import serve_started
+from tests.runs.helpers import (
+    SSE,
+    BlockingTools,
+    messages,
+    new_conversation,
+    parse_sse,
+    start,
+    use_tools,
+    wait_ended,
+)
+
+
+async def run_row(app, run_id: str) -> Run:
+    async with app.state.resources.sessionmaker() as session:
+        run = await session.get(Run, uuid.UUID(run_id))
+        assert run is not None
+        return run
+
+
+async def events_of(client, caller, conversation: str, run_id: str) -> list:
+    response = await client.get(
+        f"/v1/conversations/{conversation}/runs/{run_id}/events", headers=caller.headers()
+    )
+    return parse_sse(response.text)
+
+
+async def drop_lease(app, conversation: str) -> None:
+    """What an expired lease looks like to its holder: the key is simply gone."""
+    coordination = app.state.resources.coordination
+    key = f"conversation:{conversation}"
+    if coordination.name == "redis":
+        await coordination.client.delete(coordination._key(key))
+    else:
+        coordination._leases.pop(key)
+
+
+class TestCancel:
+    async def test_cancel_during_a_tool_call(self, app, client, caller) -> None:
+        conversation = await new_conversation(client, caller)
+        use_tools(app, tools := BlockingTools())
+        run = (await start(client, caller, conversation, "list files")).json()
+        await asyncio.wait_for(tools.entered.wait(), 10)
+        url = f"/v1/conversations/{conversation}/runs/{run['id']}/cancel"
+        response = await client.post(url, headers=caller.headers())
+        assert response.status_code == 202
+        ended = await wait_ended(client, caller, conversation, run["id"])
+        assert ended["status"] == "cancelled"
+        assert tools.cancelled.is_set()
+        events = await events_of(client, caller, conversation, run["id"])
+        assert [n for _, n, _ in events][-3:] == [
+            "tool.started",
+            "message.completed",
+            "run.cancelled",
+        ]
+        log = await messages(client, caller, conversation)
+        assert [m["role"] for m in log] == ["user", "assistant", "tool"]
+        assert log[2]["parts"][0]["is_error"] is True
+        # Idempotent: a finished run comes back unchanged.
+        again = await client.post(url, headers=caller.headers())
+        assert again.status_code == 202
+        assert again.json() == ended
+        # And the conversation takes a new run at once.
+        tools.release.set()
+        assert (await start(client, caller, conversation, "hello")).status_code == 202
+
+    async def test_cancel_mid_reply_saves_the_partial_reply(self, app, client, caller) -> None:
+        conversation = await new_conversation(client, caller)
+        model = ScriptedModel([f"w{i} " for i in range(500)], delay=0.01)
+        await use_model(app, model)
+        run = (await start(client, caller, conversation, "talk")).json()
+        await asyncio.sleep(0.3)
+        await client.post(
+            f"/v1/conversations/{conversation}/runs/{run['id']}/cancel", headers=caller.headers()
+        )
+        ended = await wait_ended(client, caller, conversation, run["id"])
+        assert ended["status"] == "cancelled"
+        assert model.closed.is_set()
+        reply = (await messages(client, caller, conversation))[-1]
+        assert reply["role"] == "assistant"
+        assert reply["incomplete"] is True
+        assert reply["content"].startswith("w0 w1 ")
+        assert len(reply["content"].split()) < 500
+
+    async def test_a_client_disconnect_never_cancels(self, app, client, caller) -> None:
+        """BUG-004: 50 streams cut at random points; every run completes and is saved."""
+        await use_model(app, ScriptedModel([f"w{i} " for i in range(40)], delay=0.002))
+        conversations = [await new_conversation(client, caller) for _ in range(50)]
+        rng = random.Random(4)
+
+        async def cut(live: httpx.AsyncClient, conversation: str) -> None:
+            limit = rng.randrange(0, 3000)
+            async with live.stream(
+                "POST",
+                f"/v1/conversations/{conversation}/runs",
+                json={"input": "talk"},
+                headers=caller.headers(**SSE),
+            ) as response:
+                assert response.status_code == 200
+                received = 0
+                async for chunk in response.aiter_bytes():
+                    received += len(chunk)
+                    if received >= limit:
+                        break
+
+        async with serve_started(app) as base, httpx.AsyncClient(base_url=base) as live:
+            gate = asyncio.Semaphore(10)
+
+            async def one(conversation: str) -> None:
+                async with gate:
+                    await cut(live, conversation)
+
+            await asyncio.gather(*(one(c) for c in conversations))
+        for conversation in conversations:
+            runs = (
+                await client.get(f"/v1/conversations/{conversation}/runs", headers=caller.headers())
+            ).json()["data"]
+            ended = await wait_ended(client, caller, conversation, runs[0]["id"])
+            assert ended["status"] == "completed"
+            log = await messages(client, caller, conversation)
+            assert [m["role"] for m in log] == ["user", "assistant"]
+            assert log[1]["content"] == "".join(f"w{i} " for i in range(40))
+            assert log[1]["incomplete"] is False
+        async with app.state.resources.sessionmaker() as session:
+            assert await session.scalar(select(func.count()).select_from(UsageRecord)) == 50
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"run_idle_timeout_seconds": 0.3, "run_deadline_seconds": 60}]
+)
+class TestIdleTimeout:
+    async def test_a_hanging_model_times_out_and_frees_the_conversation(
+        self, app, client, caller
+    ) -> None:
+        """BUG-010: the run task itself is cancelled; provider closed, lock released."""
+        conversation = await new_conversation(client, caller)
+        model = ScriptedModel(["never"], delay=3600)
+        await use_model(app, model)
+        run = (await start(client, caller, conversation, "hi")).json()
+        ended = await wait_ended(client, caller, conversation, run["id"], timeout=5)
+        assert ended["status"] == "timed_out"
+        assert ended["error"]["code"] == "timed_out"
+        assert "no model or tool progress" in ended["error"]["message"]
+        assert model.closed.is_set()
+        events = await events_of(client, caller, conversation, run["id"])
+        assert events[-1][1] == "run.timed_out"
+        await use_model(app, ScriptedModel(["fine"]))
+        next_run = await start(client, caller, conversation, "again")
+        assert next_run.status_code == 202
+        assert (await wait_ended(client, caller, conversation, next_run.json()["id"]))[
+            "status"
+        ] == "completed"
+
+    async def test_a_hanging_tool_times_out(self, app, client, caller) -> None:
+        conversation = await new_conversation(client, caller)
+        use_tools(app, tools := BlockingTools())
+        run = (await start(client, caller, conversation, "list files")).json()
+        ended = await wait_ended(client, caller, conversation, run["id"], timeout=5)
+        assert ended["status"] == "timed_out"
+        assert tools.cancelled.is_set()
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"run_deadline_seconds": 0.5, "run_idle_timeout_seconds": 60}]
+)
+async def test_the_deadline_ends_a_run_that_keeps_making_progress(app, client, caller) -> None:
+    conversation = await new_conversation(client, caller)
+    await use_model(app, ScriptedModel([f"w{i} " for i in range(10_000)], delay=0.005))
+    run = (await start(client, caller, conversation, "talk")).json()
+    ended = await wait_ended(client, caller, conversation, run["id"], timeout=5)
+    assert ended["status"] == "timed_out"
+    assert "deadline" in ended["error"]["message"]
+    reply = (await messages(client, caller, conversation))[-1]
+    assert reply["incomplete"] is True
+    assert reply["content"]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"run_lease_seconds": 1}])
+async def test_losing_the_lock_stops_the_run(app, client, caller) -> None:
+    """BUG-001: a holder that cannot renew its lease stops instead of running unprotected."""
+    conversation = await new_conversation(client, caller)
+    use_tools(app, tools := BlockingTools())
+    run = (await start(client, caller, conversation, "list files")).json()
+    await asyncio.wait_for(tools.entered.wait(), 10)
+    await drop_lease(app, conversation)
+    ended = await wait_ended(client, caller, conversation, run["id"], timeout=5)
+    assert ended["status"] == "failed"
+    assert ended["error"]["code"] == "lease_lost"
+    assert tools.cancelled.is_set()
+
+
+class TestCrashRecovery:
+    async def _abandoned_run(self, app, client, caller) -> tuple[str, uuid.UUID]:
+        """A run whose process died: active, heartbeat a lease ago, lock free."""
+        conversation = await new_conversation(client, caller)
+        async with app.state.resources.sessionmaker() as session:
+            row = await session.get(Conversation, uuid.UUID(conversation))
+            run_id = uuid.uuid4()
+            await service.open_run(
+                session, row, run_id=run_id, model_id="offline", text="hi", owner_id="dead"
+            )
+            await session.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(status="running", heartbeat_at=utcnow() - timedelta(minutes=5))
+            )
+            await session.commit()
+        return conversation, run_id
+
+    async def test_the_reaper_fails_runs_whose_process_died(self, app, client, caller) -> None:
+        conversation, run_id = await self._abandoned_run(app, client, caller)
+        manager = app.state.resources.runs
+        assert await manager.reap() == 1
+        ended = await wait_ended(client, caller, conversation, str(run_id))
+        assert ended["status"] == "failed"
+        assert ended["error"]["code"] == "worker_lost"
+        events = await events_of(client, caller, conversation, str(run_id))
+        assert [n for _, n, _ in events] == ["run.failed"]
+        body = (
+            await client.get(f"/v1/conversations/{conversation}", headers=caller.headers())
+        ).json()
+        assert body["active_run_id"] is None
+        assert await manager.reap() == 0
+        assert "atelier_runs_reaped_total 1.0" in (await client.get("/metrics")).text
+
+    async def test_the_reaper_leaves_a_run_whose_lock_is_held(self, app, client, caller) -> None:
+        conversation, run_id = await self._abandoned_run(app, client, caller)
+        coordination = app.state.resources.coordination
+        assert await coordination.acquire(f"conversation:{conversation}", "alive", 10_000)
+        assert await app.state.resources.runs.reap() == 0
+        assert (await run_row(app, str(run_id))).status == "running"
+
+    async def test_a_new_run_takes_over_an_abandoned_conversation_at_once(
+        self, app, client, caller
+    ) -> None:
+        conversation, run_id = await self._abandoned_run(app, client, caller)
+        response = await start(client, caller, conversation, "hello")
+        assert response.status_code == 202
+        abandoned = await run_row(app, str(run_id))
+        assert abandoned.status == "failed"
+        assert abandoned.error_code == "worker_lost"
+        ended = await wait_ended(client, caller, conversation, response.json()["id"])
+        assert ended["status"] == "completed"
+        log = await messages(client, caller, conversation)
+        assert [m["seq"] for m in log] == [1, 2, 3]
+
+
+class TestShutdown:
+    async def test_running_runs_are_cancelled_and_saved_after_the_grace(
+        self, app, client, caller
+    ) -> None:
+        conversation = await new_conversation(client, caller)
+        use_tools(app, tools := BlockingTools())
+        run = (await start(client, caller, conversation, "list files")).json()
+        await asyncio.wait_for(tools.entered.wait(), 10)
+        await app.state.resources.runs.shutdown(grace_seconds=0.2)
+        ended = await run_row(app, run["id"])
+        assert ended.status == "cancelled"
+        assert ended.error_code == "shutdown"
+        refused = await start(client, caller, await new_conversation(client, caller), "hi")
+        assert refused.status_code == 503
+        assert refused.json()["code"] == "shutting_down"
+
+    async def test_runs_that_finish_within_the_grace_complete(self, app, client, caller) -> None:
+        conversation = await new_conversation(client, caller)
+        await use_model(app, ScriptedModel(["a ", "b ", "c"], delay=0.05))
+        run = (await start(client, caller, conversation, "hi")).json()
+        await app.state.resources.runs.shutdown(grace_seconds=10)
+        assert (await run_row(app, run["id"])).status == "completed"
+
+
+async def test_deleting_a_conversation_cancels_its_run_first(app, client, caller) -> None:
+    conversation = await new_conversation(client, caller)
+    use_tools(app, tools := BlockingTools())
+    run = (await start(client, caller, conversation, "write a.txt: hello")).json()
+    await asyncio.wait_for(tools.entered.wait(), 10)
+    response = await client.delete(f"/v1/conversations/{conversation}", headers=caller.headers())
+    assert response.status_code == 204
+    assert tools.cancelled.is_set()
+    gone = await client.get(f"/v1/conversations/{conversation}", headers=caller.headers())
+    assert gone.status_code == 404
+    async with app.state.resources.sessionmaker() as session:
+        assert await session.get(Run, uuid.UUID(run["id"])) is None
+
+
+class TestDatabaseGuards:
+    async def test_only_one_run_can_claim_a_conversation(self, app, client, caller) -> None:
+        """Besides the lock, the database refuses a second active run (compare-and-set)."""
+        conversation = uuid.UUID(await new_conversation(client, caller))
+        sessionmaker = app.state.resources.sessionmaker
+        async with sessionmaker() as first, sessionmaker() as second:
+            seen_by_first = await first.get(Conversation, conversation)
+            seen_by_second = await second.get(Conversation, conversation)
+            await first.commit()
+            await second.commit()
+            await service.open_run(
+                first,
+                seen_by_first,
+                run_id=uuid.uuid4(),
+                model_id="offline",
+                text="a",
+                owner_id="x",
+            )
+            await first.commit()
+            with pytest.raises(service.RunConflict):
+                await service.open_run(
+                    second,
+                    seen_by_second,
+                    run_id=uuid.uuid4(),
+                    model_id="offline",
+                    text="b",
+                    owner_id="y",
+                )
+
+    async def test_seq_is_gapless_and_unique_under_concurrent_writers(
+        self, app, client, caller
+    ) -> None:
+        """BUG-019: seq is taken in SQL only when a message is stored."""
+        conversation = uuid.UUID(await new_conversation(client, caller))
+        sessionmaker = app.state.resources.sessionmaker
+        run_id = uuid.uuid4()
+        async with sessionmaker() as session:
+            row = await session.get(Conversation, conversation)
+            await service.open_run(
+                session, row, run_id=run_id, model_id="offline", text="a", owner_id="x"
+            )
+            await session.commit()
+
+        async def write(index: int) -> None:
+            async with sessionmaker() as session:
+                await service.add_message(session, conversation, run_id, "assistant", f"m{index}")
+                await session.commit()
+
+        async def fenced_out() -> None:
+            async with sessionmaker() as session:
+                with pytest.raises(service.Fenced):
+                    await service.add_message(session, conversation, uuid.uuid4(), "user", "no")
+
+        await asyncio.gather(*(write(i) for i in range(20)), *(fenced_out() for _ in range(5)))
+        async with sessionmaker() as session:
+            seqs = list(
+                await session.scalars(
+                    select(Message.seq)
+                    .where(Message.conversation_id == conversation)
+                    .order_by(Message.seq)
+                )
+            )
+            counter = (await session.get(Conversation, conversation)).last_message_seq
+        assert seqs == list(range(1, 22))
+        assert counter == 21
+
+    async def test_history_answers_tool_calls_a_dead_run_left_open(
+        self, app, client, caller
+    ) -> None:
+        conversation = uuid.UUID(await new_conversation(client, caller))
+        async with app.state.resources.sessionmaker() as session:
+            row = await session.get(Conversation, conversation)
+            run_id = uuid.uuid4()
+            await service.open_run(
+                session, row, run_id=run_id, model_id="offline", text="a", owner_id="x"
+            )
+            await service.add_message(
+                session,
+                conversation,
+                run_id,
+                "assistant",
+                "",
+                parts=[{"type": "tool_call", "id": "c1", "name": "list_files", "arguments": {}}],
+            )
+            history = await service.history(session, conversation)
+        assert [m.role for m in history] == ["user", "assistant", "tool"]
+        assert history[2].tool_results[0].call_id == "c1"
+        assert history[2].tool_results[0].is_error is True
+
+
+async def test_catalog_model_check_refuses_a_zero_window(app) -> None:
+    """The other half of BUG-008: a zero window never reaches the catalog."""
+    from sqlalchemy.exc import IntegrityError
+
+    async with app.state.resources.sessionmaker() as session:
+        (await session.get(CatalogModel, "offline")).context_window = 0
+        with pytest.raises(IntegrityError):
+            await session.commit()
