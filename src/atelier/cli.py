@@ -94,7 +94,8 @@ def serve(
         log_config=None,
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
-        timeout_graceful_shutdown=30,
+        # Open streams get the grace period to end; then the lifespan gives runs theirs.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
 
 

@@ -1,0 +1,262 @@
+"""Two real server processes sharing PostgreSQL, Redis and S3: a run started on one is
+streamed and cancelled through the other; killing one mid-run frees its conversations
+within the lease; SIGTERM leaves no run `running`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from atelier.db.engine import create_sessionmaker
+from atelier.db.migrate import migrate
+from atelier.tenants.service import create_api_key, create_tenant
+from tests.conftest import free_port
+from tests.runs.helpers import TERMINAL, parse_sse
+
+LEASE_SECONDS = 2.0
+LONG_INPUT = " ".join(f"word{i}" for i in range(60))  # the offline model echoes it slowly
+
+
+@dataclass
+class Deployment:
+    env: dict[str, str]
+    key: str
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}", "X-User-ID": "alice", **extra}
+
+
+class Server:
+    def __init__(self, deployment: Deployment, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "atelier.cli", "serve", "--port", str(self.port)],
+            env={**deployment.env, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def ready(self) -> None:
+        async with httpx.AsyncClient(base_url=self.url) as http, asyncio.timeout(30):
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.process.returncode}")
+                try:
+                    if (await http.get("/ready")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def database_url(postgres) -> str:
+    return str(postgres.create(f"processes_{uuid.uuid4().hex[:8]}"))
+
+
+@pytest.fixture
+async def deployment(database_url: str, redis_url, moto) -> Deployment:
+    """A migrated database with one tenant and key, a Redis prefix and a bucket."""
+    url = database_url
+    engine = create_async_engine(url)
+    await migrate(engine)
+    async with create_sessionmaker(engine)() as session:
+        tenant = await create_tenant(session, "acme")
+        issued = await create_api_key(session, tenant, "test")
+        await session.commit()
+    await engine.dispose()
+    bucket = f"atelier-proc-{uuid.uuid4().hex[:12]}"
+    moto.client().create_bucket(Bucket=bucket)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")},
+        "ATELIER_DATABASE_URL": url,
+        "ATELIER_REDIS_URL": redis_url,
+        "ATELIER_REDIS_KEY_PREFIX": f"atelier-proc:{uuid.uuid4().hex[:8]}:",
+        "ATELIER_S3_BUCKET": bucket,
+        "ATELIER_S3_ENDPOINT_URL": moto.endpoint,
+        "ATELIER_S3_ACCESS_KEY_ID": "testing",
+        "ATELIER_S3_SECRET_ACCESS_KEY": "testing",
+        "ATELIER_RATE_LIMIT_ENABLED": "false",
+        "ATELIER_OFFLINE_MODEL_DELAY_SECONDS": "0.1",
+        "ATELIER_RUN_LEASE_SECONDS": str(LEASE_SECONDS),
+        "ATELIER_LOG_LEVEL": "WARNING",
+    }
+    return Deployment(env=env, key=issued.secret)
+
+
+@pytest.fixture
+def servers(deployment: Deployment) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def launch(**env: str) -> Server:
+        server = Server(deployment, **env)
+        started.append(server)
+        return server
+
+    yield launch
+    for server in started:
+        server.stop()
+
+
+async def events(http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> AsyncIterator:
+    async with http.stream("GET", path, headers=headers) as response:
+        assert response.status_code == 200
+        buffer = ""
+        async for chunk in response.aiter_text():
+            buffer += chunk
+            while "\n\n" in buffer:
+                block, buffer = buffer.split("\n\n", 1)
+                parsed = parse_sse(block + "\n\n")
+                if parsed:
+                    yield parsed[0]
+
+
+async def status_of(http: httpx.AsyncClient, d: Deployment, conversation: str, run: str) -> dict:
+    response = await http.get(f"/v1/conversations/{conversation}/runs/{run}", headers=d.headers())
+    return dict(response.json())
+
+
+async def test_start_on_one_process_stream_and_cancel_through_the_other(
+    deployment: Deployment, servers
+) -> None:
+    d = deployment
+    a, b = servers(), servers()
+    await asyncio.gather(a.ready(), b.ready())
+    async with httpx.AsyncClient(base_url=a.url) as on_a, httpx.AsyncClient(base_url=b.url) as on_b:
+        conversation = (await on_a.post("/v1/conversations", json={}, headers=d.headers())).json()[
+            "id"
+        ]
+        run = (
+            await on_a.post(
+                f"/v1/conversations/{conversation}/runs",
+                json={"input": LONG_INPUT},
+                headers=d.headers(),
+            )
+        ).json()
+        seen = []
+        async for event in events(
+            on_b, f"/v1/conversations/{conversation}/runs/{run['id']}/events", d.headers()
+        ):
+            seen.append(event)
+            if sum(1 for _, name, _ in seen if name == "message.delta") == 3:
+                cancel = await on_b.post(
+                    f"/v1/conversations/{conversation}/runs/{run['id']}/cancel",
+                    headers=d.headers(),
+                )
+                assert cancel.status_code == 202
+        assert [i for i, _, _ in seen] == list(range(1, len(seen) + 1))
+        assert seen[-1][1] == "run.cancelled"
+        ended = await status_of(on_b, d, conversation, run["id"])
+        assert ended["status"] == "cancelled"
+        reply = (
+            await on_b.get(f"/v1/conversations/{conversation}/messages", headers=d.headers())
+        ).json()["data"][-1]
+        assert reply["incomplete"] is True
+
+
+async def test_a_killed_process_frees_its_conversations_within_the_lease(
+    deployment: Deployment, servers
+) -> None:
+    d = deployment
+    a, b = servers(), servers()
+    await asyncio.gather(a.ready(), b.ready())
+    async with httpx.AsyncClient(base_url=a.url) as on_a, httpx.AsyncClient(base_url=b.url) as on_b:
+        conversations = [
+            (await on_a.post("/v1/conversations", json={}, headers=d.headers())).json()["id"]
+            for _ in range(2)
+        ]
+        runs = []
+        for conversation in conversations:
+            response = await on_a.post(
+                f"/v1/conversations/{conversation}/runs",
+                json={"input": LONG_INPUT},
+                headers=d.headers(),
+            )
+            assert response.status_code == 202
+            runs.append(response.json()["id"])
+        async for _, name, _ in events(
+            on_b, f"/v1/conversations/{conversations[0]}/runs/{runs[0]}/events", d.headers()
+        ):
+            if name == "message.delta":
+                break
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(10)
+        killed_at = time.monotonic()
+
+        # The first conversation: a new run through B is accepted once the lease runs out.
+        async with asyncio.timeout(LEASE_SECONDS + 5):
+            while True:
+                response = await on_b.post(
+                    f"/v1/conversations/{conversations[0]}/runs",
+                    json={"input": "hello"},
+                    headers=d.headers(),
+                )
+                if response.status_code == 202:
+                    break
+                assert response.status_code == 409
+                await asyncio.sleep(0.1)
+        assert time.monotonic() - killed_at < LEASE_SECONDS + 2
+        lost = await status_of(on_b, d, conversations[0], runs[0])
+        assert lost["status"] == "failed"
+        assert lost["error"]["code"] == "worker_lost"
+
+        # The second: nobody asks, B's reaper finds it.
+        async with asyncio.timeout(LEASE_SECONDS * 3 + 5):
+            while (await status_of(on_b, d, conversations[1], runs[1]))["status"] == "running":
+                await asyncio.sleep(0.2)
+        reaped = await status_of(on_b, d, conversations[1], runs[1])
+        assert reaped["error"]["code"] == "worker_lost"
+        tail = [
+            e
+            async for e in events(
+                on_b, f"/v1/conversations/{conversations[1]}/runs/{runs[1]}/events", d.headers()
+            )
+        ]
+        assert tail[-1][1] == "run.failed"
+        assert sum(1 for _, name, _ in tail if name in TERMINAL) == 1
+
+
+async def test_sigterm_lets_short_runs_finish_and_cancels_the_rest(
+    deployment: Deployment, servers
+) -> None:
+    d = deployment
+    server = servers(ATELIER_SHUTDOWN_GRACE_SECONDS="4")
+    await server.ready()
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        started = {}
+        for text in ("hi", LONG_INPUT):
+            conversation = (
+                await http.post("/v1/conversations", json={}, headers=d.headers())
+            ).json()["id"]
+            run = await http.post(
+                f"/v1/conversations/{conversation}/runs", json={"input": text}, headers=d.headers()
+            )
+            started[text] = (conversation, run.json()["id"])
+        server.process.send_signal(signal.SIGTERM)
+        # Uvicorn re-raises the signal once it has shut down cleanly.
+        assert server.process.wait(30) in (0, -signal.SIGTERM)
+    other = servers()
+    await other.ready()
+    async with httpx.AsyncClient(base_url=other.url) as http:
+        short = await status_of(http, d, *started["hi"])
+        long = await status_of(http, d, *started[LONG_INPUT])
+    assert short["status"] == "completed"
+    assert long["status"] == "cancelled"
+    assert long["error"]["code"] == "shutdown"
