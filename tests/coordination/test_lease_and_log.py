@@ -70,7 +70,7 @@ class TestLease:
 class TestEventLog:
     async def test_numbered_replay_and_resume(self, coordination: Coordination) -> None:
         ids = [
-            await coordination.append_event("run-1", "message.delta", f'{{"n": {n}}}')
+            await coordination.append_events("run-1", [("message.delta", f'{{"n": {n}}}')])
             for n in range(5)
         ]
         assert ids == [1, 2, 3, 4, 5]
@@ -80,11 +80,22 @@ class TestEventLog:
         assert await coordination.read_events("run-1", after=5, wait_ms=0) == []
         assert await coordination.read_events("other-run", after=0, wait_ms=0) == []
 
+    async def test_a_batch_is_numbered_in_order_after_what_was_there(
+        self, coordination: Coordination
+    ) -> None:
+        assert await coordination.append_events("run-b", [("a", "1")]) == 1
+        batch = [(f"e{n}", str(n)) for n in range(2, 7)]
+        assert await coordination.append_events("run-b", batch) == 6
+        events = await coordination.read_events("run-b", after=0, wait_ms=0)
+        assert [(e.id, e.name, e.data) for e in events] == [(1, "a", "1")] + [
+            (n, f"e{n}", str(n)) for n in range(2, 7)
+        ]
+
     async def test_a_waiting_reader_wakes_on_append(self, coordination: Coordination) -> None:
         reader = asyncio.create_task(coordination.read_events("run-2", after=0, wait_ms=5000))
         await asyncio.sleep(0.1)
         started = time.perf_counter()
-        await coordination.append_event("run-2", "run.started", "{}")
+        await coordination.append_events("run-2", [("run.started", "{}")])
         events = await asyncio.wait_for(reader, 2)
         assert [e.name for e in events] == ["run.started"]
         assert time.perf_counter() - started < 0.5
@@ -95,8 +106,25 @@ class TestEventLog:
         assert 0.15 < time.perf_counter() - started < 2
 
     async def test_expired_logs_go_away(self, coordination: Coordination) -> None:
-        await coordination.append_event("run-4", "run.completed", "{}")
+        await coordination.append_events("run-4", [("run.completed", "{}")])
         await coordination.expire_log("run-4", 1)
         await asyncio.sleep(1.2)
-        await coordination.append_event("run-5", "x", "{}")  # the in-process log sweeps on write
+        await coordination.append_events(
+            "run-5", [("x", "{}")]
+        )  # the in-process log sweeps on write
         assert await coordination.read_events("run-4", after=0, wait_ms=0) == []
+
+
+class TestSignals:
+    async def test_every_subscriber_gets_what_is_published_after_it_subscribed(
+        self, coordination: Coordination
+    ) -> None:
+        first = coordination.subscribe("chan")
+        second = coordination.subscribe("chan")
+        receivers = [asyncio.ensure_future(anext(s)) for s in (first, second)]
+        await asyncio.sleep(0.2)  # both are subscribed before anything is sent
+        await coordination.publish("chan", "run-7")
+        await coordination.publish("other", "not for them")
+        assert await asyncio.wait_for(asyncio.gather(*receivers), 3) == ["run-7", "run-7"]
+        for subscription in (first, second):
+            await subscription.aclose()

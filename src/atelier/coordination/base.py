@@ -7,7 +7,7 @@ signals (a run's cancel request reaches whichever process executes it).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -99,8 +99,8 @@ class Coordination(Protocol):
         """How long until the current holder's lease runs out (0 if free)."""
 
     # Event logs: append-only, numbered, readable from anywhere, kept for a while after.
-    async def append_event(self, log: str, name: str, data: str) -> int:
-        """Append and return the event's number (1, 2, 3...)."""
+    async def append_events(self, log: str, events: Sequence[tuple[str, str]]) -> int:
+        """Append ``(name, json)`` events in order; return the last one's number (1, 2, 3...)."""
 
     async def read_events(self, log: str, after: int, wait_ms: int) -> list[LogEvent]:
         """Events numbered above ``after``; waits up to ``wait_ms`` for the first if none."""

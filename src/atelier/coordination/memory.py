@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from atelier.coordination.base import LogEvent, Quota, RateDecision, gcra
 
@@ -71,13 +71,14 @@ class MemoryCoordination:
             self._logs.pop(log, None)
             del self._log_expiry[log]
 
-    async def append_event(self, log: str, name: str, data: str) -> int:
+    async def append_events(self, log: str, events: Sequence[tuple[str, str]]) -> int:
         self._drop_expired_logs()
-        events = self._logs.setdefault(log, [])
-        events.append(LogEvent(id=len(events) + 1, name=name, data=data))
+        stored = self._logs.setdefault(log, [])
+        for name, data in events:
+            stored.append(LogEvent(id=len(stored) + 1, name=name, data=data))
         async with self._appended:
             self._appended.notify_all()
-        return len(events)
+        return len(stored)
 
     async def read_events(self, log: str, after: int, wait_ms: int) -> list[LogEvent]:
         deadline = time.monotonic() + wait_ms / 1000

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -40,10 +40,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 # Number and append in one step, so ids are 1, 2, 3... with no gaps or races.
+# ARGV: cap, then name, data pairs.
 _APPEND = """
-local n = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], n .. '-0', 'name', ARGV[1], 'data', ARGV[2])
-return n
+local count = (#ARGV - 1) / 2
+local last = redis.call('INCRBY', KEYS[2], count)
+local n = last - count
+for i = 2, #ARGV, 2 do
+  n = n + 1
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], n .. '-0', 'name', ARGV[i], 'data', ARGV[i + 1])
+end
+return last
 """
 EVENT_LOG_CAP = 100_000
 
@@ -103,12 +109,14 @@ class RedisCoordination:
         async with self._errors():
             return max(int(await self.client.pttl(self._key(key))), 0)
 
-    async def append_event(self, log: str, name: str, data: str) -> int:
+    async def append_events(self, log: str, events: Sequence[tuple[str, str]]) -> int:
+        args: list[str | int] = [EVENT_LOG_CAP]
+        for name, data in events:
+            args += (name, data)
         async with self._errors():
             return int(
                 await self._append(
-                    keys=[self._key(f"log:{log}"), self._key(f"log:{log}:n")],
-                    args=[name, data, EVENT_LOG_CAP],
+                    keys=[self._key(f"log:{log}"), self._key(f"log:{log}:n")], args=args
                 )
             )
 

@@ -43,13 +43,38 @@ def terminal_data(run_id: uuid.UUID, error: dict[str, str] | None) -> dict[str, 
     return {"run_id": str(run_id), "error": error}
 
 
-async def append(coordination: Coordination, run_id: uuid.UUID, name: str, data: Any) -> int | None:
-    """Append one event; a coordination outage loses the event, never the run's work."""
-    try:
-        return await coordination.append_event(log_name(run_id), name, json.dumps(data))
-    except CoordinationUnavailable:
-        log.warning("run event not recorded", run_id=str(run_id), event=name, exc_info=True)
-        return None
+class EventWriter:
+    """Appends one run's events in order without making the run wait for each one.
+
+    ``emit`` only queues; one flush at a time appends everything queued meanwhile in a
+    single call, so a fast model costs one round trip per burst, not per token. A
+    coordination outage loses events, never the run's work.
+    """
+
+    def __init__(self, coordination: Coordination, run_id: uuid.UUID) -> None:
+        self._coordination = coordination
+        self._run_id = run_id
+        self._log = log_name(run_id)
+        self._pending: list[tuple[str, str]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    def emit(self, name: str, data: Any) -> None:
+        self._pending.append((name, json.dumps(data)))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush(), name=f"events-{self._run_id}")
+
+    async def drain(self) -> None:
+        """Wait until everything emitted so far is appended (or given up on)."""
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._coordination.append_events(self._log, batch)
+            except CoordinationUnavailable:
+                log.warning("run events not recorded", run_id=str(self._run_id), lost=len(batch))
 
 
 async def announce_end(
@@ -59,11 +84,12 @@ async def announce_end(
     error: dict[str, str] | None,
     retention_seconds: int,
 ) -> None:
-    await append(coordination, run_id, TERMINAL_EVENTS[status], terminal_data(run_id, error))
     try:
+        event = (TERMINAL_EVENTS[status], json.dumps(terminal_data(run_id, error)))
+        await coordination.append_events(log_name(run_id), [event])
         await coordination.expire_log(log_name(run_id), retention_seconds)
     except CoordinationUnavailable:
-        log.warning("run event log retention not set", run_id=str(run_id), exc_info=True)
+        log.warning("run end not recorded in its event log", run_id=str(run_id), exc_info=True)
 
 
 async def follow(

@@ -132,6 +132,7 @@ class RunTask:
         self._pending_calls: list[ToolCall] = []
         self._results: list[ToolResult] = []
         self._first_event_seen = False
+        self.events = events.EventWriter(manager.resources.coordination, run_id)
 
     # -- control ---------------------------------------------------------------------
 
@@ -142,8 +143,8 @@ class RunTask:
         if self._work is not None and not self._work.done():
             self._work.cancel()
 
-    async def emit(self, name: str, data: dict[str, Any]) -> None:
-        await events.append(self.resources.coordination, self.run_id, name, data)
+    def emit(self, name: str, data: dict[str, Any]) -> None:
+        self.events.emit(name, data)
 
     # -- life ------------------------------------------------------------------------
 
@@ -174,6 +175,7 @@ class RunTask:
         self.manager.finished(outcome.status)
         if outcome.status == "completed" and self.wants_title:
             await self._title()
+        await self.events.drain()
         await events.announce_end(
             self.resources.coordination,
             self.run_id,
@@ -278,7 +280,7 @@ class RunTask:
         async with resources.sessionmaker() as session:
             await service.mark_running(session, self.run_id)
             await session.commit()
-        await self.emit(
+        self.emit(
             "run.started",
             {
                 "run_id": str(self.run_id),
@@ -328,13 +330,13 @@ class RunTask:
                     return Outcome("completed")
                 for call in calls:
                     self._progress()
-                    await self.emit(
+                    self.emit(
                         "tool.started",
                         {"call_id": call.id, "name": call.name, "input": call.arguments},
                     )
                     result = await tools.call(call)
                     self._results.append(result)
-                    await self.emit(
+                    self.emit(
                         "tool.completed",
                         {
                             "call_id": call.id,
@@ -365,7 +367,7 @@ class RunTask:
                     self.manager.first_event(time.monotonic() - self.created)
                 if isinstance(event, TextDelta):
                     self._reply.append(event.text)
-                    await self.emit("message.delta", {"text": event.text})
+                    self.emit("message.delta", {"text": event.text})
                 elif isinstance(event, ToolCall):
                     calls.append(event)
                 elif isinstance(event, UsageReport):
@@ -399,7 +401,7 @@ class RunTask:
         self._pending_calls = list(calls)
         self._results = []
         await self._emit_message(message)
-        await self.emit(
+        self.emit(
             "usage",
             {
                 "input_tokens": usage.input_tokens,
@@ -453,7 +455,7 @@ class RunTask:
         return results
 
     async def _emit_message(self, message: Message) -> None:
-        await self.emit(
+        self.emit(
             "message.completed",
             {
                 "message_id": str(message.id),
@@ -485,7 +487,7 @@ class RunTask:
                         "failed", "storage_unavailable", f"workspace storage failed: {exc}"
                     )
         for change in changes:
-            await self.emit(
+            self.emit(
                 "file.changed", {"path": change.path, "size": change.size, "change": change.change}
             )
         async with self.resources.sessionmaker() as session:
@@ -512,7 +514,7 @@ class RunTask:
     async def _title(self) -> None:
         title = await self.manager.title(self.conversation_id, self.model, self.text)
         if title is not None:
-            await self.emit("title.updated", {"title": title})
+            self.emit("title.updated", {"title": title})
 
 
 async def _to_the_end(work: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
