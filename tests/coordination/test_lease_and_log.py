@@ -8,7 +8,7 @@ import time
 import pytest
 from fastapi import FastAPI
 
-from atelier.coordination.base import Coordination
+from atelier.coordination.base import Coordination, CoordinationUnavailable
 from atelier.coordination.lease import Lease, LeaseHeld
 
 
@@ -90,6 +90,16 @@ class TestEventLog:
         assert [(e.id, e.name, e.data) for e in events] == [(1, "a", "1")] + [
             (n, f"e{n}", str(n)) for n in range(2, 7)
         ]
+
+    async def test_explicit_numbers_only_grow(self, coordination: Coordination) -> None:
+        """The run numbers its own events; a stale writer cannot interleave with them."""
+        assert await coordination.append_events("run-x", [("a", "1"), ("b", "2")], first_id=1) == 2
+        with pytest.raises(CoordinationUnavailable):
+            await coordination.append_events("run-x", [("late", "0")], first_id=2)
+        assert await coordination.append_events("run-x", [("c", "3")], first_id=3) == 3
+        assert await coordination.append_events("run-x", [("end", "4")]) == 4
+        events = await coordination.read_events("run-x", after=0, wait_ms=0)
+        assert [(e.id, e.name) for e in events] == [(1, "a"), (2, "b"), (3, "c"), (4, "end")]
 
     async def test_a_waiting_reader_wakes_on_append(self, coordination: Coordination) -> None:
         reader = asyncio.create_task(coordination.read_events("run-2", after=0, wait_ms=5000))

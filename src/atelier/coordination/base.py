@@ -99,8 +99,11 @@ class Coordination(Protocol):
         """How long until the current holder's lease runs out (0 if free)."""
 
     # Event logs: append-only, numbered, readable from anywhere, kept for a while after.
-    async def append_events(self, log: str, events: Sequence[tuple[str, str]]) -> int:
-        """Append ``(name, json)`` events in order; return the last one's number (1, 2, 3...)."""
+    async def append_events(
+        self, log: str, events: Sequence[tuple[str, str]], first_id: int | None = None
+    ) -> int:
+        """Append ``(name, json)`` events numbered from ``first_id`` (default: after the
+        last one); return the last number. Numbers only grow: a stale writer is refused."""
 
     async def read_events(self, log: str, after: int, wait_ms: int) -> list[LogEvent]:
         """Events numbered above ``after``; waits up to ``wait_ms`` for the first if none."""

@@ -7,7 +7,13 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 
-from atelier.coordination.base import LogEvent, Quota, RateDecision, gcra
+from atelier.coordination.base import (
+    CoordinationUnavailable,
+    LogEvent,
+    Quota,
+    RateDecision,
+    gcra,
+)
 
 
 class MemoryCoordination:
@@ -71,19 +77,25 @@ class MemoryCoordination:
             self._logs.pop(log, None)
             del self._log_expiry[log]
 
-    async def append_events(self, log: str, events: Sequence[tuple[str, str]]) -> int:
+    async def append_events(
+        self, log: str, events: Sequence[tuple[str, str]], first_id: int | None = None
+    ) -> int:
         self._drop_expired_logs()
         stored = self._logs.setdefault(log, [])
-        for name, data in events:
-            stored.append(LogEvent(id=len(stored) + 1, name=name, data=data))
+        last = stored[-1].id if stored else 0
+        if first_id is not None and first_id <= last:
+            raise CoordinationUnavailable(f"event {first_id} of {log} is not after {last}")
+        number = first_id or last + 1
+        for offset, (name, data) in enumerate(events):
+            stored.append(LogEvent(id=number + offset, name=name, data=data))
         async with self._appended:
             self._appended.notify_all()
-        return len(stored)
+        return stored[-1].id
 
     async def read_events(self, log: str, after: int, wait_ms: int) -> list[LogEvent]:
         deadline = time.monotonic() + wait_ms / 1000
         async with self._appended:
-            while len(self._logs.get(log, ())) <= after:
+            while not (events := self._logs.get(log)) or events[-1].id <= after:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
@@ -91,7 +103,7 @@ class MemoryCoordination:
                     await asyncio.wait_for(self._appended.wait(), remaining)
                 except TimeoutError:
                     return []
-        return self._logs[log][after:]
+        return [event for event in self._logs[log] if event.id > after]
 
     async def expire_log(self, log: str, seconds: int) -> None:
         self._log_expiry[log] = time.monotonic() + seconds

@@ -39,17 +39,21 @@ _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-# Number and append in one step, so ids are 1, 2, 3... with no gaps or races.
-# ARGV: cap, then name, data pairs.
+# Append numbered events: from ARGV[2], or (0) after the stream's last entry. XADD
+# refuses an id that is not above the last one, so a stale writer cannot interleave.
+# ARGV: cap, first id, then name, data pairs.
 _APPEND = """
-local count = (#ARGV - 1) / 2
-local last = redis.call('INCRBY', KEYS[2], count)
-local n = last - count
-for i = 2, #ARGV, 2 do
-  n = n + 1
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], n .. '-0', 'name', ARGV[i], 'data', ARGV[i + 1])
+local n = tonumber(ARGV[2])
+if n == 0 then
+  n = 1
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #last > 0 then n = tonumber(string.match(last[1][1], '^(%d+)')) + 1 end
 end
-return last
+for i = 3, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], n .. '-0', 'name', ARGV[i], 'data', ARGV[i + 1])
+  n = n + 1
+end
+return n - 1
 """
 EVENT_LOG_CAP = 100_000
 
@@ -109,16 +113,14 @@ class RedisCoordination:
         async with self._errors():
             return max(int(await self.client.pttl(self._key(key))), 0)
 
-    async def append_events(self, log: str, events: Sequence[tuple[str, str]]) -> int:
-        args: list[str | int] = [EVENT_LOG_CAP]
+    async def append_events(
+        self, log: str, events: Sequence[tuple[str, str]], first_id: int | None = None
+    ) -> int:
+        args: list[str | int] = [EVENT_LOG_CAP, first_id or 0]
         for name, data in events:
             args += (name, data)
         async with self._errors():
-            return int(
-                await self._append(
-                    keys=[self._key(f"log:{log}"), self._key(f"log:{log}:n")], args=args
-                )
-            )
+            return int(await self._append(keys=[self._key(f"log:{log}")], args=args))
 
     async def read_events(self, log: str, after: int, wait_ms: int) -> list[LogEvent]:
         async with self._errors():
@@ -135,7 +137,6 @@ class RedisCoordination:
     async def expire_log(self, log: str, seconds: int) -> None:
         async with self._errors():
             await self.client.expire(self._key(f"log:{log}"), seconds)
-            await self.client.expire(self._key(f"log:{log}:n"), seconds)
 
     async def publish(self, channel: str, message: str) -> None:
         async with self._errors():

@@ -34,12 +34,22 @@ class ServerSentEvent:
         return ("\n".join(lines) + "\n\n").encode()
 
 
+@dataclass(frozen=True)
+class EventBatch:
+    """Events that are ready together, sent in one write."""
+
+    events: list[ServerSentEvent]
+
+    def encode(self) -> bytes:
+        return b"".join(event.encode() for event in self.events)
+
+
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(
         self,
-        events: AsyncIterable[ServerSentEvent],
+        events: AsyncIterable[ServerSentEvent | EventBatch],
         *,
         status_code: int = 200,
         headers: dict[str, str] | None = None,
@@ -57,7 +67,7 @@ class EventStreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics = scope["app"].state.metrics
         loop = asyncio.get_running_loop()
-        iterator: AsyncIterator[ServerSentEvent] = aiter(self.events)
+        iterator: AsyncIterator[ServerSentEvent | EventBatch] = aiter(self.events)
         writing = asyncio.Lock()
         last_write = loop.time()
 

@@ -27,6 +27,10 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
 
 
 def _stream(resources: Resources, run_id: uuid.UUID, after: int) -> EventStreamResponse:
+    """From memory if the run executes in this process, else from the shared log."""
+    run = resources.runs.local.get(run_id)
+    if run is not None:
+        return EventStreamResponse(events.follow_local(run.events, after))
     return EventStreamResponse(
         events.follow(
             resources.coordination,

@@ -18,9 +18,9 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from atelier.coordination.base import Coordination, CoordinationUnavailable
+from atelier.coordination.base import Coordination, CoordinationUnavailable, LogEvent
 from atelier.db.base import utcnow
-from atelier.http.sse import ServerSentEvent
+from atelier.http.sse import EventBatch, ServerSentEvent
 from atelier.runs.models import ACTIVE_RUN_STATUSES, Run
 
 log = structlog.get_logger("atelier.runs")
@@ -43,36 +43,59 @@ def terminal_data(run_id: uuid.UUID, error: dict[str, str] | None) -> dict[str, 
     return {"run_id": str(run_id), "error": error}
 
 
-class EventWriter:
-    """Appends one run's events in order without making the run wait for each one.
+class RunEventLog:
+    """One running run's events: numbered here, kept in memory, shipped to the shared log.
 
-    ``emit`` only queues; one flush at a time appends everything queued meanwhile in a
-    single call, so a fast model costs one round trip per burst, not per token. A
-    coordination outage loses events, never the run's work.
+    The run is the only writer while it holds its conversation lock, so it numbers its
+    own events. Followers in this process (the request that started the run, usually)
+    read them from memory; others read the shared log. ``emit`` never waits: one flush
+    at a time appends everything queued meanwhile in a single call, so a fast model
+    costs one round trip per burst, not per token. A coordination outage loses events
+    in the shared log, never the run's work.
     """
 
     def __init__(self, coordination: Coordination, run_id: uuid.UUID) -> None:
         self._coordination = coordination
         self._run_id = run_id
         self._log = log_name(run_id)
-        self._pending: list[tuple[str, str]] = []
+        self.events: list[LogEvent] = []
+        self._grew = asyncio.Event()
+        self._unsent = 0  # events[self._unsent:] are not in the shared log yet
         self._flushing: asyncio.Task[None] | None = None
 
     def emit(self, name: str, data: Any) -> None:
-        self._pending.append((name, json.dumps(data)))
+        self.events.append(LogEvent(len(self.events) + 1, name, json.dumps(data)))
+        self._grew.set()
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush(), name=f"events-{self._run_id}")
 
+    async def read(self, after: int) -> list[LogEvent]:
+        """Events numbered above ``after``, waiting for the first if there are none yet."""
+        while len(self.events) <= after:
+            self._grew.clear()
+            await self._grew.wait()
+        return self.events[after:]
+
     async def drain(self) -> None:
-        """Wait until everything emitted so far is appended (or given up on)."""
+        """Wait until everything emitted so far is in the shared log (or given up on)."""
         while self._flushing is not None and not self._flushing.done():
             await asyncio.shield(self._flushing)
 
+    async def expire(self, seconds: int) -> None:
+        await self.drain()
+        try:
+            await self._coordination.expire_log(self._log, seconds)
+        except CoordinationUnavailable:
+            log.warning("run event log retention not set", run_id=str(self._run_id))
+
     async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
+        while self._unsent < len(self.events):
+            batch = self.events[self._unsent :]
+            self._unsent = len(self.events)
             try:
-                await self._coordination.append_events(self._log, batch)
+                await self._coordination.append_events(
+                    self._log, [(e.name, e.data) for e in batch], first_id=batch[0].id
+                )
             except CoordinationUnavailable:
                 log.warning("run events not recorded", run_id=str(self._run_id), lost=len(batch))
 
@@ -84,12 +107,29 @@ async def announce_end(
     error: dict[str, str] | None,
     retention_seconds: int,
 ) -> None:
+    """End the shared log of a run that cannot do it itself (its process died)."""
     try:
         event = (TERMINAL_EVENTS[status], json.dumps(terminal_data(run_id, error)))
         await coordination.append_events(log_name(run_id), [event])
         await coordination.expire_log(log_name(run_id), retention_seconds)
     except CoordinationUnavailable:
         log.warning("run end not recorded in its event log", run_id=str(run_id), exc_info=True)
+
+
+async def follow_local(run_log: RunEventLog, after: int) -> AsyncIterator[EventBatch]:
+    """A run of this process, from memory: each wake-up sends what arrived as one write."""
+    last = after
+    while True:
+        events = await run_log.read(last)
+        last = events[-1].id
+        batch = [ServerSentEvent(e.data, e.name, e.id) for e in events]
+        terminal = next(
+            (i for i, e in enumerate(events) if e.name in TERMINAL_EVENTS.values()), None
+        )
+        if terminal is not None:
+            yield EventBatch(batch[: terminal + 1])
+            return
+        yield EventBatch(batch)
 
 
 async def follow(
@@ -99,7 +139,7 @@ async def follow(
     after: int,
     *,
     settle_seconds: float,
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[ServerSentEvent | EventBatch]:
     """Events numbered above ``after``, then new ones as they come, up to the terminal one.
 
     ``settle_seconds``: how long after its row ended a run may still append its terminal
@@ -114,12 +154,15 @@ async def follow(
             log.warning("run event log unreadable; retrying", run_id=str(run_id))
             events = []
             await asyncio.sleep(FOLLOW_WAIT_MS / 1000)
+        batch = []
         for event in events:
             last = event.id
-            yield ServerSentEvent(event.data, event.name, event.id)
+            batch.append(ServerSentEvent(event.data, event.name, event.id))
             if event.name in TERMINAL_EVENTS.values():
+                yield EventBatch(batch)
                 return
-        if events:
+        if batch:
+            yield EventBatch(batch)
             quiet = 0
             continue
         quiet += 1

@@ -132,7 +132,7 @@ class RunTask:
         self._pending_calls: list[ToolCall] = []
         self._results: list[ToolResult] = []
         self._first_event_seen = False
-        self.events = events.EventWriter(manager.resources.coordination, run_id)
+        self.events = events.RunEventLog(manager.resources.coordination, run_id)
 
     # -- control ---------------------------------------------------------------------
 
@@ -175,14 +175,10 @@ class RunTask:
         self.manager.finished(outcome.status)
         if outcome.status == "completed" and self.wants_title:
             await self._title()
-        await self.events.drain()
-        await events.announce_end(
-            self.resources.coordination,
-            self.run_id,
-            outcome.status,
-            outcome.error,
-            settings.run_event_retention_seconds,
+        self.emit(
+            events.TERMINAL_EVENTS[outcome.status], events.terminal_data(self.run_id, outcome.error)
         )
+        await self.events.expire(settings.run_event_retention_seconds)
 
     async def _open(self) -> None:
         async with self.resources.sessionmaker() as session:
