@@ -219,7 +219,13 @@ class TestCrashRecovery:
             row = await session.get(Conversation, uuid.UUID(conversation))
             run_id = uuid.uuid4()
             await service.open_run(
-                session, row, run_id=run_id, model_id="offline", text="hi", owner_id="dead"
+                session,
+                row,
+                run_id=run_id,
+                model_id="offline",
+                text="hi",
+                owner_id="dead",
+                abandoned_after=1,
             )
             await session.execute(
                 update(Run)
@@ -322,6 +328,7 @@ class TestDatabaseGuards:
                 model_id="offline",
                 text="a",
                 owner_id="x",
+                abandoned_after=1,
             )
             await first.commit()
             with pytest.raises(service.RunConflict):
@@ -332,6 +339,7 @@ class TestDatabaseGuards:
                     model_id="offline",
                     text="b",
                     owner_id="y",
+                    abandoned_after=1,
                 )
 
     async def test_seq_is_gapless_and_unique_under_concurrent_writers(
@@ -344,7 +352,13 @@ class TestDatabaseGuards:
         async with sessionmaker() as session:
             row = await session.get(Conversation, conversation)
             await service.open_run(
-                session, row, run_id=run_id, model_id="offline", text="a", owner_id="x"
+                session,
+                row,
+                run_id=run_id,
+                model_id="offline",
+                text="a",
+                owner_id="x",
+                abandoned_after=1,
             )
             await session.commit()
 
@@ -379,7 +393,13 @@ class TestDatabaseGuards:
             row = await session.get(Conversation, conversation)
             run_id = uuid.uuid4()
             await service.open_run(
-                session, row, run_id=run_id, model_id="offline", text="a", owner_id="x"
+                session,
+                row,
+                run_id=run_id,
+                model_id="offline",
+                text="a",
+                owner_id="x",
+                abandoned_after=1,
             )
             await service.add_message(
                 session,

@@ -113,6 +113,7 @@ class RunTask:
         self.resources = manager.resources
         self.settings = manager.resources.settings
         self.run_id = run_id
+        self.conversation = conversation  # detached: only its ids are read
         self.conversation_id = conversation.id
         self.tenant_id = conversation.tenant_id
         self.user_id = conversation.user_id
@@ -182,18 +183,25 @@ class RunTask:
 
     async def _open(self) -> None:
         async with self.resources.sessionmaker() as session:
-            conversation = await session.get(Conversation, self.conversation_id)
-            if conversation is None:
-                raise service.ConversationGone
             abandoned = await service.open_run(
                 session,
-                conversation,
+                self.conversation,
                 run_id=self.run_id,
                 model_id=self.model.id,
                 text=self.text,
                 owner_id=self.manager.owner_id,
+                # Under the lock, an active run this quiet has lost its lease: its process died.
+                abandoned_after=self.settings.run_lease_seconds / 2,
             )
             await session.commit()
+        self.emit(
+            "run.started",
+            {
+                "run_id": str(self.run_id),
+                "conversation_id": str(self.conversation_id),
+                "model_id": self.model.id,
+            },
+        )
         if abandoned is not None:
             # Its process died holding this conversation; its watchers learn it ended.
             self.manager.reaped(abandoned)
@@ -201,7 +209,7 @@ class RunTask:
                 self.resources.coordination,
                 abandoned,
                 "failed",
-                {"code": "worker_lost", "message": "the process running it stopped"},
+                {"code": "worker_lost", "message": service.WORKER_LOST},
                 self.settings.run_event_retention_seconds,
             )
 
@@ -273,29 +281,17 @@ class RunTask:
 
     async def _agent(self) -> Outcome:
         settings, resources = self.settings, self.resources
-        async with resources.sessionmaker() as session:
-            await service.mark_running(session, self.run_id)
-            await session.commit()
-        self.emit(
-            "run.started",
-            {
-                "run_id": str(self.run_id),
-                "conversation_id": str(self.conversation_id),
-                "model_id": self.model.id,
-            },
-        )
         provider = resources.models.get(self.model.provider)
         if provider is None:
             raise ModelError(f"provider {self.model.provider!r} is not configured")
         self._directory = settings.run_dir / str(self.conversation_id)
         async with resources.sessionmaker() as session:
-            conversation = await session.get(Conversation, self.conversation_id)
-            if conversation is None:
-                raise service.Fenced
+            await service.mark_running(session, self.run_id)
             await WorkspaceSync(resources.storage, settings).materialize(
-                session, conversation, self._directory
+                session, self.conversation, self._directory
             )
             messages = await service.history(session, self.conversation_id)
+            await session.commit()
         tools = self.manager.tools_factory(self._directory)
         produced = 0
         async with asyncio.timeout(None) as self._idle:
@@ -465,47 +461,35 @@ class RunTask:
     async def _close(self, outcome: Outcome) -> Outcome:
         """Save what a stopped run left, upload the agent's files, and end the row."""
         changes: list[FileChange] = []
-        if outcome.may_write:
-            try:
-                if self._reply is not None:
-                    await self._save_reply(
-                        "".join(self._reply), [], self._reply_usage, incomplete=True
-                    )
-                if self._pending_calls:
-                    await self._save_tool_results()
-                if self._directory is not None and outcome.may_upload:
-                    changes = await self._upload()
-            except service.Fenced:
-                outcome = Outcome("failed", "fenced", "the run is no longer its conversation's run")
-            except StorageError as exc:
-                if outcome.status == "completed":
-                    outcome = Outcome(
-                        "failed", "storage_unavailable", f"workspace storage failed: {exc}"
-                    )
-        for change in changes:
-            self.emit(
-                "file.changed", {"path": change.path, "size": change.size, "change": change.change}
-            )
+        try:
+            if outcome.may_write and self._reply is not None:
+                await self._save_reply("".join(self._reply), [], self._reply_usage, incomplete=True)
+            if outcome.may_write and self._pending_calls:
+                await self._save_tool_results()
+        except service.Fenced:
+            outcome = Outcome("failed", "fenced", "the run is no longer its conversation's run")
+        # The files the agent changed and the run's end are one unit of work.
         async with self.resources.sessionmaker() as session:
+            if self._directory is not None and outcome.may_upload:
+                try:
+                    changes = await WorkspaceSync(
+                        self.resources.storage, self.settings
+                    ).collect_and_upload(session, self.conversation, self._directory)
+                except StorageError as exc:
+                    # Files storage accepted are still recorded (they were flushed).
+                    if outcome.status == "completed":
+                        outcome = Outcome(
+                            "failed", "storage_unavailable", f"workspace storage failed: {exc}"
+                        )
             await service.end_run(
                 session, self.run_id, outcome.status, outcome.error_code, outcome.error_message
             )
             await session.commit()
+        for change in changes:
+            self.emit(
+                "file.changed", {"path": change.path, "size": change.size, "change": change.change}
+            )
         return outcome
-
-    async def _upload(self) -> list[FileChange]:
-        assert self._directory is not None
-        async with self.resources.sessionmaker() as session:
-            conversation = await session.get(Conversation, self.conversation_id)
-            if conversation is None or conversation.active_run_id != self.run_id:
-                raise service.Fenced
-            try:
-                return await WorkspaceSync(
-                    self.resources.storage, self.settings
-                ).collect_and_upload(session, conversation, self._directory)
-            finally:
-                # Files storage accepted are recorded even when another one failed.
-                await session.commit()
 
     async def _title(self) -> None:
         title = await self.manager.title(self.conversation_id, self.model, self.text)

@@ -13,6 +13,7 @@ import os
 import random
 import socket
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from sqlalchemy import update
 from atelier.conversations.models import Conversation
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import Lease, LeaseHeld
+from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.llm.models import CatalogModel
 from atelier.runs import events, service
@@ -234,7 +236,12 @@ class RunManager:
                 continue
             async with self.resources.sessionmaker() as session:
                 ended = await service.end_run(
-                    session, run_id, "failed", "worker_lost", "the process running it stopped"
+                    session,
+                    run_id,
+                    "failed",
+                    "worker_lost",
+                    service.WORKER_LOST,
+                    stale_before=utcnow() - timedelta(seconds=settings.run_lease_seconds),
                 )
                 await session.commit()
             if ended:
@@ -244,7 +251,7 @@ class RunManager:
                     coordination,
                     run_id,
                     "failed",
-                    {"code": "worker_lost", "message": "the process running it stopped"},
+                    {"code": "worker_lost", "message": service.WORKER_LOST},
                     settings.run_event_retention_seconds,
                 )
         return reaped

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.conversations.models import Conversation, Message
@@ -30,6 +30,9 @@ class ConversationGone(Exception):
     """The conversation was deleted before the run could start."""
 
 
+WORKER_LOST = "the process running it stopped"
+
+
 class RunConflict(Exception):
     """Another run became the conversation's active run first (the database's guard)."""
 
@@ -42,26 +45,45 @@ async def open_run(
     model_id: str,
     text: str,
     owner_id: str,
+    abandoned_after: float,
 ) -> uuid.UUID | None:
     """Make ``run_id`` the conversation's active run and store the user's message.
 
-    The caller holds the conversation lock. A run still marked active under the lock
-    was abandoned by a process that lost the lock (it died): it is failed here, and its
-    id is returned so its watchers can be told. Returns None when there was none.
+    The caller holds the conversation lock. The claim is a compare-and-set in SQL, so the
+    database refuses a second active run even without the lock. An active run found
+    under the lock whose heartbeat is older than ``abandoned_after`` seconds was left by a
+    process that died: it is failed here and its id returned, so its watchers can be
+    told. Returns None when there was none.
     """
-    abandoned = conversation.active_run_id
-    if abandoned is not None:
-        await end_run(session, abandoned, "failed", "worker_lost", "the process running it stopped")
-    claimed = await session.execute(
+    now = utcnow()
+    claim = (
         update(Conversation)
-        .where(Conversation.id == conversation.id)
-        .where(or_(Conversation.active_run_id.is_(None), Conversation.active_run_id == abandoned))
-        .values(active_run_id=run_id)
+        .where(Conversation.id == conversation.id, Conversation.active_run_id.is_(None))
+        .values(
+            active_run_id=run_id, last_message_seq=Conversation.last_message_seq + 1, updated_at=now
+        )
+        .returning(Conversation.last_message_seq)
         .execution_options(synchronize_session=False)
     )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        raise RunConflict
-    now = utcnow()
+    abandoned = None
+    seq = await session.scalar(claim)
+    if seq is None:
+        found = (
+            await session.execute(
+                select(Conversation.active_run_id).where(Conversation.id == conversation.id)
+            )
+        ).first()
+        if found is None:
+            raise ConversationGone
+        abandoned = found.active_run_id
+        stale_before = now - timedelta(seconds=abandoned_after)
+        if abandoned is None or not await end_run(
+            session, abandoned, "failed", "worker_lost", WORKER_LOST, stale_before=stale_before
+        ):
+            raise RunConflict
+        seq = await session.scalar(claim)
+        if seq is None:
+            raise RunConflict
     session.add(
         Run(
             id=run_id,
@@ -76,8 +98,18 @@ async def open_run(
             created_at=now,
         )
     )
+    await session.flush()  # the message refers to the run
+    session.add(
+        Message(
+            conversation_id=conversation.id,
+            seq=seq,
+            role="user",
+            content=text,
+            run_id=run_id,
+            created_at=now,
+        )
+    )
     await session.flush()
-    await add_message(session, conversation.id, run_id, "user", text)
     return abandoned
 
 
@@ -122,6 +154,7 @@ async def mark_running(session: AsyncSession, run_id: uuid.UUID) -> None:
         update(Run)
         .where(Run.id == run_id, Run.status == "queued")
         .values(status="running", started_at=now, heartbeat_at=now)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -177,11 +210,17 @@ async def end_run(
     status: str,
     error_code: str | None = None,
     error_message: str | None = None,
+    *,
+    stale_before: datetime | None = None,
 ) -> bool:
-    """Give an active run its final status and free its conversation; False if it had one."""
+    """Give an active run its final status and free its conversation; False if it had one
+    (or, with ``stale_before``, if it proved it was alive since then)."""
+    still_active: ColumnElement[bool] = Run.status.in_(ACTIVE_RUN_STATUSES)
+    if stale_before is not None:
+        still_active = and_(still_active, Run.heartbeat_at < stale_before)
     ended = await session.scalar(
         update(Run)
-        .where(Run.id == run_id, Run.status.in_(ACTIVE_RUN_STATUSES))
+        .where(Run.id == run_id, still_active)
         .values(
             status=status,
             ended_at=utcnow(),

@@ -51,11 +51,9 @@ class WorkspaceSync:
         self, session: AsyncSession, conversation: Conversation, directory: Path
     ) -> int:
         """Bring ``directory`` up to date with the workspace; returns how many files were fetched."""
-        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
-        manifest = await asyncio.to_thread(_read_manifest, directory)
         rows = await service.list_files(session, conversation, "")
         wanted = {row.path: row.etag for row in rows}
-        local = await asyncio.to_thread(_scan, directory)
+        manifest, local = await asyncio.to_thread(_look, directory, create=True)
         stale = [
             path
             for path, etag in wanted.items()
@@ -71,17 +69,19 @@ class WorkspaceSync:
                 await _download_to(self.storage.get_stream(key), directory / path)
 
         await asyncio.gather(*(fetch(path) for path in stale))
-        for path in set(local) - set(wanted):
+        extra = set(local) - set(wanted)
+        for path in extra:
             await asyncio.to_thread((directory / path).unlink, missing_ok=True)
-        await self._save(directory, wanted)
+        # A warm workspace that matches costs one look at the directory, nothing more.
+        if stale or extra or set(manifest) != set(wanted):
+            await self._save(directory, wanted)
         return len(stale)
 
     async def collect_and_upload(
         self, session: AsyncSession, conversation: Conversation, directory: Path
     ) -> list[FileChange]:
         """Upload what changed in ``directory`` since ``materialize`` and record it."""
-        manifest = await asyncio.to_thread(_read_manifest, directory)
-        local = await asyncio.to_thread(_scan, directory)
+        manifest, local = await asyncio.to_thread(_look, directory, create=False)
         changes: list[FileChange] = []
         for path, stat in sorted(local.items()):
             if path not in manifest:
@@ -125,7 +125,8 @@ class WorkspaceSync:
                 etags[change.path] = outcome.etag
                 applied.append(FileChange(change.path, outcome.size, change.change))
         await session.flush()
-        await self._save(directory, etags)
+        if changes:
+            await self._save(directory, etags)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -138,6 +139,15 @@ class WorkspaceSync:
             for path, stat in local.items()
         }
         await asyncio.to_thread(_write_manifest, directory, manifest)
+
+
+def _look(
+    directory: Path, *, create: bool
+) -> tuple[dict[str, dict[str, object]], dict[str, _Local]]:
+    """The manifest and the files, in one trip to a worker thread."""
+    if create:
+        directory.mkdir(parents=True, exist_ok=True)
+    return _read_manifest(directory), _scan(directory)
 
 
 def _changed(entry: dict[str, object], stat: _Local) -> bool:
