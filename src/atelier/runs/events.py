@@ -32,6 +32,7 @@ TERMINAL_EVENTS = {
     "timed_out": "run.timed_out",
 }
 FOLLOW_WAIT_MS = 1000  # one blocking read; below the Redis client's socket timeout
+FLUSH_LINGER_SECONDS = 0.01
 CHECK_ROW_EVERY = 5  # quiet reads between looks at the run's row
 
 
@@ -90,6 +91,9 @@ class RunEventLog:
 
     async def _flush(self) -> None:
         while self._unsent < len(self.events):
+            # Let a burst gather: followers in other processes wait a moment more, and a
+            # fast model costs one round trip per few milliseconds instead of per token.
+            await asyncio.sleep(FLUSH_LINGER_SECONDS)
             batch = self.events[self._unsent :]
             self._unsent = len(self.events)
             try:

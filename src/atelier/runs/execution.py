@@ -120,11 +120,12 @@ class RunTask:
         self.model = model
         self.text = text
         self.wants_title = wants_title
-        self.accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.accepted: asyncio.Future[None] = self._loop.create_future()
         self.created = time.monotonic()
         self._stop_reason: str | None = None
         self._work: asyncio.Task[Outcome] | None = None
-        self._idle: asyncio.Timeout | None = None
+        self._last_progress: float | None = None  # loop time; None until the agent starts
         self._directory: Path | None = None
         # What a stopped run still has to save: the reply being streamed, the usage its
         # call reported, and tool calls stored without their results yet.
@@ -214,7 +215,10 @@ class RunTask:
             )
 
     async def _supervise(self) -> Outcome:
-        heartbeat = asyncio.create_task(self._heartbeat(), name=f"run-heartbeat-{self.run_id}")
+        watchers = [
+            asyncio.create_task(self._heartbeat(), name=f"run-heartbeat-{self.run_id}"),
+            asyncio.create_task(self._watch_idle(), name=f"run-idle-{self.run_id}"),
+        ]
         self._work = asyncio.create_task(self._steps(), name=f"run-work-{self.run_id}")
         if self._stop_reason is not None:  # stopped while it was being accepted
             self._work.cancel()
@@ -226,12 +230,15 @@ class RunTask:
                     # Shutdown: stop the work, then still save what it did.
                     self.stop("shutdown")
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
         return self._outcome_of(self._work)
 
     def _outcome_of(self, work: asyncio.Task[Outcome]) -> Outcome:
+        if work.cancelled() and self._stop_reason == "idle":
+            idle = self.settings.run_idle_timeout_seconds
+            return Outcome("timed_out", "timed_out", f"no model or tool progress for {idle:g} s")
         if work.cancelled():
             return STOPPED[self._stop_reason or "shutdown"]
         exc = work.exception()
@@ -262,22 +269,35 @@ class RunTask:
                 self.stop("reaped")
                 return
 
+    async def _watch_idle(self) -> None:
+        """Stop the work once neither the model nor a tool made progress for too long.
+
+        A watchdog rather than a timer moved on every token: progress costs one store.
+        """
+        idle = self.settings.run_idle_timeout_seconds
+        loop = self._loop
+        while True:
+            if self._last_progress is None:
+                await asyncio.sleep(idle / 4)
+                continue
+            quiet = loop.time() - self._last_progress
+            if quiet >= idle:
+                self.stop("idle")
+                return
+            await asyncio.sleep(idle - quiet)
+
     # -- the agent loop ----------------------------------------------------------------
 
     async def _steps(self) -> Outcome:
-        settings = self.settings
-        deadline = asyncio.timeout(settings.run_deadline_seconds)
+        seconds = self.settings.run_deadline_seconds
+        deadline = asyncio.timeout(seconds)
         try:
             async with deadline:
                 return await self._agent()
         except TimeoutError as exc:
             if deadline.expired():
-                raise TimeoutError(
-                    f"the run exceeded its deadline of {settings.run_deadline_seconds:g} s"
-                ) from exc
-            raise TimeoutError(
-                f"no model or tool progress for {settings.run_idle_timeout_seconds:g} s"
-            ) from exc
+                raise TimeoutError(f"the run exceeded its deadline of {seconds:g} s") from exc
+            raise
 
     async def _agent(self) -> Outcome:
         settings, resources = self.settings, self.resources
@@ -294,59 +314,56 @@ class RunTask:
             await session.commit()
         tools = self.manager.tools_factory(self._directory)
         produced = 0
-        async with asyncio.timeout(None) as self._idle:
-            for _ in range(settings.run_max_steps):
-                budget = min(
-                    settings.run_max_output_tokens - produced,
-                    self.model.max_output_tokens or settings.run_max_output_tokens,
+        for _ in range(settings.run_max_steps):
+            budget = min(
+                settings.run_max_output_tokens - produced,
+                self.model.max_output_tokens or settings.run_max_output_tokens,
+            )
+            if budget <= 0:
+                return Outcome(
+                    "failed", "output_limit", "the run used its whole output token budget"
                 )
-                if budget <= 0:
-                    return Outcome(
-                        "failed", "output_limit", "the run used its whole output token budget"
+            self._progress()
+            reply, calls, usage = await self._call_model(
+                provider.stream(
+                    ModelRequest(
+                        model=self.model.provider_model_id,
+                        messages=messages,
+                        system=SYSTEM_PROMPT,
+                        tools=tools.specs,
+                        max_tokens=budget,
                     )
+                )
+            )
+            produced += usage.output_tokens or estimate_tokens(reply)
+            messages.append(ChatMessage("assistant", reply, tool_calls=tuple(calls)))
+            if not calls:
+                return Outcome("completed")
+            for call in calls:
                 self._progress()
-                reply, calls, usage = await self._call_model(
-                    provider.stream(
-                        ModelRequest(
-                            model=self.model.provider_model_id,
-                            messages=messages,
-                            system=SYSTEM_PROMPT,
-                            tools=tools.specs,
-                            max_tokens=budget,
-                        )
-                    )
+                self.emit(
+                    "tool.started",
+                    {"call_id": call.id, "name": call.name, "input": call.arguments},
                 )
-                produced += usage.output_tokens or estimate_tokens(reply)
-                messages.append(ChatMessage("assistant", reply, tool_calls=tuple(calls)))
-                if not calls:
-                    return Outcome("completed")
-                for call in calls:
-                    self._progress()
-                    self.emit(
-                        "tool.started",
-                        {"call_id": call.id, "name": call.name, "input": call.arguments},
-                    )
-                    result = await tools.call(call)
-                    self._results.append(result)
-                    self.emit(
-                        "tool.completed",
-                        {
-                            "call_id": call.id,
-                            "name": call.name,
-                            "output": result.content,
-                            "is_error": result.is_error,
-                        },
-                    )
-                results = await self._save_tool_results()
-                messages.append(ChatMessage("tool", tool_results=tuple(results)))
+                result = await tools.call(call)
+                self._results.append(result)
+                self.emit(
+                    "tool.completed",
+                    {
+                        "call_id": call.id,
+                        "name": call.name,
+                        "output": result.content,
+                        "is_error": result.is_error,
+                    },
+                )
+            results = await self._save_tool_results()
+            messages.append(ChatMessage("tool", tool_results=tuple(results)))
         return Outcome(
             "failed", "step_limit", f"the run used all {settings.run_max_steps} of its steps"
         )
 
     def _progress(self) -> None:
-        assert self._idle is not None
-        loop = asyncio.get_running_loop()
-        self._idle.reschedule(loop.time() + self.settings.run_idle_timeout_seconds)
+        self._last_progress = self._loop.time()
 
     async def _call_model(self, stream: Any) -> tuple[str, list[ToolCall], UsageReport]:
         self._reply, self._reply_usage = [], UsageReport()
