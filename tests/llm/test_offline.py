@@ -80,3 +80,34 @@ async def test_max_tokens_cuts_the_reply() -> None:
     )
     assert events[-1] == Stop("max_tokens")
     assert next(e for e in events if isinstance(e, UsageReport)).output_tokens == 5
+
+
+async def test_one_command_per_line_is_a_plan_called_one_step_at_a_time() -> None:
+    asked = ChatMessage("user", "read notes.txt\nwrite todo.md: - milk\n- Kenji\nlist files")
+    history = [asked]
+    calls = []
+    while True:
+        events = await run(ModelRequest(model="offline", messages=history, tools=TOOLS))
+        call = next((e for e in events if isinstance(e, ToolCall)), None)
+        if call is None:
+            break
+        calls.append((call.name, call.arguments))
+        history += [
+            ChatMessage("assistant", tool_calls=(call,)),
+            ChatMessage("tool", tool_results=(ToolResult(call.id, "ok"),)),
+        ]
+    assert calls == [
+        ("read_file", {"path": "notes.txt"}),
+        ("write_file", {"path": "todo.md", "content": "- milk\n- Kenji"}),
+        ("list_files", {}),
+    ]
+    assert events[-1] == Stop("end_turn")
+
+
+async def test_text_that_is_not_a_plan_is_one_command_or_none() -> None:
+    prose = ChatMessage("user", "read this and tell me\nwhat you think")
+    events = await run(ModelRequest(model="offline", messages=[prose], tools=TOOLS))
+    assert [e.name for e in events if isinstance(e, ToolCall)] == ["read_file"]
+    chat = ChatMessage("user", "Hello there\nHow are you?")
+    events = await run(ModelRequest(model="offline", messages=[chat], tools=TOOLS))
+    assert not any(isinstance(e, ToolCall) for e in events)

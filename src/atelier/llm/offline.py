@@ -28,15 +28,13 @@ from atelier.llm.base import (
     UsageReport,
 )
 
+_WRITE = re.compile(r"^\s*write\s+(\S+?)\s*:\s*(.*)$", re.I | re.S)
 _COMMANDS: tuple[
     tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[str, dict[str, Any]]]], ...
 ] = (
     (re.compile(r"^\s*list files\b", re.I), lambda m: ("list_files", {})),
     (re.compile(r"^\s*read\s+(\S+)", re.I), lambda m: ("read_file", {"path": m.group(1)})),
-    (
-        re.compile(r"^\s*write\s+(\S+?)\s*:\s*(.*)$", re.I | re.S),
-        lambda m: ("write_file", {"path": m.group(1), "content": m.group(2)}),
-    ),
+    (_WRITE, lambda m: ("write_file", {"path": m.group(1), "content": m.group(2)})),
     (re.compile(r"^\s*delete\s+(\S+)", re.I), lambda m: ("delete_file", {"path": m.group(1)})),
     (
         re.compile(r"^\s*search\s+(.+)$", re.I | re.S),
@@ -106,9 +104,18 @@ def _next_command(messages: list[ChatMessage], available: set[str]) -> ToolCall 
 
 
 def _commands(text: str, available: set[str]) -> list[ToolCall]:
-    """One command per line, or the whole text as one command (a write may span lines)."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    calls = [_command(line, available, index) for index, line in enumerate(lines)]
+    """One command per line (a write's text may go on over the lines that follow it), or
+    else the whole text as one command."""
+    pieces: list[str] = []
+    for line in text.splitlines():
+        if any(pattern.match(line) for pattern, _ in _COMMANDS):
+            pieces.append(line)
+        elif pieces and _WRITE.match(pieces[-1]):
+            pieces[-1] += "\n" + line
+        elif line.strip():
+            pieces = []
+            break
+    calls = [_command(piece, available, index) for index, piece in enumerate(pieces)]
     if calls and all(call is not None for call in calls):
         return calls  # type: ignore[return-value]
     single = _command(text, available, 0)
