@@ -385,6 +385,47 @@ class TestDatabaseGuards:
         assert seqs == list(range(1, 22))
         assert counter == 21
 
+    async def test_concurrent_usage_updates_lose_nothing(self, app, client, caller) -> None:
+        """BUG-009: totals are `total = total + :n` in SQL, never read-modify-write."""
+        from decimal import Decimal
+
+        conversation = uuid.UUID(await new_conversation(client, caller))
+        sessionmaker = app.state.resources.sessionmaker
+        run_id = uuid.uuid4()
+        async with sessionmaker() as session:
+            row = await session.get(Conversation, conversation)
+            await service.open_run(
+                session,
+                row,
+                run_id=run_id,
+                model_id="offline",
+                text="a",
+                owner_id="x",
+                abandoned_after=1,
+            )
+            await session.commit()
+
+        async def count(n: int) -> None:
+            async with sessionmaker() as session:
+                await service.add_usage(
+                    session,
+                    conversation,
+                    run_id,
+                    input_tokens=n,
+                    output_tokens=2 * n,
+                    cost=Decimal("0.000001") * n,
+                    context_tokens=n,
+                )
+                await session.commit()
+
+        await asyncio.gather(*(count(n) for n in range(1, 21)))
+        async with sessionmaker() as session:
+            row = await session.get(Conversation, conversation)
+            run = await session.get(Run, run_id)
+        assert (row.total_input_tokens, row.total_output_tokens) == (210, 420)
+        assert row.total_cost == Decimal("0.000210")
+        assert (run.input_tokens, run.output_tokens, run.cost) == (210, 420, Decimal("0.000210"))
+
     async def test_history_answers_tool_calls_a_dead_run_left_open(
         self, app, client, caller
     ) -> None:

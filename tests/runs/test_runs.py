@@ -9,7 +9,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from atelier.llm.fakes import ScriptedModel
+from atelier.llm.base import UsageReport
+from atelier.llm.fakes import ScriptedModel, SlowTitles
 from atelier.usage.models import UsageRecord
 from tests.chats.test_chats import use_model
 from tests.live import serve_started
@@ -131,6 +132,45 @@ class TestStreamedRun:
         result = next(d for _, n, d in events if n == "tool.completed")
         assert result["is_error"] is True
         assert events[-1][1] == "run.completed"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"title_wait_seconds": 0.2}])
+async def test_a_slow_title_model_never_delays_the_run(app, client, caller) -> None:
+    """BUG-005: the title is made after the run, in the background; the stream waits for
+    it at most ATELIER_TITLE_WAIT_SECONDS and the title still lands later."""
+    app.state.resources.titles = SlowTitles(2.0)
+    await use_model(app, ScriptedModel(["fast", " reply"], delay=0.01))
+    conversation = await new_conversation(client, caller)
+    started = time.perf_counter()
+    events = await run_streamed(client, caller, conversation, "hello")
+    assert time.perf_counter() - started < 1.5
+    assert "title.updated" not in names(events)
+    assert events[-1][1] == "run.completed"
+    await asyncio.sleep(2.2)
+    body = (await client.get(f"/v1/conversations/{conversation}", headers=caller.headers())).json()
+    assert body["title"] == "A slow title"
+
+
+async def test_a_model_failing_mid_stream_is_one_run_failed_then_the_end(
+    app, client, caller
+) -> None:
+    """BUG-022: after the stream starts, a failure is one terminal event, then EOF."""
+    await use_model(
+        app, ScriptedModel(["a ", "b ", "c ", "d "], fail_after=2, usage=UsageReport(5, 2))
+    )
+    conversation = await new_conversation(client, caller)
+    events = await run_streamed(client, caller, conversation, "hello")
+    assert names(events) == ["run.started", "message.completed", "usage", "run.failed"]
+    assert events[-1][2]["error"]["code"] == "model_error"
+    partial = next(d for _, n, d in events if n == "message.completed")
+    assert partial["content"] == "a b "
+    assert partial["incomplete"] is True
+    usage = next(d for _, n, d in events if n == "usage")
+    assert (usage["input_tokens"], usage["output_tokens"]) == (5, 2)
+    assert [m["role"] for m in await messages(client, caller, conversation)] == [
+        "user",
+        "assistant",
+    ]
 
 
 class TestRefusedBeforeTheStream:
