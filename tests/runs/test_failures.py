@@ -309,6 +309,21 @@ async def test_deleting_a_conversation_cancels_its_run_first(app, client, caller
     assert gone.status_code == 404
     async with app.state.resources.sessionmaker() as session:
         assert await session.get(Run, uuid.UUID(run["id"])) is None
+    workspace_copy = app.state.resources.settings.run_dir / conversation
+    async with asyncio.timeout(5):
+        while workspace_copy.exists():
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"run_max_steps": 2}])
+async def test_a_run_stops_at_its_step_limit(app, client, caller) -> None:
+    conversation = await new_conversation(client, caller)
+    run = (await start(client, caller, conversation, "list files\nlist files\nlist files")).json()
+    ended = await wait_ended(client, caller, conversation, run["id"])
+    assert ended["status"] == "failed"
+    assert ended["error"]["code"] == "step_limit"
+    roles = [m["role"] for m in await messages(client, caller, conversation)]
+    assert roles == ["user", "assistant", "tool", "assistant", "tool"]
 
 
 class TestDatabaseGuards:

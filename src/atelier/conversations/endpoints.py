@@ -81,4 +81,5 @@ async def delete_conversation(
         await session.commit()
     # After the commit: delete the objects now; failures stay scheduled for the periodic task.
     background.add_task(cleanup.run_prefix, resources.sessionmaker, resources.storage, prefix)
+    background.add_task(resources.runs.forget_workspace, conversation_id)
     return Response(status_code=204)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
 import socket
 import uuid
 from datetime import timedelta
@@ -146,6 +147,11 @@ class RunManager:
                     "the conversation lock cannot be taken now",
                     headers={"retry-after": "5"},
                 ) from exc
+
+    async def forget_workspace(self, conversation_id: uuid.UUID) -> None:
+        """Remove this process's materialised copy of a deleted conversation's workspace."""
+        directory = self.resources.settings.run_dir / str(conversation_id)
+        await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
 
     def finished(self, status: str) -> None:
         self.metrics.runs_finished.labels(status).inc()
