@@ -19,6 +19,12 @@ CONTRACT = {
     ("head", "/v1/conversations/{conversation_id}/files/{path}"),
     ("delete", "/v1/conversations/{conversation_id}/files/{path}"),
     ("get", "/v1/conversations/{conversation_id}/workspace.zip"),
+    ("post", "/v1/conversations/{conversation_id}/runs"),
+    ("get", "/v1/conversations/{conversation_id}/runs"),
+    ("get", "/v1/conversations/{conversation_id}/runs/{run_id}"),
+    ("get", "/v1/conversations/{conversation_id}/runs/{run_id}/events"),
+    ("post", "/v1/conversations/{conversation_id}/runs/{run_id}/cancel"),
+    ("get", "/v1/conversations/{conversation_id}/messages"),
     ("post", "/v1/chats"),
     ("get", "/v1/chats"),
     ("get", "/v1/chats/{chat_id}"),
@@ -37,3 +43,15 @@ def test_the_schema_builds_cleanly_and_covers_the_contract(app: FastAPI) -> None
     assert CONTRACT - operations == set()
     ids = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
     assert len(ids) == len(set(ids))
+
+
+def test_every_error_is_documented_as_problem_json(app: FastAPI) -> None:
+    spec = app.openapi()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for item in spec["paths"].values():
+        for operation in item.values():
+            responses = operation["responses"]
+            assert "default" in responses
+            for status, response in responses.items():
+                if status == "default" or status[0] in "45":
+                    assert list(response["content"]) == ["application/problem+json"]

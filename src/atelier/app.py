@@ -26,6 +26,7 @@ from atelier.http.middleware.rate_limit import RateLimitMiddleware
 from atelier.http.middleware.request_limits import RequestLimitsMiddleware
 from atelier.http.middleware.security_headers import SecurityHeadersMiddleware
 from atelier.http.middleware.tracing import TracingMiddleware
+from atelier.http.openapi import use_problem_responses
 from atelier.http.operations import router as operations_router
 from atelier.llm.catalog import load_catalog, seed_catalog
 from atelier.llm.endpoints import router as models_router
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
+    use_problem_responses(app)
     app.include_router(operations_router)
     app.include_router(conversations_router)
     app.include_router(workspace_router)

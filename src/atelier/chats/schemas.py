@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from atelier.conversations.schemas import ConversationWrite, ModelId
+from atelier.conversations.schemas import NO_NUL, ConversationWrite, ModelId
 from atelier.usage.money import money_str
 
 
@@ -39,7 +39,7 @@ class ChatPage(BaseModel):
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    content: str = Field(min_length=1, max_length=200_000)
+    content: str = Field(min_length=1, max_length=200_000, pattern=NO_NUL)
     model_id: str | None = ModelId
 
 

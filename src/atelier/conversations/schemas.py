@@ -12,6 +12,8 @@ from atelier.llm.context import ContextStatus
 from atelier.usage.money import money_str
 
 MAX_METADATA_BYTES = 16 * 1024
+# PostgreSQL text cannot hold NUL: refused here, so both backends accept the same input.
+NO_NUL = r"^[^\x00]*$"
 ModelId = Field(
     default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 )
@@ -20,7 +22,7 @@ ModelId = Field(
 class ConversationWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(default=None, max_length=500)
+    title: str | None = Field(default=None, max_length=500, pattern=NO_NUL)
     model_id: str | None = ModelId
     metadata: dict[str, Any] | None = None
 

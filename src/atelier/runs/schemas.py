@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from atelier.conversations.schemas import ModelId
+from atelier.conversations.schemas import NO_NUL, ModelId
 from atelier.usage.money import money_str
 
 RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "timed_out"]
@@ -17,7 +17,7 @@ MAX_INPUT_CHARS = 100_000
 class RunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
+    input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS, pattern=NO_NUL)
     model_id: str | None = ModelId
 
 

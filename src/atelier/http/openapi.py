@@ -1,0 +1,53 @@
+"""The OpenAPI schema says what errors really look like: problem+json, for every status.
+
+FastAPI documents a 422 as ``application/json`` with its own validation-error shape;
+Atelier answers every error with ``application/problem+json`` (``errors.py``). The
+schema is made to match, so generated clients and schema-driven tests agree with the
+server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+PROBLEM = {
+    "type": "object",
+    "title": "Problem",
+    "description": "An error (RFC 9457). `code` is stable; branch on it, not on `detail`.",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def use_problem_responses(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = PROBLEM
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                for status, response in responses.items():
+                    if status[0] in "45":
+                        response["content"] = PROBLEM_CONTENT
+                responses["default"] = {"description": "An error", "content": PROBLEM_CONTENT}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
