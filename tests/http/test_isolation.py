@@ -1,0 +1,157 @@
+"""Tenant isolation, swept over every operation of the API (from its OpenAPI schema).
+
+Alice (tenant A) owns a conversation with a file, runs and messages, and a chat. Every
+operation is called with her ids by a user of another tenant and by another user of her
+own tenant: each answers 404, lists leak none of her ids, and her data is unchanged
+afterwards. A tenant header that contradicts the key is 403 everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Caller, make_caller
+from tests.runs.helpers import new_conversation, run_streamed
+
+# A valid body for each operation that takes one: a 422 must not hide a missing 404.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("post", "/v1/conversations"): {"json": {}},
+    ("patch", "/v1/conversations/{conversation_id}"): {"json": {"title": "mine now"}},
+    ("post", "/v1/conversations/{conversation_id}/runs"): {"json": {"input": "list files"}},
+    ("put", "/v1/conversations/{conversation_id}/files/{path}"): {"content": b"overwritten"},
+    ("post", "/v1/conversations/{conversation_id}/files"): {
+        "files": {"file": ("x.txt", b"planted", "text/plain")}
+    },
+    ("post", "/v1/chats"): {"json": {}},
+    ("patch", "/v1/chats/{chat_id}"): {"json": {"title": "mine now"}},
+    ("post", "/v1/chats/{chat_id}/messages"): {"json": {"content": "hello"}},
+}
+# Operations that name none of Alice's resources: they must answer, but only with the
+# caller's own (empty) data.
+UNOWNED = {
+    ("get", "/health"),
+    ("get", "/ready"),
+    ("get", "/metrics"),
+    ("get", "/v1/models"),
+    ("get", "/v1/usage"),
+    ("get", "/v1/conversations"),
+    ("post", "/v1/conversations"),
+    ("get", "/v1/chats"),
+    ("post", "/v1/chats"),
+}
+
+
+class Owned:
+    def __init__(self, conversation: str, run: str, chat: str) -> None:
+        self.ids = {
+            "conversation_id": conversation,
+            "run_id": run,
+            "chat_id": chat,
+            "path": "secret/plan.txt",
+        }
+
+
+@pytest.fixture
+async def alice(client: httpx.AsyncClient, caller: Caller) -> Owned:
+    conversation = await new_conversation(client, caller, title="Alice's")
+    put = await client.put(
+        f"/v1/conversations/{conversation}/files/secret/plan.txt",
+        content=b"alice's secret",
+        headers=caller.headers(),
+    )
+    assert put.status_code == 201
+    events = await run_streamed(client, caller, conversation, "read secret/plan.txt")
+    chat = (
+        await client.post("/v1/chats", json={"title": "Alice's chat"}, headers=caller.headers())
+    ).json()["id"]
+    sent = await client.post(
+        f"/v1/chats/{chat}/messages", json={"content": "hi"}, headers=caller.headers()
+    )
+    assert sent.status_code == 200
+    return Owned(conversation, events[0][2]["run_id"], chat)
+
+
+def operations(app) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    spec = app.openapi()
+    return sorted(
+        (method, path)
+        for path, item in spec["paths"].items()
+        for method in item
+        if method in {"get", "post", "put", "patch", "delete", "head"}
+    )
+
+
+async def snapshot(client: httpx.AsyncClient, caller: Caller, owned: Owned) -> list[Any]:
+    ids = owned.ids
+    conversation = f"/v1/conversations/{ids['conversation_id']}"
+    urls = [
+        conversation,
+        f"{conversation}/files",
+        f"{conversation}/files/{ids['path']}",
+        f"{conversation}/messages",
+        f"{conversation}/runs",
+        f"/v1/chats/{ids['chat_id']}",
+        f"/v1/chats/{ids['chat_id']}/messages",
+    ]
+    states = []
+    for url in urls:
+        response = await client.get(url, headers=caller.headers())
+        assert response.status_code == 200, url
+        body = response.content
+        states.append(body if "files/" in url else _without_volatile(response.json()))
+    return states
+
+
+def _without_volatile(body: Any) -> Any:
+    """Drop what changes by itself (updated_at, a title that lands in the background)."""
+    if isinstance(body, dict):
+        return {k: _without_volatile(v) for k, v in body.items() if k != "updated_at"}
+    if isinstance(body, list):
+        return [_without_volatile(v) for v in body]
+    return body
+
+
+async def test_every_operation_refuses_other_tenants_and_other_users(
+    app, client: httpx.AsyncClient, caller: Caller, alice: Owned
+) -> None:
+    intruders = {
+        "another tenant": (await make_caller(app)).headers("alice"),
+        "another user": caller.headers("mallory"),
+    }
+    before = await snapshot(client, caller, alice)
+    swept = operations(app)
+    assert len(swept) >= 29  # every operation of the API contract and more
+    for method, template in swept:
+        url = template.format(**alice.ids)
+        for who, headers in intruders.items():
+            response = await client.request(
+                method.upper(), url, headers=headers, **BODIES.get((method, template), {})
+            )
+            if (method, template) in UNOWNED:
+                assert response.status_code < 400, (who, method, template, response.text)
+                for secret in alice.ids.values():
+                    assert secret not in response.text, (who, method, template)
+            else:
+                assert response.status_code == 404, (who, method, template, response.text)
+                assert response.headers["content-type"].startswith("application/problem+json")
+    assert await snapshot(client, caller, alice) == before
+
+
+async def test_a_tenant_header_that_contradicts_the_key_is_403_everywhere(
+    app, client: httpx.AsyncClient, caller: Caller, alice: Owned
+) -> None:
+    other = await make_caller(app)
+    for method, template in operations(app):
+        if template in ("/health", "/ready", "/metrics"):
+            continue
+        url = template.format(**alice.ids)
+        response = await client.request(
+            method.upper(),
+            url,
+            headers=caller.headers(**{"X-Tenant-ID": str(other.tenant_id)}),
+            **BODIES.get((method, template), {}),
+        )
+        assert response.status_code == 403, (method, template, response.text)
