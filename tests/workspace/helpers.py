@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -22,11 +23,16 @@ def stored_keys(settings: Settings, request: pytest.FixtureRequest) -> list[str]
     return keys
 
 
-def open_multipart_uploads(settings: Settings, request: pytest.FixtureRequest) -> list[str]:
+async def open_multipart_uploads(
+    settings: Settings, request: pytest.FixtureRequest, wait_seconds: float = 5.0
+) -> list[str]:
+    """Multipart uploads still open once the app's background aborts had time to run."""
     if not settings.s3_bucket:
         return []
     client = request.getfixturevalue("moto").client()
-    return [
-        u["Key"]
-        for u in client.list_multipart_uploads(Bucket=settings.s3_bucket).get("Uploads", [])
-    ]
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while True:
+        uploads = client.list_multipart_uploads(Bucket=settings.s3_bucket).get("Uploads", [])
+        if not uploads or asyncio.get_running_loop().time() > deadline:
+            return [upload["Key"] for upload in uploads]
+        await asyncio.sleep(0.05)

@@ -260,7 +260,7 @@ class TestLimits:
         assert response.status_code == 413
         assert response.json()["code"] == "payload_too_large"
         assert stored_keys(settings, request) == []
-        assert open_multipart_uploads(settings, request) == []
+        assert await open_multipart_uploads(settings, request) == []
         assert await file_rows(app) == 0
 
     async def test_oversize_multipart_is_413_and_leaves_nothing(
@@ -273,7 +273,7 @@ class TestLimits:
         )
         assert response.status_code == 413
         assert stored_keys(settings, request) == []
-        assert open_multipart_uploads(settings, request) == []
+        assert await open_multipart_uploads(settings, request) == []
         assert await file_rows(app) == 0
 
     async def test_declared_oversize_is_refused_before_reading(

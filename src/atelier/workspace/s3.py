@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
-import contextlib
 import hashlib
 import io
 import itertools
@@ -20,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
@@ -114,12 +114,17 @@ def _unquote(etag: str) -> str:
     return etag.strip('"')
 
 
+log = structlog.get_logger("atelier.storage")
+ABORT_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
 class S3Storage:
     name = "s3"
 
     def __init__(self, client: Any, bucket: str) -> None:
         self.client = client
         self.bucket = bucket
+        self._aborting: set[asyncio.Task[None]] = set()
 
     @classmethod
     @asynccontextmanager
@@ -146,7 +151,11 @@ class S3Storage:
             aws_secret_access_key=secret.get_secret_value() if secret else None,
             config=config,
         ) as client:
-            yield cls(client, settings.s3_bucket)
+            storage = cls(client, settings.s3_bucket)
+            try:
+                yield storage
+            finally:
+                await storage._finish_aborts()
 
     async def put_stream(
         self, key: str, chunks: AsyncIterator[bytes], *, content_type: str, max_size: int
@@ -196,8 +205,11 @@ class S3Storage:
                     etag = done["ETag"]
         except BaseException:
             if upload_id is not None:
-                # Shielded: a cancelled request must still not leave parts behind.
-                await asyncio.shield(self._abort(key, upload_id))
+                # In the background, retried: the error answers now, and an S3 that was
+                # briefly unreachable still gets its parts removed.
+                task = asyncio.create_task(self._abort(key, upload_id), name=f"abort-{key}")
+                self._aborting.add(task)
+                task.add_done_callback(self._aborting.discard)
             raise
         return ObjectInfo(key=key, size=size, etag=_unquote(etag), content_type=content_type)
 
@@ -215,11 +227,27 @@ class S3Storage:
         return {"ETag": uploaded["ETag"], "PartNumber": number}
 
     async def _abort(self, key: str, upload_id: str) -> None:
-        # If even this fails, the bucket's lifecycle rule for incomplete uploads is the backstop.
-        with contextlib.suppress(ClientError, BotoCoreError, OSError):
-            await self.client.abort_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id
-            )
+        # If S3 stays away for all of this, the bucket's lifecycle rule for incomplete
+        # uploads is the backstop.
+        for delay in ABORT_RETRY_DELAYS:
+            try:
+                await self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id
+                )
+                return
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                    return
+            except (BotoCoreError, OSError, TimeoutError):
+                pass
+            await asyncio.sleep(delay)
+        log.warning("multipart upload left for the bucket lifecycle rule", key=key)
+
+    async def _finish_aborts(self) -> None:
+        if self._aborting:
+            _, pending = await asyncio.wait(set(self._aborting), timeout=5)
+            for task in pending:
+                task.cancel()
 
     async def get_stream(
         self, key: str, *, start: int | None = None, end: int | None = None
