@@ -1,0 +1,219 @@
+"""Faults of the real services, injected for real: a Redis that stops, an S3 endpoint
+that goes away mid-transfer, PostgreSQL connections killed mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from atelier.llm.fakes import ScriptedModel
+from atelier.runs.tools import WorkspaceTools
+from atelier.workspace.models import ConversationFile
+from tests.chats.test_chats import use_model
+from tests.conftest import REQUIRE_SERVICES, Caller, make_caller
+from tests.faults import RedisServer, TcpProxy
+from tests.runs.helpers import (
+    BlockingTools,
+    messages,
+    new_conversation,
+    start,
+    use_tools,
+    wait_ended,
+)
+from tests.workspace.helpers import open_multipart_uploads, stored_keys
+
+pytestmark = pytest.mark.parametrize("backend", ["services"])
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("redis-server is needed to stop and start a Redis")
+        pytest.skip("redis-server is not installed")
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+async def file_rows(app, path: str) -> int:
+    async with app.state.resources.sessionmaker() as session:
+        return int(
+            await session.scalar(
+                select(func.count())
+                .select_from(ConversationFile)
+                .where(ConversationFile.path == path)
+            )
+            or 0
+        )
+
+
+class TestRedisStops:
+    @pytest.fixture
+    def settings_overrides(self, redis_server: RedisServer) -> dict[str, object]:
+        return {"redis_url": redis_server.url, "run_lease_seconds": 2}
+
+    async def test_runs_in_flight_keep_their_work_new_runs_are_refused_then_it_recovers(
+        self, app, client, caller, redis_server
+    ) -> None:
+        short = await new_conversation(client, caller)
+        long = await new_conversation(client, caller)
+        await use_model(app, ScriptedModel([f"w{i} " for i in range(100)], delay=0.05))
+        long_run = (await start(client, caller, long, "talk")).json()
+        await use_model(app, ScriptedModel([f"s{i} " for i in range(10)], delay=0.05))
+        short_run = (await start(client, caller, short, "talk")).json()
+        redis_server.stop()
+
+        # Shorter than the lease: it finishes as if nothing happened.
+        assert (await wait_ended(client, caller, short, short_run["id"]))["status"] == "completed"
+        assert (await messages(client, caller, short))[-1]["incomplete"] is False
+        # Longer: it cannot renew its lock, so it stops -- and keeps what it produced.
+        ended = await wait_ended(client, caller, long, long_run["id"], timeout=10)
+        assert ended["status"] == "failed"
+        assert ended["error"]["code"] == "lease_lost"
+        partial = (await messages(client, caller, long))[-1]
+        assert partial["incomplete"] is True
+        assert partial["content"].startswith("w0 w1 ")
+
+        third = await new_conversation(client, caller)
+        refused = await start(client, caller, third, "hello")
+        assert refused.status_code == 503
+        assert refused.json()["code"] == "coordination_unavailable"
+        assert "retry-after" in refused.headers
+        assert await messages(client, caller, third) == []
+        ready = await client.get("/ready")
+        assert ready.status_code == 503
+        assert "coordination" in ready.text
+
+        redis_server.start()
+        async with asyncio.timeout(15):
+            while (accepted := await start(client, caller, third, "hello")).status_code != 202:
+                await asyncio.sleep(0.2)
+        assert (await wait_ended(client, caller, third, accepted.json()["id"]))["status"] == (
+            "completed"
+        )
+        assert (await client.get("/ready")).status_code == 200
+
+
+class TestRedisStopsDuringRateLimiting:
+    @pytest.fixture
+    def settings_overrides(self, redis_server: RedisServer) -> dict[str, object]:
+        return {
+            "redis_url": redis_server.url,
+            "rate_limit_enabled": True,
+            "rate_limit_per_minute": 60,
+            "rate_limit_burst": 4,
+            "rate_limit_expensive_cost": 2,
+        }
+
+    async def test_limits_hold_through_the_outage_and_redis_takes_over_again(
+        self, app, client, redis_server
+    ) -> None:
+        async def burst(who: Caller, user: str) -> list[int]:
+            return [
+                (await client.get("/v1/models", headers=who.headers(user))).status_code
+                for _ in range(6)
+            ]
+
+        caller = await make_caller(app)
+        assert await burst(caller, "before") == [200] * 4 + [429] * 2
+        redis_server.stop()
+        assert await burst(caller, "during") == [200] * 4 + [429] * 2
+        fallbacks = app.state.metrics.rate_limit_fallbacks._value.get()
+        assert fallbacks >= 6
+        redis_server.start()
+        await asyncio.sleep(2.5)  # the limiter retries Redis 2 s after it last failed
+        assert await burst(caller, "after") == [200] * 4 + [429] * 2
+        assert app.state.metrics.rate_limit_fallbacks._value.get() == fallbacks
+
+
+@pytest.fixture
+async def s3_proxy(moto) -> AsyncIterator[TcpProxy]:
+    async with TcpProxy(moto.port) as proxy:
+        yield proxy
+
+
+class TestS3GoesAway:
+    @pytest.fixture
+    def settings_overrides(self, s3_proxy: TcpProxy) -> dict[str, object]:
+        return {"s3_endpoint_url": s3_proxy.url}
+
+    async def test_during_an_upload_503_and_nothing_is_left(
+        self, app, client, caller, settings, request, s3_proxy
+    ) -> None:
+        conversation = await new_conversation(client, caller)
+
+        async def body() -> AsyncIterator[bytes]:
+            for index in range(24):
+                if index == 12:  # a part is up, another is on its way
+                    s3_proxy.cut()
+                yield b"x" * (1024 * 1024)
+
+        response = await client.put(
+            f"/v1/conversations/{conversation}/files/big.bin",
+            content=body(),
+            headers=caller.headers(),
+        )
+        assert response.status_code == 503
+        assert response.json()["code"] == "storage_unavailable"
+        assert await file_rows(app, "big.bin") == 0
+        s3_proxy.restore()
+        assert await open_multipart_uploads(settings, request, wait_seconds=15) == []
+        assert stored_keys(settings, request) == []
+
+    async def test_during_a_runs_sync_the_run_fails_and_nothing_is_half_recorded(
+        self, app, client, caller, settings, request, s3_proxy
+    ) -> None:
+        conversation = await new_conversation(client, caller)
+        use_tools(app, tools := BlockingTools())
+        run = (await start(client, caller, conversation, "write notes/a.txt: hello")).json()
+        await asyncio.wait_for(tools.entered.wait(), 10)
+        s3_proxy.cut()
+        tools.release.set()
+        ended = await wait_ended(client, caller, conversation, run["id"], timeout=30)
+        assert ended["status"] == "failed"
+        assert ended["error"]["code"] == "storage_unavailable"
+        assert await file_rows(app, "notes/a.txt") == 0
+        s3_proxy.restore()
+        assert stored_keys(settings, request) == []
+        # The conversation goes on; the next run's workspace matches storage again.
+        use_tools(app, WorkspaceTools)
+        follow_up = (await start(client, caller, conversation, "list files")).json()
+        done = await wait_ended(client, caller, conversation, follow_up["id"])
+        assert done["status"] == "completed"
+        listing = [m for m in await messages(client, caller, conversation) if m["role"] == "tool"]
+        assert listing[-1]["parts"][0]["content"] == "(no files)"
+
+
+async def test_postgres_connections_killed_mid_run_never_leave_it_running(
+    app, client, caller, settings
+) -> None:
+    conversation = await new_conversation(client, caller)
+    use_tools(app, tools := BlockingTools())
+    run = (await start(client, caller, conversation, "list files")).json()
+    await asyncio.wait_for(tools.entered.wait(), 10)
+    url = make_url(settings.database_url)
+    admin = await asyncpg.connect(
+        make_url(settings.database_url).set(drivername="postgresql").render_as_string(False)
+    )
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            url.database,
+        )
+    finally:
+        await admin.close()
+    assert killed >= 1
+    tools.release.set()
+    ended = await wait_ended(client, caller, conversation, run["id"], timeout=30)
+    assert ended["status"] in ("completed", "failed")
+    again = (await start(client, caller, conversation, "hello")).json()
+    assert (await wait_ended(client, caller, conversation, again["id"]))["status"] == "completed"
