@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import httpx
 import pytest
@@ -369,3 +370,22 @@ class TestResume:
         assert combined[-1][1] == "run.completed"
         replay = parse_sse((await client.get(url, headers=caller.headers())).text)
         assert replay == combined
+
+    async def test_a_follower_behind_what_memory_keeps_gets_the_rest_from_the_shared_log(
+        self, app, client, caller
+    ) -> None:
+        """A running run keeps only its latest events in memory (bounded per run)."""
+        conversation = await new_conversation(client, caller)
+        await use_model(app, ScriptedModel([f"w{i} " for i in range(1000)], delay=0.002))
+        run = (await start(client, caller, conversation, "hi")).json()
+        local = app.state.resources.runs.local[uuid.UUID(run["id"])]
+        async with asyncio.timeout(10):
+            while local.events.dropped < 100:
+                await asyncio.sleep(0.01)
+        response = await client.get(
+            f"/v1/conversations/{conversation}/runs/{run['id']}/events", headers=caller.headers()
+        )
+        events = parse_sse(response.text)
+        assert [i for i, _, _ in events] == list(range(1, len(events) + 1))
+        assert sum(1 for _, n, _ in events if n == "message.delta") == 1000
+        assert events[-1][1] == "run.completed"

@@ -30,7 +30,7 @@ def _stream(resources: Resources, run_id: uuid.UUID, after: int) -> EventStreamR
     """From memory if the run executes in this process, else from the shared log."""
     run = resources.runs.local.get(run_id)
     if run is not None:
-        return EventStreamResponse(events.follow_local(run.events, after))
+        return EventStreamResponse(events.follow_local(run.events, resources.coordination, after))
     return EventStreamResponse(
         events.follow(
             resources.coordination,

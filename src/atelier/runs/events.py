@@ -33,6 +33,7 @@ TERMINAL_EVENTS = {
 }
 FOLLOW_WAIT_MS = 1000  # one blocking read; below the Redis client's socket timeout
 FLUSH_LINGER_SECONDS = 0.01
+MEMORY_WINDOW = 256
 CHECK_ROW_EVERY = 5  # quiet reads between looks at the run's row
 
 
@@ -51,31 +52,41 @@ class RunEventLog:
     own events. Followers in this process (the request that started the run, usually)
     read them from memory; others read the shared log. ``emit`` never waits: one flush
     at a time appends everything queued meanwhile in a single call, so a fast model
-    costs one round trip per burst, not per token. A coordination outage loses events
-    in the shared log, never the run's work.
+    costs one round trip per burst, not per token. Memory keeps only the latest
+    ``MEMORY_WINDOW`` events that the shared log already has, so a long run costs a
+    bounded amount of memory. A coordination outage loses events in the shared log,
+    never the run's work.
     """
 
     def __init__(self, coordination: Coordination, run_id: uuid.UUID) -> None:
         self._coordination = coordination
         self._run_id = run_id
-        self._log = log_name(run_id)
-        self.events: list[LogEvent] = []
+        self.log = log_name(run_id)
+        self._window: list[LogEvent] = []
+        self.dropped = 0  # events 1..dropped have left memory
+        self._unsent = 1  # the first event not yet in the shared log
         self._grew = asyncio.Event()
-        self._unsent = 0  # events[self._unsent:] are not in the shared log yet
         self._flushing: asyncio.Task[None] | None = None
 
+    @property
+    def last_id(self) -> int:
+        return self.dropped + len(self._window)
+
     def emit(self, name: str, data: Any) -> None:
-        self.events.append(LogEvent(len(self.events) + 1, name, json.dumps(data)))
+        self._window.append(LogEvent(self.last_id + 1, name, json.dumps(data)))
         self._grew.set()
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush(), name=f"events-{self._run_id}")
 
-    async def read(self, after: int) -> list[LogEvent]:
-        """Events numbered above ``after``, waiting for the first if there are none yet."""
-        while len(self.events) <= after:
+    async def read(self, after: int) -> list[LogEvent] | None:
+        """Events numbered above ``after``, waiting for the first if there are none yet;
+        None if some of them have left memory (the shared log has those)."""
+        while self.last_id <= after:
             self._grew.clear()
             await self._grew.wait()
-        return self.events[after:]
+        if after < self.dropped:
+            return None
+        return self._window[after - self.dropped :]
 
     async def drain(self) -> None:
         """Wait until everything emitted so far is in the shared log (or given up on)."""
@@ -85,23 +96,28 @@ class RunEventLog:
     async def expire(self, seconds: int) -> None:
         await self.drain()
         try:
-            await self._coordination.expire_log(self._log, seconds)
+            await self._coordination.expire_log(self.log, seconds)
         except CoordinationUnavailable:
             log.warning("run event log retention not set", run_id=str(self._run_id))
 
     async def _flush(self) -> None:
-        while self._unsent < len(self.events):
+        while self._unsent <= self.last_id:
             # Let a burst gather: followers in other processes wait a moment more, and a
             # fast model costs one round trip per few milliseconds instead of per token.
             await asyncio.sleep(FLUSH_LINGER_SECONDS)
-            batch = self.events[self._unsent :]
-            self._unsent = len(self.events)
+            batch = self._window[self._unsent - 1 - self.dropped :]
+            self._unsent = self.last_id + 1
             try:
                 await self._coordination.append_events(
-                    self._log, [(e.name, e.data) for e in batch], first_id=batch[0].id
+                    self.log, [(e.name, e.data) for e in batch], first_id=batch[0].id
                 )
             except CoordinationUnavailable:
                 log.warning("run events not recorded", run_id=str(self._run_id), lost=len(batch))
+            # What the shared log has (or will never have) may leave memory.
+            extra = min(len(self._window) - MEMORY_WINDOW, self._unsent - 1 - self.dropped)
+            if extra > 0:
+                del self._window[:extra]
+                self.dropped += extra
 
 
 async def announce_end(
@@ -120,11 +136,22 @@ async def announce_end(
         log.warning("run end not recorded in its event log", run_id=str(run_id), exc_info=True)
 
 
-async def follow_local(run_log: RunEventLog, after: int) -> AsyncIterator[EventBatch]:
-    """A run of this process, from memory: each wake-up sends what arrived as one write."""
+async def follow_local(
+    run_log: RunEventLog, coordination: Coordination, after: int
+) -> AsyncIterator[EventBatch]:
+    """A run of this process, from memory: each wake-up sends what arrived as one write.
+    A follower further behind than memory reaches reads the older part from the shared log."""
     last = after
     while True:
         events = await run_log.read(last)
+        if events is None:
+            try:
+                events = await coordination.read_events(run_log.log, last, 0)
+            except CoordinationUnavailable:
+                events = []
+            if not events:  # lost with the shared log: go on from what memory has
+                last = run_log.dropped
+                continue
         last = events[-1].id
         batch = [ServerSentEvent(e.data, e.name, e.id) for e in events]
         terminal = next(
