@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from atelier.llm.base import (
@@ -67,11 +67,9 @@ class OfflineModel:
             yield Stop("tool_use")
             return
         reply = _reply(last)
-        words = reply.split(" ")
         budget = request.max_tokens
         produced = 0
-        for index, word in enumerate(words):
-            piece = word if index == 0 else " " + word
+        for piece in _pieces(reply):
             produced += estimate_tokens(piece)
             if produced > budget:
                 yield UsageReport(input_tokens=prompt_tokens, output_tokens=budget)
@@ -84,6 +82,15 @@ class OfflineModel:
             yield TextDelta(piece)
         yield UsageReport(input_tokens=prompt_tokens, output_tokens=estimate_tokens(reply))
         yield Stop("end_turn")
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """Word by word, each with its leading space, without holding them all at once."""
+    start = 0
+    while (end := text.find(" ", start + 1)) != -1:
+        yield text[start:end]
+        start = end
+    yield text[start:]
 
 
 def _text_of(message: ChatMessage) -> str:

@@ -376,6 +376,8 @@ class RunTask:
                     self.manager.first_event(time.monotonic() - self.created)
                 if isinstance(event, TextDelta):
                     self._reply.append(event.text)
+                    if len(self._reply) >= 256:  # a long reply stays one string, not many
+                        self._reply[:] = ["".join(self._reply)]
                     self.emit("message.delta", {"text": event.text})
                 elif isinstance(event, ToolCall):
                     calls.append(event)
