@@ -138,3 +138,24 @@ class TestSignals:
         assert await asyncio.wait_for(asyncio.gather(*receivers), 3) == ["run-7", "run-7"]
         for subscription in (first, second):
             await subscription.aclose()
+
+    async def test_cancelled_listeners_and_readers_stop_promptly(
+        self, coordination: Coordination
+    ) -> None:
+        """redis-py can swallow a cancellation in a blocking read; shutdown must not hang."""
+
+        async def listen() -> None:
+            async for _ in coordination.subscribe("quiet"):
+                pass
+
+        async def read() -> None:
+            while True:
+                await coordination.read_events("quiet-log", 0, 1000)
+
+        for pause in (0, 0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3):
+            tasks = [asyncio.create_task(listen()), asyncio.create_task(read())]
+            await asyncio.sleep(pause)
+            for task in tasks:
+                task.cancel()
+            done, _ = await asyncio.wait(tasks, timeout=3)
+            assert set(tasks) == done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -56,6 +57,14 @@ end
 return n - 1
 """
 EVENT_LOG_CAP = 100_000
+
+
+def _still_wanted() -> None:
+    """Re-raise a cancellation that a blocking redis-py read swallowed: its task would
+    otherwise go on waiting for the next message while its canceller waits for it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class RedisCoordination:
@@ -127,6 +136,7 @@ class RedisCoordination:
             reply: Any = await self.client.xread(
                 {self._key(f"log:{log}"): f"{after}-0"}, block=wait_ms or None
             )
+        _still_wanted()
         events = []
         for _, entries in reply or ():
             for entry_id, fields in entries:
@@ -151,10 +161,17 @@ class RedisCoordination:
                 async with self._errors():
                     # Below the socket timeout, so a quiet channel is not an error.
                     message = await pubsub.get_message(timeout=1.0)
+                _still_wanted()
                 if message is not None:
                     yield message["data"].decode()
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            # aclose() alone can wait forever for the socket to finish closing
+            # (redis/redis-py#3941): drop the connection first, and bound the rest.
+            if pubsub.connection is not None:
+                await pubsub.connection.disconnect(nowait=True)
+            with contextlib.suppress(TimeoutError, RedisError, OSError):
+                async with asyncio.timeout(2):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}{key}"
