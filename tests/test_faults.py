@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -67,7 +68,11 @@ class TestRedisStops:
         long = await new_conversation(client, caller)
         await use_model(app, ScriptedModel([f"w{i} " for i in range(100)], delay=0.05))
         long_run = (await start(client, caller, long, "talk")).json()
-        await use_model(app, ScriptedModel([f"s{i} " for i in range(10)], delay=0.05))
+        streaming = app.state.resources.runs.local[uuid.UUID(long_run["id"])].events
+        async with asyncio.timeout(10):  # it has its model before the next one is swapped in
+            while streaming.last_id < 3:
+                await asyncio.sleep(0.01)
+        await use_model(app, ScriptedModel([f"s{i} " for i in range(5)], delay=0.02))
         short_run = (await start(client, caller, short, "talk")).json()
         redis_server.stop()
 

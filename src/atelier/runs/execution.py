@@ -171,6 +171,9 @@ class RunTask:
                     self.accepted.set_exception(exc)
                 return
             if isinstance(exc, asyncio.CancelledError):
+                # Cancelled again while letting go of the lock: still end the stream.
+                self.manager.finished("cancelled")
+                self.emit("run.cancelled", events.terminal_data(self.run_id, None))
                 raise
             log.exception("run could not be closed", run_id=str(self.run_id))
             outcome = Outcome("failed", "internal_error", "the run could not be saved")
