@@ -57,6 +57,28 @@ async def drop_lease(app, conversation: str) -> None:
         coordination._leases.pop(key)
 
 
+async def open_run(session, conversation: uuid.UUID | Conversation, run_id=None, **extra):  # type: ignore[no-untyped-def]
+    """Claim the conversation for a new run, as a run task would, in ``session``."""
+    row = (
+        conversation
+        if isinstance(conversation, Conversation)
+        else await session.get(Conversation, conversation)
+    )
+    run_id = run_id or uuid.uuid4()
+    values = {"model_id": "offline", "text": "a", "owner_id": "x", "abandoned_after": 1} | extra
+    await service.open_run(session, row, run_id=run_id, **values)
+    return run_id
+
+
+async def claimed(app, client, caller) -> tuple[uuid.UUID, uuid.UUID]:  # type: ignore[no-untyped-def]
+    """A new conversation whose active run is a fresh id (committed)."""
+    conversation = uuid.UUID(await new_conversation(client, caller))
+    async with app.state.resources.sessionmaker() as session:
+        run_id = await open_run(session, conversation)
+        await session.commit()
+    return conversation, run_id
+
+
 class TestCancel:
     async def test_cancel_during_a_tool_call(self, app, client, caller) -> None:
         conversation = await new_conversation(client, caller)
@@ -216,17 +238,7 @@ class TestCrashRecovery:
         """A run whose process died: active, heartbeat a lease ago, lock free."""
         conversation = await new_conversation(client, caller)
         async with app.state.resources.sessionmaker() as session:
-            row = await session.get(Conversation, uuid.UUID(conversation))
-            run_id = uuid.uuid4()
-            await service.open_run(
-                session,
-                row,
-                run_id=run_id,
-                model_id="offline",
-                text="hi",
-                owner_id="dead",
-                abandoned_after=1,
-            )
+            run_id = await open_run(session, uuid.UUID(conversation), owner_id="dead")
             await session.execute(
                 update(Run)
                 .where(Run.id == run_id)
@@ -336,46 +348,17 @@ class TestDatabaseGuards:
             seen_by_second = await second.get(Conversation, conversation)
             await first.commit()
             await second.commit()
-            await service.open_run(
-                first,
-                seen_by_first,
-                run_id=uuid.uuid4(),
-                model_id="offline",
-                text="a",
-                owner_id="x",
-                abandoned_after=1,
-            )
+            await open_run(first, seen_by_first)
             await first.commit()
             with pytest.raises(service.RunConflict):
-                await service.open_run(
-                    second,
-                    seen_by_second,
-                    run_id=uuid.uuid4(),
-                    model_id="offline",
-                    text="b",
-                    owner_id="y",
-                    abandoned_after=1,
-                )
+                await open_run(second, seen_by_second, text="b", owner_id="y")
 
     async def test_seq_is_gapless_and_unique_under_concurrent_writers(
         self, app, client, caller
     ) -> None:
         """BUG-019: seq is taken in SQL only when a message is stored."""
-        conversation = uuid.UUID(await new_conversation(client, caller))
+        conversation, run_id = await claimed(app, client, caller)
         sessionmaker = app.state.resources.sessionmaker
-        run_id = uuid.uuid4()
-        async with sessionmaker() as session:
-            row = await session.get(Conversation, conversation)
-            await service.open_run(
-                session,
-                row,
-                run_id=run_id,
-                model_id="offline",
-                text="a",
-                owner_id="x",
-                abandoned_after=1,
-            )
-            await session.commit()
 
         async def write(index: int) -> None:
             async with sessionmaker() as session:
@@ -404,21 +387,8 @@ class TestDatabaseGuards:
         """BUG-009: totals are `total = total + :n` in SQL, never read-modify-write."""
         from decimal import Decimal
 
-        conversation = uuid.UUID(await new_conversation(client, caller))
+        conversation, run_id = await claimed(app, client, caller)
         sessionmaker = app.state.resources.sessionmaker
-        run_id = uuid.uuid4()
-        async with sessionmaker() as session:
-            row = await session.get(Conversation, conversation)
-            await service.open_run(
-                session,
-                row,
-                run_id=run_id,
-                model_id="offline",
-                text="a",
-                owner_id="x",
-                abandoned_after=1,
-            )
-            await session.commit()
 
         async def count(n: int) -> None:
             async with sessionmaker() as session:
@@ -446,17 +416,7 @@ class TestDatabaseGuards:
     ) -> None:
         conversation = uuid.UUID(await new_conversation(client, caller))
         async with app.state.resources.sessionmaker() as session:
-            row = await session.get(Conversation, conversation)
-            run_id = uuid.uuid4()
-            await service.open_run(
-                session,
-                row,
-                run_id=run_id,
-                model_id="offline",
-                text="a",
-                owner_id="x",
-                abandoned_after=1,
-            )
+            run_id = await open_run(session, conversation)
             await service.add_message(
                 session,
                 conversation,
