@@ -30,6 +30,14 @@ class TestCreateAndRead:
         fetched = await client.get(f"/v1/conversations/{body['id']}", headers=caller.headers())
         assert fetched.json() == body
 
+    async def test_without_a_model_context_is_measured_against_the_default(
+        self, client: httpx.AsyncClient, caller: Caller
+    ) -> None:
+        body = (await client.post("/v1/conversations", json={}, headers=caller.headers())).json()
+        assert body["model_id"] is None
+        assert body["context_window"] == 32768
+        assert body["context_status"] == "ok"
+
     async def test_unknown_model_is_refused(
         self, client: httpx.AsyncClient, caller: Caller
     ) -> None:

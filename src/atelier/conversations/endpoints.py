@@ -19,31 +19,38 @@ router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
 @router.post("", status_code=201)
 async def create_conversation(
-    body: ConversationWrite, principal: UserPrincipalDep, session: SessionDep
+    body: ConversationWrite,
+    principal: UserPrincipalDep,
+    session: SessionDep,
+    resources: ResourcesDep,
 ) -> ConversationOut:
     if body.model_id is not None:
         await resolve_model(session, body.model_id)
     conversation = await service.create(session, principal, body)
-    return (await service.present(session, [conversation]))[0]
+    return (await service.present(session, [conversation], resources.settings.default_model))[0]
 
 
 @router.get("")
 async def list_conversations(
     principal: UserPrincipalDep,
     session: SessionDep,
+    resources: ResourcesDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ConversationPage:
     rows, next_cursor = await service.list_page(session, principal, limit, cursor)
-    return await service.present_page(session, rows, next_cursor)
+    return await service.present_page(session, rows, next_cursor, resources.settings.default_model)
 
 
 @router.get("/{conversation_id}")
 async def get_conversation(
-    conversation_id: uuid.UUID, principal: UserPrincipalDep, session: SessionDep
+    conversation_id: uuid.UUID,
+    principal: UserPrincipalDep,
+    session: SessionDep,
+    resources: ResourcesDep,
 ) -> ConversationOut:
     conversation = await service.get_owned(session, principal, conversation_id)
-    return (await service.present(session, [conversation]))[0]
+    return (await service.present(session, [conversation], resources.settings.default_model))[0]
 
 
 @router.patch("/{conversation_id}")
@@ -52,11 +59,12 @@ async def update_conversation(
     body: ConversationWrite,
     principal: UserPrincipalDep,
     session: SessionDep,
+    resources: ResourcesDep,
 ) -> ConversationOut:
     if body.model_id is not None:
         await resolve_model(session, body.model_id)
     conversation = await service.update(session, principal, conversation_id, body)
-    return (await service.present(session, [conversation]))[0]
+    return (await service.present(session, [conversation], resources.settings.default_model))[0]
 
 
 @router.delete("/{conversation_id}", status_code=204)

@@ -57,10 +57,11 @@ async def context_windows(session: AsyncSession, model_ids: set[str]) -> dict[st
 
 
 async def present(
-    session: AsyncSession, conversations: list[Conversation]
+    session: AsyncSession, conversations: list[Conversation], default_model: str
 ) -> list[ConversationOut]:
-    windows = await context_windows(session, {c.model_id for c in conversations if c.model_id})
-    return [present_one(c, windows.get(c.model_id) if c.model_id else None) for c in conversations]
+    """Context usage is against the model runs will use: the conversation's, or the default."""
+    windows = await context_windows(session, {c.model_id or default_model for c in conversations})
+    return [present_one(c, windows.get(c.model_id or default_model)) for c in conversations]
 
 
 def present_one(conversation: Conversation, context_window: int | None) -> ConversationOut:
@@ -84,6 +85,11 @@ def present_one(conversation: Conversation, context_window: int | None) -> Conve
 
 
 async def present_page(
-    session: AsyncSession, conversations: list[Conversation], next_cursor: str | None
+    session: AsyncSession,
+    conversations: list[Conversation],
+    next_cursor: str | None,
+    default_model: str,
 ) -> ConversationPage:
-    return ConversationPage(data=await present(session, conversations), next_cursor=next_cursor)
+    return ConversationPage(
+        data=await present(session, conversations, default_model), next_cursor=next_cursor
+    )
