@@ -39,6 +39,25 @@ def bare_app():  # type: ignore[no-untyped-def]
     return Starlette(routes=[Route("/stream", stream, methods=["POST"])])
 
 
+def start_bare(port: int) -> subprocess.Popen[bytes]:
+    """The bare Starlette SSE endpoint in a process of its own, answering when this returns."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, uvicorn; sys.path.insert(0, 'bench'); from chat_stream import bare_app; "
+            f"uvicorn.run(bare_app(), host='127.0.0.1', port={port}, log_level='warning')",
+        ],
+    )
+    for _ in range(100):
+        try:
+            httpx.post(f"http://127.0.0.1:{port}/stream", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    return process
+
+
 async def one_stream(
     http: httpx.AsyncClient, url: str, headers: dict[str, str], body: dict
 ) -> tuple[int, float]:
@@ -84,22 +103,9 @@ def main() -> None:
             ],
             env=env,
         )
-        bare = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys, uvicorn; sys.path.insert(0, 'bench'); from chat_stream import bare_app; "
-                f"uvicorn.run(bare_app(), host='127.0.0.1', port={bare_port}, log_level='warning')",
-            ],
-        )
+        bare = start_bare(bare_port)
         try:
             wait_up(app_port)
-            for _ in range(100):
-                try:
-                    httpx.post(f"http://127.0.0.1:{bare_port}/stream", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
             headers = {
                 "Authorization": f"Bearer {key}",
                 "X-User-ID": "bench",

@@ -28,7 +28,7 @@ import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from bench.chat_stream import bare_app  # noqa: F401  (started in a subprocess below)
+from bench.chat_stream import start_bare
 from bench.edge import free_port
 
 POSTGRES = os.environ.get("ATELIER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -170,24 +170,10 @@ def main() -> None:
         atelier = subprocess.Popen(
             [sys.executable, "-m", "atelier.cli", "serve", "--port", str(app_port)], env=env
         )
-        bare = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys, uvicorn; sys.path.insert(0, 'bench'); from chat_stream import "
-                f"bare_app; uvicorn.run(bare_app(), host='127.0.0.1', port={bare_port}, "
-                "log_level='warning')",
-            ]
-        )
+        bare = start_bare(bare_port)
         try:
             api, bare_url = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{bare_port}"
             wait_ready(api)
-            for _ in range(100):
-                try:
-                    httpx.post(f"{bare_url}/stream", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
             headers = {
                 "Authorization": f"Bearer {key}",
                 "X-User-ID": "bench",

@@ -63,6 +63,9 @@ class Tools(Protocol):
     async def call(self, call: ToolCall) -> ToolResult: ...
 
 
+ToolsFactory = Callable[[Path], Tools]
+
+
 @dataclass(frozen=True)
 class Outcome:
     status: str  # completed | failed | cancelled | timed_out
@@ -527,6 +530,3 @@ async def _to_the_end(work: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait({task})
     return task.result()
-
-
-ToolsFactory = Callable[[Path], Tools]

@@ -15,7 +15,6 @@ import shutil
 import socket
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -28,16 +27,25 @@ from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.llm.models import CatalogModel
 from atelier.runs import events, service
-from atelier.runs.execution import RunTask, Tools, lock_key
+from atelier.runs.execution import RunTask, ToolsFactory, lock_key
 from atelier.runs.tools import WorkspaceTools
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     from atelier.resources import Resources
 
 log = structlog.get_logger("atelier.runs")
 CANCEL_CHANNEL = "run-cancel"
+
+
+def _busy(detail: str, retry_after_seconds: float) -> ProblemError:
+    retry = str(max(1, round(retry_after_seconds)))
+    return ProblemError(409, "conversation_busy", detail, headers={"retry-after": retry})
+
+
+def _unavailable(detail: str) -> ProblemError:
+    return ProblemError(503, "coordination_unavailable", detail, headers={"retry-after": "5"})
 
 
 class RunManager:
@@ -48,7 +56,7 @@ class RunManager:
         self.local: dict[uuid.UUID, RunTask] = {}
         self.accepting = True
         # Tests swap in tools that block or fail; production always uses the workspace's.
-        self.tools_factory: Callable[[Path], Tools] = WorkspaceTools
+        self.tools_factory: ToolsFactory = WorkspaceTools
         self._background: list[asyncio.Task[None]] = []
 
     # -- starting and stopping runs -----------------------------------------------------
@@ -79,21 +87,11 @@ class RunManager:
         except (LeaseHeld, service.RunConflict) as exc:
             self.metrics.run_lock_contention.inc()
             retry = exc.retry_after_seconds if isinstance(exc, LeaseHeld) else 1
-            raise ProblemError(
-                409,
-                "conversation_busy",
-                "a run is active on this conversation",
-                headers={"retry-after": str(max(1, round(retry)))},
-            ) from exc
+            raise _busy("a run is active on this conversation", retry) from exc
         except service.ConversationGone as exc:
             raise ProblemError(404, "not_found", "no such conversation") from exc
         except CoordinationUnavailable as exc:
-            raise ProblemError(
-                503,
-                "coordination_unavailable",
-                "the conversation lock cannot be taken now",
-                headers={"retry-after": "5"},
-            ) from exc
+            raise _unavailable("the conversation lock cannot be taken now") from exc
         self.metrics.runs_started.inc()
         self.metrics.runs_active.inc()
         return run_id
@@ -107,12 +105,7 @@ class RunManager:
         try:
             await self.resources.coordination.publish(CANCEL_CHANNEL, str(run_id))
         except CoordinationUnavailable as exc:
-            raise ProblemError(
-                503,
-                "coordination_unavailable",
-                "the cancel request cannot reach the run now",
-                headers={"retry-after": "5"},
-            ) from exc
+            raise _unavailable("the cancel request cannot reach the run now") from exc
 
     @contextlib.asynccontextmanager
     async def exclusive(
@@ -133,20 +126,11 @@ class RunManager:
                     return
             except LeaseHeld as exc:
                 if loop.time() >= give_up:
-                    raise ProblemError(
-                        409,
-                        "conversation_busy",
-                        "a run is still active on this conversation",
-                        headers={"retry-after": str(max(1, round(exc.retry_after_seconds)))},
-                    ) from exc
+                    detail = "a run is still active on this conversation"
+                    raise _busy(detail, exc.retry_after_seconds) from exc
                 await asyncio.sleep(0.05)
             except CoordinationUnavailable as exc:
-                raise ProblemError(
-                    503,
-                    "coordination_unavailable",
-                    "the conversation lock cannot be taken now",
-                    headers={"retry-after": "5"},
-                ) from exc
+                raise _unavailable("the conversation lock cannot be taken now") from exc
 
     async def forget_workspace(self, conversation_id: uuid.UUID) -> None:
         """Remove this process's materialised copy of a deleted conversation's workspace."""
