@@ -269,6 +269,20 @@ class TestUsageReport:
             "/v1/usage", params={"from": "2026-01-01T00:00:00"}, headers=caller.headers()
         )
         assert naive.status_code == 400
+        # An offset is honoured: 2099-01-01T09:00+09:00 is 2099-01-01T00:00Z, still after all.
+        tokyo = await client.get(
+            "/v1/usage", params={"from": "2099-01-01T09:00:00+09:00"}, headers=caller.headers()
+        )
+        assert tokyo.json()["data"] == []
+        far_east = await client.get(
+            "/v1/usage", params={"from": "2000-01-01T00:00:00+09:00"}, headers=caller.headers()
+        )
+        assert sum(r["requests"] for r in far_east.json()["data"]) == 4
+        # Found by the fuzzer: a valid string with no representable UTC instant.
+        beyond = await client.get(
+            "/v1/usage", params={"to": "0001-01-01T00:00:00+20:00"}, headers=caller.headers()
+        )
+        assert (beyond.status_code, beyond.json()["code"]) == (400, "invalid_time")
 
     async def test_report_is_tenant_scoped(self, app, client, caller, chat) -> None:
         from tests.conftest import make_caller

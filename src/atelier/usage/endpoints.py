@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -32,6 +32,20 @@ class UsageReportOut(BaseModel):
     currency: str
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ProblemError(
+            400, "invalid_time", "times need a UTC offset, e.g. 2026-11-01T00:00:00Z"
+        )
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+20:00 is a valid string but no representable UTC instant.
+        raise ProblemError(400, "invalid_time", "time is out of range") from None
+
+
 @router.get("")
 async def get_usage(
     principal: PrincipalDep,
@@ -41,12 +55,7 @@ async def get_usage(
     start: Annotated[datetime | None, Query(alias="from")] = None,
     end: Annotated[datetime | None, Query(alias="to")] = None,
 ) -> UsageReportOut:
-    for value in (start, end):
-        if value is not None and value.tzinfo is None:
-            raise ProblemError(
-                400, "invalid_time", "times need a UTC offset, e.g. 2026-11-01T00:00:00Z"
-            )
-    rows = await report(session, principal.tenant_id, group_by, start, end)
+    rows = await report(session, principal.tenant_id, group_by, _utc(start), _utc(end))
     return UsageReportOut(
         data=[
             UsageRow(key=k, input_tokens=i, output_tokens=o, cost=c, requests=n)
