@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
+from bench._sse import stream_events
 from bench.edge import free_port, make_key, wait_up
 
 CHATS, WORDS, ROUNDS = 10, 400, 3
@@ -58,26 +59,11 @@ def start_bare(port: int) -> subprocess.Popen[bytes]:
     return process
 
 
-async def one_stream(
-    http: httpx.AsyncClient, url: str, headers: dict[str, str], body: dict
-) -> tuple[int, float]:
-    started = time.perf_counter()
-    first = None
-    events = 0
-    async with http.stream("POST", url, json=body, headers=headers) as response:
-        assert response.status_code == 200, response.status_code
-        async for line in response.aiter_lines():
-            if line.startswith("event:"):
-                events += 1
-                first = first or time.perf_counter() - started
-    return events, first or 0.0
-
-
 async def measure(url_for, headers: dict[str, str], body: dict) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     async with httpx.AsyncClient(timeout=60) as http:
         urls = [await url_for(http) for _ in range(CHATS)]
         started = time.perf_counter()
-        results = await asyncio.gather(*(one_stream(http, url, headers, body) for url in urls))
+        results = await asyncio.gather(*(stream_events(url, headers, body) for url in urls))
         elapsed = time.perf_counter() - started
     return sum(e for e, _ in results) / elapsed, statistics.median(f for _, f in results)
 

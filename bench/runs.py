@@ -28,6 +28,7 @@ import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
+from bench._sse import stream_events
 from bench.chat_stream import start_bare
 from bench.edge import free_port
 
@@ -90,23 +91,6 @@ def wait_ready(url: str) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
-async def one_stream(
-    http: httpx.AsyncClient, url: str, headers: dict[str, str], body: dict, first_name: str = ""
-) -> tuple[int, float]:
-    """Events received, and seconds until the first event (named ``first_name``, if given)."""
-    started = time.perf_counter()
-    first = None
-    events = 0
-    async with http.stream("POST", url, json=body, headers=headers) as response:
-        assert response.status_code == 200, response.status_code
-        async for line in response.aiter_lines():
-            if line.startswith("event:"):
-                events += 1
-                if first is None and line.endswith(first_name):
-                    first = time.perf_counter() - started
-    return events, first or 0.0
-
-
 async def streaming(api: str, headers: dict[str, str], bare: str) -> tuple[tuple, tuple]:
     async with httpx.AsyncClient(timeout=120) as http:
 
@@ -116,7 +100,7 @@ async def streaming(api: str, headers: dict[str, str], bare: str) -> tuple[tuple
 
         async def measure(urls: list[str], headers: dict[str, str], body: dict) -> tuple:
             started = time.perf_counter()
-            results = await asyncio.gather(*(one_stream(http, url, headers, body) for url in urls))
+            results = await asyncio.gather(*(stream_events(url, headers, body) for url in urls))
             elapsed = time.perf_counter() - started
             return sum(e for e, _ in results) / elapsed, statistics.median(f for _, f in results)
 
@@ -151,7 +135,7 @@ async def start_overhead(api: str, headers: dict[str, str]) -> tuple[float, floa
 
         async def first_delta(cid: str) -> float:
             url = f"{api}/v1/conversations/{cid}/runs"
-            _, first = await one_stream(http, url, headers, {"input": "hi"}, "message.delta")
+            _, first = await stream_events(url, headers, {"input": "hi"}, "message.delta")
             return first
 
         timings: dict[int, list[float]] = {}
