@@ -204,21 +204,42 @@ async def test_postgres_connections_killed_mid_run_never_leave_it_running(
     use_tools(app, tools := BlockingTools())
     run = (await start(client, caller, conversation, "list files")).json()
     await asyncio.wait_for(tools.entered.wait(), 10)
-    url = make_url(settings.database_url)
-    admin = await asyncpg.connect(
-        make_url(settings.database_url).set(drivername="postgresql").render_as_string(False)
-    )
-    try:
-        killed = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            url.database,
-        )
-    finally:
-        await admin.close()
-    assert killed >= 1
+    assert await kill_backends(settings) >= 1
     tools.release.set()
     ended = await wait_ended(client, caller, conversation, run["id"], timeout=30)
     assert ended["status"] in ("completed", "failed")
     again = (await start(client, caller, conversation, "hello")).json()
     assert (await wait_ended(client, caller, conversation, again["id"]))["status"] == "completed"
+
+
+async def test_postgres_connections_killed_between_requests_cost_one_503_at_most(
+    client, caller, settings
+) -> None:
+    # Several pooled connections, all of them then killed while idle.
+    await asyncio.gather(*(new_conversation(client, caller) for _ in range(5)))
+    assert await kill_backends(settings) >= 1
+    answers = [await client.get("/v1/conversations", headers=caller.headers()) for _ in range(5)]
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(503) <= 1, statuses  # the pool is replaced after the first
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.json()["code"] == "database_unavailable"
+            assert answer.headers["retry-after"] == "1"
+    assert statuses[-1] == 200
+
+
+async def kill_backends(settings) -> int:
+    """Terminate every PostgreSQL connection to the app's database; how many there were."""
+    url = make_url(settings.database_url)
+    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
+    try:
+        return int(
+            await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                url.database,
+            )
+        )
+    finally:
+        await admin.close()
