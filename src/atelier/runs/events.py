@@ -32,7 +32,9 @@ TERMINAL_EVENTS = {
     "timed_out": "run.timed_out",
 }
 FOLLOW_WAIT_MS = 1000  # one blocking read; below the Redis client's socket timeout
-FLUSH_LINGER_SECONDS = 0.01
+# Followers in other processes see events up to this much later; in exchange a fast
+# run costs the process and Redis a few appends per second, not one every few tokens.
+FLUSH_LINGER_SECONDS = 0.05
 MEMORY_WINDOW = 256
 CHECK_ROW_EVERY = 5  # quiet reads between looks at the run's row
 
