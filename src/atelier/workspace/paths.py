@@ -14,11 +14,14 @@ class InvalidPath(ValueError):
 
 def normalize_path(raw: str) -> str:
     """Return the NFC-normalised path, or raise ``InvalidPath`` saying which rule it broke."""
-    path = unicodedata.normalize("NFC", raw)
-    size = len(path.encode("utf-8", errors="surrogatepass"))
+    # ASCII, the common case, is its own NFC form, and its control characters are
+    # exactly its unprintable ones: the same rules, checked without a scan per character.
+    ascii_only = raw.isascii()
+    path = raw if ascii_only else unicodedata.normalize("NFC", raw)
+    size = len(path) if ascii_only else len(path.encode("utf-8", errors="surrogatepass"))
     if not 1 <= size <= MAX_PATH_BYTES:
         raise InvalidPath(f"a path is 1 to {MAX_PATH_BYTES} bytes of UTF-8")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029" for ch in path):
+    if not path.isprintable() if ascii_only else _has_control(path):
         raise InvalidPath("a path cannot contain control characters")
     if "\\" in path:
         raise InvalidPath("a path uses '/' as its separator, never '\\'")
@@ -30,6 +33,10 @@ def normalize_path(raw: str) -> str:
         if len(segment.encode()) > MAX_SEGMENT_BYTES:
             raise InvalidPath(f"a path segment is at most {MAX_SEGMENT_BYTES} bytes")
     return path
+
+
+def _has_control(path: str) -> bool:
+    return any(unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029" for ch in path)
 
 
 def normalize_prefix(raw: str) -> str:

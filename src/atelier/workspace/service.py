@@ -78,6 +78,16 @@ async def list_files(
     return list(await session.scalars(query.order_by(ConversationFile.path)))
 
 
+async def file_etags(session: AsyncSession, conversation: Conversation) -> dict[str, str]:
+    """Path -> etag of every file: what a sync compares, without loading whole rows."""
+    rows = await session.execute(
+        select(ConversationFile.path, ConversationFile.etag).where(
+            ConversationFile.conversation_id == conversation.id
+        )
+    )
+    return {path: etag for path, etag in rows.tuples()}
+
+
 async def upload(
     session: AsyncSession,
     storage: Storage,

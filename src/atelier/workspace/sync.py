@@ -51,8 +51,7 @@ class WorkspaceSync:
         self, session: AsyncSession, conversation: Conversation, directory: Path
     ) -> int:
         """Bring ``directory`` up to date with the workspace; returns how many files were fetched."""
-        rows = await service.list_files(session, conversation, "")
-        wanted = {row.path: row.etag for row in rows}
+        wanted = await service.file_etags(session, conversation)
         manifest, local = await asyncio.to_thread(_look, directory, create=True)
         stale = [
             path
@@ -155,20 +154,29 @@ def _changed(entry: dict[str, object], stat: _Local) -> bool:
 
 
 def _scan(directory: Path) -> dict[str, _Local]:
-    """Regular files under ``directory`` with valid workspace paths; symlinks are never followed."""
+    """Regular files under ``directory`` with valid workspace paths; symlinks are never
+    followed. One scandir per folder: the kind of each entry comes with the listing, and
+    one lstat per file gives its size and time."""
     found: dict[str, _Local] = {}
-    for root, dirs, files in os.walk(directory, followlinks=False):
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
-        for name in files:
-            full = os.path.join(root, name)
-            relative = os.path.relpath(full, directory).replace(os.sep, "/")
-            if relative == MANIFEST or os.path.islink(full):
+    folders = [(str(directory), "")]
+    while folders:
+        folder, prefix = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # gone or unreadable: as os.walk, skip it
+            continue
+        for entry in entries:
+            relative = prefix + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                folders.append((entry.path, relative + "/"))
+                continue
+            if not entry.is_file(follow_symlinks=False) or relative == MANIFEST:
                 continue
             try:
                 path = normalize_path(relative)
-            except InvalidPath:
+                stat = entry.stat(follow_symlinks=False)
+            except (InvalidPath, OSError):
                 continue
-            stat = os.stat(full, follow_symlinks=False)
             found[path] = _Local(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
     return found
 
