@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 KEEPALIVE_SECONDS = 15.0
+_BREAKS = re.compile(r"\r\n|\r|\n")  # what ends a line in an event stream, and only that
 
 
 @dataclass(frozen=True)
@@ -25,12 +27,15 @@ class ServerSentEvent:
     id: int | str | None = None
 
     def encode(self) -> bytes:
+        if self.id is not None and self.event is not None and not _BREAKS.search(self.data):
+            # The hot path: one event of JSON data (which never holds a line break).
+            return f"id: {self.id}\nevent: {self.event}\ndata: {self.data}\n\n".encode()
         lines = []
         if self.id is not None:
             lines.append(f"id: {self.id}")
         if self.event is not None:
             lines.append(f"event: {self.event}")
-        lines += [f"data: {line}" for line in self.data.splitlines() or [""]]
+        lines += [f"data: {line}" for line in _BREAKS.split(self.data)]
         return ("\n".join(lines) + "\n\n").encode()
 
 
@@ -41,7 +46,7 @@ class EventBatch:
     events: list[ServerSentEvent]
 
     def encode(self) -> bytes:
-        return b"".join(event.encode() for event in self.events)
+        return b"".join([event.encode() for event in self.events])
 
 
 class EventStreamResponse(Response):

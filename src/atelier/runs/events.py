@@ -31,6 +31,7 @@ TERMINAL_EVENTS = {
     "cancelled": "run.cancelled",
     "timed_out": "run.timed_out",
 }
+TERMINAL_NAMES = frozenset(TERMINAL_EVENTS.values())
 FOLLOW_WAIT_MS = 1000  # one blocking read; below the Redis client's socket timeout
 # Followers in other processes see events up to this much later; in exchange a fast
 # run costs the process and Redis a few appends per second, not one every few tokens.
@@ -156,9 +157,7 @@ async def follow_local(
                 continue
         last = events[-1].id
         batch = [ServerSentEvent(e.data, e.name, e.id) for e in events]
-        terminal = next(
-            (i for i, e in enumerate(events) if e.name in TERMINAL_EVENTS.values()), None
-        )
+        terminal = next((i for i, e in enumerate(events) if e.name in TERMINAL_NAMES), None)
         if terminal is not None:
             yield EventBatch(batch[: terminal + 1])
             return
@@ -191,7 +190,7 @@ async def follow(
         for event in events:
             last = event.id
             batch.append(ServerSentEvent(event.data, event.name, event.id))
-            if event.name in TERMINAL_EVENTS.values():
+            if event.name in TERMINAL_NAMES:
                 yield EventBatch(batch)
                 return
         if batch:
