@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from atelier.db import engine as engine_module
 from atelier.llm.fakes import ScriptedModel
 from atelier.runs.tools import WorkspaceTools
 from atelier.workspace.models import ConversationFile
@@ -227,6 +228,30 @@ async def test_postgres_connections_killed_between_requests_cost_one_503_at_most
             assert answer.json()["code"] == "database_unavailable"
             assert answer.headers["retry-after"] == "1"
     assert statuses[-1] == 200
+
+
+async def test_postgres_connections_killed_while_idle_cost_no_error(
+    client, caller, settings, monkeypatch
+) -> None:
+    # Every pooled connection counts as idle: each is pinged, and a dead one replaced.
+    monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+    await asyncio.gather(*(new_conversation(client, caller) for _ in range(5)))
+    assert await kill_backends(settings) >= 1
+    answers = [await client.get("/v1/conversations", headers=caller.headers()) for _ in range(5)]
+    assert [answer.status_code for answer in answers] == [200] * 5
+
+
+async def test_a_busy_pool_is_not_pinged(app, client, caller, monkeypatch) -> None:
+    dialect = app.state.resources.engine.sync_engine.dialect
+    pings = []
+    real_ping = dialect.do_ping
+    monkeypatch.setattr(dialect, "do_ping", lambda c: pings.append(c) or real_ping(c))
+    for _ in range(5):
+        assert (await client.get("/v1/conversations", headers=caller.headers())).status_code == 200
+    assert pings == []  # each connection came back moments ago
+    monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+    assert (await client.get("/v1/conversations", headers=caller.headers())).status_code == 200
+    assert len(pings) == 1
 
 
 async def kill_backends(settings) -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -37,18 +39,43 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # Bound to *this* engine's pool only, never to the global Pool class (BUG-013).
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=settings.database_echo,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
-        # No pre-ping: on asyncpg it costs three round trips per checkout (a run checks
-        # out several times). A connection found dead raises a disconnect error instead;
-        # SQLAlchemy then invalidates the whole pool, so one unit of work fails (and is
-        # answered or retried as any database error is), not every later one.
-        pool_pre_ping=False,
         pool_recycle=1800,
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+# A connection that sat idle this long is pinged before use: idle is when a database
+# restart, a failover or a firewall's idle timeout leaves it dead. A busy pool's
+# connections come back within milliseconds and are not pinged: on asyncpg a ping costs
+# three round trips, and a run checks out a connection several times.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out another (or a new one).
+            raise DisconnectionError("an idle pooled connection was dead") from exc
+
+    event.listen(pool, "checkin", checked_in)
+    event.listen(pool, "checkout", checked_out)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

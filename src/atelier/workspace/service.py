@@ -85,7 +85,7 @@ async def file_etags(session: AsyncSession, conversation: Conversation) -> dict[
             ConversationFile.conversation_id == conversation.id
         )
     )
-    return {path: etag for path, etag in rows.tuples()}
+    return {path: etag for path, etag in rows}
 
 
 async def upload(
