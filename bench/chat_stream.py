@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
+from bench._cores import client_on_its_core, on_server_core
 from bench._sse import stream_events
 from bench.edge import free_port, make_key, wait_up
 
@@ -49,6 +50,7 @@ def start_bare(port: int) -> subprocess.Popen[bytes]:
             "import sys, uvicorn; sys.path.insert(0, 'bench'); from chat_stream import bare_app; "
             f"uvicorn.run(bare_app(), host='127.0.0.1', port={port}, log_level='warning')",
         ],
+        preexec_fn=on_server_core(),
     )
     for _ in range(100):
         try:
@@ -69,6 +71,7 @@ async def measure(url_for, headers: dict[str, str], body: dict) -> tuple[float, 
 
 
 def main() -> None:
+    client_on_its_core()
     with tempfile.TemporaryDirectory() as workdir:
         key = make_key(workdir)
         app_port, bare_port = free_port(), free_port()
@@ -88,6 +91,7 @@ def main() -> None:
                 f"uvicorn.run(app_from_environment(), host='127.0.0.1', port={app_port}, log_config=None)",
             ],
             env=env,
+            preexec_fn=on_server_core(),
         )
         bare = start_bare(bare_port)
         try:

@@ -28,6 +28,7 @@ import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
+from bench._cores import client_on_its_core, on_server_core
 from bench._sse import stream_events
 from bench.chat_stream import start_bare
 from bench.edge import free_port
@@ -147,12 +148,15 @@ async def start_overhead(api: str, headers: dict[str, str]) -> tuple[float, floa
 
 
 def main() -> None:
+    client_on_its_core()
     database = f"atelier_bench_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as workdir:
         env, key = prepare(database, workdir)
         app_port, bare_port = free_port(), free_port()
         atelier = subprocess.Popen(
-            [sys.executable, "-m", "atelier.cli", "serve", "--port", str(app_port)], env=env
+            [sys.executable, "-m", "atelier.cli", "serve", "--port", str(app_port)],
+            env=env,
+            preexec_fn=on_server_core(),
         )
         bare = start_bare(bare_port)
         try:
