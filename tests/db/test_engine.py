@@ -42,3 +42,18 @@ class TestSqliteEngine:
             assert (tmp_path / "nested" / ".atelier" / "atelier.db").exists()
         finally:
             await engine.dispose()
+
+
+class TestPostgresEngine:
+    async def test_idle_ping_listeners_are_bound_to_our_pool_only(self) -> None:
+        """BUG-013 for the pool events: another engine in the process is not affected."""
+        url = "postgresql+asyncpg://postgres@127.0.0.1:5432/unused"
+        ours = create_engine(Settings(environment="test", database_url=url))
+        other = create_async_engine(url)
+        try:
+            for name in ("checkin", "checkout"):
+                assert len(getattr(ours.sync_engine.pool.dispatch, name)) == 1
+                assert len(getattr(other.sync_engine.pool.dispatch, name)) == 0
+        finally:
+            await ours.dispose()
+            await other.dispose()
