@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import logging
+import statistics
 import time
 from collections.abc import AsyncIterator
 
@@ -76,7 +77,7 @@ async def live_caller(live: tuple[str, FastAPI, dict[str, object]]) -> Caller:
 
 
 class TestStreamingThroughTheStack:
-    async def test_each_event_arrives_within_20ms_of_emission(self, live, live_caller) -> None:
+    async def test_events_arrive_within_20ms_of_emission(self, live, live_caller) -> None:
         """BUG-002: no middleware buffers the stream."""
         base_url, _, _ = live
         delays, arrivals = [], []
@@ -92,7 +93,10 @@ class TestStreamingThroughTheStack:
                     delays.append(now - json.loads(line[6:])["emitted"])
                     arrivals.append(now)
         assert len(delays) == EVENTS
-        assert max(delays) < 0.020, delays
+        # Buffering delays every event (by one interval or more); a scheduler hiccup on a
+        # busy 2-core machine delays one, and less than an interval.
+        assert statistics.median(delays) < 0.020, delays
+        assert max(delays) < EVENT_INTERVAL, delays
         gaps = [b - a for a, b in itertools.pairwise(arrivals)]
         assert min(gaps) > EVENT_INTERVAL * 0.5, f"events arrived batched: {gaps}"
 
