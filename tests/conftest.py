@@ -229,19 +229,23 @@ def settings(
     else:
         database_url = request.getfixturevalue("migrated_postgres_url")
         _truncate_all(database_url)
-        moto: MotoS3 = request.getfixturevalue("moto")
-        bucket = f"atelier-test-{uuid.uuid4().hex[:12]}"
-        moto.client().create_bucket(Bucket=bucket)
-        values |= {
-            "database_url": database_url,
-            "redis_url": request.getfixturevalue("redis_url"),
-            "redis_key_prefix": f"atelier-test:{uuid.uuid4().hex[:8]}:",
-            "s3_bucket": bucket,
-            "s3_endpoint_url": moto.endpoint,
-            "s3_access_key_id": "testing",
-            "s3_secret_access_key": "testing",
-        }
+        values |= {"database_url": database_url, **redis_and_s3(request, "atelier-test")}
     return Settings(**(values | settings_overrides))  # type: ignore[arg-type]
+
+
+def redis_and_s3(request: pytest.FixtureRequest, name: str) -> dict[str, object]:
+    """Settings for the real Redis (a key prefix of its own) and a new bucket on moto."""
+    moto: MotoS3 = request.getfixturevalue("moto")
+    bucket = f"{name}-{uuid.uuid4().hex[:12]}"
+    moto.client().create_bucket(Bucket=bucket)
+    return {
+        "redis_url": request.getfixturevalue("redis_url"),
+        "redis_key_prefix": f"{name}:{uuid.uuid4().hex[:8]}:",
+        "s3_bucket": bucket,
+        "s3_endpoint_url": moto.endpoint,
+        "s3_access_key_id": "testing",
+        "s3_secret_access_key": "testing",
+    }
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ from tests.chats.test_chats import use_model
 from tests.conftest import REQUIRE_SERVICES, Caller, make_caller
 from tests.faults import RedisServer, TcpProxy
 from tests.runs.helpers import (
-    BlockingTools,
     messages,
     new_conversation,
     start,
+    start_blocked,
     use_tools,
     wait_ended,
 )
@@ -177,10 +177,9 @@ class TestS3GoesAway:
     async def test_during_a_runs_sync_the_run_fails_and_nothing_is_half_recorded(
         self, app, client, caller, settings, request, s3_proxy
     ) -> None:
-        conversation = await new_conversation(client, caller)
-        use_tools(app, tools := BlockingTools())
-        run = (await start(client, caller, conversation, "write notes/a.txt: hello")).json()
-        await asyncio.wait_for(tools.entered.wait(), 10)
+        conversation, run, tools = await start_blocked(
+            app, client, caller, "write notes/a.txt: hello"
+        )
         s3_proxy.cut()
         tools.release.set()
         ended = await wait_ended(client, caller, conversation, run["id"], timeout=30)
@@ -201,10 +200,7 @@ class TestS3GoesAway:
 async def test_postgres_connections_killed_mid_run_never_leave_it_running(
     app, client, caller, settings
 ) -> None:
-    conversation = await new_conversation(client, caller)
-    use_tools(app, tools := BlockingTools())
-    run = (await start(client, caller, conversation, "list files")).json()
-    await asyncio.wait_for(tools.entered.wait(), 10)
+    conversation, run, tools = await start_blocked(app, client, caller)
     assert await kill_backends(settings) >= 1
     tools.release.set()
     ended = await wait_ended(client, caller, conversation, run["id"], timeout=30)

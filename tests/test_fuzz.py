@@ -30,7 +30,7 @@ from atelier.db.engine import create_sessionmaker
 from atelier.db.migrate import migrate
 from atelier.settings import Settings
 from atelier.tenants.service import create_api_key, create_tenant
-from tests.conftest import free_port
+from tests.conftest import free_port, redis_and_s3
 
 # `make test` replays the same examples on every run (derandomized), so CI never fails
 # on an input it happened to draw that day; `make fuzz` draws new ones, more of them.
@@ -77,18 +77,7 @@ def live_api(
         database_url = f"sqlite+aiosqlite:///{data_dir / 'atelier.db'}"
     else:
         database_url = request.getfixturevalue("postgres").create(f"fuzz_{uuid.uuid4().hex[:6]}")
-        moto = request.getfixturevalue("moto")
-        bucket = f"atelier-fuzz-{uuid.uuid4().hex[:12]}"
-        moto.client().create_bucket(Bucket=bucket)
-        values |= {
-            "database_url": database_url,
-            "redis_url": request.getfixturevalue("redis_url"),
-            "redis_key_prefix": f"atelier-fuzz:{uuid.uuid4().hex[:8]}:",
-            "s3_bucket": bucket,
-            "s3_endpoint_url": moto.endpoint,
-            "s3_access_key_id": "testing",
-            "s3_secret_access_key": "testing",
-        }
+        values |= {"database_url": database_url, **redis_and_s3(request, "atelier-fuzz")}
     key = _key_for(database_url)
     port = free_port()
     app = create_app(Settings(**values))  # type: ignore[arg-type]

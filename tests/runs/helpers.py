@@ -116,3 +116,15 @@ class BlockingTools:
 
 def use_tools(app: FastAPI, factory: object) -> None:
     app.state.resources.runs.tools_factory = factory
+
+
+async def start_blocked(
+    app: FastAPI, client: httpx.AsyncClient, caller: Caller, command: str = "list files"
+) -> tuple[str, dict, BlockingTools]:
+    """A new conversation whose run is inside its first tool call, held there until
+    ``tools.release`` is set: its conversation id, the run, and the tools."""
+    conversation = await new_conversation(client, caller)
+    use_tools(app, tools := BlockingTools())
+    run = (await start(client, caller, conversation, command)).json()
+    await asyncio.wait_for(tools.entered.wait(), 10)
+    return conversation, run, tools

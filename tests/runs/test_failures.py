@@ -28,6 +28,7 @@ from tests.runs.helpers import (
     new_conversation,
     parse_sse,
     start,
+    start_blocked,
     use_tools,
     wait_ended,
 )
@@ -81,10 +82,7 @@ async def claimed(app, client, caller) -> tuple[uuid.UUID, uuid.UUID]:  # type: 
 
 class TestCancel:
     async def test_cancel_during_a_tool_call(self, app, client, caller) -> None:
-        conversation = await new_conversation(client, caller)
-        use_tools(app, tools := BlockingTools())
-        run = (await start(client, caller, conversation, "list files")).json()
-        await asyncio.wait_for(tools.entered.wait(), 10)
+        conversation, run, tools = await start_blocked(app, client, caller)
         url = f"/v1/conversations/{conversation}/runs/{run['id']}/cancel"
         response = await client.post(url, headers=caller.headers())
         assert response.status_code == 202
@@ -222,10 +220,7 @@ async def test_the_deadline_ends_a_run_that_keeps_making_progress(app, client, c
 @pytest.mark.parametrize("settings_overrides", [{"run_lease_seconds": 1}])
 async def test_losing_the_lock_stops_the_run(app, client, caller) -> None:
     """BUG-001: a holder that cannot renew its lease stops instead of running unprotected."""
-    conversation = await new_conversation(client, caller)
-    use_tools(app, tools := BlockingTools())
-    run = (await start(client, caller, conversation, "list files")).json()
-    await asyncio.wait_for(tools.entered.wait(), 10)
+    conversation, run, tools = await start_blocked(app, client, caller)
     await drop_lease(app, conversation)
     ended = await wait_ended(client, caller, conversation, run["id"], timeout=5)
     assert ended["status"] == "failed"
@@ -289,10 +284,7 @@ class TestShutdown:
     async def test_running_runs_are_cancelled_and_saved_after_the_grace(
         self, app, client, caller
     ) -> None:
-        conversation = await new_conversation(client, caller)
-        use_tools(app, tools := BlockingTools())
-        run = (await start(client, caller, conversation, "list files")).json()
-        await asyncio.wait_for(tools.entered.wait(), 10)
+        _, run, _ = await start_blocked(app, client, caller)
         await app.state.resources.runs.shutdown(grace_seconds=0.2)
         ended = await run_row(app, run["id"])
         assert ended.status == "cancelled"
@@ -310,10 +302,7 @@ class TestShutdown:
 
 
 async def test_deleting_a_conversation_cancels_its_run_first(app, client, caller) -> None:
-    conversation = await new_conversation(client, caller)
-    use_tools(app, tools := BlockingTools())
-    run = (await start(client, caller, conversation, "write a.txt: hello")).json()
-    await asyncio.wait_for(tools.entered.wait(), 10)
+    conversation, run, tools = await start_blocked(app, client, caller, "write a.txt: hello")
     response = await client.delete(f"/v1/conversations/{conversation}", headers=caller.headers())
     assert response.status_code == 204
     assert tools.cancelled.is_set()

@@ -18,14 +18,13 @@ from tests.live import serve_started
 from tests.runs.helpers import (
     SSE,
     TERMINAL,
-    BlockingTools,
     messages,
     names,
     new_conversation,
     parse_sse,
     run_streamed,
     start,
-    use_tools,
+    start_blocked,
     wait_ended,
 )
 
@@ -233,10 +232,7 @@ class TestConversationLock:
             await wait_ended(client, caller, conversation, response.json()["id"])
 
     async def test_a_wrong_token_does_not_release_the_lock(self, app, client, caller) -> None:
-        conversation = await new_conversation(client, caller)
-        use_tools(app, tools := BlockingTools())
-        run = (await start(client, caller, conversation, "list files")).json()
-        await asyncio.wait_for(tools.entered.wait(), 10)
+        conversation, run, tools = await start_blocked(app, client, caller)
         coordination = app.state.resources.coordination
         assert await coordination.release(f"conversation:{conversation}", "not-the-token") is False
         busy = await start(client, caller, conversation, "hello")
