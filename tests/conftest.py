@@ -44,12 +44,12 @@ def unavailable(what: str, error: BaseException) -> None:
     pytest.skip(message)
 
 
-def _asyncpg_dsn(url: str) -> str:
+def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL), timeout=3)
+    connection = await asyncpg.connect(asyncpg_dsn(POSTGRES_URL), timeout=3)
     try:
         await connection.execute(sql)
     finally:
@@ -125,7 +125,7 @@ def _truncate_all(url: str) -> None:
 
 
 async def _admin_on(url: str, sql: str) -> None:
-    connection = await asyncpg.connect(_asyncpg_dsn(url), timeout=3)
+    connection = await asyncpg.connect(asyncpg_dsn(url), timeout=3)
     try:
         await connection.execute(sql)
     finally:

@@ -11,14 +11,13 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from atelier.db import engine as engine_module
 from atelier.llm.fakes import ScriptedModel
 from atelier.runs.tools import WorkspaceTools
 from atelier.workspace.models import ConversationFile
 from tests.chats.test_chats import use_model
-from tests.conftest import REQUIRE_SERVICES, Caller, make_caller
+from tests.conftest import REQUIRE_SERVICES, Caller, asyncpg_dsn, make_caller
 from tests.faults import RedisServer, TcpProxy
 from tests.runs.helpers import (
     messages,
@@ -252,14 +251,12 @@ async def test_a_busy_pool_is_not_pinged(app, client, caller, monkeypatch) -> No
 
 async def kill_backends(settings) -> int:
     """Terminate every PostgreSQL connection to the app's database; how many there were."""
-    url = make_url(settings.database_url)
-    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
+    admin = await asyncpg.connect(asyncpg_dsn(settings.database_url))
     try:
         return int(
             await admin.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                url.database,
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         )
     finally:
