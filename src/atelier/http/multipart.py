@@ -3,23 +3,80 @@
 Fields before the file (``path``) are read into memory with a small bound; the file's
 bytes are handed on chunk by chunk as they arrive, so the upload size limit is enforced
 while streaming and nothing is ever held whole.
+
+The parser reports a part's start, headers, data and end through callbacks while it
+parses one chunk. Every callback is queued, headers included, and the queue is read in
+order: a body that arrives in one chunk (a small ``curl -F`` or browser upload) gives
+exactly the result of the same body arriving a byte at a time.
 """
 
 from __future__ import annotations
 
+import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from atelier.http.errors import ProblemError
 
 MAX_FIELD_BYTES = 4096
+MAX_HEADER_BYTES = 8192
+
+Event = tuple[Literal["begin", "field", "value", "header", "headers", "data", "end"], bytes]
 
 
 def _bad(detail: str) -> ProblemError:
     return ProblemError(400, "invalid_multipart", detail)
+
+
+def disposition(value: bytes) -> dict[str, str]:
+    """A part's Content-Disposition parameters, values decoded.
+
+    Quoted values are UTF-8 (what browsers, curl and httpx send). ``filename*=`` (RFC 5987:
+    ``UTF-8''na%C3%AFve.txt``), sent by some clients, wins over a plain ``filename``.
+    """
+    params: dict[str, str] = {}
+    extended: dict[str, str] = {}
+    for segment in _segments(value.decode("latin-1"))[1:]:
+        key, _, raw = segment.partition("=")
+        key = key.strip().lower()
+        raw = raw.strip()
+        if key.endswith("*"):
+            charset, _, rest = raw.partition("'")
+            _, _, encoded = rest.partition("'")
+            try:
+                extended[key[:-1]] = urllib.parse.unquote(
+                    encoded, encoding=charset or "utf-8", errors="strict"
+                )
+            except (LookupError, UnicodeDecodeError):
+                continue
+            continue
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        params[key] = raw.encode("latin-1").decode("utf-8", "replace")
+    return params | extended
+
+
+def _segments(value: str) -> list[str]:
+    """Split on ';' outside quoted strings."""
+    segments, current, quoted, escaped = [], [], False, False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            segments.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    segments.append("".join(current))
+    return segments
 
 
 @dataclass
@@ -27,16 +84,8 @@ class _Part:
     headers: dict[bytes, bytes] = field(default_factory=dict)
 
     @property
-    def name(self) -> str | None:
-        _, options = parse_options_header(self.headers.get(b"content-disposition", b""))
-        value = options.get(b"name")
-        return value.decode("utf-8", "replace") if value is not None else None
-
-    @property
-    def filename(self) -> str | None:
-        _, options = parse_options_header(self.headers.get(b"content-disposition", b""))
-        value = options.get(b"filename")
-        return value.decode("utf-8", "replace") if value is not None else None
+    def params(self) -> dict[str, str]:
+        return disposition(self.headers.get(b"content-disposition", b""))
 
 
 @dataclass
@@ -56,34 +105,23 @@ class MultipartReader:
                 415, "unsupported_media_type", "send multipart/form-data with a boundary"
             )
         self.body = body
-        self.events: deque[tuple[str, bytes]] = deque()
-        self._field = self._value = b""
+        self.events: deque[Event] = deque()
+        queue = self.events.append
         self.parser = MultipartParser(
             boundary,
             {
-                "on_part_begin": lambda: self.events.append(("begin", b"")),
-                "on_part_data": lambda d, s, e: self.events.append(("data", bytes(d[s:e]))),
-                "on_part_end": lambda: self.events.append(("end", b"")),
-                "on_header_field": self._on_header_field,
-                "on_header_value": self._on_header_value,
-                "on_header_end": self._on_header_end,
-                "on_headers_finished": lambda: self.events.append(("headers", b"")),
+                "on_part_begin": lambda: queue(("begin", b"")),
+                "on_header_field": lambda d, s, e: queue(("field", bytes(d[s:e]))),
+                "on_header_value": lambda d, s, e: queue(("value", bytes(d[s:e]))),
+                "on_header_end": lambda: queue(("header", b"")),
+                "on_headers_finished": lambda: queue(("headers", b"")),
+                "on_part_data": lambda d, s, e: queue(("data", bytes(d[s:e]))),
+                "on_part_end": lambda: queue(("end", b"")),
             },
         )
-        self.part = _Part()
         self.finished = False
 
-    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._field += data[start:end]
-
-    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
-
-    def _on_header_end(self) -> None:
-        self.part.headers[self._field.lower()] = self._value
-        self._field = self._value = b""
-
-    async def _next_event(self) -> tuple[str, bytes]:
+    async def _next_event(self) -> Event:
         while not self.events:
             if self.finished:
                 raise _bad("the multipart body ended before the file part was complete")
@@ -102,17 +140,27 @@ class MultipartReader:
     async def file(self, name: str = "file") -> MultipartFile:
         """Read fields up to the part called ``name``, whose bytes are then streamed."""
         fields: dict[str, str] = {}
-        value = bytearray()
+        part, header_bytes = _Part(), 0
+        header_name, header_value, value = bytearray(), bytearray(), bytearray()
         while True:
             kind, data = await self._next_event()
             if kind == "begin":
-                self.part = _Part()
+                part, header_bytes = _Part(), 0
                 value.clear()
-            elif kind == "headers" and self.part.name == name:
-                content_type = self.part.headers.get(b"content-type")
+            elif kind in ("field", "value"):
+                (header_name if kind == "field" else header_value).extend(data)
+                header_bytes += len(data)
+                if header_bytes > MAX_HEADER_BYTES:
+                    raise _bad(f"a part's headers are at most {MAX_HEADER_BYTES} bytes")
+            elif kind == "header":
+                part.headers[bytes(header_name).lower()] = bytes(header_value)
+                header_name.clear()
+                header_value.clear()
+            elif kind == "headers" and part.params.get("name") == name:
+                content_type = part.headers.get(b"content-type")
                 return MultipartFile(
                     fields=fields,
-                    filename=self.part.filename,
+                    filename=part.params.get("filename"),
                     content_type=content_type.decode("latin-1") if content_type else None,
                     chunks=self._file_chunks(),
                 )
@@ -120,8 +168,8 @@ class MultipartReader:
                 value += data
                 if len(value) > MAX_FIELD_BYTES:
                     raise _bad(f"form fields before the file are at most {MAX_FIELD_BYTES} bytes")
-            elif kind == "end" and self.part.name:
-                fields[self.part.name] = value.decode("utf-8", "replace")
+            elif kind == "end" and (field_name := part.params.get("name")):
+                fields[field_name] = value.decode("utf-8", "replace")
 
     async def _file_chunks(self) -> AsyncIterator[bytes]:
         while True:
