@@ -8,7 +8,7 @@ import pytest
 
 from atelier.llm.base import ToolCall
 from atelier.llm.offline import OfflineModel
-from atelier.runs.tools import MAX_READ_BYTES, WorkspaceTools
+from atelier.runs.tools import MAX_READ_BYTES, MAX_WRITE_BYTES, WorkspaceTools
 
 
 @pytest.fixture
@@ -94,6 +94,28 @@ async def test_reads_are_capped(tools: WorkspaceTools) -> None:
     content, is_error = await call(tools, "read_file", path="big.txt")
     assert not is_error
     assert content.endswith(f"[truncated: only the first {MAX_READ_BYTES} bytes are shown]")
+
+
+async def test_editing_a_file_larger_than_a_read_keeps_all_of_it(tools: WorkspaceTools) -> None:
+    """edit_file edits the whole file, never the truncated text read_file shows: a
+    267,143-byte file once came back 262,194 bytes long with the marker inside."""
+    head, tail = "HEAD-MARKER\n", "\n".join(f"line {n}" for n in range(40_000))
+    original = head + "x" * MAX_READ_BYTES + tail
+    (tools.root / "big.txt").write_text(original)
+    assert await call(tools, "edit_file", path="big.txt", old_text="HEAD-MARKER", new_text="H") == (
+        "edited big.txt",
+        False,
+    )
+    assert (tools.root / "big.txt").read_text() == original.replace("HEAD-MARKER", "H")
+
+
+async def test_a_file_over_the_write_limit_is_refused_unchanged(tools: WorkspaceTools) -> None:
+    data = "y" * (MAX_WRITE_BYTES + 1)
+    (tools.root / "huge.txt").write_text(data)
+    content, is_error = await call(tools, "edit_file", path="huge.txt", old_text="y", new_text="z")
+    assert is_error
+    assert "only edits smaller files" in content
+    assert (tools.root / "huge.txt").read_text() == data
 
 
 async def test_the_offline_model_can_drive_every_tool(tools: WorkspaceTools) -> None:

@@ -84,7 +84,9 @@ class WorkspaceTools:
     specs = SPECS
 
     def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
+        if not root.is_absolute():
+            raise ValueError("the workspace root must be a resolved, absolute path")
+        self.root = root
         self._tools: dict[str, Callable[[dict[str, Any]], Awaitable[str]]] = {
             "list_files": self._list,
             "read_file": self._read,
@@ -103,7 +105,7 @@ class WorkspaceTools:
         except ToolFailure as exc:
             return ToolResult(call.id, str(exc), is_error=True)
 
-    def _path(self, arguments: dict[str, Any], name: str = "path") -> tuple[str, Path]:
+    async def _path(self, arguments: dict[str, Any], name: str = "path") -> tuple[str, Path]:
         raw = arguments.get(name)
         if not isinstance(raw, str):
             raise ToolFailure(f"'{name}' must be a string")
@@ -113,7 +115,8 @@ class WorkspaceTools:
             raise ToolFailure(f"invalid path {raw!r}: {exc}") from exc
         if relative == MANIFEST:
             raise ToolFailure(f"{relative} is reserved")
-        full = (self.root / relative).resolve()
+        # Resolving follows symlinks on disk: a worker thread's job.
+        full = await asyncio.to_thread((self.root / relative).resolve)
         if not full.is_relative_to(self.root):
             raise ToolFailure(f"{raw!r} points outside the workspace")
         return relative, full
@@ -136,21 +139,15 @@ class WorkspaceTools:
         return found
 
     async def _read(self, arguments: dict[str, Any]) -> str:
-        relative, full = self._path(arguments)
-        try:
-            data = await asyncio.to_thread(_read_head, full, MAX_READ_BYTES + 1)
-        except (FileNotFoundError, IsADirectoryError) as exc:
-            raise ToolFailure(f"no file {relative}") from exc
-        try:
-            text = data[:MAX_READ_BYTES].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ToolFailure(f"{relative} is not UTF-8 text") from exc
+        relative, full = await self._path(arguments)
+        data = await _load(relative, full, MAX_READ_BYTES + 1)
+        text = _decode(relative, data[:MAX_READ_BYTES])
         if len(data) > MAX_READ_BYTES:
             text += f"\n[truncated: only the first {MAX_READ_BYTES} bytes are shown]"
         return text
 
     async def _write(self, arguments: dict[str, Any]) -> str:
-        relative, full = self._path(arguments)
+        relative, full = await self._path(arguments)
         content = arguments.get("content")
         if not isinstance(content, str):
             raise ToolFailure("'content' must be a string")
@@ -161,21 +158,31 @@ class WorkspaceTools:
         return f"wrote {len(data)} bytes to {relative}"
 
     async def _edit(self, arguments: dict[str, Any]) -> str:
-        relative, full = self._path(arguments)
+        relative, full = await self._path(arguments)
         old, new = arguments.get("old_text"), arguments.get("new_text")
         if not isinstance(old, str) or not old or not isinstance(new, str):
             raise ToolFailure("'old_text' (non-empty) and 'new_text' must be strings")
-        text = await self._read(arguments)
+        # The whole file, never what read_file shows: that may be cut short, and writing it
+        # back would destroy the rest.
+        data = await _load(relative, full, MAX_WRITE_BYTES + 1)
+        if len(data) > MAX_WRITE_BYTES:
+            raise ToolFailure(
+                f"{relative} is over {MAX_WRITE_BYTES} bytes; edit_file only edits smaller files"
+            )
+        text = _decode(relative, data)
         count = text.count(old)
         if count != 1:
             raise ToolFailure(
                 f"old_text occurs {count} times in {relative}; it must occur exactly once"
             )
-        await asyncio.to_thread(_write, full, text.replace(old, new).encode())
+        edited = text.replace(old, new).encode()
+        if len(edited) > MAX_WRITE_BYTES:
+            raise ToolFailure(f"a file written by a tool is at most {MAX_WRITE_BYTES} bytes")
+        await asyncio.to_thread(_write, full, edited)
         return f"edited {relative}"
 
     async def _delete(self, arguments: dict[str, Any]) -> str:
-        relative, full = self._path(arguments)
+        relative, full = await self._path(arguments)
         try:
             await asyncio.to_thread(full.unlink)
         except (FileNotFoundError, IsADirectoryError) as exc:
@@ -204,6 +211,21 @@ class WorkspaceTools:
                     if len(hits) >= MAX_SEARCH_RESULTS:
                         return hits
         return hits
+
+
+async def _load(relative: str, full: Path, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a workspace file."""
+    try:
+        return await asyncio.to_thread(_read_head, full, limit)
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        raise ToolFailure(f"no file {relative}") from exc
+
+
+def _decode(relative: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ToolFailure(f"{relative} is not UTF-8 text") from exc
 
 
 def _read_head(path: Path, limit: int) -> bytes:
