@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 import redis
+from blockbuster import BlockBuster, blockbuster_ctx
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -35,6 +36,33 @@ POSTGRES_URL = os.environ.get(
 REDIS_URL = os.environ.get("ATELIER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("ATELIER_REQUIRE_SERVICES") == "1"
 RUN_ID = uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Any blocking call (file or socket I/O, ``time.sleep``, a held lock, sqlite3) made on the
+    event loop with Atelier's code on the stack fails the test that made it: deterministic,
+    where a loop-lag threshold fails on a busy machine and passes a short block."""
+    with blockbuster_ctx(["atelier"]) as detector:
+        for function in detector.functions.values():
+            for module, names in UNAVOIDABLE_BLOCKING:
+                function.can_block_in(module, names)
+        yield detector
+
+
+# What libraries do on the loop that we cannot move off it; each is short and rare.
+UNAVOIDABLE_BLOCKING = [
+    # FastAPI reads an endpoint's source file once (then caches it) for its error context.
+    ("fastapi/routing.py", {"_extract_endpoint_context"}),
+    # asyncpg looks for ~/.pgpass and ~/.postgresql/ certificates as it opens a connection.
+    ("asyncpg/connect_utils.py", {"_parse_connect_dsn_and_args"}),
+    # redis-py reads its own package version for CLIENT SETINFO on each new connection.
+    ("redis/utils.py", {"get_lib_version"}),
+    # Migrations are an admin command (`atelier migrate`, or `serve` before it serves):
+    # Alembic reads its scripts from disk inside SQLAlchemy's run_sync.
+    ("atelier/db/migrate.py", {"_upgrade", "current_revision", "head_revision"}),
+    ("alembic/command.py", {"upgrade", "downgrade"}),
+]
 
 
 def unavailable(what: str, error: BaseException) -> None:

@@ -121,7 +121,8 @@ class SchemaNotAtHead(RuntimeError):
 
 
 async def _require_schema_at_head(resources: Resources) -> None:
-    current, head = await schema_revision(resources.engine), head_revision()
+    # Alembic reads the migration scripts from disk: off the event loop.
+    current, head = await schema_revision(resources.engine), await asyncio.to_thread(head_revision)
     if current != head:
         raise SchemaNotAtHead(
             f"the database schema is at {current or 'nothing'}, not {head}: run `atelier migrate`"
@@ -129,7 +130,7 @@ async def _require_schema_at_head(resources: Resources) -> None:
 
 
 async def _seed_catalog(resources: Resources) -> None:
-    entries = load_catalog(resources.settings.model_catalog_file)
+    entries = await asyncio.to_thread(load_catalog, resources.settings.model_catalog_file)
     async with resources.sessionmaker() as session:
         try:
             await seed_catalog(session, entries)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -23,7 +24,7 @@ async def ensure_dev_tenant(engine: AsyncEngine, key_file: Path) -> str | None:
             return None
         tenant = await create_tenant(session, DEFAULT_TENANT)
         issued = await create_api_key(session, tenant, name="dev")
-        write_secret_file(key_file, issued.secret)
+        await asyncio.to_thread(write_secret_file, key_file, issued.secret)
         await session.commit()
     return issued.secret
 

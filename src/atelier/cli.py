@@ -38,8 +38,9 @@ def load_settings() -> Settings:
 
 
 def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    engine = create_engine(settings)  # before the loop starts: it may create the data dir
+
     async def main() -> T:
-        engine = create_engine(settings)
         try:
             return await work(engine)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -53,7 +54,9 @@ def create_coordination(settings: Settings) -> Coordination:
 @asynccontextmanager
 async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[Resources]:
     async with AsyncExitStack() as stack:
-        engine = create_engine(settings)
+        # Each of these may touch the disk (the SQLite directory, the workspace root, the
+        # AWS config files): built on a worker thread, never on the event loop.
+        engine = await asyncio.to_thread(create_engine, settings)
         stack.push_async_callback(engine.dispose)
         coordination = create_coordination(settings)
         stack.push_async_callback(coordination.aclose)
@@ -61,7 +64,7 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
         if settings.s3_bucket:
             storage = await stack.enter_async_context(S3Storage.open(settings))
         else:
-            storage = LocalStorage(settings.workspace_dir)
+            storage = await asyncio.to_thread(LocalStorage, settings.workspace_dir)
         models = await ModelRegistry.open(settings, stack)
         yield Resources(
             settings=settings,

@@ -27,9 +27,9 @@ class TestLease:
                 async with Lease(coordination, "conv-1"):
                     pass
             assert 0 < held.value.retry_after_seconds <= 600
-        started = time.perf_counter()
+        # Taking a lease never waits: it is taken at once or refused (LeaseHeld).
         async with Lease(coordination, "conv-1"):
-            assert time.perf_counter() - started < 1.0
+            pass
 
     async def test_released_even_when_the_body_fails(self, coordination: Coordination) -> None:
         with pytest.raises(RuntimeError):
@@ -102,18 +102,18 @@ class TestEventLog:
         assert [(e.id, e.name) for e in events] == [(1, "a"), (2, "b"), (3, "c"), (4, "end")]
 
     async def test_a_waiting_reader_wakes_on_append(self, coordination: Coordination) -> None:
-        reader = asyncio.create_task(coordination.read_events("run-2", after=0, wait_ms=5000))
-        await asyncio.sleep(0.1)
-        started = time.perf_counter()
+        # A reader that did not wake on the append would return nothing when its wait ends.
+        reader = asyncio.create_task(coordination.read_events("run-2", after=0, wait_ms=1500))
+        await asyncio.sleep(0.05)
+        assert not reader.done()
         await coordination.append_events("run-2", [("run.started", "{}")])
-        events = await asyncio.wait_for(reader, 2)
+        events = await asyncio.wait_for(reader, 10)
         assert [e.name for e in events] == ["run.started"]
-        assert time.perf_counter() - started < 0.5
 
     async def test_a_wait_times_out_empty(self, coordination: Coordination) -> None:
         started = time.perf_counter()
         assert await coordination.read_events("run-3", after=0, wait_ms=200) == []
-        assert 0.15 < time.perf_counter() - started < 2
+        assert time.perf_counter() - started >= 0.19  # it waited (a busy machine waits longer)
 
     async def test_expired_logs_go_away(self, coordination: Coordination) -> None:
         await coordination.append_events("run-4", [("run.completed", "{}")])

@@ -1,3 +1,4 @@
+import asyncio
 from pathlib import Path
 
 from sqlalchemy import text
@@ -14,7 +15,9 @@ async def _pragma(engine, name: str) -> object:
 
 class TestSqliteEngine:
     async def test_our_engine_runs_wal_with_foreign_keys(self, tmp_path: Path) -> None:
-        engine = create_engine(Settings(environment="test", data_dir=tmp_path))
+        engine = await asyncio.to_thread(
+            create_engine, Settings(environment="test", data_dir=tmp_path)
+        )
         try:
             assert await _pragma(engine, "journal_mode") == "wal"
             assert await _pragma(engine, "foreign_keys") == 1
@@ -24,7 +27,9 @@ class TestSqliteEngine:
 
     async def test_a_second_engine_does_not_fire_our_listener(self, tmp_path: Path) -> None:
         """BUG-013: our connect listener is bound to our engine, not the global Pool class."""
-        ours = create_engine(Settings(environment="test", data_dir=tmp_path))
+        ours = await asyncio.to_thread(
+            create_engine, Settings(environment="test", data_dir=tmp_path)
+        )
         other = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'other.db'}")
         try:
             assert await _pragma(ours, "foreign_keys") == 1
@@ -36,7 +41,7 @@ class TestSqliteEngine:
 
     async def test_embedded_database_lives_under_the_data_dir(self, tmp_path: Path) -> None:
         settings = Settings(environment="test", data_dir=tmp_path / "nested" / ".atelier")
-        engine = create_engine(settings)
+        engine = await asyncio.to_thread(create_engine, settings)  # it creates the directory
         try:
             await _pragma(engine, "user_version")
             assert (tmp_path / "nested" / ".atelier" / "atelier.db").exists()

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from atelier.settings import Settings
 from tests.conftest import Caller, make_caller
-from tests.lag import LoopLagProbe
+from tests.hashing import HashingOnLoop
 from tests.live import serve
 
 MiB = 1024 * 1024
@@ -43,41 +43,27 @@ async def curl(*args: str) -> None:
     assert process.returncode == 0, stderr.decode()
 
 
-class TestLoopNeverStalls:
-    @pytest.fixture
-    def settings_overrides(self) -> dict[str, object]:
-        return {"log_level": "WARNING"}
-
-    async def test_100_mib_upload_and_download_never_stall_the_loop(
-        self, live, tmp_path: Path
+class TestTheLoopNeverWaits:
+    async def test_100_mib_up_and_down_neither_block_nor_hash_on_the_loop(
+        self, live, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """BUG-003: no single stall over 25 ms while 100 MiB goes up and comes back."""
+        """BUG-003: 100 MiB goes up (S3: multipart, 8 MiB parts) and comes back through a
+        real server with no blocking call on the event loop (blockbuster, active for every
+        test, fails the request that makes one) and no body hashed on it. How long the loop
+        waits is measured in `bench/loop_lag.py`."""
         base_url, _, caller, conversation = live
         source = tmp_path / "big.bin"
         with source.open("wb") as handle:
             for _ in range(100):
                 handle.write(os.urandom(MiB))
-        (tmp_path / "warm.txt").write_text("warm")
         url = f"{base_url}/v1/conversations/{conversation}/files/big.bin"
         auth = [f"-H{name}: {value}" for name, value in caller.headers().items()]
-        # The first request to a route builds FastAPI's validators (~20 ms, once per process):
-        # a start-up cost, not the streaming this test is about.
-        await curl("-T", str(tmp_path / "warm.txt"), *auth, url.replace("big.bin", "warm.txt"))
-        await curl("-o", "/dev/null", *auth, url.replace("big.bin", "warm.txt"))
-        # A stall our code causes happens on every transfer; the scheduler taking the
-        # process off a busy 2-core machine for a moment does not happen twice running.
-        stalls = []
-        for _ in range(2):
-            async with LoopLagProbe() as probe:
-                await curl("-T", str(source), *auth, url)
-                await curl("-o", str(tmp_path / "back.bin"), *auth, url)
-            assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
-            assert probe.samples > 20
-            if probe.max_lag < 0.025:
-                break
-            stalls.append(f"stalled for {probe.max_lag * 1000:.1f} ms; {probe.culprit}")
-        else:
-            pytest.fail("the event loop stalled on every try:\n" + "\n".join(stalls))
+        with HashingOnLoop(monkeypatch) as hashing:
+            await curl("-T", str(source), *auth, url)
+            await curl("-o", str(tmp_path / "back.bin"), *auth, url)
+        assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
+        assert hashing.other_bytes >= 100 * MiB  # Content-MD5 (S3) or the etag (local)
+        assert hashing.loop_bytes < MiB, f"{hashing.loop_bytes} bytes hashed on the loop"
 
 
 class TestAbortedDownloads:

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from atelier.llm.base import (
@@ -25,6 +24,7 @@ from atelier.llm.base import (
     UsageReport,
 )
 from atelier.llm.http_stream import parse_arguments
+from atelier.aws import session_for
 from atelier.settings import Settings
 
 _STOPS: dict[str | None, Any] = {
@@ -56,7 +56,7 @@ class BedrockModel:
             connect_timeout=10,
             retries={"max_attempts": 2},
         )
-        async with get_session().create_client(
+        async with (await session_for("bedrock-runtime")).create_client(
             "bedrock-runtime",
             region_name=settings.bedrock_region,
             endpoint_url=settings.bedrock_endpoint_url,

@@ -1,4 +1,4 @@
-"""Fakes of the LLM port for tests: a scripted model and a slow title generator."""
+"""Fakes of the LLM port for tests: a scripted model and a remote model whose titles wait."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from atelier.llm.base import ModelError, ModelRequest, Stop, StreamEvent, TextDelta, UsageReport
-from atelier.llm.models import CatalogModel
+from atelier.llm.titles import TITLE_PROMPT
 
 
 class ScriptedModel:
@@ -46,11 +46,24 @@ class ScriptedModel:
             self.closed.set()
 
 
-class SlowTitles:
-    def __init__(self, seconds: float, title: str = "A slow title") -> None:
-        self.seconds = seconds
-        self.title = title
+class GatedTitleModel(ScriptedModel):
+    """A remote model: replies stream at once; a title request (the title generator's
+    prompt) waits until ``release`` is set, then answers ``title``."""
 
-    async def generate(self, model: CatalogModel, user_text: str, reply: str) -> str:
-        await asyncio.sleep(self.seconds)
-        return self.title
+    provider = "anthropic"
+
+    def __init__(self, words: list[str], title: str = "A gated title") -> None:
+        super().__init__(words)
+        self.title = title
+        self.release = asyncio.Event()
+        self.title_requested = asyncio.Event()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        if request.system != TITLE_PROMPT:
+            async for event in super().stream(request):
+                yield event
+            return
+        self.title_requested.set()
+        await self.release.wait()
+        yield TextDelta(self.title)
+        yield Stop("end_turn")

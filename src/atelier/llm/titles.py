@@ -7,7 +7,7 @@ from atelier.llm.models import CatalogModel
 from atelier.llm.registry import ModelRegistry
 
 MAX_TITLE = 80
-_PROMPT = (
+TITLE_PROMPT = (
     "Write a title of at most six words for a conversation that starts with the exchange "
     "below. Answer with the title only, no quotes."
 )
@@ -24,7 +24,7 @@ class TitleGenerator:
             return _clean(" ".join(user_text.split()[:6])) or "New chat"
         request = ModelRequest(
             model=model.provider_model_id,
-            system=_PROMPT,
+            system=TITLE_PROMPT,
             messages=[
                 ChatMessage("user", f"User: {user_text[:2000]}\n\nAssistant: {reply[:2000]}")
             ],

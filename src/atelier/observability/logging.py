@@ -6,7 +6,10 @@ Every line carries the request id, tenant and user bound by the HTTP middleware
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import re
 import sys
 from collections.abc import MutableMapping
@@ -33,14 +36,15 @@ def _redact_api_keys(
 
 
 def configure_logging(settings: Settings) -> None:
-    """Configure structlog and the stdlib root logger (a process-wide concern)."""
-    shared: list[structlog.types.Processor] = [
-        structlog.contextvars.merge_contextvars,
+    """Configure structlog and the stdlib root logger (a process-wide concern).
+
+    What needs the logging task's context runs where it logs; rendering (tracebacks read
+    source files) and writing run on one writer thread of the process.
+    """
+    stamp: list[structlog.types.Processor] = [
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info if settings.json_logs else _identity,
-        _redact_api_keys,
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
@@ -51,7 +55,8 @@ def configure_logging(settings: Settings) -> None:
         # Drop below-level events before any processor spends time on them.
         processors=[
             structlog.stdlib.filter_by_level,
-            *shared,
+            structlog.contextvars.merge_contextvars,
+            *stamp,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -59,19 +64,57 @@ def configure_logging(settings: Settings) -> None:
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        # Lines from other libraries' stdlib loggers.
+        foreign_pre_chain=[_context_of_record, *stamp],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if settings.json_logs else _identity,
+            _redact_api_keys,
+            renderer,
+        ],
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_off_the_loop(formatter)]
     root.setLevel(settings.log_level)
     # Our middleware writes one access line per request, with its request id.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+
+
+class _ToWriter(logging.handlers.QueueHandler):
+    """Hands each record to the writer thread as it is, with the context of the task that
+    logged it (the writer thread has none of its own)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.atelier_context = structlog.contextvars.get_contextvars()
+        return record
+
+
+def _context_of_record(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    record = event.get("_record")
+    return {**getattr(record, "atelier_context", {}), **event}
+
+
+_records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+_writer: logging.handlers.QueueListener | None = None
+
+
+def _off_the_loop(formatter: logging.Formatter) -> logging.Handler:
+    """One writer thread per process takes the records and writes them to stderr: a write
+    to a full pipe blocks that thread, never the event loop."""
+    global _writer
+    if _writer is None:
+        stderr = logging.StreamHandler(sys.stderr)
+        _writer = logging.handlers.QueueListener(_records, stderr)
+        _writer.start()
+        atexit.register(_writer.stop)  # writes what is still queued
+    assert _writer.handlers
+    _writer.handlers[0].setFormatter(formatter)
+    return _ToWriter(_records)
 
 
 def _identity(

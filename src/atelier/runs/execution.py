@@ -310,7 +310,9 @@ class RunTask:
         provider = resources.models.get(self.model.provider)
         if provider is None:
             raise ModelError(f"provider {self.model.provider!r} is not configured")
-        self._directory = settings.run_dir / str(self.conversation_id)
+        self._directory = await asyncio.to_thread(
+            (settings.run_dir / str(self.conversation_id)).resolve
+        )
         async with resources.sessionmaker() as session:
             await service.mark_running(session, self.run_id)
             await WorkspaceSync(resources.storage, settings).materialize(

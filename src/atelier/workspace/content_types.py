@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import mimetypes
 
+# The system's type tables are read once, here, at import: guess_type would otherwise read
+# them from disk on its first call, on the event loop.
+mimetypes.init()
+
 GENERIC = "application/octet-stream"
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),

@@ -21,9 +21,9 @@ from typing import Any
 
 import structlog
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from atelier.aws import session_for
 from atelier.settings import Settings
 from atelier.workspace.base import (
     CHUNK_SIZE,
@@ -143,7 +143,7 @@ class S3Storage:
             s3={"payload_signing_enabled": False},
         )
         secret = settings.s3_secret_access_key
-        async with get_session().create_client(
+        async with (await session_for("s3")).create_client(
             "s3",
             region_name=settings.s3_region,
             endpoint_url=settings.s3_endpoint_url,
