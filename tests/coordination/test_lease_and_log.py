@@ -62,7 +62,7 @@ class TestLease:
             # Someone else ends up holding it (e.g. after a pause longer than the TTL).
             assert await coordination.release("conv-5", lease._token)
             assert await coordination.acquire("conv-5", "intruder", 60_000)
-            await asyncio.wait_for(lease.lost.wait(), 2)
+            await asyncio.wait_for(lease.lost.wait(), 10)
         assert lost == [True]
         assert await coordination.release("conv-5", "intruder")  # our exit did not free theirs
 
@@ -131,11 +131,15 @@ class TestSignals:
     ) -> None:
         first = coordination.subscribe("chan")
         second = coordination.subscribe("chan")
-        receivers = [asyncio.ensure_future(anext(s)) for s in (first, second)]
-        await asyncio.sleep(0.2)  # both are subscribed before anything is sent
-        await coordination.publish("chan", "run-7")
-        await coordination.publish("other", "not for them")
-        assert await asyncio.wait_for(asyncio.gather(*receivers), 3) == ["run-7", "run-7"]
+        receivers = asyncio.gather(*(anext(s) for s in (first, second)))
+        # Subscribing takes a moment; what is sent before it is not received: send until
+        # both have it.
+        async with asyncio.timeout(10):
+            while not receivers.done():
+                await coordination.publish("other", "not for them")
+                await coordination.publish("chan", "run-7")
+                await asyncio.sleep(0.05)
+        assert receivers.result() == ["run-7", "run-7"]
         for subscription in (first, second):
             await subscription.aclose()
 
@@ -157,5 +161,5 @@ class TestSignals:
             await asyncio.sleep(pause)
             for task in tasks:
                 task.cancel()
-            done, _ = await asyncio.wait(tasks, timeout=3)
+            done, _ = await asyncio.wait(tasks, timeout=10)
             assert set(tasks) == done

@@ -359,18 +359,19 @@ class TestProviderProtocols:
         peer = Peer(frames=text()[:2], forever=text()[1])
         async with open_model(peer) as model:
             stream = model.stream(REQUEST)
+            streaming = asyncio.Event()
 
             async def consume() -> None:
                 async for _ in stream:
-                    pass
+                    streaming.set()
 
             task = asyncio.create_task(consume())
-            await asyncio.sleep(0.3)
+            await asyncio.wait_for(streaming.wait(), 10)
             assert not peer.disconnected.is_set()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            await asyncio.wait_for(peer.disconnected.wait(), 2)
+            await asyncio.wait_for(peer.disconnected.wait(), 10)
 
     async def test_refusal_is_a_model_error(self, provider: str) -> None:
         open_model, _, _ = PROVIDERS[provider]

@@ -111,7 +111,9 @@ class TestCancel:
         model = ScriptedModel([f"w{i} " for i in range(500)], delay=0.01)
         await use_model(app, model)
         run = (await start(client, caller, conversation, "talk")).json()
-        await asyncio.sleep(0.3)
+        async with asyncio.timeout(15):
+            while model.sent < 3:
+                await asyncio.sleep(0.01)
         await client.post(
             f"/v1/conversations/{conversation}/runs/{run['id']}/cancel", headers=caller.headers()
         )

@@ -27,6 +27,7 @@ class ScriptedModel:
         self.delay = delay
         self.fail_after = fail_after
         self.requests: list[ModelRequest] = []
+        self.sent = 0  # words streamed so far, over every request
         self.closed = asyncio.Event()
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
@@ -38,6 +39,7 @@ class ScriptedModel:
                         yield self.usage
                     raise ModelError("the provider broke off mid-stream")
                 await asyncio.sleep(self.delay)
+                self.sent += 1
                 yield TextDelta(word)
             if self.usage is not None:
                 yield self.usage
