@@ -206,6 +206,21 @@ class TestErrors:
         assert docs.status_code == 200
         assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
 
+    async def test_headers_over_32_kib_are_431(self, live) -> None:
+        """RequestLimitsMiddleware: uvicorn's httptools parser has no header limit of its own."""
+        base_url, _, _ = live
+        async with httpx.AsyncClient(base_url=base_url) as http:
+            fits = await http.get("/health", headers={"X-Padding": "a" * 30_000})
+            too_big = await http.get("/health", headers={"X-Padding": "a" * 33_000})
+            spread = await http.get(
+                "/health", headers={f"X-Pad-{n}": "b" * 1000 for n in range(40)}
+            )
+        assert fits.status_code == 200
+        for response in (too_big, spread):
+            assert response.status_code == 431
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["code"] == "headers_too_large"
+
     async def test_malformed_and_oversized_headers_never_5xx(self, live, live_caller) -> None:
         base_url, _, _ = live
         port = int(base_url.rsplit(":", 1)[1])
