@@ -22,6 +22,7 @@ from atelier.runs.manager import RunManager
 from atelier.settings import Settings
 from atelier.supervisor import Supervisor
 from atelier.workspace.base import Storage
+from atelier.workspace.cache import WorkspaceCache
 from atelier.workspace.local import LocalStorage
 from atelier.workspace.s3 import S3Storage
 
@@ -35,6 +36,7 @@ class Resources:
     coordination: Coordination
     rate_limiter: RateLimiter
     storage: Storage
+    workspaces: WorkspaceCache
     key_cache: KeyCache
     models: ModelRegistry
     titles: TitleGenerator
@@ -74,6 +76,7 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
             coordination=coordination,
             rate_limiter=RateLimiter(coordination, metrics),
             storage=storage,
+            workspaces=await WorkspaceCache.open(settings.run_dir, settings.workspace_cache_bytes),
             key_cache=KeyCache(ttl_seconds=settings.api_key_cache_seconds),
             models=models,
             titles=TitleGenerator(models),

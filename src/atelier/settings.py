@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     max_workspace_files: int = Field(10_000, ge=1)
     max_workspace_bytes: int = Field(5 * 1024 * 1024 * 1024, ge=1)
     storage_cleanup_interval_seconds: float = Field(30.0, gt=0)
+    # Disk for this process's copies of workspaces that runs work in (least recently used
+    # copies go first; a copy a run is using never does).
+    workspace_cache_bytes: int = Field(10 * 1024 * 1024 * 1024, ge=0)
 
     # Models. The offline model is always there; each other provider once configured.
     default_model: str = "offline"

@@ -359,14 +359,15 @@ class TestProviderProtocols:
         peer = Peer(frames=text()[:2], forever=text()[1])
         async with open_model(peer) as model:
             stream = model.stream(REQUEST)
-            streaming = asyncio.Event()
 
             async def consume() -> None:
                 async for _ in stream:
-                    streaming.set()
+                    pass
 
             task = asyncio.create_task(consume())
-            await asyncio.wait_for(streaming.wait(), 10)
+            async with asyncio.timeout(10):
+                while not peer.requests:  # the peer is streaming to it
+                    await asyncio.sleep(0.01)
             assert not peer.disconnected.is_set()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -89,27 +89,32 @@ def names(events: Iterable[Event]) -> list[str]:
 
 
 class BlockingTools:
-    """Workspace tools whose every call blocks until released (or the run is stopped)."""
+    """Workspace tools whose every call blocks until released (or the run is stopped).
+
+    One instance serves every run that starts while it is installed, each in its own
+    workspace; ``entered``, ``release`` and ``cancelled`` are shared by all of them."""
 
     def __init__(self) -> None:
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
         self.cancelled = asyncio.Event()
 
-    def __call__(self, root: Path) -> BlockingTools:
-        self.inner = WorkspaceTools(root)
-        return self
+    def __call__(self, root: Path) -> _Blocked:
+        return _Blocked(self, WorkspaceTools(root))
 
-    @property
-    def specs(self) -> list[ToolSpec]:
-        return self.inner.specs
+
+class _Blocked:
+    def __init__(self, gate: BlockingTools, inner: WorkspaceTools) -> None:
+        self.gate = gate
+        self.inner = inner
+        self.specs: list[ToolSpec] = inner.specs
 
     async def call(self, call: ToolCall) -> ToolResult:
-        self.entered.set()
+        self.gate.entered.set()
         try:
-            await self.release.wait()
+            await self.gate.release.wait()
         except asyncio.CancelledError:
-            self.cancelled.set()
+            self.gate.cancelled.set()
             raise
         return await self.inner.call(call)
 

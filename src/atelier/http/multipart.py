@@ -62,7 +62,9 @@ def disposition(value: bytes) -> dict[str, str]:
 
 def _segments(value: str) -> list[str]:
     """Split on ';' outside quoted strings."""
-    segments, current, quoted, escaped = [], [], False, False
+    segments: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in value:
         if escaped:
             escaped = False

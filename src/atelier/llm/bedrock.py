@@ -13,6 +13,7 @@ from typing import Any
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from atelier.aws import session_for
 from atelier.llm.base import (
     ChatMessage,
     ModelError,
@@ -24,7 +25,6 @@ from atelier.llm.base import (
     UsageReport,
 )
 from atelier.llm.http_stream import parse_arguments
-from atelier.aws import session_for
 from atelier.settings import Settings
 
 _STOPS: dict[str | None, Any] = {

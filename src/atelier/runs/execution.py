@@ -129,7 +129,8 @@ class RunTask:
         self._stop_reason: str | None = None
         self._work: asyncio.Task[Outcome] | None = None
         self._last_progress: float | None = None  # loop time; None until the agent starts
-        self._directory: Path | None = None
+        self._workdir = Path()  # this process's copy of the workspace, once the run has it
+        self._directory: Path | None = None  # set once the workspace is materialised there
         # What a stopped run still has to save: the reply being streamed, the usage its
         # call reported, and tool calls stored without their results yet.
         self._reply: list[str] | None = None
@@ -164,8 +165,10 @@ class RunTask:
             ):
                 await self._open()
                 self.accepted.set_result(None)
-                outcome = await self._supervise()
-                outcome = await _to_the_end(self._close(outcome))
+                async with self.resources.workspaces.use(self.conversation_id) as workdir:
+                    self._workdir = workdir
+                    outcome = await self._supervise()
+                    outcome = await _to_the_end(self._close(outcome))
         except BaseException as exc:
             if not self.accepted.done():
                 if isinstance(exc, asyncio.CancelledError):
@@ -310,9 +313,7 @@ class RunTask:
         provider = resources.models.get(self.model.provider)
         if provider is None:
             raise ModelError(f"provider {self.model.provider!r} is not configured")
-        self._directory = await asyncio.to_thread(
-            (settings.run_dir / str(self.conversation_id)).resolve
-        )
+        self._directory = self._workdir
         async with resources.sessionmaker() as session:
             await service.mark_running(session, self.run_id)
             await WorkspaceSync(resources.storage, settings).materialize(

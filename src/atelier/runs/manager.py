@@ -11,14 +11,13 @@ import asyncio
 import contextlib
 import os
 import random
-import shutil
 import socket
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from atelier.conversations.models import Conversation
 from atelier.coordination.base import CoordinationUnavailable
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("atelier.runs")
 CANCEL_CHANNEL = "run-cancel"
+GONE_CHANNEL = "conversation-deleted"
 
 
 def _busy(detail: str, retry_after_seconds: float) -> ProblemError:
@@ -133,9 +133,11 @@ class RunManager:
                 raise _unavailable("the conversation lock cannot be taken now") from exc
 
     async def forget_workspace(self, conversation_id: uuid.UUID) -> None:
-        """Remove this process's materialised copy of a deleted conversation's workspace."""
-        directory = self.resources.settings.run_dir / str(conversation_id)
-        await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
+        """Remove every process's copy of a deleted conversation's workspace: this one's now,
+        the others' when they hear of it (or, if they miss it, at their next sweep)."""
+        await self.resources.workspaces.forget([conversation_id])
+        with contextlib.suppress(CoordinationUnavailable):
+            await self.resources.coordination.publish(GONE_CHANNEL, str(conversation_id))
 
     def finished(self, status: str) -> None:
         self.metrics.runs_finished.labels(status).inc()
@@ -180,7 +182,9 @@ class RunManager:
     def start_background(self) -> None:
         self._background = [
             asyncio.create_task(self._listen_for_cancels(), name="run-cancel-listener"),
+            asyncio.create_task(self._listen_for_deletions(), name="workspace-deletions"),
             asyncio.create_task(self._reap_forever(), name="run-reaper"),
+            asyncio.create_task(self._sweep_workspaces_forever(), name="workspace-sweep"),
         ]
 
     async def shutdown(self, grace_seconds: float) -> None:
@@ -204,6 +208,34 @@ class RunManager:
             except CoordinationUnavailable:
                 log.warning("cancel signals unavailable; retrying")
                 await asyncio.sleep(1.0)
+
+    async def _listen_for_deletions(self) -> None:
+        while True:
+            try:
+                async for message in self.resources.coordination.subscribe(GONE_CHANNEL):
+                    with contextlib.suppress(ValueError):
+                        await self.resources.workspaces.forget([uuid.UUID(message)])
+            except CoordinationUnavailable:
+                await asyncio.sleep(1.0)
+
+    async def _sweep_workspaces_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.resources.settings.storage_cleanup_interval_seconds)
+            try:
+                await self.sweep_workspaces()
+            except Exception:
+                log.warning("workspace sweep failed; retrying", exc_info=True)
+
+    async def sweep_workspaces(self) -> int:
+        """Remove the copies of conversations that no longer exist (an announcement missed)."""
+        copies = self.resources.workspaces.copies()
+        if not copies:
+            return 0
+        async with self.resources.sessionmaker() as session:
+            existing = set(
+                await session.scalars(select(Conversation.id).where(Conversation.id.in_(copies)))
+            )
+        return await self.resources.workspaces.forget(c for c in copies if c not in existing)
 
     async def _reap_forever(self) -> None:
         interval = self.resources.settings.run_lease_seconds / 3
