@@ -141,6 +141,25 @@ class TestErrorsBeforeTheStream:
         assert response.status_code == 404
 
 
+class TestOutputLimit:
+    async def test_a_reply_cut_at_the_model_output_limit_is_kept_as_incomplete(
+        self, app, client, caller, chat
+    ) -> None:
+        async with app.state.resources.sessionmaker() as session:
+            (await session.get(CatalogModel, "offline")).max_output_tokens = 5
+            await session.commit()
+        response = await client.post(
+            f"/v1/chats/{chat}/messages", json={"content": "tell me all"}, headers=caller.headers()
+        )
+        assert response.status_code == 200
+        assert (response.json()["incomplete"], response.json()["stop_reason"]) == (
+            True,
+            "max_tokens",
+        )
+        stored = (await client.get(f"/v1/chats/{chat}/messages", headers=caller.headers())).json()
+        assert stored["data"][-1]["stop_reason"] == "max_tokens"
+
+
 class TestModelFailure:
     async def test_user_message_and_partial_reply_are_kept(self, app, client, caller, chat) -> None:
         """BUG-015 and BUG-022: one `error` event after the partial reply, then EOF."""

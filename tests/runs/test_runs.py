@@ -258,6 +258,28 @@ class TestConversationLock:
 
 
 class TestPersistence:
+    @pytest.mark.parametrize("settings_overrides", [{"run_max_output_tokens": 5}])
+    async def test_a_reply_cut_at_the_output_limit_is_kept_as_incomplete(
+        self, client, caller
+    ) -> None:
+        conversation = await new_conversation(client, caller)
+        events = await run_streamed(client, caller, conversation, "tell me everything")
+        completed = next(d for _, n, d in events if n == "message.completed")
+        assert completed["incomplete"] is True
+        assert completed["stop_reason"] == "max_tokens"
+        reply = (await messages(client, caller, conversation))[-1]
+        assert (reply["incomplete"], reply["stop_reason"]) == (True, "max_tokens")
+        assert reply["content"]  # what came before the cut is kept
+        normal = await new_conversation(client, caller)
+        await run_streamed(client, caller, normal, "hi")
+
+    async def test_a_finished_reply_says_why_the_model_stopped(self, client, caller) -> None:
+        conversation = await new_conversation(client, caller)
+        await run_streamed(client, caller, conversation, "list files")
+        call, _, reply = (await messages(client, caller, conversation))[1:]
+        assert (call["stop_reason"], reply["stop_reason"]) == ("tool_use", "end_turn")
+        assert reply["incomplete"] is False
+
     async def test_totals_after_three_runs_equal_the_sum(self, app, client, caller) -> None:
         """BUG-009: totals accumulate in SQL."""
         conversation = await new_conversation(client, caller)

@@ -44,4 +44,5 @@ class ChatMessage(IdMixin, Base):
     model_id: Mapped[str | None] = mapped_column(String(128))
     # True when the model failed or was cut off mid-reply (BUG-015).
     incomplete: Mapped[bool] = mapped_column(default=False)
+    stop_reason: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

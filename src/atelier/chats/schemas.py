@@ -50,6 +50,7 @@ class ChatMessageOut(BaseModel):
     content: str
     model_id: str | None
     incomplete: bool
+    stop_reason: str | None = None
     created_at: datetime
 
 

@@ -58,6 +58,7 @@ async def append_message(
     *,
     model_id: str | None,
     incomplete: bool = False,
+    stop_reason: str | None = None,
 ) -> ChatMessage:
     """Store a message with the next seq, taken atomically in SQL (gapless, unique)."""
     seq = await session.scalar(
@@ -75,6 +76,7 @@ async def append_message(
         content=content,
         model_id=model_id,
         incomplete=incomplete,
+        stop_reason=stop_reason,
     )
     session.add(message)
     await session.flush()

@@ -23,7 +23,14 @@ from atelier.chats import service
 from atelier.chats.models import Chat
 from atelier.chats.models import ChatMessage as StoredMessage
 from atelier.http.sse import ServerSentEvent
-from atelier.llm.base import ChatMessage, ModelError, ModelRequest, TextDelta, UsageReport
+from atelier.llm.base import (
+    ChatMessage,
+    ModelError,
+    ModelRequest,
+    Stop,
+    TextDelta,
+    UsageReport,
+)
 from atelier.llm.models import CatalogModel
 from atelier.resources import Resources
 from atelier.usage.money import money_str
@@ -77,6 +84,7 @@ class ChatTurn:
         provider = self.resources.models.get(self.model.provider)
         text: list[str] = []
         usage = UsageReport()
+        stop: str | None = None
         error: dict[str, str] | None = None
         try:
             if provider is None:
@@ -94,18 +102,20 @@ class ChatTurn:
                         self.emit("message.delta", {"text": event.text})
                     elif isinstance(event, UsageReport):
                         usage = event
+                    elif isinstance(event, Stop):
+                        stop = event.reason
         except TimeoutError:
             error = {"code": "model_timeout", "message": "the model did not finish in time"}
         except ModelError as exc:
             error = {"code": "model_error", "message": str(exc)}
         except asyncio.CancelledError:
             error = {"code": "cancelled", "message": "the service is shutting down"}
-            await asyncio.shield(self._save("".join(text), usage, error))
+            await asyncio.shield(self._save("".join(text), usage, error, stop))
             raise
         except Exception as exc:
             log.exception("chat turn failed")
             error = {"code": "model_error", "message": type(exc).__name__}
-        message, cost = await asyncio.shield(self._save("".join(text), usage, error))
+        message, cost = await asyncio.shield(self._save("".join(text), usage, error, stop))
         self.emit(
             "message.completed",
             {
@@ -114,6 +124,7 @@ class ChatTurn:
                 "role": "assistant",
                 "content": message.content,
                 "incomplete": message.incomplete,
+                "stop_reason": message.stop_reason,
             },
         )
         self.emit(
@@ -130,7 +141,7 @@ class ChatTurn:
         return TurnResult(message=message, error=error)
 
     async def _save(
-        self, text: str, usage: UsageReport, error: dict[str, str] | None
+        self, text: str, usage: UsageReport, error: dict[str, str] | None, stop: str | None
     ) -> tuple[StoredMessage, Decimal | None]:
         async with self.resources.sessionmaker() as session:
             message = await service.append_message(
@@ -139,7 +150,9 @@ class ChatTurn:
                 "assistant",
                 text,
                 model_id=self.model.id,
-                incomplete=error is not None,
+                # A model failure, or the output limit, cut the reply short.
+                incomplete=error is not None or stop == "max_tokens",
+                stop_reason=stop,
             )
             record = await record_usage(
                 session,

@@ -55,4 +55,6 @@ class Message(IdMixin, Base):
         ForeignKey("runs.id", ondelete="SET NULL"), index=True
     )
     incomplete: Mapped[bool] = mapped_column(default=False)
+    # Why the model stopped (end_turn, tool_use, max_tokens, ...); None when it never said.
+    stop_reason: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

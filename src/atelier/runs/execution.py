@@ -30,6 +30,7 @@ from atelier.llm.base import (
     ChatMessage,
     ModelError,
     ModelRequest,
+    Stop,
     TextDelta,
     ToolCall,
     ToolResult,
@@ -377,6 +378,7 @@ class RunTask:
     async def _call_model(self, stream: Any) -> tuple[str, list[ToolCall], UsageReport]:
         self._reply, self._reply_usage = [], UsageReport()
         calls: list[ToolCall] = []
+        stop: str | None = None
         try:
             async for event in stream:
                 self._progress()
@@ -392,18 +394,29 @@ class RunTask:
                     calls.append(event)
                 elif isinstance(event, UsageReport):
                     self._reply_usage = event
+                elif isinstance(event, Stop):
+                    stop = event.reason
         finally:
             # Closes the provider's connection now, also when the run is stopped mid-stream.
             await stream.aclose()
         reply = "".join(self._reply)
         usage = self._reply_usage
-        await self._save_reply(reply, calls, usage, incomplete=False)
+        # A reply the output limit cut off is kept, and marked for what it is.
+        await self._save_reply(
+            reply, calls, usage, incomplete=stop == "max_tokens", stop_reason=stop
+        )
         return reply, calls, usage
 
     # -- persistence (each step is one unit of work in the run's own session) ----------
 
     async def _save_reply(
-        self, reply: str, calls: list[ToolCall], usage: UsageReport, *, incomplete: bool
+        self,
+        reply: str,
+        calls: list[ToolCall],
+        usage: UsageReport,
+        *,
+        incomplete: bool,
+        stop_reason: str | None = None,
     ) -> None:
         async with self.resources.sessionmaker() as session:
             message = await service.add_message(
@@ -414,6 +427,7 @@ class RunTask:
                 reply,
                 parts=service.call_parts(calls) or None,
                 incomplete=incomplete,
+                stop_reason=stop_reason,
             )
             cost = await self._count(session, reply, usage)
             await session.commit()
@@ -483,6 +497,7 @@ class RunTask:
                 "role": message.role,
                 "content": message.content,
                 "incomplete": message.incomplete,
+                "stop_reason": message.stop_reason,
             },
         )
 

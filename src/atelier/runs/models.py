@@ -42,6 +42,9 @@ class Run(IdMixin, Base):
     # Which process executes the run, and when it last proved it is alive.
     owner_id: Mapped[str | None] = mapped_column(String(128))
     heartbeat_at: Mapped[datetime | None]
+    # The id of the run's terminal event, once it is sent: a follower that falls back to
+    # the database ends its stream with this id (never one the run gave another event).
+    last_event_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]

@@ -58,6 +58,8 @@ class MessageOut(BaseModel):
     parts: list[dict[str, Any]] | None
     # True when the run ended (failed, cancelled, timed out) while this reply was streaming.
     incomplete: bool
+    # Why the model stopped: "max_tokens" means the output limit cut the reply short.
+    stop_reason: str | None = None
     run_id: uuid.UUID | None
     created_at: datetime
 

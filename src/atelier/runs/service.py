@@ -122,6 +122,7 @@ async def add_message(
     *,
     parts: list[dict[str, Any]] | None = None,
     incomplete: bool = False,
+    stop_reason: str | None = None,
 ) -> Message:
     """Store a message with the next seq, taken in SQL only now (gapless, unique; BUG-019)."""
     seq = await session.scalar(
@@ -141,6 +142,7 @@ async def add_message(
         parts=parts,
         run_id=run_id,
         incomplete=incomplete,
+        stop_reason=stop_reason,
         created_at=utcnow(),
     )
     session.add(message)
@@ -366,6 +368,7 @@ def present_message(message: Message) -> MessageOut:
         content=message.content,
         parts=message.parts,
         incomplete=message.incomplete,
+        stop_reason=message.stop_reason,
         run_id=message.run_id,
         created_at=message.created_at,
     )
