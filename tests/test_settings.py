@@ -92,7 +92,7 @@ def test_importing_the_app_registers_every_table() -> None:
 
     code = (
         "import atelier.app; from atelier.db.base import Base; "
-        "import sys; sys.exit(0 if {'runs', 'usage_records', 'chats', 'storage_cleanups'} "
+        "import sys; sys.exit(0 if {'runs', 'usage_records', 'messages', 'storage_cleanups'} "
         "<= set(Base.metadata.tables) else 1)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import sys
 from collections.abc import AsyncIterator
@@ -50,6 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.resources = resources
             await _require_schema_at_head(resources)
             await _seed_catalog(resources)
+            async with resources.sessionmaker() as session:
+                await resources.catalog.reload(session)
             # Everything alive now lives as long as the process: move it out of the
             # collector's reach, so full collections stay short pauses of the event loop.
             gc.collect()
@@ -58,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
             # bounds how long the event loop can wait for the GIL behind them (5 ms default,
             # and a loop that loses the hand-off several times in a row stalls for 25+ ms).
             sys.setswitchinterval(0.001)
-            upkeep = asyncio.create_task(
+            resources.supervisor.daemon(
                 cleanup.run_forever(
                     resources.sessionmaker,
                     resources.storage,
@@ -73,9 +74,6 @@ def create_app(settings: Settings) -> FastAPI:
                 # New runs are refused; running ones get the grace period, then are
                 # cancelled and saved: no row is left `running`.
                 await resources.runs.shutdown(grace_seconds=settings.shutdown_grace_seconds)
-                upkeep.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await upkeep
                 del app.state.resources
 
     app = FastAPI(

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from atelier.bootstrap import ensure_dev_tenant
 from atelier.db.engine import create_engine, create_sessionmaker
 from atelier.db.migrate import migrate as run_migrations
+from atelier.observability.logging import flush_logs_on_signals
 from atelier.settings import Settings
 from atelier.tenants import service as tenants
 
@@ -87,6 +88,8 @@ def serve(
                     f"    curl -H 'Authorization: Bearer {key}' -H 'X-User-ID: me' "
                     f"http://{host or settings.host}:{port or settings.port}/v1/models\n"
                 )
+    # uvicorn hands a signal back to this handler once it has shut down gracefully.
+    flush_logs_on_signals()
     uvicorn.run(
         "atelier.cli:app_from_environment",
         factory=True,

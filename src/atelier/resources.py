@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -14,13 +17,17 @@ from atelier.coordination.memory import MemoryCoordination
 from atelier.coordination.ratelimit import RateLimiter
 from atelier.coordination.redis import RedisCoordination
 from atelier.db.engine import create_engine, create_sessionmaker
-from atelier.http.middleware.authentication import KeyCache
+from atelier.llm.catalog import ModelCatalog
 from atelier.llm.registry import ModelRegistry
 from atelier.llm.titles import TitleGenerator
 from atelier.observability.metrics import Metrics
+from atelier.runs.loop import first_output_timer
 from atelier.runs.manager import RunManager
+from atelier.runs.supervision import RunEnvironment
+from atelier.runs.tools import WorkspaceTools
 from atelier.settings import Settings
 from atelier.supervisor import Supervisor
+from atelier.tenants.cache import KeyCache
 from atelier.workspace.base import Storage
 from atelier.workspace.cache import WorkspaceCache
 from atelier.workspace.local import LocalStorage
@@ -39,12 +46,10 @@ class Resources:
     workspaces: WorkspaceCache
     key_cache: KeyCache
     models: ModelRegistry
+    catalog: ModelCatalog
     titles: TitleGenerator
     supervisor: Supervisor
-    runs: RunManager = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.runs = RunManager(self)
+    runs: RunManager
 
 
 def create_coordination(settings: Settings) -> Coordination:
@@ -55,6 +60,7 @@ def create_coordination(settings: Settings) -> Coordination:
 
 @asynccontextmanager
 async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[Resources]:
+    """The model catalog starts empty: the app fills it once the schema is checked."""
     async with AsyncExitStack() as stack:
         # Each of these may touch the disk (the SQLite directory, the workspace root, the
         # AWS config files): built on a worker thread, never on the event loop.
@@ -68,17 +74,38 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
         else:
             storage = await asyncio.to_thread(LocalStorage, settings.workspace_dir)
         models = await ModelRegistry.open(settings, stack)
+        sessionmaker = create_sessionmaker(engine)
+        workspaces = await WorkspaceCache.open(settings.run_dir, settings.workspace_cache_bytes)
+        titles = TitleGenerator(models)
+        catalog = ModelCatalog({})  # filled by the app once the schema is checked
+        supervisor = Supervisor()
+        environment = RunEnvironment(
+            settings=settings,
+            sessions=sessionmaker,
+            coordination=coordination,
+            storage=storage,
+            workspaces=workspaces,
+            models=models,
+            catalog=catalog,
+            supervisor=supervisor,
+            owner_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            tools_factory=WorkspaceTools,
+            titles=titles,
+            on_first_output=lambda: first_output_timer(metrics.run_time_to_first_event.observe),
+        )
         yield Resources(
             settings=settings,
             metrics=metrics,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             coordination=coordination,
             rate_limiter=RateLimiter(coordination, metrics),
             storage=storage,
-            workspaces=await WorkspaceCache.open(settings.run_dir, settings.workspace_cache_bytes),
+            workspaces=workspaces,
             key_cache=KeyCache(ttl_seconds=settings.api_key_cache_seconds),
             models=models,
-            titles=TitleGenerator(models),
-            supervisor=Supervisor(),
+            catalog=catalog,
+            titles=titles,
+            supervisor=supervisor,
+            runs=RunManager(environment, metrics),
         )

@@ -1,7 +1,8 @@
-"""Background work that must outlive the request that started it (chat replies, titles).
+"""All background work of a process, started in one place.
 
-Tasks are kept referenced until they finish (an unreferenced task can be garbage
-collected mid-flight) and are given a grace period, then cancelled, at shutdown.
+Work (runs, titles) is kept referenced until it finishes (an unreferenced task can be
+garbage collected mid-flight) and is given a grace period at shutdown, then cancelled.
+Daemons (listeners, reapers, sweeps) run until shutdown, which cancels them at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ log = structlog.get_logger("atelier.supervisor")
 class Supervisor:
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.daemons: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coroutine: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         task = asyncio.create_task(coroutine, name=name)
@@ -26,12 +28,22 @@ class Supervisor:
         task.add_done_callback(self._finished)
         return task
 
+    def daemon(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine, name=name)
+        self.daemons.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
+        self.daemons.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", task=task.get_name(), error=repr(task.exception()))
 
     async def shutdown(self, grace_seconds: float) -> None:
+        for daemon in list(self.daemons):
+            daemon.cancel()
+        await asyncio.gather(*self.daemons, return_exceptions=True)
         if not self.tasks:
             return
         _, pending = await asyncio.wait(set(self.tasks), timeout=grace_seconds)

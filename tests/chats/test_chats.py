@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from atelier.chats.models import ChatMessage
+from atelier.conversations.models import Message as ChatMessage
 from atelier.llm.base import UsageReport
 from atelier.llm.fakes import GatedTitleModel, ScriptedModel
 from atelier.llm.models import CatalogModel
@@ -35,11 +35,17 @@ async def use_model(app: FastAPI, model: ScriptedModel, **prices: object) -> Non
     """Route the offline catalog entry to ``model`` (and set its prices)."""
     app.state.resources.models.providers["offline"] = model
     if prices:
-        async with app.state.resources.sessionmaker() as session:
-            row = await session.get(CatalogModel, "offline")
-            for name, value in prices.items():
-                setattr(row, name, value)
-            await session.commit()
+        await set_catalog(app, "offline", **prices)
+
+
+async def set_catalog(app: FastAPI, model_id: str, **values: object) -> None:
+    """Change a catalog entry, as an operator's catalog file would at the next start."""
+    async with app.state.resources.sessionmaker() as session:
+        row = await session.get(CatalogModel, model_id)
+        for name, value in values.items():
+            setattr(row, name, value)
+        await session.commit()
+        await app.state.resources.catalog.reload(session)
 
 
 async def use_remote_model(app: FastAPI, model: ScriptedModel) -> str:
@@ -57,6 +63,7 @@ async def use_remote_model(app: FastAPI, model: ScriptedModel) -> str:
             )
         )
         await session.commit()
+        await app.state.resources.catalog.reload(session)
     return "remote"
 
 
@@ -145,9 +152,7 @@ class TestOutputLimit:
     async def test_a_reply_cut_at_the_model_output_limit_is_kept_as_incomplete(
         self, app, client, caller, chat
     ) -> None:
-        async with app.state.resources.sessionmaker() as session:
-            (await session.get(CatalogModel, "offline")).max_output_tokens = 5
-            await session.commit()
+        await set_catalog(app, "offline", max_output_tokens=5)
         response = await client.post(
             f"/v1/chats/{chat}/messages", json={"content": "tell me all"}, headers=caller.headers()
         )

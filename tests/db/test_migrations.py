@@ -2,6 +2,8 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,116 @@ class TestMigrationsOnPostgres:
 @pytest.mark.parametrize("name", ["tenants", "messages", "runs", "usage_records"])
 def test_every_table_has_a_named_primary_key(name: str) -> None:
     assert Base.metadata.tables[name].primary_key.name == f"pk_{name}"
+
+
+class TestChatsBecomeConversations:
+    """0003: existing chats, their messages and usage move onto conversations and runs,
+    on both backends, and back again on a downgrade."""
+
+    @pytest.fixture(params=["sqlite", "postgresql"])
+    def url(self, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+        if request.param == "sqlite":
+            return f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+        return request.getfixturevalue("postgres").create(f"chats_{uuid.uuid4().hex[:6]}")
+
+    async def test_upgrade_moves_chats_and_downgrade_brings_them_back(self, url: str) -> None:
+        from alembic import command
+        from sqlalchemy import text
+
+        engine = create_async_engine(url)
+        tenant, chat, usage = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        now: object = datetime(2026, 11, 1, 10, tzinfo=UTC)
+        if url.startswith("sqlite"):
+            now = "2026-11-01 10:00:00.000000"  # how SQLAlchemy stores a time in SQLite
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(lambda c: command.upgrade(alembic_config(c), "0002"))
+                rows = [
+                    ("INSERT INTO tenants (id, name, created_at) VALUES (:t, 'acme', :now)"),
+                    (
+                        "INSERT INTO chats (id, tenant_id, user_id, title, model_id, metadata,"
+                        " last_message_seq, total_input_tokens, total_output_tokens, total_cost,"
+                        " created_at, updated_at) VALUES (:c, :t, 'ann', 'Trip', 'offline', '{}',"
+                        " 3, 10, 20, 0.5, :now, :now)"
+                    ),
+                    (
+                        "INSERT INTO usage_records (id, tenant_id, user_id, chat_id, model_id,"
+                        " provider, input_tokens, output_tokens, cost, currency,"
+                        " input_price_per_mtok, output_price_per_mtok, created_at) VALUES (:u, :t,"
+                        " 'ann', :c, 'offline', 'offline', 10, 20, 0.5, 'USD', 0, 0, :now)"
+                    ),
+                ]
+                values = {"t": _id(url, tenant), "c": _id(url, chat), "u": _id(url, usage)}
+                for sql in rows:
+                    await connection.execute(text(sql), {**values, "now": now})
+                for seq, role, content, incomplete in (
+                    (1, "user", "Plan a trip", False),
+                    (2, "assistant", "Go to Kyoto", False),
+                    (3, "user", "And then?", False),
+                ):
+                    await connection.execute(
+                        text(
+                            "INSERT INTO chat_messages (id, chat_id, seq, role, content, model_id,"
+                            " incomplete, created_at) VALUES (:id, :c, :seq, :role, :content,"
+                            " 'offline', :incomplete, :now)"
+                        ),
+                        {
+                            **values,
+                            "id": _id(url, uuid.uuid4()),
+                            "seq": seq,
+                            "role": role,
+                            "content": content,
+                            "incomplete": incomplete,
+                            "now": now,
+                        },
+                    )
+                await connection.commit()
+            await migrate(engine)
+            async with engine.connect() as connection:
+                kind = (
+                    await connection.execute(text("SELECT kind, title FROM conversations"))
+                ).one()
+                messages = (
+                    await connection.execute(
+                        text("SELECT seq, role, run_id FROM messages ORDER BY seq")
+                    )
+                ).all()
+                runs = (await connection.execute(text("SELECT id, status, input FROM runs"))).all()
+                linked = (
+                    await connection.execute(text("SELECT conversation_id FROM usage_records"))
+                ).scalar_one()
+            assert tuple(kind) == ("chat", "Trip")
+            assert [(s, r) for s, r, _ in messages] == [(1, "user"), (2, "assistant"), (3, "user")]
+            ((run_id, status, asked),) = runs
+            assert (status, asked) == ("completed", "Plan a trip")
+            assert [str(r) for _, _, r in messages] == [str(run_id), str(run_id), "None"]
+            assert uuid.UUID(str(linked)) == chat
+            assert "chats" not in await _tables(url)
+            async with engine.connect() as connection:
+                await connection.run_sync(lambda c: command.downgrade(alembic_config(c), "0002"))
+                await connection.commit()
+                back = (
+                    await connection.execute(
+                        text("SELECT role, content FROM chat_messages ORDER BY seq")
+                    )
+                ).all()
+                chat_link = (
+                    await connection.execute(text("SELECT chat_id FROM usage_records"))
+                ).scalar_one()
+                left = (
+                    await connection.execute(text("SELECT count(*) FROM conversations"))
+                ).scalar()
+            assert [tuple(r) for r in back] == [
+                ("user", "Plan a trip"),
+                ("assistant", "Go to Kyoto"),
+                ("user", "And then?"),
+            ]
+            assert uuid.UUID(str(chat_link)) == chat
+            assert left == 0
+        finally:
+            await engine.dispose()
+
+
+def _id(url: str, value: uuid.UUID) -> str:
+    """How sqlalchemy's Uuid type stores an id: 32 hex digits on SQLite."""
+    return value.hex if url.startswith("sqlite") else str(value)

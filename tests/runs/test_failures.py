@@ -12,8 +12,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from atelier.conversations import messages as stored
 from atelier.conversations.models import Conversation, Message
 from atelier.db.base import utcnow
+from atelier.http.scope import Principal
 from atelier.llm.fakes import ScriptedModel
 from atelier.llm.models import CatalogModel
 from atelier.runs import service
@@ -67,7 +69,11 @@ async def open_run(session, conversation: uuid.UUID | Conversation, run_id=None,
     )
     run_id = run_id or uuid.uuid4()
     values = {"model_id": "offline", "text": "a", "owner_id": "x", "abandoned_after": 1} | extra
-    await service.open_run(session, row, run_id=run_id, **values)
+    principal = Principal(row.tenant_id, "tenant", uuid.uuid4(), row.user_id)
+    claimed, _ = await service.claim(
+        session, principal, row.id, "agent", run_id, abandoned_after=values.pop("abandoned_after")
+    )
+    await service.open_run(session, claimed, run_id=run_id, **values)
     return run_id
 
 
@@ -353,13 +359,13 @@ class TestDatabaseGuards:
 
         async def write(index: int) -> None:
             async with sessionmaker() as session:
-                await service.add_message(session, conversation, run_id, "assistant", f"m{index}")
+                await stored.append(session, conversation, run_id, "assistant", f"m{index}")
                 await session.commit()
 
         async def fenced_out() -> None:
             async with sessionmaker() as session:
-                with pytest.raises(service.Fenced):
-                    await service.add_message(session, conversation, uuid.uuid4(), "user", "no")
+                with pytest.raises(stored.Fenced):
+                    await stored.append(session, conversation, uuid.uuid4(), "user", "no")
 
         await asyncio.gather(*(write(i) for i in range(20)), *(fenced_out() for _ in range(5)))
         async with sessionmaker() as session:
@@ -383,15 +389,16 @@ class TestDatabaseGuards:
 
         async def count(n: int) -> None:
             async with sessionmaker() as session:
-                await service.add_usage(
+                cost = Decimal("0.000001") * n
+                await stored.append(
                     session,
                     conversation,
                     run_id,
-                    input_tokens=n,
-                    output_tokens=2 * n,
-                    cost=Decimal("0.000001") * n,
-                    context_tokens=n,
+                    "assistant",
+                    "",
+                    counted=stored.Counted(n, 2 * n, cost, context_tokens=n),
                 )
+                await service.count_usage(session, run_id, n, 2 * n, cost)
                 await session.commit()
 
         await asyncio.gather(*(count(n) for n in range(1, 21)))
@@ -408,7 +415,7 @@ class TestDatabaseGuards:
         conversation = uuid.UUID(await new_conversation(client, caller))
         async with app.state.resources.sessionmaker() as session:
             run_id = await open_run(session, conversation)
-            await service.add_message(
+            await stored.append(
                 session,
                 conversation,
                 run_id,
@@ -416,7 +423,7 @@ class TestDatabaseGuards:
                 "",
                 parts=[{"type": "tool_call", "id": "c1", "name": "list_files", "arguments": {}}],
             )
-            history = await service.history(session, conversation)
+            history = await stored.history(session, conversation)
         assert [m.role for m in history] == ["user", "assistant", "tool"]
         assert history[2].tool_results[0].call_id == "c1"
         assert history[2].tool_results[0].is_error is True

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from atelier.llm.base import UsageReport
 from atelier.llm.fakes import GatedTitleModel, ScriptedModel
 from atelier.usage.models import UsageRecord
-from tests.chats.test_chats import title_of, use_model, use_remote_model
+from tests.chats.test_chats import set_catalog, title_of, use_model, use_remote_model
 from tests.live import serve_started
 from tests.runs.helpers import (
     SSE,
@@ -314,11 +314,7 @@ class TestPersistence:
         The catalog refuses a zero window (CHECK constraint, tests/llm); a missing one is
         what reaches the run path, through the same guarded ``context_usage``.
         """
-        from atelier.llm.models import CatalogModel
-
-        async with app.state.resources.sessionmaker() as session:
-            (await session.get(CatalogModel, "offline")).context_window = None
-            await session.commit()
+        await set_catalog(app, "offline", context_window=None)
         conversation = await new_conversation(client, caller)
         events = await run_streamed(client, caller, conversation, "hello")
         assert events[-1][1] == "run.completed"
@@ -332,11 +328,7 @@ class TestPersistence:
     async def test_input_over_the_window_is_413_and_stores_nothing(
         self, app, client, caller
     ) -> None:
-        from atelier.llm.models import CatalogModel
-
-        async with app.state.resources.sessionmaker() as session:
-            (await session.get(CatalogModel, "offline")).context_window = 100
-            await session.commit()
+        await set_catalog(app, "offline", context_window=100)
         conversation = await new_conversation(client, caller)
         response = await start(client, caller, conversation, "word " * 200, **SSE)
         assert response.status_code == 413

@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from atelier.conversations.models import Conversation
-from atelier.workspace.service import list_files
+from atelier.workspace.service import file_etags, list_files
 from atelier.workspace.sync import WorkspaceSync
 from tests.conftest import Caller
 
@@ -42,6 +42,13 @@ def downloads(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
+async def materialize(
+    app: FastAPI, sync: WorkspaceSync, conversation: Conversation, work: Path
+) -> int:
+    async with app.state.resources.sessionmaker() as session:
+        return await sync.materialize(conversation, work, await file_etags(session, conversation))
+
+
 async def load(app: FastAPI, conversation_id: str) -> Conversation:
     async with app.state.resources.sessionmaker() as session:
         conversation = await session.get(Conversation, uuid.UUID(conversation_id))
@@ -61,17 +68,14 @@ class TestMaterialize:
         sync = WorkspaceSync(app.state.resources.storage, app.state.resources.settings)
         work = tmp_path / "work"
         conversation = await load(app, conversation_id)
-        async with app.state.resources.sessionmaker() as session:
-            assert await sync.materialize(session, conversation, work) == 5
+        assert await materialize(app, sync, conversation, work) == 5
         assert (work / "dir" / "f3.txt").read_text() == "file 3"
         fetched = len(downloads)
-        async with app.state.resources.sessionmaker() as session:
-            assert await sync.materialize(session, conversation, work) == 0  # nothing changed
+        assert await materialize(app, sync, conversation, work) == 0  # nothing changed
         assert len(downloads) == fetched
         await client.put(f"{base}/dir/f1.txt", content=b"changed", headers=caller.headers())
         await client.delete(f"{base}/dir/f4.txt", headers=caller.headers())
-        async with app.state.resources.sessionmaker() as session:
-            assert await sync.materialize(session, conversation, work) == 1
+        assert await materialize(app, sync, conversation, work) == 1
         assert (work / "dir" / "f1.txt").read_text() == "changed"
         assert not (work / "dir" / "f4.txt").exists()
 
@@ -99,8 +103,7 @@ class TestCollectAndUpload:
         sync = WorkspaceSync(app.state.resources.storage, app.state.resources.settings)
         work = tmp_path / "work"
         conversation = await load(app, conversation_id)
-        async with app.state.resources.sessionmaker() as session:
-            await sync.materialize(session, conversation, work)
+        await materialize(app, sync, conversation, work)
         downloads.clear()
 
         # The agent works: 20 new files, one edit, one delete, and a symlink it must not smuggle out.
@@ -112,8 +115,10 @@ class TestCollectAndUpload:
         (work / "escape").symlink_to("/etc/passwd")
 
         async with app.state.resources.sessionmaker() as session:
-            changes = await sync.collect_and_upload(session, conversation, work)
+            collected = await sync.collect_and_upload(session, conversation, work)
             await session.commit()
+        await sync.remember(work, collected)
+        changes = collected.changes
         assert downloads == []
         by_path = {c.path: c for c in changes}
         assert by_path["edit.txt"].change == "modified"
@@ -140,4 +145,4 @@ class TestCollectAndUpload:
 
         # Nothing changed since: nothing to do.
         async with app.state.resources.sessionmaker() as session:
-            assert await sync.collect_and_upload(session, conversation, work) == []
+            assert (await sync.collect_and_upload(session, conversation, work)).changes == []

@@ -1,35 +1,35 @@
+"""``/v1/chats``: plain chats, translated onto conversations of kind ``chat`` and runs."""
+
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
-from sqlalchemy import delete as sql_delete
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
 
 from atelier.chats import service
-from atelier.chats.models import Chat
-from atelier.chats.schemas import (
-    ChatMessageList,
-    ChatMessageOut,
-    ChatOut,
-    ChatPage,
-    ChatWrite,
-    MessageIn,
-)
-from atelier.chats.turn import ChatTurn
+from atelier.chats.schemas import ChatMessageList, ChatOut, ChatPage, ChatWrite, MessageIn
+from atelier.conversations import service as conversations
+from atelier.conversations.endpoints import remove
+from atelier.conversations.models import Kind
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
-from atelier.http.sse import EventStreamResponse
-from atelier.llm.base import ChatMessage
+from atelier.runs.endpoints import EVENT_STREAM, cancel, event_stream, last_event_id, owned_run
+from atelier.runs.schemas import RunOut
+from atelier.runs.supervision import RunRequest
 
 router = APIRouter(prefix="/v1/chats", tags=["chats"])
+CHAT: Kind = "chat"
 
 
 @router.post("", status_code=201)
-async def create_chat(body: ChatWrite, principal: UserPrincipalDep, session: SessionDep) -> ChatOut:
+async def create_chat(
+    body: ChatWrite, principal: UserPrincipalDep, session: SessionDep, resources: ResourcesDep
+) -> ChatOut:
     if body.model_id is not None:
-        await service.resolve_model(session, body.model_id)
-    return service.present(await service.create(session, principal, body))
+        resources.catalog.resolve(body.model_id)
+    return service.present(await conversations.create(session, principal, body, CHAT))
 
 
 @router.get("")
@@ -39,30 +39,36 @@ async def list_chats(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ChatPage:
-    rows, next_cursor = await service.list_page(session, principal, limit, cursor)
+    rows, next_cursor = await conversations.list_page(session, principal, limit, cursor, CHAT)
     return ChatPage(data=[service.present(chat) for chat in rows], next_cursor=next_cursor)
 
 
 @router.get("/{chat_id}")
 async def get_chat(chat_id: uuid.UUID, principal: UserPrincipalDep, session: SessionDep) -> ChatOut:
-    return service.present(await service.get_owned(session, principal, chat_id))
+    return service.present(await conversations.get_owned(session, principal, chat_id, CHAT))
 
 
 @router.patch("/{chat_id}")
 async def update_chat(
-    chat_id: uuid.UUID, body: ChatWrite, principal: UserPrincipalDep, session: SessionDep
+    chat_id: uuid.UUID,
+    body: ChatWrite,
+    principal: UserPrincipalDep,
+    session: SessionDep,
+    resources: ResourcesDep,
 ) -> ChatOut:
     if body.model_id is not None:
-        await service.resolve_model(session, body.model_id)
-    return service.present(await service.update_chat(session, principal, chat_id, body))
+        resources.catalog.resolve(body.model_id)
+    return service.present(await conversations.update(session, principal, chat_id, body, CHAT))
 
 
 @router.delete("/{chat_id}", status_code=204)
 async def delete_chat(
-    chat_id: uuid.UUID, principal: UserPrincipalDep, session: SessionDep
+    chat_id: uuid.UUID,
+    principal: UserPrincipalDep,
+    resources: ResourcesDep,
+    background: BackgroundTasks,
 ) -> Response:
-    chat = await service.get_owned(session, principal, chat_id)
-    await session.execute(sql_delete(Chat).where(Chat.id == chat.id))
+    await remove(resources, principal, chat_id, CHAT, background)
     return Response(status_code=204)
 
 
@@ -70,22 +76,20 @@ async def delete_chat(
 async def list_messages(
     chat_id: uuid.UUID, principal: UserPrincipalDep, session: SessionDep
 ) -> ChatMessageList:
-    chat = await service.get_owned(session, principal, chat_id)
-    return ChatMessageList(
-        data=[
-            ChatMessageOut.model_validate(m, from_attributes=True)
-            for m in await service.history(session, chat.id)
-        ]
-    )
+    chat = await conversations.get_owned(session, principal, chat_id, CHAT)
+    return ChatMessageList(data=await service.history(session, chat.id))
 
 
 @router.post(
     "/{chat_id}/messages",
     responses={
         200: {
-            "content": {"text/event-stream": {}},
+            "content": {
+                "text/event-stream": {"schema": {"$ref": "#/components/schemas/ChatEvent"}}
+            },
             "description": "the reply, or its event stream",
         },
+        409: {"description": "conversation_busy: a reply is still being made (see Retry-After)"},
         502: {"description": "the model failed; the partial reply is saved"},
     },
 )
@@ -98,40 +102,55 @@ async def send_message(
 ) -> Response:
     # Everything that can fail as plain HTTP happens before the stream starts (BUG-022), and
     # the user's message is committed before the model is called (BUG-015). No session is
-    # held by the response: the turn opens its own.
-    async with resources.sessionmaker() as session:
-        chat = await service.get_owned(session, principal, chat_id)
-        model = await service.resolve_model(
-            session, body.model_id or chat.model_id or resources.settings.default_model
-        )
-        if resources.models.get(model.provider) is None:
-            raise ProblemError(
-                503, "model_unavailable", f"provider {model.provider!r} is not configured"
-            )
-        await service.append_message(session, chat.id, "user", body.content, model_id=model.id)
-        stored = await service.history(session, chat.id)
-        wants_title = chat.title is None and len(stored) == 1
-        await session.commit()
-    assert principal.user_id is not None
-    turn = ChatTurn(
-        resources=resources,
-        tenant_id=principal.tenant_id,
-        user_id=principal.user_id,
-        chat_id=chat_id,
-        model=model,
-        history=[ChatMessage(m.role, m.content) for m in stored if m.content or m.role == "user"],  # type: ignore[arg-type]
-        wants_title=wants_title,
+    # held by the response: the run opens its own.
+    run_id, _ = await resources.runs.start(
+        RunRequest(principal, chat_id, CHAT, body.content, body.model_id)
     )
-    task = resources.supervisor.spawn(turn.run(), name=f"chat-turn-{chat_id}")
+    events = service.chat_events(resources.runs.events(run_id, 0))
     if "text/event-stream" in accept:
-        return EventStreamResponse(turn.stream())
-    result = await task
-    message = ChatMessageOut.model_validate(result.message, from_attributes=True)
-    if result.error is not None:
-        raise ProblemError(
-            502,
-            result.error["code"],
-            result.error["message"],
-            extra={"message": message.model_dump(mode="json")},
-        )
+        return event_stream(events, f"/v1/chats/{chat_id}/runs/{run_id}/events")
+    # Without a stream: the reply once the turn ends (a client that leaves does not stop it).
+    reply: dict[str, str] | None = None
+    error: dict[str, str] | None = None
+    async for batch in events:
+        for event in batch.events:
+            if event.event == "message.completed":
+                reply = json.loads(event.data)
+            elif event.event == "error":
+                error = json.loads(event.data)
+    message = None
+    if reply is not None:
+        async with resources.sessionmaker() as session:
+            message = await service.message(session, uuid.UUID(reply["message_id"]))
+    if error is not None or message is None:
+        error = error or {"code": "internal_error", "message": "the reply was not saved"}
+        extra = {"message": message.model_dump(mode="json")} if message is not None else {}
+        raise ProblemError(502, error["code"], error["message"], extra=extra)
     return Response(message.model_dump_json(), media_type="application/json")
+
+
+@router.get("/{chat_id}/runs/{run_id}/events", responses=EVENT_STREAM)
+async def reply_events(
+    chat_id: uuid.UUID,
+    run_id: uuid.UUID,
+    principal: UserPrincipalDep,
+    resources: ResourcesDep,
+    after: Annotated[int | None, Query(ge=0, le=2**53)] = None,
+    last_event_id_header: Annotated[
+        str | None, Header(alias="last-event-id", max_length=32)
+    ] = None,
+) -> Response:
+    """A reply's stream again, from after the last event the client saw (its ``Location``)."""
+    resume = last_event_id(last_event_id_header, after)
+    async with resources.sessionmaker() as session:
+        await owned_run(session, principal, chat_id, run_id, CHAT)
+    events = service.chat_events(resources.runs.events(run_id, resume + 1 if resume else 0))
+    return event_stream(events, f"/v1/chats/{chat_id}/runs/{run_id}/events")
+
+
+@router.post("/{chat_id}/runs/{run_id}/cancel", status_code=202)
+async def cancel_reply(
+    chat_id: uuid.UUID, run_id: uuid.UUID, principal: UserPrincipalDep, resources: ResourcesDep
+) -> RunOut:
+    """Stop a reply from any process; idempotent (a finished one is returned unchanged)."""
+    return await cancel(resources, principal, chat_id, run_id, CHAT)

@@ -1,97 +1,26 @@
-"""Plain chats of one (tenant, user). Services flush; the caller commits."""
+"""Plain chats: conversations of kind ``chat``, whose turns are runs of the chat agent (no
+tools, one model call) on the one run engine. This module only translates."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import AsyncIterator
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from atelier import ownership
-from atelier.chats.models import Chat, ChatMessage
-from atelier.chats.schemas import ChatOut, ChatWrite
-from atelier.http.errors import ProblemError
-from atelier.http.scope import Principal
-from atelier.llm.models import CatalogModel
+from atelier.chats.schemas import ChatMessageOut, ChatOut
+from atelier.conversations.models import Conversation, Message
+from atelier.http.sse import EventBatch, ServerSentEvent
+from atelier.runs.events import TERMINAL_TYPES, ErrorCode
+from atelier.runs.models import Run
+
+# A chat turn's error codes, as chats have always named them.
+_CHAT_CODES = {"run.timed_out": "model_timeout", "run.cancelled": "cancelled"}
 
 
-async def get_owned(session: AsyncSession, principal: Principal, chat_id: uuid.UUID) -> Chat:
-    return await ownership.get_owned(session, principal, Chat, chat_id, "chat")
-
-
-async def create(session: AsyncSession, principal: Principal, data: ChatWrite) -> Chat:
-    chat = ownership.new_owned(Chat, principal, data)
-    session.add(chat)
-    await session.flush()
-    return chat
-
-
-async def update_chat(
-    session: AsyncSession, principal: Principal, chat_id: uuid.UUID, data: ChatWrite
-) -> Chat:
-    chat = await get_owned(session, principal, chat_id)
-    ownership.apply_write(chat, data)
-    await session.flush()
-    return chat
-
-
-async def list_page(
-    session: AsyncSession, principal: Principal, limit: int, cursor: str | None
-) -> tuple[list[Chat], str | None]:
-    return await ownership.list_owned(session, principal, Chat, limit, cursor)
-
-
-async def resolve_model(session: AsyncSession, model_id: str) -> CatalogModel:
-    model = await session.get(CatalogModel, model_id)
-    if model is None or not model.enabled:
-        raise ProblemError(
-            400, "unknown_model", f"no enabled model {model_id!r}; see GET /v1/models"
-        )
-    return model
-
-
-async def append_message(
-    session: AsyncSession,
-    chat_id: uuid.UUID,
-    role: str,
-    content: str,
-    *,
-    model_id: str | None,
-    incomplete: bool = False,
-    stop_reason: str | None = None,
-) -> ChatMessage:
-    """Store a message with the next seq, taken atomically in SQL (gapless, unique)."""
-    seq = await session.scalar(
-        update(Chat)
-        .where(Chat.id == chat_id)
-        .values(last_message_seq=Chat.last_message_seq + 1)
-        .returning(Chat.last_message_seq)
-    )
-    if seq is None:
-        raise ProblemError(404, "not_found", "no such chat")
-    message = ChatMessage(
-        chat_id=chat_id,
-        seq=seq,
-        role=role,
-        content=content,
-        model_id=model_id,
-        incomplete=incomplete,
-        stop_reason=stop_reason,
-    )
-    session.add(message)
-    await session.flush()
-    return message
-
-
-async def history(session: AsyncSession, chat_id: uuid.UUID) -> list[ChatMessage]:
-    return list(
-        await session.scalars(
-            select(ChatMessage).where(ChatMessage.chat_id == chat_id).order_by(ChatMessage.seq)
-        )
-    )
-
-
-def present(chat: Chat) -> ChatOut:
+def present(chat: Conversation) -> ChatOut:
     return ChatOut(
         id=chat.id,
         title=chat.title,
@@ -103,3 +32,63 @@ def present(chat: Chat) -> ChatOut:
         total_output_tokens=chat.total_output_tokens,
         total_cost=chat.total_cost,
     )
+
+
+async def history(session: AsyncSession, chat_id: uuid.UUID) -> list[ChatMessageOut]:
+    rows = await session.execute(
+        select(Message, Run.model_id)
+        .outerjoin(Run, Run.id == Message.run_id)
+        .where(Message.conversation_id == chat_id)
+        .order_by(Message.seq)
+    )
+    return [_message(message, model_id) for message, model_id in rows]
+
+
+async def message(session: AsyncSession, message_id: uuid.UUID) -> ChatMessageOut:
+    row = (
+        await session.execute(
+            select(Message, Run.model_id)
+            .outerjoin(Run, Run.id == Message.run_id)
+            .where(Message.id == message_id)
+        )
+    ).one()
+    return _message(*row)
+
+
+def _message(message: Message, model_id: str | None) -> ChatMessageOut:
+    return ChatMessageOut(
+        id=message.id,
+        seq=message.seq,
+        role=message.role,
+        content=message.content,
+        model_id=model_id,
+        incomplete=message.incomplete,
+        stop_reason=message.stop_reason,
+        created_at=message.created_at,
+    )
+
+
+async def chat_events(run_events: AsyncIterator[EventBatch]) -> AsyncIterator[EventBatch]:
+    """A run's events as a chat stream: no ``run.started``, ids one lower (so a chat's
+    first event is 1), and the run's end as ``done`` or ``error``."""
+    async for batch in run_events:
+        events = []
+        for event in batch.events:
+            if event.event == "run.started":
+                continue
+            number = event.id - 1 if isinstance(event.id, int) else event.id
+            if event.event in TERMINAL_TYPES and event.event != "error":
+                error = json.loads(event.data).get("error")
+                if event.event == "run.completed":
+                    events.append(ServerSentEvent("{}", "done", number))
+                    continue
+                code = _CHAT_CODES.get(event.event or "") or (error or {}).get("code")
+                data = {
+                    "code": code or ErrorCode.INTERNAL_ERROR,
+                    "message": (error or {}).get("message", ""),
+                }
+                events.append(ServerSentEvent(json.dumps(data), "error", number))
+                continue
+            events.append(ServerSentEvent(event.data, event.event, number))
+        if events:
+            yield EventBatch(events)

@@ -6,11 +6,12 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Query, Response
 from sqlalchemy import delete as sql_delete
 
-from atelier.chats.service import resolve_model
 from atelier.conversations import service
-from atelier.conversations.models import Conversation
+from atelier.conversations.models import Conversation, Kind
 from atelier.conversations.schemas import ConversationOut, ConversationPage, ConversationWrite
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
+from atelier.http.scope import Principal
+from atelier.resources import Resources
 from atelier.workspace import cleanup
 from atelier.workspace.service import conversation_prefix
 
@@ -25,9 +26,9 @@ async def create_conversation(
     resources: ResourcesDep,
 ) -> ConversationOut:
     if body.model_id is not None:
-        await resolve_model(session, body.model_id)
+        resources.catalog.resolve(body.model_id)
     conversation = await service.create(session, principal, body)
-    return (await service.present(session, [conversation], resources.settings.default_model))[0]
+    return _present(resources, conversation)
 
 
 @router.get("")
@@ -39,7 +40,9 @@ async def list_conversations(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ConversationPage:
     rows, next_cursor = await service.list_page(session, principal, limit, cursor)
-    return await service.present_page(session, rows, next_cursor, resources.settings.default_model)
+    return service.present_page(
+        rows, next_cursor, resources.catalog, resources.settings.default_model
+    )
 
 
 @router.get("/{conversation_id}")
@@ -49,8 +52,7 @@ async def get_conversation(
     session: SessionDep,
     resources: ResourcesDep,
 ) -> ConversationOut:
-    conversation = await service.get_owned(session, principal, conversation_id)
-    return (await service.present(session, [conversation], resources.settings.default_model))[0]
+    return _present(resources, await service.get_owned(session, principal, conversation_id))
 
 
 @router.patch("/{conversation_id}")
@@ -62,9 +64,9 @@ async def update_conversation(
     resources: ResourcesDep,
 ) -> ConversationOut:
     if body.model_id is not None:
-        await resolve_model(session, body.model_id)
+        resources.catalog.resolve(body.model_id)
     conversation = await service.update(session, principal, conversation_id, body)
-    return (await service.present(session, [conversation], resources.settings.default_model))[0]
+    return _present(resources, conversation)
 
 
 @router.delete("/{conversation_id}", status_code=204)
@@ -74,14 +76,31 @@ async def delete_conversation(
     resources: ResourcesDep,
     background: BackgroundTasks,
 ) -> Response:
+    await remove(resources, principal, conversation_id, "agent", background)
+    return Response(status_code=204)
+
+
+def _present(resources: Resources, conversation: Conversation) -> ConversationOut:
+    return service.present([conversation], resources.catalog, resources.settings.default_model)[0]
+
+
+async def remove(
+    resources: Resources,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    kind: Kind,
+    background: BackgroundTasks,
+) -> None:
+    """Delete a conversation (or chat): its active run is cancelled first, then its rows go
+    and its workspace is scheduled for deletion, in one transaction."""
     async with resources.sessionmaker() as session:
-        active_run_id = (await service.get_owned(session, principal, conversation_id)).active_run_id
-    if active_run_id is not None:
-        await resources.runs.cancel(active_run_id)
+        active = (await service.get_owned(session, principal, conversation_id, kind)).active_run_id
+    if active is not None:
+        await resources.runs.cancel(active)
     # Under the conversation lock: the cancelled run has saved and let go, and no run can
     # start (or upload into the prefix) while the rows go.
     async with resources.runs.exclusive(conversation_id), resources.sessionmaker() as session:
-        conversation = await service.get_owned(session, principal, conversation_id)
+        conversation = await service.get_owned(session, principal, conversation_id, kind)
         prefix = conversation_prefix(resources.settings, conversation.tenant_id, conversation.id)
         # Rows go (messages, runs, files cascade) and the prefix is remembered, in one transaction.
         await session.execute(sql_delete(Conversation).where(Conversation.id == conversation.id))
@@ -90,4 +109,3 @@ async def delete_conversation(
     # After the commit: delete the objects now; failures stay scheduled for the periodic task.
     background.add_task(cleanup.run_prefix, resources.sessionmaker, resources.storage, prefix)
     background.add_task(resources.runs.forget_workspace, conversation_id)
-    return Response(status_code=204)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
@@ -11,15 +11,22 @@ from sqlalchemy.orm import Mapped, mapped_column
 from atelier.db.base import Base, IdMixin, utcnow
 from atelier.llm.models import Price
 
+Kind = Literal["agent", "chat"]
+
 
 class Conversation(IdMixin, Base):
+    """A conversation with an agent over a workspace (``agent``), or a plain chat (``chat``):
+    one table of histories and one run engine for both."""
+
     __tablename__ = "conversations"
     __table_args__ = (
-        Index("ix_conversations_owner_created", "tenant_id", "user_id", "created_at", "id"),
+        CheckConstraint("kind IN ('agent', 'chat')", name="kind_known"),
+        Index("ix_conversations_owner_created", "tenant_id", "user_id", "kind", "created_at", "id"),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(8), default="agent")
     title: Mapped[str | None] = mapped_column(String(500))
     model_id: Mapped[str | None] = mapped_column(String(128))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
@@ -57,4 +64,7 @@ class Message(IdMixin, Base):
     incomplete: Mapped[bool] = mapped_column(default=False)
     # Why the model stopped (end_turn, tool_use, max_tokens, ...); None when it never said.
     stop_reason: Mapped[str | None] = mapped_column(String(32))
+    # The id of the run event that announced it (message.completed): a stream that lost
+    # the event log sends it again from here, under its own id.
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

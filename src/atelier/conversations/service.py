@@ -1,95 +1,168 @@
-"""Conversations of one (tenant, user). Services flush; the caller's unit of work commits."""
+"""Conversations and chats of one (tenant, user). Services flush; the caller commits.
+
+A chat is a conversation of kind ``chat``: each API sees only its own kind. Another
+user's or tenant's id is indistinguishable from an id that does not exist (404), and
+listings are newest first with an opaque cursor.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from atelier import ownership
-from atelier.conversations.models import Conversation
+from atelier.conversations.models import Conversation, Kind
 from atelier.conversations.schemas import ConversationOut, ConversationPage, ConversationWrite
+from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
+from atelier.llm.catalog import ModelCatalog
 from atelier.llm.context import context_usage
-from atelier.llm.models import CatalogModel
+
+AGENT: Kind = "agent"
+
+
+def _what(kind: Kind) -> str:
+    return "chat" if kind == "chat" else "conversation"
 
 
 async def get_owned(
-    session: AsyncSession, principal: Principal, conversation_id: uuid.UUID
+    session: AsyncSession, principal: Principal, conversation_id: uuid.UUID, kind: Kind = AGENT
 ) -> Conversation:
-    return await ownership.get_owned(
-        session, principal, Conversation, conversation_id, "conversation"
+    row = await session.scalar(
+        select(Conversation).where(
+            Conversation.id == conversation_id,
+            Conversation.tenant_id == principal.tenant_id,
+            Conversation.user_id == principal.user_id,
+            Conversation.kind == kind,
+        )
     )
+    if row is None:
+        raise ProblemError(404, "not_found", f"no such {_what(kind)}")
+    return row
 
 
 async def create(
-    session: AsyncSession, principal: Principal, data: ConversationWrite
+    session: AsyncSession, principal: Principal, data: ConversationWrite, kind: Kind = AGENT
 ) -> Conversation:
-    conversation = ownership.new_owned(Conversation, principal, data)
+    assert principal.user_id is not None
+    conversation = Conversation(
+        tenant_id=principal.tenant_id,
+        user_id=principal.user_id,
+        kind=kind,
+        title=data.title,
+        model_id=data.model_id,
+        metadata_=data.metadata or {},
+    )
     session.add(conversation)
     await session.flush()
     return conversation
 
 
 async def update(
-    session: AsyncSession, principal: Principal, conversation_id: uuid.UUID, data: ConversationWrite
+    session: AsyncSession,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    data: ConversationWrite,
+    kind: Kind = AGENT,
 ) -> Conversation:
-    conversation = await get_owned(session, principal, conversation_id)
-    ownership.apply_write(conversation, data)
+    """PATCH semantics: only the fields the client sent change (an explicit null clears)."""
+    conversation = await get_owned(session, principal, conversation_id, kind)
+    fields = data.model_fields_set
+    if "title" in fields:
+        conversation.title = data.title
+    if "model_id" in fields:
+        conversation.model_id = data.model_id
+    if "metadata" in fields:
+        conversation.metadata_ = data.metadata or {}
     await session.flush()
     return conversation
 
 
 async def list_page(
-    session: AsyncSession, principal: Principal, limit: int, cursor: str | None
+    session: AsyncSession,
+    principal: Principal,
+    limit: int,
+    cursor: str | None,
+    kind: Kind = AGENT,
 ) -> tuple[list[Conversation], str | None]:
-    return await ownership.list_owned(session, principal, Conversation, limit, cursor)
-
-
-async def context_windows(session: AsyncSession, model_ids: set[str]) -> dict[str, int | None]:
-    if not model_ids:
-        return {}
-    rows = await session.execute(
-        select(CatalogModel.id, CatalogModel.context_window).where(CatalogModel.id.in_(model_ids))
+    query = select(Conversation).where(
+        Conversation.tenant_id == principal.tenant_id,
+        Conversation.user_id == principal.user_id,
+        Conversation.kind == kind,
     )
-    return {model_id: window for model_id, window in rows}
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Conversation.created_at < created_at,
+                and_(Conversation.created_at == created_at, Conversation.id < last_id),
+            )
+        )
+    query = query.order_by(Conversation.created_at.desc(), Conversation.id.desc()).limit(limit + 1)
+    rows = list(await session.scalars(query))
+    last = rows[limit - 1] if len(rows) > limit else None
+    return rows[:limit], encode_cursor(last.created_at, last.id) if last is not None else None
 
 
-async def present(
-    session: AsyncSession, conversations: list[Conversation], default_model: str
+def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{row_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, last_id = raw.split("|")
+        parsed = datetime.fromisoformat(created_at)
+        if parsed.tzinfo is None:
+            raise ValueError("naive")
+        return parsed, uuid.UUID(last_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ProblemError(
+            400, "invalid_cursor", "the cursor is not one this API returned"
+        ) from exc
+
+
+def present(
+    conversations: list[Conversation], catalog: ModelCatalog, default_model: str
 ) -> list[ConversationOut]:
     """Context usage is against the model runs will use: the conversation's, or the default."""
-    windows = await context_windows(session, {c.model_id or default_model for c in conversations})
-    return [present_one(c, windows.get(c.model_id or default_model)) for c in conversations]
+    out = []
+    for conversation in conversations:
+        model = catalog.get(conversation.model_id or default_model)
+        window = model.context_window if model is not None else None
+        usage = context_usage(conversation.estimated_context_tokens, window)
+        out.append(
+            ConversationOut(
+                id=conversation.id,
+                title=conversation.title,
+                model_id=conversation.model_id,
+                metadata=conversation.metadata_,
+                created_at=conversation.created_at,
+                updated_at=conversation.updated_at,
+                active_run_id=conversation.active_run_id,
+                total_input_tokens=conversation.total_input_tokens,
+                total_output_tokens=conversation.total_output_tokens,
+                total_cost=conversation.total_cost,
+                estimated_context_tokens=conversation.estimated_context_tokens,
+                context_window=window,
+                context_usage_percent=usage.percent,
+                context_status=usage.status,
+            )
+        )
+    return out
 
 
-def present_one(conversation: Conversation, context_window: int | None) -> ConversationOut:
-    usage = context_usage(conversation.estimated_context_tokens, context_window)
-    return ConversationOut(
-        id=conversation.id,
-        title=conversation.title,
-        model_id=conversation.model_id,
-        metadata=conversation.metadata_,
-        created_at=conversation.created_at,
-        updated_at=conversation.updated_at,
-        active_run_id=conversation.active_run_id,
-        total_input_tokens=conversation.total_input_tokens,
-        total_output_tokens=conversation.total_output_tokens,
-        total_cost=conversation.total_cost,
-        estimated_context_tokens=conversation.estimated_context_tokens,
-        context_window=context_window,
-        context_usage_percent=usage.percent,
-        context_status=usage.status,
-    )
-
-
-async def present_page(
-    session: AsyncSession,
+def present_page(
     conversations: list[Conversation],
     next_cursor: str | None,
+    catalog: ModelCatalog,
     default_model: str,
 ) -> ConversationPage:
     return ConversationPage(
-        data=await present(session, conversations, default_model), next_cursor=next_cursor
+        data=present(conversations, catalog, default_model), next_cursor=next_cursor
     )

@@ -58,8 +58,14 @@ async def migrate(engine: AsyncEngine) -> None:
                 )
                 await connection.commit()
         else:
-            await connection.run_sync(_upgrade)
-            await connection.commit()
+            # SQLite alters a table by copying it and dropping the old one; with foreign keys
+            # enforced, that drop would cascade and delete every row that refers to it.
+            await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            try:
+                await connection.run_sync(_upgrade)
+                await connection.commit()
+            finally:
+                await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 async def schema_revision(engine: AsyncEngine) -> str | None:

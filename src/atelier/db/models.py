@@ -1,6 +1,5 @@
 """Imports every domain's tables so ``Base.metadata`` is complete (Alembic, tests)."""
 
-from atelier.chats.models import Chat, ChatMessage
 from atelier.conversations.models import Conversation, Message
 from atelier.db.base import Base
 from atelier.llm.models import CatalogModel
@@ -13,8 +12,6 @@ __all__ = [
     "ApiKey",
     "Base",
     "CatalogModel",
-    "Chat",
-    "ChatMessage",
     "Conversation",
     "ConversationFile",
     "Message",

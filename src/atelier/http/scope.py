@@ -5,12 +5,9 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.types import Scope
-
-if TYPE_CHECKING:
-    from atelier.resources import Resources
 
 
 @dataclass(frozen=True)
@@ -25,10 +22,6 @@ class Principal:
 
 def state(scope: Scope) -> dict[str, Any]:
     return scope.setdefault("state", {})  # type: ignore[no-any-return]
-
-
-def resources(scope: Scope) -> Resources:
-    return scope["app"].state.resources  # type: ignore[no-any-return]
 
 
 def principal(scope: Scope) -> Principal | None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 
+import structlog
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 KEEPALIVE_SECONDS = 15.0
+log = structlog.get_logger("atelier.http")
 _BREAKS = re.compile(r"\r\n|\r|\n")  # what ends a line in an event stream, and only that
 
 
@@ -59,7 +61,10 @@ class EventStreamResponse(Response):
         status_code: int = 200,
         headers: dict[str, str] | None = None,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
+        on_failure: Callable[[BaseException], ServerSentEvent] | None = None,
     ) -> None:
+        """``on_failure``: the last event to send when producing events fails after the
+        response started (BUG-022: one terminal event, never a cut stream)."""
         # Not Response.__init__: it would set a body and with it "content-length: 0".
         self.status_code = status_code
         self.background = None
@@ -68,6 +73,7 @@ class EventStreamResponse(Response):
         )
         self.events = events
         self.keepalive_seconds = keepalive_seconds
+        self.on_failure = on_failure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics = scope["app"].state.metrics
@@ -90,9 +96,16 @@ class EventStreamResponse(Response):
                     "headers": self.raw_headers,
                 }
             )
-            # One plain loop, no task per event: the hot path is a single send.
-            async for event in iterator:
-                await write(event.encode())
+            try:
+                # One plain loop, no task per event: the hot path is a single send.
+                async for event in iterator:
+                    await write(event.encode())
+            except Exception as exc:
+                if self.on_failure is None:
+                    raise
+                log.exception("event stream failed after it started")
+                metrics.sse_stream_failures.inc()
+                await write(self.on_failure(exc).encode())
             await write(b"", more=False)
 
         async def keep_alive() -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atelier.http.errors import ProblemError
 from atelier.llm.models import CatalogModel
 
 Provider = Literal["offline", "anthropic", "openai", "bedrock"]
@@ -54,3 +55,31 @@ async def seed_catalog(session: AsyncSession, entries: list[CatalogEntry]) -> No
             setattr(row, name, value)
         session.add(row)
     await session.flush()
+
+
+class ModelCatalog:
+    """The enabled models, read once from the database after it is seeded (it changes
+    only when a process starts): choosing a model never costs a query."""
+
+    def __init__(self, models: dict[str, CatalogModel]) -> None:
+        self._models = models
+
+    @classmethod
+    async def load(cls, session: AsyncSession) -> ModelCatalog:
+        rows = await session.scalars(select(CatalogModel).where(CatalogModel.enabled))
+        return cls({row.id: row for row in rows})
+
+    async def reload(self, session: AsyncSession) -> None:
+        self._models = (await self.load(session))._models
+
+    def get(self, model_id: str) -> CatalogModel | None:
+        return self._models.get(model_id)
+
+    def resolve(self, model_id: str) -> CatalogModel:
+        """The enabled model ``model_id``, or a 400 the caller can act on."""
+        model = self._models.get(model_id)
+        if model is None:
+            raise ProblemError(
+                400, "unknown_model", f"no enabled model {model_id!r}; see GET /v1/models"
+            )
+        return model

@@ -11,6 +11,7 @@ import logging
 import logging.handlers
 import queue
 import re
+import signal
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -111,10 +112,31 @@ def _off_the_loop(formatter: logging.Formatter) -> logging.Handler:
         stderr = logging.StreamHandler(sys.stderr)
         _writer = logging.handlers.QueueListener(_records, stderr)
         _writer.start()
-        atexit.register(_writer.stop)  # writes what is still queued
+        atexit.register(flush_logs)
     assert _writer.handlers
     _writer.handlers[0].setFormatter(formatter)
     return _ToWriter(_records)
+
+
+def flush_logs() -> None:
+    """Write what is still queued (at exit: the last lines say how the process ended)."""
+    global _writer
+    if _writer is not None:
+        _writer.stop()
+        _writer = None
+
+
+def flush_logs_on_signals() -> None:
+    """A server stopped by a signal dies of it (uvicorn re-raises it once shut down), and
+    atexit does not run then: write the queued lines first, then die of the signal."""
+
+    def flush_then_die(number: int, _frame: object) -> None:
+        flush_logs()
+        signal.signal(number, signal.SIG_DFL)
+        signal.raise_signal(number)
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, flush_then_die)
 
 
 def _identity(

@@ -28,6 +28,11 @@ class Metrics:
         self.sse_streams_open = Gauge(
             "atelier_sse_streams_open", "Server-Sent Event streams open now.", registry=r
         )
+        self.sse_stream_failures = Counter(
+            "atelier_sse_stream_failures_total",
+            "Event streams that failed after they started (ended with an `error` event).",
+            registry=r,
+        )
         self.rate_limit_decisions = Counter(
             "atelier_rate_limit_decisions_total",
             "Rate-limit decisions by outcome and the limiter that made them.",

@@ -1,45 +1,55 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from atelier.chats.service import resolve_model
+from atelier.conversations import messages
+from atelier.conversations.models import Kind
 from atelier.conversations.service import get_owned
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
-from atelier.http.sse import EventStreamResponse
-from atelier.llm.context import context_usage
-from atelier.llm.offline import estimate_tokens
+from atelier.http.sse import EventBatch, EventStreamResponse, ServerSentEvent
 from atelier.resources import Resources
-from atelier.runs import events, service
+from atelier.runs import service
+from atelier.runs.events import ErrorCode, StreamError
 from atelier.runs.models import Run
-from atelier.runs.schemas import MessageList, RunIn, RunList, RunOut
+from atelier.runs.schemas import MessageList, MessageOut, RunIn, RunList, RunOut
+from atelier.runs.supervision import RunRequest
 
 router = APIRouter(prefix="/v1/conversations", tags=["runs"])
 
 EVENT_STREAM: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": {}}, "description": "the run's events (SSE)"}
+    200: {
+        "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/RunEvent"}}},
+        "description": "the run's events (SSE)",
+    }
 }
 
 
-def _stream(resources: Resources, run_id: uuid.UUID, after: int) -> EventStreamResponse:
-    """From memory if the run executes in this process, else from the shared log."""
-    run = resources.runs.local.get(run_id)
-    if run is not None:
-        return EventStreamResponse(events.follow_local(run.events, resources.coordination, after))
-    return EventStreamResponse(
-        events.follow(
-            resources.coordination,
-            resources.sessionmaker,
-            run_id,
-            after,
-            settle_seconds=resources.settings.title_wait_seconds + 5,
-        )
+def stream_failed(_: BaseException) -> ServerSentEvent:
+    event = StreamError(
+        code=ErrorCode.STREAM_FAILED,
+        message="this stream failed; the run may go on: resume with Last-Event-ID",
     )
+    return ServerSentEvent(event.data, event.type)
+
+
+def event_stream(events: AsyncIterator[EventBatch], location: str) -> EventStreamResponse:
+    """A run's event stream; ``Location`` is where to resume it (with ``Last-Event-ID``)."""
+    return EventStreamResponse(events, headers={"location": location}, on_failure=stream_failed)
+
+
+def last_event_id(header: str | None, after: int | None) -> int:
+    if header is None:
+        return after or 0
+    if not header.isdigit() or int(header) > 2**53:
+        raise ProblemError(400, "invalid_last_event_id", "Last-Event-ID must be an event number")
+    return max(int(header), after or 0)
 
 
 @router.post(
@@ -60,28 +70,12 @@ async def start_run(
 ) -> Response:
     # Everything that can fail as plain HTTP happens before a stream starts (BUG-022).
     # No session is held by the response: the run opens its own (BUG-004).
-    async with resources.sessionmaker() as session:
-        conversation = await get_owned(session, principal, conversation_id)
-        model = await resolve_model(
-            session, body.model_id or conversation.model_id or resources.settings.default_model
-        )
-        if resources.models.get(model.provider) is None:
-            raise ProblemError(
-                503, "model_unavailable", f"provider {model.provider!r} is not configured"
-            )
-        estimate = conversation.estimated_context_tokens + estimate_tokens(body.input)
-        usage = context_usage(estimate, model.context_window)  # the one guarded place (BUG-008)
-        if usage.status == "exceeded":
-            raise ProblemError(
-                413,
-                "context_window_exceeded",
-                f"about {estimate} tokens do not fit {model.id}'s window of "
-                f"{model.context_window}; start a new conversation",
-            )
-        wants_title = conversation.title is None and conversation.last_message_seq == 0
-    run_id = await resources.runs.start(conversation, model, body.input, wants_title=wants_title)
+    run_id, _ = await resources.runs.start(
+        RunRequest(principal, conversation_id, "agent", body.input, body.model_id)
+    )
     if "text/event-stream" in accept:
-        return _stream(resources, run_id, after=0)
+        location = f"/v1/conversations/{conversation_id}/runs/{run_id}/events"
+        return event_stream(resources.runs.events(run_id, 0), location)
     async with resources.sessionmaker() as session:
         run = await session.get(Run, run_id)
         assert run is not None
@@ -97,15 +91,19 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> RunList:
     conversation = await get_owned(session, principal, conversation_id)
-    runs = await service.list_runs(session, conversation, limit)
+    runs = await service.list_runs(session, conversation.id, limit)
     return RunList(data=[service.present_run(run) for run in runs])
 
 
-async def _owned_run(
-    session: AsyncSession, principal: Principal, conversation_id: uuid.UUID, run_id: uuid.UUID
+async def owned_run(
+    session: AsyncSession,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    run_id: uuid.UUID,
+    kind: Kind = "agent",
 ) -> Run:
-    conversation = await get_owned(session, principal, conversation_id)
-    run = await service.get_run(session, conversation, run_id)
+    conversation = await get_owned(session, principal, conversation_id, kind)
+    run = await service.get_run(session, conversation.id, run_id)
     if run is None:
         raise ProblemError(404, "not_found", "no such run")
     return run
@@ -115,7 +113,7 @@ async def _owned_run(
 async def get_run(
     conversation_id: uuid.UUID, run_id: uuid.UUID, principal: UserPrincipalDep, session: SessionDep
 ) -> RunOut:
-    return service.present_run(await _owned_run(session, principal, conversation_id, run_id))
+    return service.present_run(await owned_run(session, principal, conversation_id, run_id))
 
 
 @router.get("/{conversation_id}/runs/{run_id}/events", responses=EVENT_STREAM)
@@ -125,19 +123,16 @@ async def run_events(
     principal: UserPrincipalDep,
     resources: ResourcesDep,
     after: Annotated[int | None, Query(ge=0, le=2**53)] = None,
-    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+    last_event_id_header: Annotated[
+        str | None, Header(alias="last-event-id", max_length=32)
+    ] = None,
 ) -> Response:
     """Replays the events after the client's last id, then follows until the terminal one."""
-    resume = after
-    if last_event_id is not None:
-        if not last_event_id.isdigit() or int(last_event_id) > 2**53:
-            raise ProblemError(
-                400, "invalid_last_event_id", "Last-Event-ID must be an event number"
-            )
-        resume = max(int(last_event_id), after or 0)
+    resume = last_event_id(last_event_id_header, after)
     async with resources.sessionmaker() as session:
-        await _owned_run(session, principal, conversation_id, run_id)
-    return _stream(resources, run_id, resume or 0)
+        await owned_run(session, principal, conversation_id, run_id)
+    location = f"/v1/conversations/{conversation_id}/runs/{run_id}/events"
+    return event_stream(resources.runs.events(run_id, resume), location)
 
 
 @router.post("/{conversation_id}/runs/{run_id}/cancel", status_code=202)
@@ -148,9 +143,20 @@ async def cancel_run(
     resources: ResourcesDep,
 ) -> RunOut:
     """Idempotent: a run that already ended is returned unchanged."""
+    return await cancel(resources, principal, conversation_id, run_id, "agent")
+
+
+async def cancel(
+    resources: Resources,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    run_id: uuid.UUID,
+    kind: Kind,
+) -> RunOut:
     async with resources.sessionmaker() as session:
-        run = await _owned_run(session, principal, conversation_id, run_id)
-        out = service.present_run(run)
+        out = service.present_run(
+            await owned_run(session, principal, conversation_id, run_id, kind)
+        )
     if out.status in ("queued", "running"):
         await resources.runs.cancel(run_id)
     return out
@@ -165,5 +171,5 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessageList:
     conversation = await get_owned(session, principal, conversation_id)
-    rows = await service.list_messages(session, conversation, after_seq, limit)
-    return MessageList(data=[service.present_message(row) for row in rows])
+    rows = await messages.page(session, conversation.id, after_seq, limit)
+    return MessageList(data=[MessageOut.model_validate(row, from_attributes=True) for row in rows])

@@ -1,222 +1,182 @@
-"""A run's numbered event log, and following it as Server-Sent Events from any process.
+"""What a run reports, as types: its statuses, its error codes and its events.
 
-The run appends to the log in the coordination backend (Redis Streams, or memory when
-embedded); an SSE request replays what is there after the client's last id and then
-follows. The stream ends after exactly one terminal event. If the log is gone (expired,
-or lost with Redis) the run's row still says how it ended, and that is what is sent.
+Every event is one pydantic model whose ``type`` is its SSE ``event:`` name; the rest of
+the model is the SSE ``data``. A stream ends on a terminal *type*. ``docs/events.md``
+and the OpenAPI schema list exactly these models (a test checks both).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
-import structlog
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer
 
-from atelier.coordination.base import Coordination, CoordinationUnavailable, LogEvent
-from atelier.db.base import utcnow
-from atelier.http.sse import EventBatch, ServerSentEvent
-from atelier.runs.models import ACTIVE_RUN_STATUSES, Run
-
-log = structlog.get_logger("atelier.runs")
-
-TERMINAL_EVENTS = {
-    "completed": "run.completed",
-    "failed": "run.failed",
-    "cancelled": "run.cancelled",
-    "timed_out": "run.timed_out",
-}
-TERMINAL_NAMES = frozenset(TERMINAL_EVENTS.values())
-FOLLOW_WAIT_MS = 1000  # one blocking read; below the Redis client's socket timeout
-# Followers in other processes see events up to this much later; in exchange a fast
-# run costs the process and Redis a few appends per second, not one every few tokens.
-FLUSH_LINGER_SECONDS = 0.05
-MEMORY_WINDOW = 256
-CHECK_ROW_EVERY = 5  # quiet reads between looks at the run's row
+from atelier.usage.money import money_str
 
 
-def log_name(run_id: uuid.UUID) -> str:
-    return f"run:{run_id}"
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
 
 
-def terminal_data(run_id: uuid.UUID, error: dict[str, str] | None) -> dict[str, Any]:
-    return {"run_id": str(run_id), "error": error}
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
-class RunEventLog:
-    """One running run's events: numbered here, kept in memory, shipped to the shared log.
+class ErrorCode(StrEnum):
+    MODEL_ERROR = "model_error"
+    TIMED_OUT = "timed_out"
+    STEP_LIMIT = "step_limit"
+    OUTPUT_LIMIT = "output_limit"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    INTERNAL_ERROR = "internal_error"
+    WORKER_LOST = "worker_lost"  # its process died (or the run was taken for dead)
+    LEASE_LOST = "lease_lost"  # it could not keep its conversation's lock
+    FENCED = "fenced"  # it is no longer its conversation's run
+    SHUTDOWN = "shutdown"
+    CONVERSATION_DELETED = "conversation_deleted"
+    STREAM_FAILED = "stream_failed"  # this stream (not the run) could not go on
 
-    The run is the only writer while it holds its conversation lock, so it numbers its
-    own events. Followers in this process (the request that started the run, usually)
-    read them from memory; others read the shared log. ``emit`` never waits: one flush
-    at a time appends everything queued meanwhile in a single call, so a fast model
-    costs one round trip per burst, not per token. Memory keeps only the latest
-    ``MEMORY_WINDOW`` events that the shared log already has, so a long run costs a
-    bounded amount of memory. A coordination outage loses events in the shared log,
-    never the run's work.
-    """
 
-    def __init__(self, coordination: Coordination, run_id: uuid.UUID) -> None:
-        self._coordination = coordination
-        self._run_id = run_id
-        self.log = log_name(run_id)
-        self._window: list[LogEvent] = []
-        self.dropped = 0  # events 1..dropped have left memory
-        self._unsent = 1  # the first event not yet in the shared log
-        self._grew = asyncio.Event()
-        self._flushing: asyncio.Task[None] | None = None
+class RunError(BaseModel):
+    code: ErrorCode
+    message: str
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
 
     @property
-    def last_id(self) -> int:
-        return self.dropped + len(self._window)
-
-    def emit(self, name: str, data: Any) -> None:
-        self._window.append(LogEvent(self.last_id + 1, name, json.dumps(data)))
-        self._grew.set()
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush(), name=f"events-{self._run_id}")
-
-    async def read(self, after: int) -> list[LogEvent] | None:
-        """Events numbered above ``after``, waiting for the first if there are none yet;
-        None if some of them have left memory (the shared log has those)."""
-        while self.last_id <= after:
-            self._grew.clear()
-            await self._grew.wait()
-        if after < self.dropped:
-            return None
-        return self._window[after - self.dropped :]
-
-    async def drain(self) -> None:
-        """Wait until everything emitted so far is in the shared log (or given up on)."""
-        while self._flushing is not None and not self._flushing.done():
-            await asyncio.shield(self._flushing)
-
-    async def expire(self, seconds: int) -> None:
-        await self.drain()
-        try:
-            await self._coordination.expire_log(self.log, seconds)
-        except CoordinationUnavailable:
-            log.warning("run event log retention not set", run_id=str(self._run_id))
-
-    async def _flush(self) -> None:
-        while self._unsent <= self.last_id:
-            # Let a burst gather: followers in other processes wait a moment more, and a
-            # fast model costs one round trip per few milliseconds instead of per token.
-            await asyncio.sleep(FLUSH_LINGER_SECONDS)
-            batch = self._window[self._unsent - 1 - self.dropped :]
-            self._unsent = self.last_id + 1
-            try:
-                await self._coordination.append_events(
-                    self.log, [(e.name, e.data) for e in batch], first_id=batch[0].id
-                )
-            except CoordinationUnavailable:
-                log.warning("run events not recorded", run_id=str(self._run_id), lost=len(batch))
-            # What the shared log has (or will never have) may leave memory.
-            extra = min(len(self._window) - MEMORY_WINDOW, self._unsent - 1 - self.dropped)
-            if extra > 0:
-                del self._window[:extra]
-                self.dropped += extra
+    def data(self) -> str:
+        """The SSE ``data``: the model without its ``type``, one line of JSON."""
+        return self.model_dump_json(exclude={"type"})
 
 
-async def announce_end(
-    coordination: Coordination,
-    run_id: uuid.UUID,
-    status: str,
-    error: dict[str, str] | None,
-    retention_seconds: int,
-) -> None:
-    """End the shared log of a run that cannot do it itself (its process died)."""
-    try:
-        event = (TERMINAL_EVENTS[status], json.dumps(terminal_data(run_id, error)))
-        await coordination.append_events(log_name(run_id), [event])
-        await coordination.expire_log(log_name(run_id), retention_seconds)
-    except CoordinationUnavailable:
-        log.warning("run end not recorded in its event log", run_id=str(run_id), exc_info=True)
+class RunStarted(_Event):
+    type: Literal["run.started"] = "run.started"
+    run_id: str
+    conversation_id: str
+    model_id: str
 
 
-async def follow_local(
-    run_log: RunEventLog, coordination: Coordination, after: int
-) -> AsyncIterator[EventBatch]:
-    """A run of this process, from memory: each wake-up sends what arrived as one write.
-    A follower further behind than memory reaches reads the older part from the shared log."""
-    last = after
-    while True:
-        events = await run_log.read(last)
-        if events is None:
-            try:
-                events = await coordination.read_events(run_log.log, last, 0)
-            except CoordinationUnavailable:
-                events = []
-            if not events:  # lost with the shared log: go on from what memory has
-                last = run_log.dropped
-                continue
-        last = events[-1].id
-        batch = [ServerSentEvent(e.data, e.name, e.id) for e in events]
-        terminal = next((i for i, e in enumerate(events) if e.name in TERMINAL_NAMES), None)
-        if terminal is not None:
-            yield EventBatch(batch[: terminal + 1])
-            return
-        yield EventBatch(batch)
+class MessageDelta(_Event):
+    type: Literal["message.delta"] = "message.delta"
+    text: str
 
 
-async def follow(
-    coordination: Coordination,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    run_id: uuid.UUID,
-    after: int,
-    *,
-    settle_seconds: float,
-) -> AsyncIterator[ServerSentEvent | EventBatch]:
-    """Events numbered above ``after``, then new ones as they come, up to the terminal one.
-
-    ``settle_seconds``: how long after its row ended a run may still append its terminal
-    event (it waits a little for the title); only past that is the row's word final.
-    """
-    last = after
-    quiet = 0
-    while True:
-        try:
-            events = await coordination.read_events(log_name(run_id), last, FOLLOW_WAIT_MS)
-        except CoordinationUnavailable:
-            log.warning("run event log unreadable; retrying", run_id=str(run_id))
-            events = []
-            await asyncio.sleep(FOLLOW_WAIT_MS / 1000)
-        batch = []
-        for event in events:
-            last = event.id
-            batch.append(ServerSentEvent(event.data, event.name, event.id))
-            if event.name in TERMINAL_NAMES:
-                yield EventBatch(batch)
-                return
-        if batch:
-            yield EventBatch(batch)
-            quiet = 0
-            continue
-        quiet += 1
-        if quiet % CHECK_ROW_EVERY == 1:  # the first quiet read, then every few
-            ended = await _ended(sessionmaker, run_id, settle_seconds)
-            if ended is not None:
-                status, error = ended
-                data = json.dumps(terminal_data(run_id, error))
-                yield ServerSentEvent(data, TERMINAL_EVENTS[status], last + 1)
-                return
+class MessageCompleted(_Event):
+    type: Literal["message.completed"] = "message.completed"
+    message_id: str
+    seq: int
+    role: Literal["user", "assistant", "tool"]
+    content: str
+    incomplete: bool
+    stop_reason: str | None = None
 
 
-async def _ended(
-    sessionmaker: async_sessionmaker[AsyncSession], run_id: uuid.UUID, settle_seconds: float
-) -> tuple[str, dict[str, str] | None] | None:
-    async with sessionmaker() as session:
-        run = await session.scalar(select(Run).where(Run.id == run_id))
-    if run is None:  # deleted with its conversation
-        return "cancelled", {"code": "conversation_deleted", "message": "the conversation is gone"}
-    if run.status in ACTIVE_RUN_STATUSES or run.ended_at is None:
-        return None
-    if (utcnow() - run.ended_at).total_seconds() < settle_seconds:
-        return None
-    error = {"code": run.error_code, "message": run.error_message or ""} if run.error_code else None
-    return run.status, error
+class ToolStarted(_Event):
+    type: Literal["tool.started"] = "tool.started"
+    call_id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolCompleted(_Event):
+    type: Literal["tool.completed"] = "tool.completed"
+    call_id: str
+    name: str
+    output: str
+    is_error: bool
+
+
+class FileChanged(_Event):
+    type: Literal["file.changed"] = "file.changed"
+    path: str
+    size: int
+    change: Literal["created", "modified", "deleted"]
+
+
+class TitleUpdated(_Event):
+    type: Literal["title.updated"] = "title.updated"
+    title: str
+
+
+class Usage(_Event):
+    """One model call's tokens; None where the provider did not say (cost unknown, not 0)."""
+
+    type: Literal["usage"] = "usage"
+    input_tokens: int | None
+    output_tokens: int | None
+    cost: Decimal | None
+
+    @field_serializer("cost")
+    def _money(self, value: Decimal | None) -> str | None:
+        return money_str(value) if value is not None else None
+
+
+class _Ended(_Event):
+    run_id: str
+    error: RunError | None = None
+
+
+class RunCompleted(_Ended):
+    type: Literal["run.completed"] = "run.completed"
+
+
+class RunFailed(_Ended):
+    type: Literal["run.failed"] = "run.failed"
+
+
+class RunCancelled(_Ended):
+    type: Literal["run.cancelled"] = "run.cancelled"
+
+
+class RunTimedOut(_Ended):
+    type: Literal["run.timed_out"] = "run.timed_out"
+
+
+class StreamError(_Event):
+    """Terminal for the stream, not the run: this stream could not go on (resume it)."""
+
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+
+
+RunEvent = Annotated[
+    RunStarted
+    | MessageDelta
+    | MessageCompleted
+    | ToolStarted
+    | ToolCompleted
+    | FileChanged
+    | TitleUpdated
+    | Usage
+    | RunCompleted
+    | RunFailed
+    | RunCancelled
+    | RunTimedOut
+    | StreamError,
+    Field(discriminator="type"),
+]
+RUN_EVENTS: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
+RunEnded = RunCompleted | RunFailed | RunCancelled | RunTimedOut
+
+ENDED_BY_STATUS: dict[RunStatus, type[RunEnded]] = {
+    RunStatus.COMPLETED: RunCompleted,
+    RunStatus.FAILED: RunFailed,
+    RunStatus.CANCELLED: RunCancelled,
+    RunStatus.TIMED_OUT: RunTimedOut,
+}
+TERMINAL_TYPES = frozenset(
+    {*(model.model_fields["type"].default for model in ENDED_BY_STATUS.values()), "error"}
+)
+
+
+def ended(status: RunStatus, run_id: str, error: RunError | None) -> RunEnded:
+    return ENDED_BY_STATUS[status](run_id=run_id, error=error)

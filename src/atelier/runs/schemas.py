@@ -8,9 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from atelier.conversations.schemas import NO_NUL, ModelId
+from atelier.runs.events import RunError, RunStatus
 from atelier.usage.money import money_str
 
-RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "timed_out"]
 MAX_INPUT_CHARS = 100_000
 
 
@@ -19,11 +19,6 @@ class RunIn(BaseModel):
 
     input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS, pattern=NO_NUL)
     model_id: str | None = ModelId
-
-
-class RunError(BaseModel):
-    code: str
-    message: str
 
 
 class RunOut(BaseModel):

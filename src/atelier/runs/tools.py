@@ -11,7 +11,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from atelier.llm.base import ToolCall, ToolResult, ToolSpec
 from atelier.workspace.paths import InvalidPath, normalize_path
@@ -20,6 +20,18 @@ from atelier.workspace.sync import MANIFEST
 MAX_READ_BYTES = 256 * 1024
 MAX_WRITE_BYTES = 10 * 1024 * 1024
 MAX_SEARCH_RESULTS = 50
+
+
+class Tools(Protocol):
+    """What a run may call: the specs the model is offered, and the calls themselves.
+    Failures come back as error results; a call never raises into the run."""
+
+    specs: list[ToolSpec]
+
+    async def call(self, call: ToolCall) -> ToolResult: ...
+
+
+ToolsFactory = Callable[[Path], Tools]
 
 
 class ToolFailure(Exception):

@@ -14,7 +14,7 @@ from atelier.llm.models import Price
 class UsageRecord(IdMixin, Base):
     """One model call. Token counts are NULL when the provider reported none (unknown, not 0).
 
-    Links to conversations, chats and runs are cleared when those are deleted; the record
+    Links to conversations and runs are cleared when those are deleted; the record
     itself stays, because it is what the tenant was billed for.
     """
 
@@ -25,9 +25,6 @@ class UsageRecord(IdMixin, Base):
     user_id: Mapped[str] = mapped_column(String(128))
     conversation_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("conversations.id", ondelete="SET NULL"), index=True
-    )
-    chat_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("chats.id", ondelete="SET NULL"), index=True
     )
     run_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("runs.id", ondelete="SET NULL"), index=True
@@ -43,4 +40,6 @@ class UsageRecord(IdMixin, Base):
     # The prices this record was costed with (a snapshot: catalog prices may change later).
     input_price_per_mtok: Mapped[Decimal] = mapped_column(Price)
     output_price_per_mtok: Mapped[Decimal] = mapped_column(Price)
+    # The id of the run's usage event that reported it.
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

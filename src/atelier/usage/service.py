@@ -7,9 +7,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atelier.db.base import utcnow
 from atelier.llm.base import UsageReport
 from atelier.llm.models import CatalogModel
 from atelier.usage.cost import Prices, cost
@@ -25,31 +26,36 @@ async def record_usage(
     user_id: str,
     model: CatalogModel,
     usage: UsageReport,
-    chat_id: uuid.UUID | None = None,
     conversation_id: uuid.UUID | None = None,
     run_id: uuid.UUID | None = None,
-) -> UsageRecord:
+    event_id: int | None = None,
+) -> Decimal | None:
+    """Record one model call with the prices it was costed at; returns its cost (None when
+    the provider reported no tokens: unknown, not zero)."""
     prices = Prices.of(model)
-    record = UsageRecord(
-        tenant_id=tenant_id,
-        user_id=user_id,
-        chat_id=chat_id,
-        conversation_id=conversation_id,
-        run_id=run_id,
-        model_id=model.id,
-        provider=model.provider,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        cost=cost(usage, prices),
-        currency=prices.currency,
-        input_price_per_mtok=prices.input_per_mtok,
-        output_price_per_mtok=prices.output_per_mtok,
+    charged = cost(usage, prices)
+    await session.execute(
+        insert(UsageRecord).values(
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            run_id=run_id,
+            model_id=model.id,
+            provider=model.provider,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cost=charged,
+            currency=prices.currency,
+            input_price_per_mtok=prices.input_per_mtok,
+            output_price_per_mtok=prices.output_per_mtok,
+            event_id=event_id,
+            created_at=utcnow(),
+        )
     )
-    session.add(record)
-    await session.flush()
-    return record
+    return charged
 
 
 async def report(

@@ -11,12 +11,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from atelier.conversations.models import Conversation
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.settings import Settings
@@ -25,13 +25,23 @@ from atelier.workspace.base import ObjectInfo, ObjectTooLarge, Storage, StorageE
 from atelier.workspace.models import ConversationFile
 
 
+class Workspace(Protocol):
+    """Whose workspace: a conversation row, or what a run knows of its conversation."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def tenant_id(self) -> uuid.UUID: ...
+
+
 def conversation_prefix(
     settings: Settings, tenant_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> str:
     return f"{settings.s3_prefix}/{tenant_id}/{conversation_id}/"
 
 
-def object_key(settings: Settings, conversation: Conversation, path: str) -> str:
+def object_key(settings: Settings, conversation: Workspace, path: str) -> str:
     return conversation_prefix(settings, conversation.tenant_id, conversation.id) + path
 
 
@@ -48,7 +58,7 @@ class Upload:
 
 
 async def find_file(
-    session: AsyncSession, conversation: Conversation, path: str
+    session: AsyncSession, conversation: Workspace, path: str
 ) -> ConversationFile | None:
     return await session.scalar(
         select(ConversationFile).where(
@@ -57,9 +67,7 @@ async def find_file(
     )
 
 
-async def get_file(
-    session: AsyncSession, conversation: Conversation, path: str
-) -> ConversationFile:
+async def get_file(session: AsyncSession, conversation: Workspace, path: str) -> ConversationFile:
     row = await find_file(session, conversation, path)
     if row is None:
         raise ProblemError(404, "not_found", "no such file")
@@ -67,7 +75,7 @@ async def get_file(
 
 
 async def list_files(
-    session: AsyncSession, conversation: Conversation, prefix: str
+    session: AsyncSession, conversation: Workspace, prefix: str
 ) -> list[ConversationFile]:
     query = select(ConversationFile).where(ConversationFile.conversation_id == conversation.id)
     if prefix:
@@ -78,7 +86,7 @@ async def list_files(
     return list(await session.scalars(query.order_by(ConversationFile.path)))
 
 
-async def file_etags(session: AsyncSession, conversation: Conversation) -> dict[str, str]:
+async def file_etags(session: AsyncSession, conversation: Workspace) -> dict[str, str]:
     """Path -> etag of every file: what a sync compares, without loading whole rows."""
     rows = await session.execute(
         select(ConversationFile.path, ConversationFile.etag).where(
@@ -92,7 +100,7 @@ async def upload(
     session: AsyncSession,
     storage: Storage,
     settings: Settings,
-    conversation: Conversation,
+    conversation: Workspace,
     path: str,
     chunks: AsyncIterator[bytes],
     *,
@@ -150,7 +158,7 @@ async def upload(
 
 
 async def record(
-    session: AsyncSession, conversation: Conversation, path: str, info: ObjectInfo, source: str
+    session: AsyncSession, conversation: Workspace, path: str, info: ObjectInfo, source: str
 ) -> Upload:
     """Insert or update the row for ``path`` from storage's metadata."""
     row = await find_file(session, conversation, path)
@@ -185,7 +193,7 @@ async def delete_file(
     session: AsyncSession,
     storage: Storage,
     settings: Settings,
-    conversation: Conversation,
+    conversation: Workspace,
     path: str,
 ) -> None:
     row = await get_file(session, conversation, path)

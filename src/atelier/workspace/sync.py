@@ -3,7 +3,8 @@
 ``materialize`` downloads only what changed since the last time (a manifest of etags);
 ``collect_and_upload`` finds what the agent created, modified or deleted, uploads it
 concurrently and records each file from the upload's own metadata -- never by
-downloading it again (BUG-006).
+downloading it again (BUG-006); ``remember`` notes the copy is in step once that is
+committed.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from atelier.conversations.models import Conversation
 from atelier.settings import Settings
 from atelier.workspace import content_types, service
-from atelier.workspace.base import CHUNK_SIZE, ObjectInfo, Storage
+from atelier.workspace.base import CHUNK_SIZE, ObjectInfo, Storage, StorageError
 from atelier.workspace.paths import InvalidPath, normalize_path
 
 MANIFEST = ".atelier-manifest.json"
@@ -42,16 +42,27 @@ class _Local:
     mtime_ns: int
 
 
+@dataclass
+class Collected:
+    """What a run changed in its copy, as far as storage took it and the session recorded
+    it. The copy's manifest is remembered only once the session commits (``remember``): if
+    the commit fails, the next collection finds the same changes again."""
+
+    changes: list[FileChange]
+    etags: dict[str, str]
+    error: StorageError | None
+
+
 class WorkspaceSync:
     def __init__(self, storage: Storage, settings: Settings) -> None:
         self.storage = storage
         self.settings = settings
 
     async def materialize(
-        self, session: AsyncSession, conversation: Conversation, directory: Path
+        self, conversation: service.Workspace, directory: Path, wanted: dict[str, str]
     ) -> int:
-        """Bring ``directory`` up to date with the workspace; returns how many files were fetched."""
-        wanted = await service.file_etags(session, conversation)
+        """Bring ``directory`` up to date with ``wanted`` (path -> etag, from the file rows);
+        returns how many files were fetched."""
         manifest, local = await asyncio.to_thread(_look, directory, create=True)
         stale = [
             path
@@ -77,9 +88,10 @@ class WorkspaceSync:
         return len(stale)
 
     async def collect_and_upload(
-        self, session: AsyncSession, conversation: Conversation, directory: Path
-    ) -> list[FileChange]:
-        """Upload what changed in ``directory`` since ``materialize`` and record it."""
+        self, session: AsyncSession, conversation: service.Workspace, directory: Path
+    ) -> Collected:
+        """Upload what changed in ``directory`` since it was materialised and record it in
+        ``session``. Every change storage accepted is recorded, even when another failed."""
         manifest, local = await asyncio.to_thread(_look, directory, create=False)
         changes: list[FileChange] = []
         for path, stat in sorted(local.items()):
@@ -106,14 +118,17 @@ class WorkspaceSync:
                 )
 
         outcomes = await asyncio.gather(*(apply(c) for c in changes), return_exceptions=True)
-        # Record every change storage accepted (a session is not for concurrent use), then
-        # report the first failure: no object is left without its row.
+        # Record every change storage accepted (a session is not for concurrent use): no
+        # object is left without its row. Then report the first failure.
         etags = {path: str(entry.get("etag", "")) for path, entry in manifest.items()}
         applied: list[FileChange] = []
+        error: StorageError | None = None
         for change, outcome in zip(changes, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                continue
-            if outcome is None:
+                if not isinstance(outcome, StorageError):
+                    raise outcome
+                error = error or outcome
+            elif outcome is None:
                 row = await service.find_file(session, conversation, change.path)
                 if row is not None:
                     await session.delete(row)
@@ -124,12 +139,12 @@ class WorkspaceSync:
                 etags[change.path] = outcome.etag
                 applied.append(FileChange(change.path, outcome.size, change.change))
         await session.flush()
-        if changes:
-            await self._save(directory, etags)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return applied
+        return Collected(applied, etags if applied else {}, error)
+
+    async def remember(self, directory: Path, collected: Collected) -> None:
+        """After the session that recorded ``collected`` committed: the copy is in step."""
+        if collected.changes:
+            await self._save(directory, collected.etags)
 
     async def _save(self, directory: Path, etags: dict[str, str]) -> None:
         local = await asyncio.to_thread(_scan, directory)

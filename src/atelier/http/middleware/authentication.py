@@ -8,47 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
-from collections import OrderedDict
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from atelier.http.errors import send_problem
-from atelier.http.scope import Principal, resources, state
+from atelier.http.scope import Principal, state
+from atelier.resources import Resources
 from atelier.tenants.service import VerifiedKey, key_lookup_prefix, verify_api_key
 
 # Visible ASCII, 1-128 characters: emails, UUIDs and provider ids ("auth0|123") all fit.
 _USER_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 log = structlog.get_logger("atelier.auth")
-
-
-class KeyCache:
-    """Verified keys, trusted for ``ttl_seconds`` so a revoked key stops working soon after."""
-
-    def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
-        self.ttl = ttl_seconds
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, VerifiedKey]] = OrderedDict()
-
-    def get(self, digest: str) -> VerifiedKey | None:
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        expires, key = entry
-        if time.monotonic() >= expires:
-            del self._entries[digest]
-            return None
-        return key
-
-    def put(self, digest: str, key: VerifiedKey) -> None:
-        if self.ttl <= 0:
-            return
-        self._entries[digest] = (time.monotonic() + self.ttl, key)
-        self._entries.move_to_end(digest)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
 
 
 class AuthenticationMiddleware:
@@ -113,7 +85,7 @@ def _credentials(scope: Scope) -> tuple[str | None, str | None]:
 async def _verify(scope: Scope, secret: str) -> VerifiedKey | None:
     if key_lookup_prefix(secret) is None:
         return None  # not even shaped like one of our keys: no database round trip
-    app_resources = resources(scope)
+    app_resources: Resources = scope["app"].state.resources
     digest = hashlib.sha256(secret.encode()).hexdigest()
     cached = app_resources.key_cache.get(digest)
     if cached is not None:

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atelier.coordination.base import Quota
 from atelier.http.errors import send_problem
-from atelier.http.scope import client_ip, principal, resources
+from atelier.http.scope import client_ip, principal
 from atelier.settings import Settings
 
 # Operational endpoints are polled by load balancers and scrapers; they are never limited.
@@ -53,7 +53,7 @@ class RateLimitMiddleware:
             key = f"ip:{client_ip(scope, self.trusted_proxies)}"
             quota = self.anonymous_quota
         cost = self._cost(scope["method"], scope["path"])
-        decision = await resources(scope).rate_limiter.check(key, quota, cost)
+        decision = await scope["app"].state.resources.rate_limiter.check(key, quota, cost)
         headers = {
             "ratelimit-limit": str(decision.limit),
             "ratelimit-remaining": str(decision.remaining),

@@ -1,0 +1,156 @@
+"""A conversation's messages in SQL, and as the model sees them. Functions flush; the
+caller's unit of work commits."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.conversations.models import Conversation, Message
+from atelier.db.base import utcnow
+from atelier.llm.base import ChatMessage, ToolCall, ToolResult
+
+
+class Fenced(Exception):
+    """The run is no longer its conversation's active run; it must not write."""
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A model call's share of the conversation's totals."""
+
+    input_tokens: int
+    output_tokens: int
+    cost: Decimal
+    context_tokens: int  # what the next call will carry: this call's prompt and answer
+
+
+async def append(
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    run_id: uuid.UUID,
+    role: str,
+    content: str,
+    *,
+    parts: list[dict[str, Any]] | None = None,
+    incomplete: bool = False,
+    stop_reason: str | None = None,
+    event_id: int | None = None,
+    counted: Counted | None = None,
+) -> Message:
+    """Store a message with the next seq, taken in SQL only now (gapless, unique; BUG-019),
+    adding ``counted`` to the conversation's totals in the same statement (BUG-009).
+    Fenced: only the conversation's active run writes."""
+    values: dict[str, Any] = {
+        "last_message_seq": Conversation.last_message_seq + 1,
+        "updated_at": utcnow(),
+    }
+    if counted is not None:
+        values |= {
+            "total_input_tokens": Conversation.total_input_tokens + counted.input_tokens,
+            "total_output_tokens": Conversation.total_output_tokens + counted.output_tokens,
+            "total_cost": Conversation.total_cost + counted.cost,
+            "estimated_context_tokens": counted.context_tokens,
+        }
+    seq = await session.scalar(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.active_run_id == run_id)
+        .values(values)
+        .returning(Conversation.last_message_seq)
+        .execution_options(synchronize_session=False)
+    )
+    if seq is None:
+        raise Fenced
+    message = Message(
+        id=uuid.uuid4(),
+        conversation_id=conversation_id,
+        seq=seq,
+        role=role,
+        content=content,
+        parts=parts,
+        run_id=run_id,
+        incomplete=incomplete,
+        stop_reason=stop_reason,
+        event_id=event_id,
+        created_at=utcnow(),
+    )
+    session.add(message)
+    await session.flush()
+    return message
+
+
+async def history(session: AsyncSession, conversation_id: uuid.UUID) -> list[ChatMessage]:
+    """The conversation as the model sees it: every stored message, tool parts included."""
+    rows = await session.scalars(
+        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
+    )
+    return as_history(rows)
+
+
+def as_history(rows: Any) -> list[ChatMessage]:
+    history: list[ChatMessage] = []
+    for message in map(as_chat_message, rows):
+        unanswered = _unanswered(history)
+        if unanswered and message.role != "tool":
+            history.append(_not_run(unanswered))
+        history.append(message)
+    if unanswered := _unanswered(history):
+        history.append(_not_run(unanswered))
+    return history
+
+
+def _unanswered(history: list[ChatMessage]) -> tuple[ToolCall, ...]:
+    last = history[-1] if history else None
+    return last.tool_calls if last is not None and last.role == "assistant" else ()
+
+
+def _not_run(calls: tuple[ToolCall, ...]) -> ChatMessage:
+    """Results for tool calls a dead process never answered: providers require them."""
+    return ChatMessage(
+        "tool",
+        tool_results=tuple(ToolResult(c.id, "not run: the run ended first", True) for c in calls),
+    )
+
+
+def as_chat_message(row: Message) -> ChatMessage:
+    calls = tuple(
+        ToolCall(part["id"], part["name"], part["arguments"])
+        for part in row.parts or ()
+        if part.get("type") == "tool_call"
+    )
+    results = tuple(
+        ToolResult(part["call_id"], part["content"], part["is_error"])
+        for part in row.parts or ()
+        if part.get("type") == "tool_result"
+    )
+    return ChatMessage(row.role, row.content, tool_calls=calls, tool_results=results)  # type: ignore[arg-type]
+
+
+def call_parts(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [
+        {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments} for c in calls
+    ]
+
+
+def result_parts(results: list[ToolResult]) -> list[dict[str, Any]]:
+    return [
+        {"type": "tool_result", "call_id": r.call_id, "content": r.content, "is_error": r.is_error}
+        for r in results
+    ]
+
+
+async def page(
+    session: AsyncSession, conversation_id: uuid.UUID, after_seq: int, limit: int
+) -> list[Message]:
+    rows = await session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.seq > after_seq)
+        .order_by(Message.seq)
+        .limit(limit)
+    )
+    return list(rows)

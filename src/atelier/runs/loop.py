@@ -1,0 +1,206 @@
+"""The agent loop: call the model, stream its reply, run the tools it asks for, repeat.
+
+What the run has said and done lives in a ``Transcript``; whatever stops the loop, the
+transcript says what is still unsaved (a reply being streamed, tool calls without their
+results), and the supervisor has the recorder save it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from atelier.llm.base import (
+    ChatMessage,
+    ChatModel,
+    ModelRequest,
+    Stop,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    UsageReport,
+)
+from atelier.llm.models import CatalogModel
+from atelier.llm.offline import estimate_tokens
+from atelier.runs.events import (
+    ErrorCode,
+    MessageDelta,
+    RunError,
+    RunStatus,
+    ToolCompleted,
+    ToolStarted,
+)
+from atelier.runs.recorder import Recorder
+from atelier.runs.spec import AgentSpec
+from atelier.runs.tools import Tools
+
+COMPACT_AFTER = 256  # pieces of a streamed reply kept apart before they are joined
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: RunStatus
+    error: RunError | None = None
+
+    @classmethod
+    def failed(cls, code: ErrorCode, message: str, status: RunStatus = RunStatus.FAILED) -> Outcome:
+        return cls(status, RunError(code=code, message=message))
+
+    @property
+    def may_write(self) -> bool:
+        """A run that lost its row must not write; SQL fences every other write."""
+        return self.error is None or self.error.code not in (
+            ErrorCode.WORKER_LOST,
+            ErrorCode.FENCED,
+        )
+
+    @property
+    def may_upload(self) -> bool:
+        """Storage is not fenced: only the lock holder may change the workspace."""
+        return self.may_write and (self.error is None or self.error.code != ErrorCode.LEASE_LOST)
+
+
+COMPLETED = Outcome(RunStatus.COMPLETED)
+
+
+@dataclass
+class Transcript:
+    """The conversation as the model sees it, and what this run has not saved yet."""
+
+    messages: list[ChatMessage]
+    streaming: list[str] | None = None  # the reply being streamed
+    usage: UsageReport = field(default_factory=UsageReport)
+    calls: list[ToolCall] = field(default_factory=list)  # stored, results not yet
+    results: list[ToolResult] = field(default_factory=list)
+    produced: int = 0  # output tokens so far
+
+
+class AgentLoop:
+    def __init__(
+        self,
+        spec: AgentSpec,
+        model: CatalogModel,
+        provider: ChatModel,
+        tools: Tools | None,
+        recorder: Recorder,
+        transcript: Transcript,
+        *,
+        on_progress: Callable[[], None],
+        on_first_output: Callable[[], None],
+    ) -> None:
+        self.spec = spec
+        self.model = model
+        self.provider = provider
+        self.tools = tools
+        self.recorder = recorder
+        self.transcript = transcript
+        self.progress = on_progress
+        self._first_output: Callable[[], None] | None = on_first_output
+
+    async def run(self) -> Outcome:
+        spec, transcript = self.spec, self.transcript
+        for _ in range(spec.max_steps):
+            budget = min(
+                spec.max_output_tokens - transcript.produced,
+                self.model.max_output_tokens or spec.max_output_tokens,
+            )
+            if budget <= 0:
+                return Outcome.failed(
+                    ErrorCode.OUTPUT_LIMIT, "the run used its whole output token budget"
+                )
+            calls = await self._call_model(budget)
+            if not calls:
+                return COMPLETED
+            assert self.tools is not None
+            for call in calls:
+                self.progress()
+                self.recorder.events.emit(
+                    ToolStarted(call_id=call.id, name=call.name, input=call.arguments)
+                )
+                result = await self.tools.call(call)
+                transcript.results.append(result)
+                self.recorder.events.emit(
+                    ToolCompleted(
+                        call_id=call.id,
+                        name=call.name,
+                        output=result.content,
+                        is_error=result.is_error,
+                    )
+                )
+            await self.save_results()
+        return Outcome.failed(
+            ErrorCode.STEP_LIMIT, f"the run used all {spec.max_steps} of its steps"
+        )
+
+    async def _call_model(self, budget: int) -> list[ToolCall]:
+        transcript, emit = self.transcript, self.recorder.events.emit
+        transcript.streaming, transcript.usage = [], UsageReport()
+        calls: list[ToolCall] = []
+        stop: str | None = None
+        self.progress()
+        stream = self.provider.stream(
+            ModelRequest(
+                model=self.model.provider_model_id,
+                messages=transcript.messages,
+                system=self.spec.instructions,
+                tools=self.tools.specs if self.tools is not None else [],
+                max_tokens=budget,
+            )
+        )
+        try:
+            async for event in stream:
+                self.progress()
+                if self._first_output is not None:
+                    self._first_output()
+                    self._first_output = None
+                if isinstance(event, TextDelta):
+                    transcript.streaming.append(event.text)
+                    if len(transcript.streaming) >= COMPACT_AFTER:  # a long reply stays one string
+                        transcript.streaming[:] = ["".join(transcript.streaming)]
+                    emit(MessageDelta(text=event.text))
+                elif isinstance(event, ToolCall):
+                    calls.append(event)
+                elif isinstance(event, UsageReport):
+                    transcript.usage = event
+                elif isinstance(event, Stop):
+                    stop = event.reason
+        finally:
+            # Closes the provider's connection now, also when the run is stopped mid-stream.
+            await stream.aclose()  # type: ignore[attr-defined]
+        reply = "".join(transcript.streaming)
+        # A reply the output limit cut off is kept, and marked for what it is.
+        await self.recorder.reply(
+            reply, calls, transcript.usage, incomplete=stop == "max_tokens", stop_reason=stop
+        )
+        transcript.streaming = None
+        transcript.produced += transcript.usage.output_tokens or estimate_tokens(reply)
+        transcript.messages.append(ChatMessage("assistant", reply, tool_calls=tuple(calls)))
+        transcript.calls, transcript.results = list(calls), []
+        return calls
+
+    async def save_results(self) -> None:
+        transcript = self.transcript
+        results = await self.recorder.tool_results(transcript.calls, transcript.results)
+        transcript.calls, transcript.results = [], []
+        transcript.messages.append(ChatMessage("tool", tool_results=tuple(results)))
+
+    async def save_unsaved(self) -> None:
+        """What a stopped run leaves: the reply it was streaming, tool calls without results."""
+        transcript = self.transcript
+        if transcript.streaming is not None:
+            await self.recorder.reply(
+                "".join(transcript.streaming),
+                [],
+                transcript.usage,
+                incomplete=True,
+                stop_reason=None,
+            )
+            transcript.streaming = None
+        if transcript.calls:
+            await self.save_results()
+
+
+def first_output_timer(observe: Callable[[float], None]) -> Callable[[], None]:
+    started = time.monotonic()
+    return lambda: observe(time.monotonic() - started)

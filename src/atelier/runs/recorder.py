@@ -1,0 +1,271 @@
+"""What a run saves, and what it announces: each save is one unit of work in the run's own
+session, fenced on the conversation's active run, and followed by its typed event. A
+durable event (a stored message, a model call's usage, the run's end) is saved with the
+id it is announced under, so a stream that lost the event log can send it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from atelier.conversations import messages
+from atelier.conversations.models import Kind, Message
+from atelier.http.scope import Principal
+from atelier.llm.base import ChatMessage, ToolCall, ToolResult, UsageReport
+from atelier.llm.models import CatalogModel
+from atelier.llm.offline import estimate_tokens
+from atelier.runs import service
+from atelier.runs.events import (
+    ErrorCode,
+    FileChanged,
+    MessageCompleted,
+    RunError,
+    RunEvent,
+    RunStarted,
+    RunStatus,
+    TitleUpdated,
+    Usage,
+    ended,
+)
+from atelier.runs.log import RunEventLog
+from atelier.usage.service import record_usage
+from atelier.workspace.service import file_etags
+from atelier.workspace.sync import Collected, WorkspaceSync
+
+log = structlog.get_logger("atelier.runs")
+CLOSE_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+NOT_RUN = "not run: the run ended first"
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A run just committed: its conversation, model, history and workspace's files."""
+
+    conversation: service.Claimed
+    model: CatalogModel
+    history: list[ChatMessage]
+    files: dict[str, str]  # path -> etag, when the run works on the workspace
+    abandoned: uuid.UUID | None  # a dead process's run this one found and failed
+
+
+@dataclass
+class Ending:
+    """What a closed run still announces, with the ids it recorded for them."""
+
+    changes: list[FileChanged] = field(default_factory=list)
+    title: str | None = None
+    final: RunEvent | None = None
+
+
+class Recorder:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        events: RunEventLog,
+        run_id: uuid.UUID,
+    ) -> None:
+        self.sessions = sessions
+        self.events = events
+        self.run_id = run_id
+        self.opened: Opened | None = None
+
+    async def open(
+        self,
+        principal: Principal,
+        conversation_id: uuid.UUID,
+        *,
+        kind: Kind,
+        text: str,
+        owner_id: str,
+        abandoned_after: float,
+        choose_model: Callable[[service.Claimed, str], CatalogModel],
+        workspace: bool,
+    ) -> Opened:
+        """Claim the conversation, store the run and the user's message, and read what the
+        run needs, in one transaction. ``choose_model`` may refuse the run (a ProblemError),
+        which leaves nothing behind."""
+        async with self.sessions() as session:
+            claimed, abandoned = await service.claim(
+                session,
+                principal,
+                conversation_id,
+                kind,
+                self.run_id,
+                abandoned_after=abandoned_after,
+            )
+            model = choose_model(claimed, text)
+            await service.open_run(
+                session,
+                claimed,
+                run_id=self.run_id,
+                model_id=model.id,
+                text=text,
+                owner_id=owner_id,
+            )
+            history = await messages.history(session, claimed.id)
+            files = await file_etags(session, claimed) if workspace else {}
+            await session.commit()
+        self.opened = Opened(claimed, model, history, files, abandoned)
+        self.events.emit(
+            RunStarted(run_id=str(self.run_id), conversation_id=str(claimed.id), model_id=model.id)
+        )
+        return self.opened
+
+    @property
+    def conversation(self) -> service.Claimed:
+        assert self.opened is not None
+        return self.opened.conversation
+
+    async def reply(
+        self,
+        text: str,
+        calls: list[ToolCall],
+        usage: UsageReport,
+        *,
+        incomplete: bool,
+        stop_reason: str | None,
+    ) -> None:
+        """An assistant reply and its model call's usage."""
+        assert self.opened is not None
+        conversation, model = self.conversation, self.opened.model
+        message_event, usage_event = self.events.last_id + 1, self.events.last_id + 2
+        output = usage.output_tokens if usage.output_tokens is not None else estimate_tokens(text)
+        async with self.sessions() as session:
+            cost = await record_usage(
+                session,
+                tenant_id=conversation.tenant_id,
+                user_id=conversation.user_id,
+                model=model,
+                usage=usage,
+                conversation_id=conversation.id,
+                run_id=self.run_id,
+                event_id=usage_event,
+            )
+            charged = cost or Decimal(0)
+            message = await messages.append(
+                session,
+                conversation.id,
+                self.run_id,
+                "assistant",
+                text,
+                parts=messages.call_parts(calls) or None,
+                incomplete=incomplete,
+                stop_reason=stop_reason,
+                event_id=message_event,
+                counted=messages.Counted(
+                    usage.input_tokens or 0,
+                    usage.output_tokens or 0,
+                    charged,
+                    # What the next call carries: this call's prompt and its answer.
+                    context_tokens=(usage.input_tokens or 0) + output,
+                ),
+            )
+            await service.count_usage(
+                session, self.run_id, usage.input_tokens or 0, usage.output_tokens or 0, charged
+            )
+            await session.commit()
+        self._announce(message)
+        self.events.emit(
+            Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost=cost)
+        )
+
+    async def tool_results(
+        self, calls: list[ToolCall], results: list[ToolResult]
+    ) -> list[ToolResult]:
+        """The results of ``calls``; a call without one gets an error result (not run)."""
+        done = {result.call_id for result in results}
+        results = results + [ToolResult(c.id, NOT_RUN, True) for c in calls if c.id not in done]
+        async with self.sessions() as session:
+            message = await messages.append(
+                session,
+                self.conversation.id,
+                self.run_id,
+                "tool",
+                "",
+                parts=messages.result_parts(results),
+                event_id=self.events.last_id + 1,
+            )
+            await session.commit()
+        self._announce(message)
+        return results
+
+    def _announce(self, message: Message) -> None:
+        number = self.events.emit(
+            MessageCompleted(
+                message_id=str(message.id),
+                seq=message.seq,
+                role=message.role,
+                content=message.content,
+                incomplete=message.incomplete,
+                stop_reason=message.stop_reason,
+            )
+        )
+        assert number == message.event_id, "a run's events have one writer"
+
+    async def close(
+        self,
+        status: RunStatus,
+        error: RunError | None,
+        *,
+        sync: WorkspaceSync | None,
+        directory: Path | None,
+        title: str | None,
+    ) -> tuple[RunStatus, RunError | None, Ending]:
+        """Upload and record the files the run changed and give the run its end, in one
+        unit of work, retried until the database takes it (the run keeps its lock
+        meanwhile, so nobody takes it for dead). Returns the final status (storage may
+        have failed) and what is left to announce."""
+        attempt = 0
+        while True:
+            try:
+                async with self.sessions() as session:
+                    collected = (
+                        await sync.collect_and_upload(session, self.conversation, directory)
+                        if sync is not None and directory is not None
+                        else Collected([], {}, None)
+                    )
+                    if collected.error is not None and status == RunStatus.COMPLETED:
+                        status = RunStatus.FAILED
+                        error = RunError(
+                            code=ErrorCode.STORAGE_UNAVAILABLE,
+                            message=f"workspace storage failed: {collected.error}",
+                        )
+                    changes = [
+                        FileChanged(path=c.path, size=c.size, change=c.change)
+                        for c in collected.changes
+                    ]
+                    final_id = self.events.last_id + len(changes) + (title is not None) + 1
+                    await service.end_run(
+                        session, self.run_id, status, error, last_event_id=final_id
+                    )
+                    await session.commit()
+                break
+            except DBAPIError:
+                attempt += 1
+                delay = CLOSE_RETRY_SECONDS[min(attempt, len(CLOSE_RETRY_SECONDS)) - 1]
+                log.warning(
+                    "run could not be closed; retrying", run_id=str(self.run_id), attempt=attempt
+                )
+                await asyncio.sleep(delay)
+        if sync is not None and directory is not None:
+            await sync.remember(directory, collected)
+        final = ended(status, str(self.run_id), error)
+        return status, error, Ending(changes, title, final)
+
+    def announce(self, ending: Ending) -> None:
+        """The closed run's last events, under the ids its row recorded."""
+        for change in ending.changes:
+            self.events.emit(change)
+        if ending.title is not None:
+            self.events.emit(TitleUpdated(title=ending.title))
+        if ending.final is not None:
+            self.events.emit(ending.final)

@@ -1,0 +1,50 @@
+"""What a run does: its instructions, whether it works on a workspace, and its limits.
+
+A conversation's run is the workspace agent; a chat turn is a run of the chat agent --
+no tools, one model call -- on the same engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from atelier.llm.models import CatalogModel
+from atelier.settings import Settings
+
+WORKSPACE_INSTRUCTIONS = (
+    "You are an agent working on the files of this conversation's workspace. Use the tools "
+    "to list, read, write, edit, delete and search files; paths are relative to the "
+    "workspace. Say briefly what you did."
+)
+CHAT_INSTRUCTIONS = "You are a helpful assistant."
+CHAT_MAX_TOKENS = 4096  # per reply, for a model whose catalog entry names no limit
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    instructions: str
+    workspace: bool  # the run materialises the workspace and may call the workspace tools
+    max_steps: int  # model calls per run
+    max_output_tokens: int  # across the run's model calls
+    deadline_seconds: float
+
+
+def workspace_agent(settings: Settings) -> AgentSpec:
+    return AgentSpec(
+        instructions=WORKSPACE_INSTRUCTIONS,
+        workspace=True,
+        max_steps=settings.run_max_steps,
+        max_output_tokens=settings.run_max_output_tokens,
+        deadline_seconds=settings.run_deadline_seconds,
+    )
+
+
+def chat_agent(settings: Settings, model: CatalogModel) -> AgentSpec:
+    return AgentSpec(
+        instructions=CHAT_INSTRUCTIONS,
+        workspace=False,
+        max_steps=1,
+        max_output_tokens=model.max_output_tokens or CHAT_MAX_TOKENS,
+        # One model call: it may take as long as a model call may.
+        deadline_seconds=settings.model_timeout_seconds,
+    )
