@@ -25,7 +25,7 @@ from atelier.http.middleware.rate_limit import RateLimitMiddleware
 from atelier.http.middleware.request_limits import RequestLimitsMiddleware
 from atelier.http.middleware.security_headers import SecurityHeadersMiddleware
 from atelier.http.middleware.tracing import TracingMiddleware
-from atelier.http.openapi import use_problem_responses
+from atelier.http.openapi import document
 from atelier.http.operations import router as operations_router
 from atelier.llm.catalog import load_catalog, seed_catalog
 from atelier.llm.endpoints import router as models_router
@@ -33,6 +33,7 @@ from atelier.observability.logging import configure_logging
 from atelier.observability.metrics import Metrics
 from atelier.resources import Resources, open_resources
 from atelier.runs.endpoints import router as runs_router
+from atelier.runs.events import CHAT_EVENTS, RUN_EVENTS
 from atelier.settings import Settings
 from atelier.usage.endpoints import router as usage_router
 from atelier.workspace import cleanup
@@ -103,7 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    use_problem_responses(app)
+    document(app, {"RunEvent": RUN_EVENTS, "ChatEvent": CHAT_EVENTS})
     app.include_router(operations_router)
     app.include_router(conversations_router)
     app.include_router(workspace_router)

@@ -424,3 +424,76 @@ class TestModelsEndpoint:
             "output_price_per_mtok": "0.000000",
             "currency": "USD",
         }
+
+
+class TestChatTurnsAreRuns:
+    """A chat turn runs on the run engine: it can be resumed and cancelled from anywhere."""
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, object]:
+        return {"offline_model_delay_seconds": 0.01}
+
+    async def test_a_reply_stream_resumes_after_the_last_event_seen(self, app, caller) -> None:
+        from httpx_sse import aconnect_sse
+
+        from tests.live import serve_started
+
+        async with serve_started(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+            chat = (await http.post("/v1/chats", json={}, headers=caller.headers())).json()["id"]
+            first = []
+            async with aconnect_sse(
+                http, "POST", f"/v1/chats/{chat}/messages",
+                json={"content": "word " * 100}, headers=caller.headers(),
+            ) as source:  # fmt: skip
+                location = source.response.headers["location"]
+                async for event in source.aiter_sse():
+                    first.append(event)
+                    if len(first) == 5:
+                        break  # the client goes away mid-reply
+            assert location.startswith(f"/v1/chats/{chat}/runs/")
+            async with aconnect_sse(
+                http, "GET", location, headers=caller.headers(**{"Last-Event-ID": first[-1].id})
+            ) as source:
+                rest = [event async for event in source.aiter_sse()]
+            events = first + rest
+            assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+            assert events[-1].event == "done"
+            text = "".join(e.json()["text"] for e in events if e.event == "message.delta")
+            stored = (await http.get(f"/v1/chats/{chat}/messages", headers=caller.headers())).json()
+        assert stored["data"][-1]["content"] == text
+
+    @pytest.mark.parametrize("backend", ["services"])
+    async def test_a_reply_is_cancelled_from_another_process(
+        self, app, client, caller, settings, tmp_path
+    ) -> None:
+        """Two processes of one deployment: the turn runs on one, the cancel reaches it from
+        the other, and the stream ends with a `cancelled` error."""
+        from atelier.app import create_app
+
+        chat = (await client.post("/v1/chats", json={}, headers=caller.headers())).json()["id"]
+        await use_model(app, ScriptedModel([f"w{i} " for i in range(500)], delay=0.01))
+        other = create_app(settings.model_copy(update={"data_dir": tmp_path / "other"}))
+        async with other.router.lifespan_context(other):
+            transport = httpx.ASGITransport(app=other)
+            async with httpx.AsyncClient(transport=transport, base_url="http://other") as there:
+                turn = asyncio.create_task(
+                    client.post(
+                        f"/v1/chats/{chat}/messages",
+                        json={"content": "talk"},
+                        headers=caller.headers(**SSE),
+                    )
+                )
+                local = app.state.resources.runs.local
+                async with asyncio.timeout(15):  # until its model has started talking
+                    while not local or not next(iter(local.values())).accepted.done():
+                        await asyncio.sleep(0.01)
+                (run_id,) = list(local)
+                cancelled = await there.post(
+                    f"/v1/chats/{chat}/runs/{run_id}/cancel", headers=caller.headers()
+                )
+                assert cancelled.status_code == 202
+                events = parse_sse((await asyncio.wait_for(turn, 15)).text)
+        assert events[-1][1] == "error"
+        assert events[-1][2]["code"] == "cancelled"
+        reply = (await client.get(f"/v1/chats/{chat}/messages", headers=caller.headers())).json()
+        assert reply["data"][-1]["incomplete"] is True

@@ -62,3 +62,39 @@ class TestPostgresEngine:
         finally:
             await ours.dispose()
             await other.dispose()
+
+
+class TestSqliteWriters:
+    async def test_concurrent_writers_queue_in_process_instead_of_failing(
+        self, tmp_path: Path
+    ) -> None:
+        """With no busy wait at all, 20 overlapping write transactions still all commit:
+        they queue on the engine's writer lock, never on SQLite's busy handler."""
+        from sqlalchemy import event
+
+        engine = await asyncio.to_thread(
+            create_engine, Settings(environment="test", data_dir=tmp_path)
+        )
+
+        def no_busy_wait(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA busy_timeout=0")  # a locked database fails at once
+            cursor.close()
+
+        event.listen(engine.sync_engine, "connect", no_busy_wait)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text("CREATE TABLE counter (n INTEGER)"))
+                await connection.execute(text("INSERT INTO counter VALUES (0)"))
+
+            async def write() -> None:
+                async with engine.connect() as connection:
+                    await connection.execute(text("UPDATE counter SET n = n + 1"))
+                    await asyncio.sleep(0.01)  # the transaction stays open a while
+                    await connection.commit()
+
+            await asyncio.gather(*(write() for _ in range(20)))
+            async with engine.connect() as connection:
+                assert (await connection.execute(text("SELECT n FROM counter"))).scalar() == 20
+        finally:
+            await engine.dispose()

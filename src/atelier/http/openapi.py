@@ -1,4 +1,5 @@
-"""The OpenAPI schema says what errors really look like: problem+json, for every status.
+"""The OpenAPI schema says what errors really look like -- problem+json, for every status --
+and what the event streams carry.
 
 FastAPI documents a 422 as ``application/json`` with its own validation-error shape;
 Atelier answers every error with ``application/problem+json`` (``errors.py``). The
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import TypeAdapter
 
 PROBLEM = {
     "type": "object",
@@ -29,7 +31,9 @@ PROBLEM = {
 PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
-def use_problem_responses(app: FastAPI) -> None:
+def document(app: FastAPI, events: dict[str, TypeAdapter[Any]]) -> None:
+    """Errors as problem+json everywhere, and the event streams' unions (``events``, by
+    schema name) under components, where the streaming responses refer to them."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -38,6 +42,10 @@ def use_problem_responses(app: FastAPI) -> None:
         schema = generate()
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
         schemas["Problem"] = PROBLEM
+        for name, adapter in events.items():
+            union = adapter.json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(union.pop("$defs", {}))
+            schemas[name] = union
         for item in schema.get("paths", {}).values():
             for operation in item.values():
                 responses = operation.setdefault("responses", {})

@@ -41,6 +41,9 @@ class ErrorCode(StrEnum):
     SHUTDOWN = "shutdown"
     CONVERSATION_DELETED = "conversation_deleted"
     STREAM_FAILED = "stream_failed"  # this stream (not the run) could not go on
+    # A chat turn's names for a run that timed out or was cancelled.
+    MODEL_TIMEOUT = "model_timeout"
+    CANCELLED = "cancelled"
 
 
 class RunError(BaseModel):
@@ -141,11 +144,18 @@ class RunTimedOut(_Ended):
 
 
 class StreamError(_Event):
-    """Terminal for the stream, not the run: this stream could not go on (resume it)."""
+    """Terminal: for a run stream, this stream (not the run) could not go on -- resume it;
+    for a chat, the turn failed."""
 
     type: Literal["error"] = "error"
     code: ErrorCode
     message: str
+
+
+class Done(_Event):
+    """Terminal for a chat turn: the reply is complete."""
+
+    type: Literal["done"] = "done"
 
 
 RunEvent = Annotated[
@@ -165,6 +175,11 @@ RunEvent = Annotated[
     Field(discriminator="type"),
 ]
 RUN_EVENTS: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
+ChatEvent = Annotated[
+    MessageDelta | MessageCompleted | TitleUpdated | Usage | Done | StreamError,
+    Field(discriminator="type"),
+]
+CHAT_EVENTS: TypeAdapter[ChatEvent] = TypeAdapter(ChatEvent)
 RunEnded = RunCompleted | RunFailed | RunCancelled | RunTimedOut
 
 ENDED_BY_STATUS: dict[RunStatus, type[RunEnded]] = {
