@@ -22,9 +22,9 @@ from atelier.http.middleware.authentication import AuthenticationMiddleware
 from atelier.http.middleware.authorization import AuthorizationMiddleware
 from atelier.http.middleware.metrics import MetricsMiddleware
 from atelier.http.middleware.rate_limit import RateLimitMiddleware
+from atelier.http.middleware.request_context import RequestContextMiddleware
 from atelier.http.middleware.request_limits import RequestLimitsMiddleware
 from atelier.http.middleware.security_headers import SecurityHeadersMiddleware
-from atelier.http.middleware.tracing import TracingMiddleware
 from atelier.http.openapi import document
 from atelier.http.operations import router as operations_router
 from atelier.llm.catalog import load_catalog, seed_catalog
@@ -92,7 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Outermost first. Every one is pure ASGI: nothing buffers a stream or breaks
         # contextvars and disconnect detection (BUG-002).
         middleware=[
-            Middleware(TracingMiddleware, tag_spans=settings.otel_enabled),
+            Middleware(RequestContextMiddleware, tag_spans=settings.otel_enabled),
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(SecurityHeadersMiddleware, hsts=settings.hsts),
             Middleware(RequestLimitsMiddleware),

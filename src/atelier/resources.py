@@ -21,9 +21,9 @@ from atelier.llm.catalog import ModelCatalog
 from atelier.llm.registry import ModelRegistry
 from atelier.llm.titles import TitleGenerator
 from atelier.observability.metrics import Metrics
+from atelier.runs.environment import RunEnvironment
 from atelier.runs.loop import first_output_timer
 from atelier.runs.manager import RunManager
-from atelier.runs.supervision import RunEnvironment
 from atelier.runs.tools import WorkspaceTools
 from atelier.settings import Settings
 from atelier.supervisor import Supervisor

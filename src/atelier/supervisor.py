@@ -8,6 +8,7 @@ Daemons (listeners, reapers, sweeps) run until shutdown, which cancels them at o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -51,3 +52,12 @@ class Supervisor:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=10)  # cancelled runs still save
+
+
+async def finish(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({task})
+    return task.result()

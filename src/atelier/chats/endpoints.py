@@ -16,8 +16,8 @@ from atelier.conversations.models import Kind
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
 from atelier.runs.endpoints import EVENT_STREAM, cancel, event_stream, last_event_id, owned_run
+from atelier.runs.environment import RunRequest
 from atelier.runs.schemas import RunOut
-from atelier.runs.supervision import RunRequest
 
 router = APIRouter(prefix="/v1/chats", tags=["chats"])
 CHAT: Kind = "chat"

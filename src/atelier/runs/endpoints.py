@@ -16,10 +16,10 @@ from atelier.http.scope import Principal
 from atelier.http.sse import EventBatch, EventStreamResponse, ServerSentEvent
 from atelier.resources import Resources
 from atelier.runs import service
+from atelier.runs.environment import RunRequest
 from atelier.runs.events import ErrorCode, StreamError
 from atelier.runs.models import Run
 from atelier.runs.schemas import MessageList, MessageOut, RunIn, RunList, RunOut
-from atelier.runs.supervision import RunRequest
 
 router = APIRouter(prefix="/v1/conversations", tags=["runs"])
 
@@ -79,7 +79,7 @@ async def start_run(
     async with resources.sessionmaker() as session:
         run = await session.get(Run, run_id)
         assert run is not None
-        out = service.present_run(run)
+        out = RunOut.of(run)
     return Response(out.model_dump_json(), status_code=202, media_type="application/json")
 
 
@@ -92,7 +92,7 @@ async def list_runs(
 ) -> RunList:
     conversation = await get_owned(session, principal, conversation_id)
     runs = await service.list_runs(session, conversation.id, limit)
-    return RunList(data=[service.present_run(run) for run in runs])
+    return RunList(data=[RunOut.of(run) for run in runs])
 
 
 async def owned_run(
@@ -113,7 +113,7 @@ async def owned_run(
 async def get_run(
     conversation_id: uuid.UUID, run_id: uuid.UUID, principal: UserPrincipalDep, session: SessionDep
 ) -> RunOut:
-    return service.present_run(await owned_run(session, principal, conversation_id, run_id))
+    return RunOut.of(await owned_run(session, principal, conversation_id, run_id))
 
 
 @router.get("/{conversation_id}/runs/{run_id}/events", responses=EVENT_STREAM)
@@ -154,9 +154,7 @@ async def cancel(
     kind: Kind,
 ) -> RunOut:
     async with resources.sessionmaker() as session:
-        out = service.present_run(
-            await owned_run(session, principal, conversation_id, run_id, kind)
-        )
+        out = RunOut.of(await owned_run(session, principal, conversation_id, run_id, kind))
     if out.status in ("queued", "running"):
         await resources.runs.cancel(run_id)
     return out

@@ -26,7 +26,6 @@ from atelier.conversations.models import Message
 from atelier.coordination.base import Coordination, CoordinationUnavailable, LogEvent
 from atelier.db.base import utcnow
 from atelier.http.sse import EventBatch, ServerSentEvent
-from atelier.runs import service
 from atelier.runs.events import (
     ACTIVE_STATUSES,
     TERMINAL_TYPES,
@@ -46,6 +45,7 @@ log = structlog.get_logger("atelier.runs")
 FOLLOW_WAIT_MS = 1000  # one blocking read; below the Redis client's socket timeout
 CHECK_ROW_EVERY = 5  # quiet reads between looks at the run's row
 OUTAGE_PAUSE_SECONDS = 1.0
+COALESCE_SECONDS = 0.001
 Sessions = async_sessionmaker[AsyncSession]
 
 
@@ -63,10 +63,20 @@ async def follow_local(
     run_log: RunEventLog, coordination: Coordination, sessions: Sessions, after: int
 ) -> AsyncIterator[EventBatch]:
     """A run of this process, from memory; each wake-up sends what arrived in one write.
-    A follower further behind than memory reaches reads that part from the shared log."""
-    last = after
+    A follower further behind than memory reaches reads that part from the shared log.
+
+    A follower that wrote less than ``COALESCE_SECONDS`` ago waits that long before its next
+    write: a model streaming at its usual pace (a token every 10-50 ms) is sent token by
+    token, while a flood of events (many runs, a fast model) goes out in a few writes
+    instead of thousands, for at most a millisecond more.
+    """
+    loop = asyncio.get_running_loop()
+    last, sent_at = after, 0.0
     while True:
         events = await run_log.read(last)
+        if events is not None and loop.time() - sent_at < COALESCE_SECONDS:
+            await asyncio.sleep(COALESCE_SECONDS)
+            events = await run_log.read(last)
         if events is None:  # behind what memory keeps
             events = await _shared(coordination, run_log.name, last)
             missing_until = min(events[0].id - 1, run_log.dropped) if events else run_log.dropped
@@ -79,6 +89,7 @@ async def follow_local(
         batch, done = _to_sse(events)
         last = batch[-1].id  # type: ignore[assignment]
         yield EventBatch(batch)
+        sent_at = loop.time()
         if done:
             return
 
@@ -173,7 +184,7 @@ async def _state(sessions: Sessions, run_id: uuid.UUID) -> _RunState | None:
         return None
     if run is None:
         return _RunState(None, None, None, utcnow())
-    return _RunState(RunStatus(run.status), service.error_of(run), run.last_event_id, run.ended_at)
+    return _RunState(RunStatus(run.status), run.error, run.last_event_id, run.ended_at)
 
 
 async def _shared(coordination: Coordination, name: str, after: int) -> list[LogEvent]:

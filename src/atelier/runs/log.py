@@ -42,7 +42,7 @@ class RunEventLog:
         self._window: list[LogEvent] = []
         self.dropped = 0  # events 1..dropped have left memory (the shared log has them)
         self._unsent = 1  # the first event not yet in the shared log
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []  # readers waiting for an event
         self._flushing: asyncio.Task[None] | None = None
 
     @property
@@ -53,9 +53,10 @@ class RunEventLog:
         """Number ``event``, keep it, and have it shipped; returns its id."""
         number = self.last_id + 1
         self._window.append(LogEvent(number, event.type, event.data))
-        if self._waiter is not None:
-            self._waiter.set_result(None)
-            self._waiter = None
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush(), name=f"events-{self.run_id}")
         return number
@@ -64,10 +65,9 @@ class RunEventLog:
         """Events numbered above ``after``, waiting for the first if there are none yet;
         None if some of them have left memory (the shared log has those)."""
         while self.last_id <= after:
-            if self._waiter is None:
-                self._waiter = asyncio.get_running_loop().create_future()
-            # Shared by every reader: one reader that goes away must not cancel it.
-            await asyncio.shield(self._waiter)
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
         if after < self.dropped:
             return None
         return self._window[after - self.dropped :]

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import random
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 import structlog
 from sqlalchemy import select
@@ -21,18 +19,18 @@ from sqlalchemy import select
 from atelier.conversations.models import Conversation, Kind
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import Lease, LeaseHeld
-from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.http.sse import EventBatch
 from atelier.observability.metrics import Metrics
 from atelier.runs import service
-from atelier.runs.events import ErrorCode, RunError, RunFailed, RunStatus
+from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
+from atelier.runs.events import RunStatus
 from atelier.runs.follow import follow_local, follow_shared
-from atelier.runs.log import announce_end
 from atelier.runs.loop import Outcome
 from atelier.runs.recorder import Opened
-from atelier.runs.supervision import RunEnvironment, RunRequest, RunTask, lock_key
+from atelier.runs.supervision import RunTask
 from atelier.runs.tools import ToolsFactory
+from atelier.runs.upkeep import Upkeep
 
 log = structlog.get_logger("atelier.runs")
 CANCEL_CHANNEL = "run-cancel"
@@ -55,6 +53,7 @@ class RunManager:
         self.metrics = metrics
         self.local: dict[uuid.UUID, RunTask] = {}
         self.accepting = True
+        self.upkeep = Upkeep(env, metrics, self.local)
 
     @property
     def tools_factory(self) -> ToolsFactory:
@@ -88,7 +87,7 @@ class RunManager:
         self.metrics.runs_started.inc()
         self.metrics.runs_active.inc()
         if opened.abandoned is not None:
-            await self._reaped(opened.abandoned)
+            await self.upkeep.reaped(opened.abandoned)
         return run.run_id, opened
 
     async def _accept(self, request: RunRequest) -> tuple[RunTask, Opened]:
@@ -186,99 +185,18 @@ class RunManager:
     # -- background duties of every process ---------------------------------------------
 
     def start_background(self) -> None:
-        supervisor = self.env.supervisor
-        supervisor.daemon(self._listen(CANCEL_CHANNEL, self._cancel_here), "run-cancel-listener")
-        supervisor.daemon(self._listen(GONE_CHANNEL, self._forget_here), "workspace-deletions")
-        supervisor.daemon(self._reap_forever(), "run-reaper")
-        supervisor.daemon(self._sweep_forever(), "workspace-sweep")
+        self.upkeep.start(CANCEL_CHANNEL, GONE_CHANNEL)
+
+    async def reap(self) -> int:
+        return await self.upkeep.reap()
+
+    async def sweep_workspaces(self) -> int:
+        return await self.upkeep.sweep_workspaces()
 
     async def shutdown(self, grace_seconds: float) -> None:
         """Refuse new runs; running ones get the grace period, then are cancelled and saved."""
         self.accepting = False
         await self.env.supervisor.shutdown(grace_seconds)
-
-    async def _listen(self, channel: str, handle: object) -> None:
-        while True:
-            try:
-                async for message in self.env.coordination.subscribe(channel):
-                    with contextlib.suppress(ValueError):
-                        await handle(uuid.UUID(message))  # type: ignore[operator]
-            except CoordinationUnavailable:
-                log.warning("signals unavailable; retrying", channel=channel)
-                await asyncio.sleep(1.0)
-
-    async def _cancel_here(self, run_id: uuid.UUID) -> None:
-        run = self.local.get(run_id)
-        if run is not None:
-            run.stop("cancelled")
-
-    async def _forget_here(self, conversation_id: uuid.UUID) -> None:
-        await self.env.workspaces.forget([conversation_id])
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.env.settings.storage_cleanup_interval_seconds)
-            try:
-                await self.sweep_workspaces()
-            except Exception:
-                log.warning("workspace sweep failed; retrying", exc_info=True)
-
-    async def sweep_workspaces(self) -> int:
-        """Remove the copies of conversations that no longer exist (an announcement missed)."""
-        copies = self.env.workspaces.copies()
-        if not copies:
-            return 0
-        async with self.env.sessions() as session:
-            existing = set(
-                await session.scalars(select(Conversation.id).where(Conversation.id.in_(copies)))
-            )
-        return await self.env.workspaces.forget(c for c in copies if c not in existing)
-
-    async def _reap_forever(self) -> None:
-        interval = self.env.settings.run_lease_seconds / 3
-        while True:
-            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
-            try:
-                await self.reap()
-            except Exception:
-                log.warning("reaping failed; retrying", exc_info=True)
-
-    async def reap(self) -> int:
-        """Fail runs whose process stopped: no heartbeat for a lease, and the lock is free."""
-        settings, coordination = self.env.settings, self.env.coordination
-        async with self.env.sessions() as session:
-            stale = await service.stale_runs(session, settings.run_lease_seconds)
-        reaped = 0
-        for run_id, conversation_id in stale:
-            if run_id in self.local or await coordination.lease_ttl_ms(lock_key(conversation_id)):
-                continue
-            async with self.env.sessions() as session:
-                ended = await service.end_run(
-                    session,
-                    run_id,
-                    RunStatus.FAILED,
-                    WORKER_LOST_ERROR,
-                    stale_before=utcnow() - timedelta(seconds=settings.run_lease_seconds),
-                )
-                await session.commit()
-            if ended:
-                reaped += 1
-                await self._reaped(run_id)
-        return reaped
-
-    async def _reaped(self, run_id: uuid.UUID) -> None:
-        """Its process died: count it, and end its event log for whoever watches it."""
-        log.warning("run reaped: its process stopped", run_id=str(run_id))
-        self.metrics.runs_reaped.inc()
-        await announce_end(
-            self.env.coordination,
-            run_id,
-            RunFailed(run_id=str(run_id), error=WORKER_LOST_ERROR),
-            self.env.settings.run_event_retention_seconds,
-        )
-
-
-WORKER_LOST_ERROR = RunError(code=ErrorCode.WORKER_LOST, message=service.WORKER_LOST)
 
 
 def _what(kind: Kind) -> str:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from atelier.db.base import Base, IdMixin, utcnow
 from atelier.llm.models import Price
+from atelier.runs.events import ErrorCode, RunError
 
 RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled", "timed_out")
 ACTIVE_RUN_STATUSES = ("queued", "running")
@@ -48,3 +49,9 @@ class Run(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+
+    @property
+    def error(self) -> RunError | None:
+        if self.error_code is None:
+            return None
+        return RunError(code=ErrorCode(self.error_code), message=self.error_message or "")

@@ -18,12 +18,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.conversations import messages
-from atelier.conversations.models import Kind, Message
-from atelier.http.scope import Principal
+from atelier.conversations.models import Message
 from atelier.llm.base import ChatMessage, ToolCall, ToolResult, UsageReport
 from atelier.llm.models import CatalogModel
 from atelier.llm.offline import estimate_tokens
 from atelier.runs import service
+from atelier.runs.environment import RunRequest
 from atelier.runs.events import (
     ErrorCode,
     FileChanged,
@@ -80,15 +80,11 @@ class Recorder:
 
     async def open(
         self,
-        principal: Principal,
-        conversation_id: uuid.UUID,
+        request: RunRequest,
         *,
-        kind: Kind,
-        text: str,
         owner_id: str,
         abandoned_after: float,
         choose_model: Callable[[service.Claimed, str], CatalogModel],
-        workspace: bool,
     ) -> Opened:
         """Claim the conversation, store the run and the user's message, and read what the
         run needs, in one transaction. ``choose_model`` may refuse the run (a ProblemError),
@@ -96,23 +92,23 @@ class Recorder:
         async with self.sessions() as session:
             claimed, abandoned = await service.claim(
                 session,
-                principal,
-                conversation_id,
-                kind,
+                request.principal,
+                request.conversation_id,
+                request.kind,
                 self.run_id,
                 abandoned_after=abandoned_after,
             )
-            model = choose_model(claimed, text)
+            model = choose_model(claimed, request.text)
             await service.open_run(
                 session,
                 claimed,
                 run_id=self.run_id,
                 model_id=model.id,
-                text=text,
+                text=request.text,
                 owner_id=owner_id,
             )
             history = await messages.history(session, claimed.id)
-            files = await file_etags(session, claimed) if workspace else {}
+            files = await file_etags(session, claimed) if request.kind == "agent" else {}
             await session.commit()
         self.opened = Opened(claimed, model, history, files, abandoned)
         self.events.emit(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from atelier.conversations.schemas import NO_NUL, ModelId
 from atelier.runs.events import RunError, RunStatus
+from atelier.runs.models import Run
 from atelier.usage.money import money_str
 
 MAX_INPUT_CHARS = 100_000
@@ -38,6 +39,23 @@ class RunOut(BaseModel):
     @field_serializer("cost")
     def _money(self, value: Decimal) -> str:
         return money_str(value)
+
+    @classmethod
+    def of(cls, run: Run) -> RunOut:
+        return cls(
+            id=run.id,
+            conversation_id=run.conversation_id,
+            status=RunStatus(run.status),
+            model_id=run.model_id,
+            input=run.input,
+            input_tokens=run.input_tokens,
+            output_tokens=run.output_tokens,
+            cost=run.cost,
+            error=run.error,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            ended_at=run.ended_at,
+        )
 
 
 class RunList(BaseModel):

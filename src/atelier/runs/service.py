@@ -20,7 +20,6 @@ from atelier.db.base import utcnow
 from atelier.http.scope import Principal
 from atelier.runs.events import ACTIVE_STATUSES, ErrorCode, RunError, RunStatus
 from atelier.runs.models import Run
-from atelier.runs.schemas import RunOut
 
 WORKER_LOST = "the process running it stopped"
 
@@ -254,26 +253,3 @@ async def list_runs(session: AsyncSession, conversation_id: uuid.UUID, limit: in
         .limit(limit)
     )
     return list(rows)
-
-
-def error_of(run: Run) -> RunError | None:
-    if run.error_code is None:
-        return None
-    return RunError(code=ErrorCode(run.error_code), message=run.error_message or "")
-
-
-def present_run(run: Run) -> RunOut:
-    return RunOut(
-        id=run.id,
-        conversation_id=run.conversation_id,
-        status=RunStatus(run.status),
-        model_id=run.model_id,
-        input=run.input,
-        input_tokens=run.input_tokens,
-        output_tokens=run.output_tokens,
-        cost=run.cost,
-        error=error_of(run),
-        created_at=run.created_at,
-        started_at=run.started_at,
-        ended_at=run.ended_at,
-    )

@@ -12,40 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+import functools
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
+from uuid import uuid4
 
 import structlog
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.conversations.messages import Fenced
-from atelier.conversations.models import Conversation, Kind
-from atelier.coordination.base import Coordination
 from atelier.coordination.lease import Lease
-from atelier.http.errors import ProblemError
-from atelier.http.scope import Principal
 from atelier.llm.base import ModelError
-from atelier.llm.catalog import ModelCatalog
-from atelier.llm.context import context_usage
-from atelier.llm.models import CatalogModel
-from atelier.llm.offline import estimate_tokens
-from atelier.llm.registry import ModelRegistry
-from atelier.llm.titles import TitleGenerator
 from atelier.runs import service
+from atelier.runs.admission import choose_model
+from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
 from atelier.runs.events import ErrorCode, RunCancelled, RunStatus, ended
 from atelier.runs.log import RunEventLog
 from atelier.runs.loop import AgentLoop, Outcome, Transcript
 from atelier.runs.recorder import Ending, Opened, Recorder
 from atelier.runs.spec import AgentSpec, chat_agent, workspace_agent
-from atelier.runs.tools import ToolsFactory
-from atelier.settings import Settings
-from atelier.supervisor import Supervisor
-from atelier.workspace.base import Storage, StorageError
-from atelier.workspace.cache import WorkspaceCache
+from atelier.runs.title import ready_title, start_title
+from atelier.supervisor import finish
+from atelier.workspace.base import StorageError
 from atelier.workspace.sync import WorkspaceSync
 
 log = structlog.get_logger("atelier.runs")
@@ -61,42 +48,11 @@ STOPPED: dict[str, Outcome] = {
 }
 
 
-def lock_key(conversation_id: uuid.UUID) -> str:
-    return f"conversation:{conversation_id}"
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    principal: Principal
-    conversation_id: uuid.UUID
-    kind: Kind  # a conversation with a workspace, or a chat
-    text: str
-    model_id: str | None  # the caller's choice; else the conversation's, else the default
-
-
-@dataclass
-class RunEnvironment:
-    """What every run of a process works with (built once, in the lifespan)."""
-
-    settings: Settings
-    sessions: async_sessionmaker[AsyncSession]
-    coordination: Coordination
-    storage: Storage
-    workspaces: WorkspaceCache
-    models: ModelRegistry
-    catalog: ModelCatalog
-    supervisor: Supervisor
-    owner_id: str
-    tools_factory: ToolsFactory
-    titles: TitleGenerator
-    on_first_output: Callable[[], Callable[[], None]]
-
-
 class RunTask:
     def __init__(self, env: RunEnvironment, request: RunRequest) -> None:
         self.env = env
         self.request = request
-        self.run_id = uuid.uuid4()
+        self.run_id = uuid4()
         self.events = RunEventLog(env.coordination, self.run_id)
         self.recorder = Recorder(env.sessions, self.events, self.run_id)
         self._loop = asyncio.get_running_loop()
@@ -128,15 +84,11 @@ class RunTask:
                 on_lost=lambda: self.stop("lease_lost"),
             ):
                 opened = await self.recorder.open(
-                    request.principal,
-                    request.conversation_id,
-                    kind=request.kind,
-                    text=request.text,
+                    request,
                     owner_id=self.env.owner_id,
                     # Under the lock, an active run this quiet has lost its lease: its process died.
                     abandoned_after=settings.run_lease_seconds / 2,
-                    choose_model=self._choose_model,
-                    workspace=request.kind == "agent",
+                    choose_model=functools.partial(choose_model, self.env, request),
                 )
                 self.accepted.set_result(opened)
                 spec = (
@@ -145,12 +97,12 @@ class RunTask:
                     else chat_agent(settings, opened.model)
                 )
                 if opened.conversation.title is None and opened.conversation.user_seq == 1:
-                    self._title = self.env.supervisor.spawn(
-                        self._make_title(opened), name=f"title-{opened.conversation.id}"
-                    )
+                    self._title = start_title(self.env, opened, request.text)
                 async with self._workdir(spec) as workdir:
                     outcome = await self._supervise(opened, spec, workdir)
-                    outcome, ending = await _to_the_end(self._close(outcome, workdir))
+                    # Finished even if shutdown cancels us meanwhile: it is short, and it is
+                    # what leaves the run's row and conversation consistent.
+                    outcome, ending = await finish(self._close(outcome, workdir))
         except BaseException as exc:
             if not self.accepted.done():
                 if isinstance(exc, asyncio.CancelledError):
@@ -168,26 +120,6 @@ class RunTask:
         self.recorder.announce(ending)
         await self.events.close(settings.run_event_retention_seconds)
         return outcome
-
-    def _choose_model(self, conversation: service.Claimed, text: str) -> CatalogModel:
-        """The run's model; refused as plain HTTP if it cannot run (nothing is kept)."""
-        env = self.env
-        model = env.catalog.resolve(
-            self.request.model_id or conversation.model_id or env.settings.default_model
-        )
-        if env.models.get(model.provider) is None:
-            raise ProblemError(
-                503, "model_unavailable", f"provider {model.provider!r} is not configured"
-            )
-        estimate = conversation.estimated_context_tokens + estimate_tokens(text)
-        if context_usage(estimate, model.context_window).status == "exceeded":  # BUG-008
-            raise ProblemError(
-                413,
-                "context_window_exceeded",
-                f"about {estimate} tokens do not fit {model.id}'s window of "
-                f"{model.context_window}; start a new conversation",
-            )
-        return model
 
     def _workdir(self, spec: AgentSpec) -> contextlib.AbstractAsyncContextManager[Path | None]:
         if spec.workspace:
@@ -291,30 +223,9 @@ class RunTask:
         return Outcome(status, error), ending
 
     async def _title_if_ready(self, outcome: Outcome) -> str | None:
-        """The title, if the run completed and it is ready within the title wait; it is
-        saved later in any case (BUG-005: a slow title never holds a run up for long)."""
         if self._title is None or outcome.status != RunStatus.COMPLETED:
             return None
-        done, _ = await asyncio.wait({self._title}, timeout=self.env.settings.title_wait_seconds)
-        if self._title in done and not self._title.cancelled() and self._title.exception() is None:
-            return self._title.result()
-        return None
-
-    async def _make_title(self, opened: Opened) -> str | None:
-        """Title an untitled conversation from its first message; saved whenever it is ready."""
-        try:
-            title = await self.env.titles.generate(opened.model, self.request.text, "")
-        except Exception:
-            log.warning("title generation failed", conversation_id=str(opened.conversation.id))
-            return None
-        async with self.env.sessions() as session:
-            named = await session.execute(
-                update(Conversation)
-                .where(Conversation.id == opened.conversation.id, Conversation.title.is_(None))
-                .values(title=title)
-            )
-            await session.commit()
-        return title if named.rowcount else None  # type: ignore[attr-defined]
+        return await ready_title(self._title, self.env.settings.title_wait_seconds)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -348,13 +259,3 @@ class RunTask:
 
     def _progress(self) -> None:
         self._last_progress = self._loop.time()
-
-
-async def _to_the_end(work: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
-    """Finish ``work`` even if the caller is cancelled meanwhile (it is short, and it is
-    what leaves the run's row and conversation consistent)."""
-    task = asyncio.ensure_future(work)
-    while not task.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait({task})
-    return task.result()

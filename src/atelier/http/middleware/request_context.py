@@ -28,7 +28,7 @@ log = structlog.get_logger("atelier.http")
 access_log = logging.getLogger("atelier.http")
 
 
-class TracingMiddleware:
+class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, tag_spans: bool = False) -> None:
         self.app = app
         self.tag_spans = tag_spans

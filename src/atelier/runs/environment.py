@@ -1,0 +1,53 @@
+"""What a run is asked to do, and what every run of a process works with."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from atelier.conversations.models import Kind
+from atelier.coordination.base import Coordination
+from atelier.http.scope import Principal
+from atelier.llm.catalog import ModelCatalog
+from atelier.llm.registry import ModelRegistry
+from atelier.llm.titles import TitleGenerator
+from atelier.runs.tools import ToolsFactory
+from atelier.settings import Settings
+from atelier.supervisor import Supervisor
+from atelier.workspace.base import Storage
+from atelier.workspace.cache import WorkspaceCache
+
+
+def lock_key(conversation_id: uuid.UUID) -> str:
+    """The conversation's lock: whoever holds it runs (or deletes) the conversation."""
+    return f"conversation:{conversation_id}"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    principal: Principal
+    conversation_id: uuid.UUID
+    kind: Kind  # a conversation with a workspace, or a chat
+    text: str
+    model_id: str | None  # the caller's choice; else the conversation's, else the default
+
+
+@dataclass
+class RunEnvironment:
+    """The collaborators of every run of a process (built once, in the lifespan)."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    coordination: Coordination
+    storage: Storage
+    workspaces: WorkspaceCache
+    models: ModelRegistry
+    catalog: ModelCatalog
+    supervisor: Supervisor
+    owner_id: str  # this process, as run rows name it
+    tools_factory: ToolsFactory
+    titles: TitleGenerator
+    on_first_output: Callable[[], Callable[[], None]]  # a timer per run, for the metric

@@ -1,0 +1,128 @@
+"""What every process does in the background for the runs of the whole deployment: it
+hears cancel requests and deletions, reaps the runs of processes that died, and sweeps
+away its copies of deleted conversations' workspaces."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+from sqlalchemy import select
+
+from atelier.conversations.models import Conversation
+from atelier.coordination.base import CoordinationUnavailable
+from atelier.db.base import utcnow
+from atelier.observability.metrics import Metrics
+from atelier.runs import service
+from atelier.runs.environment import RunEnvironment, lock_key
+from atelier.runs.events import ErrorCode, RunError, RunFailed, RunStatus
+from atelier.runs.log import announce_end
+
+if TYPE_CHECKING:
+    from atelier.runs.supervision import RunTask
+
+log = structlog.get_logger("atelier.runs")
+WORKER_LOST_ERROR = RunError(code=ErrorCode.WORKER_LOST, message=service.WORKER_LOST)
+
+
+class Upkeep:
+    def __init__(
+        self, env: RunEnvironment, metrics: Metrics, local: dict[uuid.UUID, RunTask]
+    ) -> None:
+        self.env = env
+        self.metrics = metrics
+        self.local = local  # the runs this process executes
+
+    def start(self, cancel_channel: str, gone_channel: str) -> None:
+        supervisor = self.env.supervisor
+        supervisor.daemon(self._listen(cancel_channel, self._cancel_here), "run-cancel-listener")
+        supervisor.daemon(self._listen(gone_channel, self._forget_here), "workspace-deletions")
+        supervisor.daemon(self._every(self._reap_interval, self.reap), "run-reaper")
+        supervisor.daemon(
+            self._every(self._sweep_interval, self.sweep_workspaces), "workspace-sweep"
+        )
+
+    async def _listen(self, channel: str, handle: Callable[[uuid.UUID], Awaitable[None]]) -> None:
+        while True:
+            try:
+                async for message in self.env.coordination.subscribe(channel):
+                    with contextlib.suppress(ValueError):
+                        await handle(uuid.UUID(message))
+            except CoordinationUnavailable:
+                log.warning("signals unavailable; retrying", channel=channel)
+                await asyncio.sleep(1.0)
+
+    async def _every(
+        self, interval: Callable[[], float], duty: Callable[[], Awaitable[int]]
+    ) -> None:
+        while True:
+            await asyncio.sleep(interval())
+            try:
+                await duty()
+            except Exception:
+                log.warning("background duty failed; retrying", duty=duty.__name__, exc_info=True)
+
+    def _reap_interval(self) -> float:
+        return self.env.settings.run_lease_seconds / 3 * random.uniform(0.8, 1.2)
+
+    def _sweep_interval(self) -> float:
+        return self.env.settings.storage_cleanup_interval_seconds
+
+    async def _cancel_here(self, run_id: uuid.UUID) -> None:
+        run = self.local.get(run_id)
+        if run is not None:
+            run.stop("cancelled")
+
+    async def _forget_here(self, conversation_id: uuid.UUID) -> None:
+        await self.env.workspaces.forget([conversation_id])
+
+    async def sweep_workspaces(self) -> int:
+        """Remove the copies of conversations that no longer exist (an announcement missed)."""
+        copies = self.env.workspaces.copies()
+        if not copies:
+            return 0
+        async with self.env.sessions() as session:
+            existing = set(
+                await session.scalars(select(Conversation.id).where(Conversation.id.in_(copies)))
+            )
+        return await self.env.workspaces.forget(c for c in copies if c not in existing)
+
+    async def reap(self) -> int:
+        """Fail runs whose process stopped: no heartbeat for a lease, and the lock is free."""
+        settings, coordination = self.env.settings, self.env.coordination
+        async with self.env.sessions() as session:
+            stale = await service.stale_runs(session, settings.run_lease_seconds)
+        reaped = 0
+        for run_id, conversation_id in stale:
+            if run_id in self.local or await coordination.lease_ttl_ms(lock_key(conversation_id)):
+                continue
+            async with self.env.sessions() as session:
+                ended = await service.end_run(
+                    session,
+                    run_id,
+                    RunStatus.FAILED,
+                    WORKER_LOST_ERROR,
+                    stale_before=utcnow() - timedelta(seconds=settings.run_lease_seconds),
+                )
+                await session.commit()
+            if ended:
+                reaped += 1
+                await self.reaped(run_id)
+        return reaped
+
+    async def reaped(self, run_id: uuid.UUID) -> None:
+        """Its process died: count it, and end its event log for whoever watches it."""
+        log.warning("run reaped: its process stopped", run_id=str(run_id))
+        self.metrics.runs_reaped.inc()
+        await announce_end(
+            self.env.coordination,
+            run_id,
+            RunFailed(run_id=str(run_id), error=WORKER_LOST_ERROR),
+            self.env.settings.run_event_retention_seconds,
+        )
