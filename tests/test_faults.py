@@ -22,6 +22,7 @@ from tests.faults import RedisServer, TcpProxy
 from tests.runs.helpers import (
     messages,
     new_conversation,
+    parse_sse,
     start,
     start_blocked,
     use_tools,
@@ -105,6 +106,58 @@ class TestRedisStops:
             "completed"
         )
         assert (await client.get("/ready")).status_code == 200
+
+
+class TestFollowersThroughARedisOutage:
+    """A run executes on one process and is streamed from another while Redis goes away
+    (and, in one case, comes back empty). The other process's stream still ends with the
+    run's terminal event, never gives one id to two events, and sends again from the
+    database the stored messages and usage it missed."""
+
+    @pytest.fixture
+    def settings_overrides(self, redis_server: RedisServer) -> dict[str, object]:
+        return {"redis_url": redis_server.url, "run_lease_seconds": 2}
+
+    @pytest.mark.parametrize("comes_back_empty", [False, True])
+    async def test_a_follower_elsewhere_ends_and_never_repeats_an_id(
+        self, app, client, caller, settings, redis_server, tmp_path, comes_back_empty
+    ) -> None:
+        import httpx
+
+        from atelier.app import create_app
+
+        conversation = await new_conversation(client, caller)
+        await use_model(app, ScriptedModel([f"w{i} " for i in range(300)], delay=0.02))
+        run = (await start(client, caller, conversation, "talk")).json()
+        url = f"/v1/conversations/{conversation}/runs/{run['id']}/events"
+        here = asyncio.create_task(client.get(url, headers=caller.headers()))
+        other = create_app(settings.model_copy(update={"data_dir": tmp_path / "other"}))
+        async with other.router.lifespan_context(other):
+            transport = httpx.ASGITransport(app=other)
+            async with httpx.AsyncClient(transport=transport, base_url="http://other") as there:
+                elsewhere = asyncio.create_task(there.get(url, headers=caller.headers()))
+                log = app.state.resources.runs.local[uuid.UUID(run["id"])].events
+                async with asyncio.timeout(10):  # the other process has seen some of it
+                    while log.last_id < 30:
+                        await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)
+                redis_server.stop()
+                if comes_back_empty:
+                    await asyncio.sleep(0.5)
+                    redis_server.start()
+                owner = parse_sse((await asyncio.wait_for(here, 60)).text)
+                follower = parse_sse((await asyncio.wait_for(elsewhere, 60)).text)
+        ids = [number for number, _, _ in follower]
+        assert ids == sorted(set(ids)), "an id was repeated or went back"
+        assert follower[-1][1] == owner[-1][1] == "run.failed"
+        assert follower[-1][2]["error"]["code"] == "lease_lost"
+        assert follower[-1][0] == owner[-1][0]  # the terminal event under the run's own id
+        by_id = {number: (name, data) for number, name, data in owner}
+        for number, name, data in follower:
+            assert by_id[number] == (name, data)  # same id, same event
+        # What the follower missed of what was stored, it got from the database.
+        stored = {n for n, name, _ in owner if name in ("message.completed", "usage")}
+        assert stored <= set(ids)
 
 
 class TestRedisStopsDuringRateLimiting:

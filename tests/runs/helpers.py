@@ -18,7 +18,7 @@ SSE = {"Accept": "text/event-stream"}
 TERMINAL = {"run.completed", "run.failed", "run.cancelled", "run.timed_out"}
 ENDED = {"completed", "failed", "cancelled", "timed_out"}
 
-Event = tuple[int, str, dict]
+Event = tuple[int | None, str, dict]
 
 
 def parse_sse(text: str) -> list[Event]:
@@ -28,7 +28,8 @@ def parse_sse(text: str) -> list[Event]:
         if not lines:
             continue
         fields = dict(line.split(": ", 1) for line in lines)
-        events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+        number = int(fields["id"]) if "id" in fields else None  # an event may carry no id
+        events.append((number, fields["event"], json.loads(fields["data"])))
     return events
 
 

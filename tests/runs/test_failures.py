@@ -29,6 +29,7 @@ from tests.runs.helpers import (
     messages,
     new_conversation,
     parse_sse,
+    run_streamed,
     start,
     start_blocked,
     use_tools,
@@ -437,3 +438,59 @@ async def test_catalog_model_check_refuses_a_zero_window(app) -> None:
         (await session.get(CatalogModel, "offline")).context_window = 0
         with pytest.raises(IntegrityError):
             await session.commit()
+
+
+class TestStreamsEndWithOneTerminalEvent:
+    """BUG-022 after the first byte: whatever fails, the stream ends with one terminal event."""
+
+    async def test_a_producer_failing_mid_stream_ends_with_an_error_event(
+        self, app, client, caller, monkeypatch
+    ) -> None:
+        from atelier.http.sse import EventBatch, ServerSentEvent
+
+        conversation = await new_conversation(client, caller)
+        run = (await start(client, caller, conversation, "hi")).json()
+        await wait_ended(client, caller, conversation, run["id"])
+
+        async def breaks(run_id, after):  # type: ignore[no-untyped-def]
+            yield EventBatch([ServerSentEvent('{"text": "a"}', "message.delta", 1)])
+            raise RuntimeError("the follower broke")
+
+        monkeypatch.setattr(app.state.resources.runs, "events", breaks)
+        events = await events_of(client, caller, conversation, run["id"])
+        assert [name for _, name, _ in events] == ["message.delta", "error"]
+        assert events[-1][2]["code"] == "stream_failed"
+
+    async def test_the_database_failing_while_a_follower_falls_back_to_it_is_retried(
+        self, app, client, caller, monkeypatch
+    ) -> None:
+        """The event log is gone (expired): the follower asks the run's row, and the database
+        does not answer the first times. The stream waits, then ends as the run did."""
+        from sqlalchemy.exc import OperationalError
+
+        conversation = await new_conversation(client, caller)
+        done = await run_streamed(client, caller, conversation, "hi")
+        run_id = done[0][2]["run_id"]
+        async with asyncio.timeout(15):  # the run has left this process: followed from the log
+            while uuid.UUID(run_id) in app.state.resources.runs.local:
+                await asyncio.sleep(0.01)
+        coordination = app.state.resources.coordination
+        if coordination.name == "redis":
+            await coordination.client.delete(coordination._key(f"log:run:{run_id}"))
+        else:
+            coordination._logs.pop(f"run:{run_id}")
+        sessions = app.state.resources.runs.env.sessions
+        failures = iter(range(2))
+
+        def flaky():  # type: ignore[no-untyped-def]
+            if next(failures, None) is not None:
+                raise OperationalError("SELECT", {}, ConnectionRefusedError("the database is down"))
+            return sessions()
+
+        monkeypatch.setattr(app.state.resources.runs.env, "sessions", flaky)
+        monkeypatch.setattr("atelier.runs.follow.FOLLOW_WAIT_MS", 10)
+        replay = await events_of(client, caller, conversation, run_id)
+        assert replay[-1][1] == "run.completed"
+        assert replay[-1][0] == done[-1][0]  # under the run's own id
+        stored = [(n, name) for n, name, _ in done if name in ("message.completed", "usage")]
+        assert [(n, name) for n, name, _ in replay[:-1]] == stored
