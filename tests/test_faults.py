@@ -249,6 +249,60 @@ class TestS3GoesAway:
         assert listing[-1]["parts"][0]["content"] == "(no files)"
 
 
+class TestDownloadsWhileS3GoesAway:
+    """A download never looks whole when it is not (BUG-023's cousin): an outage before the
+    response is a 503; one after it started breaks the transfer off, logged and counted."""
+
+    @pytest.fixture
+    def settings_overrides(self, s3_proxy: TcpProxy) -> dict[str, object]:
+        return {"s3_endpoint_url": s3_proxy.url}
+
+    async def test_an_outage_before_the_response_is_a_503(
+        self, app, client, caller, s3_proxy
+    ) -> None:
+        conversation = await new_conversation(client, caller)
+        base = f"/v1/conversations/{conversation}"
+        await client.put(f"{base}/files/a.txt", content=b"seven b", headers=caller.headers())
+        s3_proxy.cut()
+        for path in ("/files/a.txt", "/workspace.zip"):
+            response = await client.get(base + path, headers=caller.headers())
+            assert response.status_code == 503, path
+            assert response.json()["code"] == "storage_unavailable"
+
+    async def test_an_outage_mid_body_breaks_the_transfer_off(
+        self, app, client, caller, s3_proxy
+    ) -> None:
+        import httpx
+
+        from tests.live import serve_started
+
+        conversation = await new_conversation(client, caller)
+        base = f"/v1/conversations/{conversation}"
+        for name in ("big.bin", "second.bin"):
+            await client.put(
+                f"{base}/files/{name}", content=b"z" * (8 * 1024 * 1024), headers=caller.headers()
+            )
+        async with serve_started(app) as url, httpx.AsyncClient(base_url=url) as http:
+            for path in ("/files/big.bin", "/workspace.zip"):
+                s3_proxy.restore()
+                received = 0
+                with pytest.raises(httpx.HTTPError):
+                    async with http.stream("GET", base + path, headers=caller.headers()) as got:
+                        assert got.status_code == 200
+                        async for chunk in got.aiter_bytes():
+                            received += len(chunk)
+                            s3_proxy.cut()  # after the first bytes
+                assert 0 < received < 8 * 1024 * 1024, path
+        aborted = app.state.metrics.http_requests.labels("GET", _route(app, path), "aborted")
+        assert aborted._value.get() == 1  # the zip's; the file's counted under its own route
+
+
+def _route(app, path: str) -> str:  # type: ignore[no-untyped-def]
+    return "/v1/conversations/{conversation_id}" + (
+        "/workspace.zip" if path.endswith(".zip") else "/files/{path:path}"
+    )
+
+
 async def test_postgres_connections_killed_mid_run_never_leave_it_running(
     app, client, caller, settings
 ) -> None:

@@ -182,6 +182,36 @@ class TestUploadAndDownload:
         assert stored_keys(settings, request) == []
         assert await file_rows(app) == 0
 
+    async def test_a_zip_whose_member_breaks_off_is_never_a_valid_archive(
+        self, app, client, caller, conversation, monkeypatch
+    ) -> None:
+        """Storage failing in the middle of a member breaks the transfer off: the client never
+        gets a valid zip with a member cut short (it once got 262,144 of 2,097,152 bytes)."""
+        import io
+        import zipfile
+
+        from atelier.workspace.base import StorageError
+        from atelier.workspace.endpoints import DownloadBrokeOff
+
+        base = f"/v1/conversations/{conversation}/files"
+        await client.put(f"{base}/a.bin", content=b"a" * 600_000, headers=caller.headers())
+        storage = app.state.resources.storage
+        real = storage.get_stream
+
+        async def breaks(key, **kwargs):  # type: ignore[no-untyped-def]
+            async for chunk in real(key, **kwargs):
+                yield chunk
+                raise StorageError("the storage went away mid-object")
+
+        monkeypatch.setattr(storage, "get_stream", breaks)
+        # In process the break surfaces as the app's exception; a real client sees the
+        # connection close mid-body (tests/test_faults.py).
+        with pytest.raises(DownloadBrokeOff):
+            response = await client.get(
+                f"/v1/conversations/{conversation}/workspace.zip", headers=caller.headers()
+            )
+            zipfile.ZipFile(io.BytesIO(response.content)).testzip()
+
     async def test_workspace_zip_streams_every_file(self, client, caller, conversation) -> None:
         import io
         import zipfile
@@ -363,6 +393,7 @@ class TestDeleteConversation:
     ) -> None:
         from atelier.workspace import cleanup
         from atelier.workspace.base import StorageError
+        from atelier.workspace.endpoints import DownloadBrokeOff
         from atelier.workspace.models import StorageCleanup
 
         for n in range(3):

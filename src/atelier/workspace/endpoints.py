@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from stream_zip import ZIP_AUTO, async_stream_zip
@@ -24,6 +25,7 @@ from atelier.workspace.paths import InvalidPath, normalize_path, normalize_prefi
 from atelier.workspace.schemas import FileList, FileOut
 
 router = APIRouter(prefix="/v1/conversations/{conversation_id}", tags=["workspace"])
+log = structlog.get_logger("atelier.workspace")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -200,8 +202,9 @@ async def get_file(
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=row.content_type)
     key = service.object_key(resources.settings, conversation, row.path)
-    body = _download(
-        resources.storage, key, start if status == 206 else None, end if status == 206 else None
+    ranged = status == 206
+    body = await _opened(
+        resources.storage, key, start if ranged else None, end if ranged else None
     )
     return StreamingResponse(body, status_code=status, headers=headers, media_type=row.content_type)
 
@@ -221,18 +224,45 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-async def _download(
+class DownloadBrokeOff(Exception):
+    """Storage failed after the response started. Raised out of the body, it makes the
+    server abort the connection: the client sees a failed transfer, never a short file that
+    looks whole (or a zip that is valid with a member cut short)."""
+
+
+async def _opened(
     storage: Storage, key: str, start: int | None, end: int | None
 ) -> AsyncIterator[bytes]:
-    # The storage iterator closes its body in `finally`; closing this generator closes it.
+    """The object's body with its first chunk already read: storage that fails before
+    anything is sent is a 503, not a 200 with nothing after it."""
     stream = storage.get_stream(key, start=start, end=end)
     try:
+        first = await anext(stream, b"")
+    except StorageError as exc:
+        await stream.aclose()  # type: ignore[attr-defined]
+        raise service.storage_unavailable(exc) from exc
+    return _body(key, first, stream)
+
+
+async def _body(key: str, first: bytes, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    # The storage iterator closes its body in `finally`; closing this generator closes it.
+    try:
+        if first:
+            yield first
         async for chunk in stream:
             yield chunk
-    except StorageError:
-        return  # headers are gone already; the short body tells the client it failed
+    except StorageError as exc:
+        log.error("download broke off: storage failed mid-body", key=key, error=str(exc))
+        raise DownloadBrokeOff(key) from exc
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def _opened_mid_zip(storage: Storage, key: str) -> AsyncIterator[bytes]:
+    try:
+        return await _opened(storage, key, None, None)
+    except ProblemError as exc:  # the response has started: it can only break off now
+        raise DownloadBrokeOff(key) from exc
 
 
 @router.delete("/files/{path:path}", status_code=204)
@@ -273,14 +303,18 @@ async def download_workspace(
         for row in rows
     ]
 
+    # The first member is opened before the response starts: a storage outage is a 503.
+    first = await _opened(resources.storage, members[0][3], None, None) if members else None
+
     async def files() -> AsyncIterator[tuple[str, datetime, int, Any, AsyncIterator[bytes]]]:
-        for path, modified, size, key in members:
+        for index, (path, modified, size, key) in enumerate(members):
+            body = first if index == 0 and first is not None else None
             yield (
                 path,
                 modified,
                 stat.S_IFREG | 0o644,
                 ZIP_AUTO(size),
-                _download(resources.storage, key, None, None),
+                body or await _opened_mid_zip(resources.storage, key),
             )
 
     return StreamingResponse(

@@ -9,19 +9,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atelier.observability.metrics import Metrics
 
+ABORTED = "aborted"  # the status label of a response that broke off after it started
+
 
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
         # Resolving label values is the costly part of an observation; routes are few.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, int | str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
+        status: int | str = 500
 
         async def send_recording_status(message: Message) -> None:
             nonlocal status
@@ -33,6 +35,10 @@ class MetricsMiddleware:
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_recording_status)
+        except Exception:
+            if status != 500:  # it failed after its status was sent: the client got less
+                status = ABORTED
+            raise
         finally:
             self.metrics.http_in_flight.dec()
             template = getattr(scope.get("route"), "path", None) or "unmatched"

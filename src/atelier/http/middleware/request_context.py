@@ -58,6 +58,7 @@ class RequestContextMiddleware:
         except Exception:
             log.exception("unhandled error", method=scope["method"], path=scope["path"])
             if response["started"]:
+                response["status"] = "aborted"  # the client got less than it was promised
                 raise
             await send_problem(
                 send_with_request_id,
