@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
 
+    # Every request body but a file upload (JSON), refused past this while it streams in.
+    max_json_body_bytes: int = Field(1024 * 1024, ge=1024)
+
     # Workspace quotas and upkeep.
     max_file_size: int = Field(100 * 1024 * 1024, ge=1)
     max_workspace_files: int = Field(10_000, ge=1)
