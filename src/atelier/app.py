@@ -39,7 +39,6 @@ from atelier.usage.endpoints import router as usage_router
 from atelier.workspace import cleanup
 from atelier.workspace.endpoints import router as workspace_router
 
-
 UPLOAD_OVERHEAD = 1024 * 1024  # multipart framing and form fields around the file
 
 

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     rate_limit_per_minute: int = Field(600, ge=1)
     rate_limit_burst: int = Field(120, ge=1)
+    # Ceilings above the per-user buckets: X-User-ID is the caller's word, so one key
+    # rotating user ids still meets its key's and its tenant's limits.
+    rate_limit_key_per_minute: int = Field(6000, ge=1)
+    rate_limit_key_burst: int = Field(1200, ge=1)
+    rate_limit_tenant_per_minute: int = Field(12000, ge=1)
+    rate_limit_tenant_burst: int = Field(2400, ge=1)
     rate_limit_anonymous_per_minute: int = Field(120, ge=1)
     rate_limit_anonymous_burst: int = Field(30, ge=1)
     rate_limit_expensive_cost: int = Field(10, ge=1)
@@ -125,10 +131,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _expensive_requests_fit_the_burst(self) -> Settings:
-        if self.rate_limit_expensive_cost > self.rate_limit_burst:
+        smallest = min(
+            self.rate_limit_burst, self.rate_limit_key_burst, self.rate_limit_tenant_burst
+        )
+        if self.rate_limit_expensive_cost > smallest:
             raise ValueError(
-                "ATELIER_RATE_LIMIT_EXPENSIVE_COST cannot exceed ATELIER_RATE_LIMIT_BURST "
-                "(such a request could never be allowed)"
+                "ATELIER_RATE_LIMIT_EXPENSIVE_COST cannot exceed ATELIER_RATE_LIMIT_BURST, "
+                "_KEY_BURST or _TENANT_BURST (such a request could never be allowed)"
             )
         return self
 

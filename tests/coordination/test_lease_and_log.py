@@ -163,3 +163,19 @@ class TestSignals:
                 task.cancel()
             done, _ = await asyncio.wait(tasks, timeout=10)
             assert set(tasks) == done
+
+
+class TestBucketsChargedTogether:
+    async def test_a_refusal_by_one_bucket_charges_none(self, coordination: Coordination) -> None:
+        from atelier.coordination.base import Quota
+
+        user_a, user_b = ("u:a", Quota(60, 5)), ("u:b", Quota(60, 5))
+        key = ("k:1", Quota(60, 3))
+        decisions = [await coordination.rate_limit([user_a, key], 1) for _ in range(4)]
+        assert [d.allowed for d in decisions] == [True, True, True, False]
+        assert decisions[-1].limit == 3  # the bucket that refused is the one reported
+        # The key's ceiling holds for another user too; its own bucket was never charged.
+        assert not (await coordination.rate_limit([user_b, key], 1)).allowed
+        alone = await coordination.rate_limit([user_b], 1)
+        assert alone.allowed
+        assert alone.remaining == 4

@@ -311,6 +311,48 @@ class TestMetricsToken:
         assert right.status_code == 200
 
 
+class TestCeilingsAboveUsers:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, object]:
+        return {
+            "rate_limit_enabled": True,
+            "rate_limit_burst": 3,
+            "rate_limit_key_per_minute": 60,
+            "rate_limit_key_burst": 5,
+            "rate_limit_tenant_per_minute": 60,
+            "rate_limit_tenant_burst": 8,
+            "rate_limit_expensive_cost": 1,
+        }
+
+    async def test_rotating_user_ids_meets_the_keys_ceiling(self, live, live_caller) -> None:
+        base_url, _, _ = live
+        async with httpx.AsyncClient(base_url=base_url) as http:
+            statuses = [
+                (
+                    await http.get("/v1/probe/context", headers=live_caller.headers(f"u{n}"))
+                ).status_code
+                for n in range(20)
+            ]
+        assert statuses == [200] * 5 + [429] * 15
+
+    async def test_the_keys_of_a_tenant_share_its_ceiling(self, live, live_caller) -> None:
+        from atelier.tenants.service import create_api_key, tenant_by_name
+
+        base_url, app, _ = live
+        async with app.state.resources.sessionmaker() as session:
+            tenant = await tenant_by_name(session, live_caller.tenant_name)
+            second = (await create_api_key(session, tenant, "second")).secret
+            await session.commit()
+        async with httpx.AsyncClient(base_url=base_url) as http:
+            statuses = []
+            for n in range(12):
+                key = live_caller.key if n % 2 else second
+                headers = {"Authorization": f"Bearer {key}", "X-User-ID": f"u{n}"}
+                statuses.append((await http.get("/v1/probe/context", headers=headers)).status_code)
+        assert statuses.count(200) == 8
+        assert statuses[8:] == [429] * 4
+
+
 class TestRateLimits:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, object]:

@@ -63,6 +63,18 @@ def gcra(
     return decision, new_tat
 
 
+Bucket = tuple[str, Quota]  # a key and the quota it is held to
+
+
+def binding(decisions: Sequence[RateDecision]) -> RateDecision:
+    """Several buckets charged together: refused if any refuses (after the longest wait),
+    else the one with the least left is the one the caller is told about."""
+    refused = [d for d in decisions if not d.allowed]
+    if refused:
+        return max(refused, key=lambda d: d.retry_after_ms)
+    return min(decisions, key=lambda d: (d.remaining, -d.reset_after_ms))
+
+
 class CoordinationUnavailable(Exception):
     """The shared coordination backend could not be reached."""
 
@@ -82,8 +94,9 @@ class Coordination(Protocol):
     async def ping(self) -> None:
         """Raise ``CoordinationUnavailable`` if the backend does not answer."""
 
-    async def rate_limit(self, key: str, quota: Quota, cost: int) -> RateDecision:
-        """Charge ``cost`` to ``key``; raise ``CoordinationUnavailable`` if it cannot decide."""
+    async def rate_limit(self, buckets: Sequence[Bucket], cost: int) -> RateDecision:
+        """Charge ``cost`` to every bucket, or to none if any would go over (one atomic
+        step); raise ``CoordinationUnavailable`` if it cannot decide."""
 
     # Leases: a key held by whoever knows its token, until it expires.
     async def acquire(self, key: str, token: str, ttl_ms: int) -> bool:

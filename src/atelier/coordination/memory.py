@@ -8,10 +8,11 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 
 from atelier.coordination.base import (
+    Bucket,
     CoordinationUnavailable,
     LogEvent,
-    Quota,
     RateDecision,
+    binding,
     gcra,
 )
 
@@ -32,14 +33,17 @@ class MemoryCoordination:
     async def ping(self) -> None:
         return None
 
-    async def rate_limit(self, key: str, quota: Quota, cost: int) -> RateDecision:
+    async def rate_limit(self, buckets: Sequence[Bucket], cost: int) -> RateDecision:
         now_ms = time.monotonic() * 1000
-        decision, tat = gcra(self._tats.get(key), now_ms, quota, cost)
-        self._tats[key] = tat
-        self._tats.move_to_end(key)
+        taken = [gcra(self._tats.get(key), now_ms, quota, cost) for key, quota in buckets]
+        decisions = [decision for decision, _ in taken]
+        if all(decision.allowed for decision in decisions):
+            for (key, _), (_, tat) in zip(buckets, taken, strict=True):
+                self._tats[key] = tat
+                self._tats.move_to_end(key)
         while len(self._tats) > self._max_rate_keys:
             self._tats.popitem(last=False)
-        return decision
+        return binding(decisions)
 
     def _holder(self, key: str) -> str | None:
         lease = self._leases.get(key)

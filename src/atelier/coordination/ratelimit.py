@@ -8,11 +8,12 @@ is retried after a short pause so a dead Redis does not add latency to every req
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
-from atelier.coordination.base import Coordination, CoordinationUnavailable, Quota, RateDecision
+from atelier.coordination.base import Bucket, Coordination, CoordinationUnavailable, RateDecision
 from atelier.coordination.memory import MemoryCoordination
 from atelier.observability.metrics import Metrics
 
@@ -30,8 +31,8 @@ class RateLimiter:
         self._shared_down_until = 0.0
         self._decision_counters: dict[tuple[str, str], Any] = {}
 
-    async def check(self, key: str, quota: Quota, cost: int) -> RateDecision:
-        decision, limiter = await self._decide(key, quota, cost)
+    async def check(self, buckets: Sequence[Bucket], cost: int) -> RateDecision:
+        decision, limiter = await self._decide(buckets, cost)
         outcome = "allowed" if decision.allowed else "limited"
         counter = self._decision_counters.get((outcome, limiter))
         if counter is None:
@@ -40,12 +41,12 @@ class RateLimiter:
         counter.inc()
         return decision
 
-    async def _decide(self, key: str, quota: Quota, cost: int) -> tuple[RateDecision, str]:
+    async def _decide(self, buckets: Sequence[Bucket], cost: int) -> tuple[RateDecision, str]:
         if self.shared is self.local:
-            return await self.local.rate_limit(key, quota, cost), self.local.name
+            return await self.local.rate_limit(buckets, cost), self.local.name
         if time.monotonic() >= self._shared_down_until:
             try:
-                return await self.shared.rate_limit(key, quota, cost), self.shared.name
+                return await self.shared.rate_limit(buckets, cost), self.shared.name
             except CoordinationUnavailable as exc:
                 self._shared_down_until = time.monotonic() + self.retry_shared_after
                 log.warning(
@@ -55,4 +56,4 @@ class RateLimiter:
                     retry_in_seconds=self.retry_shared_after,
                 )
         self.metrics.rate_limit_fallbacks.inc()
-        return await self.local.rate_limit(key, quota, cost), "fallback"
+        return await self.local.rate_limit(buckets, cost), "fallback"

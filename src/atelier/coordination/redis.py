@@ -10,24 +10,46 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from atelier.coordination.base import CoordinationUnavailable, LogEvent, Quota, RateDecision
+from atelier.coordination.base import (
+    Bucket,
+    CoordinationUnavailable,
+    LogEvent,
+    RateDecision,
+    binding,
+)
 
-# GCRA in one atomic script, on Redis's clock so every process agrees on "now".
+# GCRA over several buckets in one atomic script, on Redis's clock so every process agrees
+# on "now": each bucket is charged only if none would go over. ARGV: cost, then interval
+# and burst per key. Returns allowed, remaining, retry after, reset after, per key.
 _GCRA = """
-local interval = tonumber(ARGV[1])
-local burst_offset = interval * tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
+local cost = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval * cost
-local allow_at = new_tat - burst_offset
-if now < allow_at then
-  return {0, 0, math.floor(allow_at - now) + 1, math.floor(tat - now)}
+local out, tats, refused = {}, {}, false
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval * cost
+  local allow_at = new_tat - interval * tonumber(ARGV[2 * i + 1])
+  if now < allow_at then
+    refused = true
+    for _, v in ipairs({0, 0, math.floor(allow_at - now) + 1, math.floor(tat - now)}) do
+      out[#out + 1] = v
+    end
+  else
+    tats[i] = new_tat
+    for _, v in ipairs({1, math.floor((now - allow_at) / interval), 0, math.floor(new_tat - now)}) do
+      out[#out + 1] = v
+    end
+  end
 end
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now))
-return {1, math.floor((now - allow_at) / interval), 0, math.floor(new_tat - now)}
+if not refused then
+  for i, key in ipairs(KEYS) do
+    redis.call('SET', key, tostring(tats[i]), 'PX', math.ceil(tats[i] - now))
+  end
+end
+return out
 """
 
 
@@ -90,20 +112,27 @@ class RedisCoordination:
         except (RedisError, OSError) as exc:
             raise CoordinationUnavailable(str(exc)) from exc
 
-    async def rate_limit(self, key: str, quota: Quota, cost: int) -> RateDecision:
+    async def rate_limit(self, buckets: Sequence[Bucket], cost: int) -> RateDecision:
+        args: list[float | int] = [cost]
+        for _, quota in buckets:
+            args += (quota.interval_ms, quota.burst)
         try:
-            allowed, remaining, retry_ms, reset_ms = await self._gcra(
-                keys=[f"{self._prefix}rl:{key}"],
-                args=[quota.interval_ms, quota.burst, cost],
+            reply = await self._gcra(
+                keys=[f"{self._prefix}rl:{key}" for key, _ in buckets], args=args
             )
         except (RedisError, OSError) as exc:
             raise CoordinationUnavailable(str(exc)) from exc
-        return RateDecision(
-            allowed=bool(allowed),
-            limit=quota.burst,
-            remaining=int(remaining),
-            retry_after_ms=int(retry_ms),
-            reset_after_ms=int(reset_ms),
+        return binding(
+            [
+                RateDecision(
+                    allowed=bool(reply[4 * i]),
+                    limit=quota.burst,
+                    remaining=int(reply[4 * i + 1]),
+                    retry_after_ms=int(reply[4 * i + 2]),
+                    reset_after_ms=int(reply[4 * i + 3]),
+                )
+                for i, (_, quota) in enumerate(buckets)
+            ]
         )
 
     async def acquire(self, key: str, token: str, ttl_ms: int) -> bool:

@@ -203,9 +203,7 @@ async def get_file(
         return Response(status_code=status, headers=headers, media_type=row.content_type)
     key = service.object_key(resources.settings, conversation, row.path)
     ranged = status == 206
-    body = await _opened(
-        resources.storage, key, start if ranged else None, end if ranged else None
-    )
+    body = await _opened(resources.storage, key, start if ranged else None, end if ranged else None)
     return StreamingResponse(body, status_code=status, headers=headers, media_type=row.content_type)
 
 

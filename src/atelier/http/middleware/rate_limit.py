@@ -1,7 +1,10 @@
 """Per (tenant, user) limits for authenticated calls, per client IP otherwise (BUG-018).
 
-The key is built from the verified principal only; ``X-Tenant-ID`` and ``X-User-ID`` can
-name a user *within* the key's tenant, never another tenant's bucket.
+The buckets are built from the verified principal only; ``X-Tenant-ID`` and ``X-User-ID``
+can name a user *within* the key's tenant, never another tenant's bucket. Because the user
+is only the caller's word, every authenticated call is also charged to its API key's and
+its tenant's buckets -- all three in one step, so a key that rotates user ids still meets
+a ceiling.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from atelier.coordination.base import Quota
+from atelier.coordination.base import Bucket, Quota
 from atelier.http.errors import send_problem
 from atelier.http.scope import client_ip, principal
 from atelier.settings import Settings
@@ -33,6 +36,10 @@ class RateLimitMiddleware:
         self.app = app
         self.enabled = settings.rate_limit_enabled
         self.user_quota = Quota(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.key_quota = Quota(settings.rate_limit_key_per_minute, settings.rate_limit_key_burst)
+        self.tenant_quota = Quota(
+            settings.rate_limit_tenant_per_minute, settings.rate_limit_tenant_burst
+        )
         self.anonymous_quota = Quota(
             settings.rate_limit_anonymous_per_minute, settings.rate_limit_anonymous_burst
         )
@@ -46,14 +53,17 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         caller = principal(scope)
+        buckets: list[Bucket]
         if caller is not None:
-            key = f"t:{caller.tenant_id}:u:{caller.user_id or ''}"
-            quota = self.user_quota
+            buckets = [
+                (f"t:{caller.tenant_id}:u:{caller.user_id or ''}", self.user_quota),
+                (f"k:{caller.key_id}", self.key_quota),
+                (f"t:{caller.tenant_id}", self.tenant_quota),
+            ]
         else:
-            key = f"ip:{client_ip(scope, self.trusted_proxies)}"
-            quota = self.anonymous_quota
+            buckets = [(f"ip:{client_ip(scope, self.trusted_proxies)}", self.anonymous_quota)]
         cost = self._cost(scope["method"], scope["path"])
-        decision = await scope["app"].state.resources.rate_limiter.check(key, quota, cost)
+        decision = await scope["app"].state.resources.rate_limiter.check(buckets, cost)
         headers = {
             "ratelimit-limit": str(decision.limit),
             "ratelimit-remaining": str(decision.remaining),
