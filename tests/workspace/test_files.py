@@ -393,7 +393,6 @@ class TestDeleteConversation:
     ) -> None:
         from atelier.workspace import cleanup
         from atelier.workspace.base import StorageError
-        from atelier.workspace.endpoints import DownloadBrokeOff
         from atelier.workspace.models import StorageCleanup
 
         for n in range(3):

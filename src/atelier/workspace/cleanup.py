@@ -3,6 +3,11 @@
 Deleting a conversation records its storage prefix in ``storage_cleanups`` in the same
 transaction as the row deletes; the objects are then deleted at once and, if storage
 fails, again by a periodic task in every process until the prefix is empty.
+
+A job is worked on by one process at a time: it is claimed in one statement that moves
+its next attempt past a claim period and counts the attempt (in SQL, never read and
+written back); on PostgreSQL the rows being claimed are skipped by the other processes
+(``FOR UPDATE SKIP LOCKED``), and SQLite takes one writer at a time.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import asyncio
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.db.base import utcnow
@@ -20,35 +25,61 @@ from atelier.workspace.models import StorageCleanup
 
 log = structlog.get_logger("atelier.cleanup")
 MAX_BACKOFF_SECONDS = 300
+CLAIM_SECONDS = 300  # a claimed job is someone's for this long, then anyone's again
 
 
 async def schedule(session: AsyncSession, prefix: str) -> None:
+    """Remember ``prefix`` for deletion, claimed by the caller (who tries it at once)."""
     if (
         await session.scalar(select(StorageCleanup.id).where(StorageCleanup.prefix == prefix))
         is None
     ):
-        session.add(StorageCleanup(prefix=prefix))
+        claimed_until = utcnow() + timedelta(seconds=CLAIM_SECONDS)
+        session.add(StorageCleanup(prefix=prefix, attempts=1, next_attempt_at=claimed_until))
         await session.flush()
 
 
+async def claim_due(sessions: async_sessionmaker[AsyncSession], limit: int) -> list[tuple[str, int]]:
+    """Claim the jobs whose time has come: (prefix, attempt number), for this process only."""
+    now = utcnow()
+    due = (
+        select(StorageCleanup.id)
+        .where(StorageCleanup.next_attempt_at <= now)
+        .order_by(StorageCleanup.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    async with sessions() as session:
+        claimed = await session.execute(
+            update(StorageCleanup)
+            .where(StorageCleanup.id.in_(due.scalar_subquery()))
+            .values(
+                next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS),
+                attempts=StorageCleanup.attempts + 1,
+            )
+            .returning(StorageCleanup.prefix, StorageCleanup.attempts)
+            .execution_options(synchronize_session=False)
+        )
+        jobs = [(prefix, attempts) for prefix, attempts in claimed]
+        await session.commit()
+    return jobs
+
+
 async def run_prefix(
-    sessions: async_sessionmaker[AsyncSession], storage: Storage, prefix: str
+    sessions: async_sessionmaker[AsyncSession], storage: Storage, prefix: str, attempt: int = 1
 ) -> bool:
-    """Delete everything under ``prefix``; True when done (and its record removed)."""
+    """Delete everything under a claimed ``prefix``; True when done (and its job removed)."""
     try:
         deleted = await storage.delete_prefix(prefix)
     except StorageError as exc:
+        retry_at = utcnow() + timedelta(seconds=min(2**attempt, MAX_BACKOFF_SECONDS))
         async with sessions() as session:
-            job = await session.scalar(
-                select(StorageCleanup).where(StorageCleanup.prefix == prefix)
+            await session.execute(
+                update(StorageCleanup)
+                .where(StorageCleanup.prefix == prefix)
+                .values(last_error=str(exc)[:2000], next_attempt_at=retry_at)
             )
-            if job is not None:
-                job.attempts += 1
-                job.last_error = str(exc)[:2000]
-                job.next_attempt_at = utcnow() + timedelta(
-                    seconds=min(2**job.attempts, MAX_BACKOFF_SECONDS)
-                )
-                await session.commit()
+            await session.commit()
         log.warning("storage clean-up failed; will retry", prefix=prefix, error=str(exc))
         return False
     async with sessions() as session:
@@ -61,19 +92,10 @@ async def run_prefix(
 async def run_due(
     sessions: async_sessionmaker[AsyncSession], storage: Storage, limit: int = 100
 ) -> int:
-    """Retry every clean-up whose time has come; returns how many finished."""
-    async with sessions() as session:
-        prefixes = list(
-            await session.scalars(
-                select(StorageCleanup.prefix)
-                .where(StorageCleanup.next_attempt_at <= utcnow())
-                .order_by(StorageCleanup.next_attempt_at)
-                .limit(limit)
-            )
-        )
+    """Claim every clean-up whose time has come and try it; returns how many finished."""
     finished = 0
-    for prefix in prefixes:
-        finished += await run_prefix(sessions, storage, prefix)
+    for prefix, attempt in await claim_due(sessions, limit):
+        finished += await run_prefix(sessions, storage, prefix, attempt)
     return finished
 
 
