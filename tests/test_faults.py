@@ -285,14 +285,18 @@ class TestDownloadsWhileS3GoesAway:
         async with serve_started(app) as url, httpx.AsyncClient(base_url=url) as http:
             for path in ("/files/big.bin", "/workspace.zip"):
                 s3_proxy.restore()
-                received = 0
-                with pytest.raises(httpx.HTTPError):
+                received: list[int] = []
+
+                async def download(path: str = path, received: list[int] = received) -> None:
                     async with http.stream("GET", base + path, headers=caller.headers()) as got:
                         assert got.status_code == 200
                         async for chunk in got.aiter_bytes():
-                            received += len(chunk)
+                            received.append(len(chunk))
                             s3_proxy.cut()  # after the first bytes
-                assert 0 < received < 8 * 1024 * 1024, path
+
+                with pytest.raises(httpx.HTTPError):
+                    await download()
+                assert 0 < sum(received) < 8 * 1024 * 1024, path
         aborted = app.state.metrics.http_requests.labels("GET", _route(app, path), "aborted")
         assert aborted._value.get() == 1  # the zip's; the file's counted under its own route
 

@@ -148,6 +148,27 @@ class TestErrorsBeforeTheStream:
         assert response.status_code == 404
 
 
+class TestContextWindow:
+    async def test_a_chat_that_no_longer_fits_its_model_is_413_before_any_stream(
+        self, app, client, caller, chat
+    ) -> None:
+        """The same guard as runs (BUG-008): the whole history goes to the model each turn."""
+        await set_catalog(app, "offline", context_window=300)
+        first = await client.post(
+            f"/v1/chats/{chat}/messages", json={"content": "word " * 100}, headers=caller.headers()
+        )
+        assert first.status_code == 200
+        refused = await client.post(
+            f"/v1/chats/{chat}/messages",
+            json={"content": "word " * 200},
+            headers=caller.headers(**SSE),
+        )
+        assert refused.status_code == 413
+        assert refused.json()["code"] == "context_window_exceeded"
+        stored = (await client.get(f"/v1/chats/{chat}/messages", headers=caller.headers())).json()
+        assert len(stored["data"]) == 2  # nothing of the refused turn was kept
+
+
 class TestOutputLimit:
     async def test_a_reply_cut_at_the_model_output_limit_is_kept_as_incomplete(
         self, app, client, caller, chat

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 
@@ -204,13 +205,17 @@ class TestUploadAndDownload:
                 raise StorageError("the storage went away mid-object")
 
         monkeypatch.setattr(storage, "get_stream", breaks)
+
         # In process the break surfaces as the app's exception; a real client sees the
         # connection close mid-body (tests/test_faults.py).
-        with pytest.raises(DownloadBrokeOff):
+        async def download() -> None:
             response = await client.get(
                 f"/v1/conversations/{conversation}/workspace.zip", headers=caller.headers()
             )
             zipfile.ZipFile(io.BytesIO(response.content)).testzip()
+
+        with pytest.raises(DownloadBrokeOff):
+            await download()
 
     async def test_workspace_zip_streams_every_file(self, client, caller, conversation) -> None:
         import io
@@ -426,3 +431,34 @@ class TestDeleteConversation:
         assert stored_keys(settings, request) == []
         async with app.state.resources.sessionmaker() as session:
             assert await session.scalar(select(func.count()).select_from(StorageCleanup)) == 0
+
+
+async def test_local_storage_walks_only_the_prefix_it_is_asked_for(tmp_path, monkeypatch) -> None:
+    import os
+
+    from atelier.workspace.local import LocalStorage
+
+    storage = await asyncio.to_thread(LocalStorage, tmp_path / "store")
+    for tenant in ("t1", "t2", "t3"):
+        for n in range(3):
+            await storage.put_stream(
+                f"workspaces/{tenant}/c/{n}.txt", _one(b"x"), content_type="text/plain", max_size=10
+            )
+    walked: list[str] = []
+    real_walk = os.walk
+
+    def walk(top, *args, **kwargs):  # type: ignore[no-untyped-def]
+        for directory, dirs, files in real_walk(top, *args, **kwargs):
+            walked.append(os.path.relpath(directory, storage.objects))
+            yield directory, dirs, files
+
+    monkeypatch.setattr(os, "walk", walk)
+    assert [info.key async for info in storage.list_objects("workspaces/t2/c/")] == [
+        f"workspaces/t2/c/{n}.txt" for n in range(3)
+    ]
+    assert await storage.delete_prefix("workspaces/t3/") == 3
+    assert all(d.startswith(("workspaces/t2/c", "workspaces/t3")) for d in walked), walked
+
+
+async def _one(data: bytes):  # type: ignore[no-untyped-def]
+    yield data

@@ -129,8 +129,12 @@ class LocalStorage:
                 continue  # deleted while we listed
 
     def _keys(self, prefix: str) -> list[str]:
+        """Keys under ``prefix``, walking only the folder the prefix names (never every
+        tenant's tree)."""
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        top = self._inside(self.objects, folder) if folder else self.objects
         keys = []
-        for directory, _, files in os.walk(self.objects):
+        for directory, _, files in os.walk(top):
             for name in files:
                 key = Path(directory, name).relative_to(self.objects).as_posix()
                 if key.startswith(prefix):
