@@ -6,7 +6,7 @@ UV ?= uv
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: run test lint audit bench fuzz migrate sync uv clean
+.PHONY: run test lint audit audit-mutants bench fuzz migrate sync uv clean
 
 uv:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || pip install --quiet uv
@@ -35,6 +35,11 @@ lint: sync
 
 audit: sync
 	$(VENV)/bin/python scripts/audit_tests.py | xargs $(VENV)/bin/pytest
+
+# Every patch in audit/mutants/ brings an audited defect back into a scratch copy; the
+# tests docs/audit.md names for it must fail (BUG=BUG-003 for one row).
+audit-mutants: sync
+	$(VENV)/bin/python scripts/audit_mutants.py $(BUG)
 
 # New random inputs for the API fuzzer; `make test` replays a fixed set.
 fuzz: sync

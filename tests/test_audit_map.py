@@ -38,3 +38,19 @@ def test_every_named_test_exists() -> None:
             ]
             assert found, f"{node}: {name} not found"
             scope = getattr(found[0], "body", [])
+
+
+PATCH = re.compile(r"`audit/mutants/([\w-]+\.patch)`")
+
+
+def test_every_row_names_mutants_that_exist_and_every_mutant_is_named() -> None:
+    named = set()
+    for row in AUDIT.splitlines():
+        if row.startswith("| BUG-"):
+            bug = row.split("|")[1].strip()
+            patches = PATCH.findall(row)
+            assert patches, f"{bug} names no mutant"
+            assert all(p.startswith(bug) for p in patches), row
+            named |= set(patches)
+    on_disk = {path.name for path in (ROOT / "audit" / "mutants").glob("*.patch")}
+    assert named == on_disk

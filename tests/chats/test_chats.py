@@ -303,6 +303,27 @@ class TestCost:
         ]
 
 
+class TestTotals:
+    async def test_a_chats_totals_after_several_turns_are_the_sum(
+        self, app, client, caller, chat
+    ) -> None:
+        """BUG-009 for chats: each turn adds to the totals, in SQL; none overwrites them."""
+        await use_model(
+            app,
+            ScriptedModel(["ok"], usage=UsageReport(10, 5)),
+            input_price_per_mtok=Decimal("1"),
+            output_price_per_mtok=Decimal("2"),
+        )
+        for _ in range(3):
+            turn = await client.post(
+                f"/v1/chats/{chat}/messages", json={"content": "x"}, headers=caller.headers()
+            )
+            assert turn.status_code == 200
+        body = (await client.get(f"/v1/chats/{chat}", headers=caller.headers())).json()
+        assert (body["total_input_tokens"], body["total_output_tokens"]) == (30, 15)
+        assert body["total_cost"] == "0.000060"
+
+
 class TestUsageReport:
     async def test_groups_sum_to_the_records(self, app, client, caller, chat) -> None:
         await use_model(

@@ -388,7 +388,7 @@ class TestDatabaseGuards:
         conversation, run_id = await claimed(app, client, caller)
         sessionmaker = app.state.resources.sessionmaker
 
-        async def count(n: int) -> None:
+        async def count_conversation(n: int) -> None:
             async with sessionmaker() as session:
                 cost = Decimal("0.000001") * n
                 await stored.append(
@@ -399,10 +399,15 @@ class TestDatabaseGuards:
                     "",
                     counted=stored.Counted(n, 2 * n, cost, context_tokens=n),
                 )
-                await service.count_usage(session, run_id, n, 2 * n, cost)
                 await session.commit()
 
-        await asyncio.gather(*(count(n) for n in range(1, 21)))
+        async def count_run(n: int) -> None:  # on its own: no other row lock orders them
+            async with sessionmaker() as session:
+                await service.count_usage(session, run_id, n, 2 * n, Decimal("0.000001") * n)
+                await session.commit()
+
+        await asyncio.gather(*(count_conversation(n) for n in range(1, 21)))
+        await asyncio.gather(*(count_run(n) for n in range(1, 21)))
         async with sessionmaker() as session:
             row = await session.get(Conversation, conversation)
             run = await session.get(Run, run_id)

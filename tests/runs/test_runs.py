@@ -195,6 +195,21 @@ class TestRefusedBeforeTheStream:
         assert response.status_code == 422
         assert await messages(client, caller, conversation) == []
 
+    async def test_refusals_to_a_stream_client_are_plain_http(self, app, client, caller) -> None:
+        """BUG-022: a client asking for a stream gets a refusal as plain HTTP, never a 200
+        stream that carries the error."""
+        conversation, _, tools = await start_blocked(app, client, caller)
+        busy = await start(client, caller, conversation, "again", **SSE)
+        assert (busy.status_code, busy.json()["code"]) == (409, "conversation_busy")
+        assert busy.headers["content-type"] == "application/problem+json"
+        assert int(busy.headers["retry-after"]) >= 1
+        tools.release.set()
+        await set_catalog(app, "offline", context_window=50)
+        small = await new_conversation(client, caller)
+        too_long = await start(client, caller, small, "word " * 100, **SSE)
+        assert (too_long.status_code, too_long.json()["code"]) == (413, "context_window_exceeded")
+        assert await messages(client, caller, small) == []
+
     async def test_unknown_model_is_400(self, client, caller) -> None:
         conversation = await new_conversation(client, caller)
         response = await client.post(

@@ -33,6 +33,9 @@ async def file_rows(app: FastAPI) -> int:
         return int(await session.scalar(select(func.count()).select_from(ConversationFile)) or 0)
 
 
+MiB = 1024 * 1024
+
+
 class TestUploadAndDownload:
     async def test_put_then_get_round_trips_with_headers(
         self, client, caller, conversation
@@ -268,6 +271,54 @@ class TestHostileInput:
         assert await file_rows(app) == 0
 
 
+class TestStreamingUploads:
+    """BUG-007: an upload is stored while its body is still arriving, never read whole."""
+
+    @pytest.mark.parametrize("form", [False, True])
+    async def test_storage_has_the_first_mebibytes_before_the_body_ends(
+        self, app, client, caller, conversation, monkeypatch, form
+    ) -> None:
+        storage = app.state.resources.storage
+        real = storage.put_stream
+        arrived = asyncio.Event()
+
+        async def spying(key, chunks, **kwargs):  # type: ignore[no-untyped-def]
+            async def counted():  # type: ignore[no-untyped-def]
+                seen = 0
+                async for chunk in chunks:
+                    seen += len(chunk)
+                    if seen >= 4 * MiB:
+                        arrived.set()
+                    yield chunk
+
+            return await real(key, counted(), **kwargs)
+
+        monkeypatch.setattr(storage, "put_stream", spying)
+        boundary = "streamed"
+
+        async def body():  # type: ignore[no-untyped-def]
+            if form:
+                yield (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                    'filename="big.bin"\r\n\r\n'
+                ).encode()
+            for n in range(16):
+                yield b"u" * MiB
+                if n == 7:  # half sent: a server that streams has stored some of it by now
+                    await asyncio.wait_for(arrived.wait(), 10)
+            if form:
+                yield f"\r\n--{boundary}--\r\n".encode()
+
+        base = f"/v1/conversations/{conversation}/files"
+        if form:
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            response = await client.post(base, content=body(), headers=caller.headers(**headers))
+        else:
+            response = await client.put(f"{base}/big.bin", content=body(), headers=caller.headers())
+        assert response.status_code == 201, response.text
+        assert response.json()["size"] == 16 * MiB
+
+
 class TestLimits:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, object]:
@@ -392,6 +443,30 @@ class TestDeleteConversation:
         assert (
             await client.get(f"/v1/conversations/{conversation}", headers=caller.headers())
         ).status_code == 404
+
+    async def test_a_workspace_of_more_than_1000_objects_is_emptied(
+        self, app, client, caller, conversation, settings, request
+    ) -> None:
+        """BUG-011: S3 deletes at most 1,000 keys per request; every batch must go."""
+        from atelier.workspace.service import conversation_prefix
+
+        resources = app.state.resources
+        owner = await client.get(f"/v1/conversations/{conversation}", headers=caller.headers())
+        assert owner.status_code == 200
+        prefix = conversation_prefix(settings, caller.tenant_id, uuid.UUID(conversation))
+        gate = asyncio.Semaphore(32)
+
+        async def put(n: int) -> None:
+            async with gate:
+                await resources.storage.put_stream(
+                    f"{prefix}bulk/{n:04d}.txt", _one(b"x"), content_type="text/plain", max_size=9
+                )
+
+        await asyncio.gather(*(put(n) for n in range(1005)))
+        assert len(stored_keys(settings, request)) == 1005
+        deleted = await client.delete(f"/v1/conversations/{conversation}", headers=caller.headers())
+        assert deleted.status_code == 204
+        assert stored_keys(settings, request) == []
 
     async def test_storage_failure_is_retried_until_the_prefix_is_empty(
         self, app: FastAPI, client, caller, conversation, settings: Settings, request, monkeypatch

@@ -39,7 +39,9 @@ async def schedule(session: AsyncSession, prefix: str) -> None:
         await session.flush()
 
 
-async def claim_due(sessions: async_sessionmaker[AsyncSession], limit: int) -> list[tuple[str, int]]:
+async def claim_due(
+    sessions: async_sessionmaker[AsyncSession], limit: int
+) -> list[tuple[str, int]]:
     """Claim the jobs whose time has come: (prefix, attempt number), for this process only."""
     now = utcnow()
     due = (

@@ -302,18 +302,13 @@ async def download_workspace(
     ]
 
     # The first member is opened before the response starts: a storage outage is a 503.
-    first = await _opened(resources.storage, members[0][3], None, None) if members else None
+    bodies = [await _opened(resources.storage, members[0][3], None, None)] if members else []
 
     async def files() -> AsyncIterator[tuple[str, datetime, int, Any, AsyncIterator[bytes]]]:
         for index, (path, modified, size, key) in enumerate(members):
-            body = first if index == 0 and first is not None else None
-            yield (
-                path,
-                modified,
-                stat.S_IFREG | 0o644,
-                ZIP_AUTO(size),
-                body or await _opened_mid_zip(resources.storage, key),
-            )
+            if index:
+                bodies.append(await _opened_mid_zip(resources.storage, key))
+            yield path, modified, stat.S_IFREG | 0o644, ZIP_AUTO(size), bodies[index]
 
     return StreamingResponse(
         async_stream_zip(files()),

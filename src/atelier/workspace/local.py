@@ -106,7 +106,11 @@ class LocalStorage:
                     remaining -= len(chunk)
                 yield chunk
         finally:
-            await asyncio.to_thread(handle.close)
+            # Closed here and now: an await in this `finally` can itself be cancelled (the
+            # response's cancel scope is still cancelling when a client leaves), and the file
+            # would then stay open until the garbage collector ran. Closing a file opened
+            # for reading writes nothing back.
+            handle.close()
 
     async def head(self, key: str) -> ObjectInfo:
         return await asyncio.to_thread(self._head, key)
