@@ -121,7 +121,7 @@ class BodyCloses:
                 spy.closed_ids.add(self.spied)
                 self.handle.close()
 
-        return Counted(open(path, mode))  # noqa: SIM115
+        return Counted(open(path, mode))
 
 
 class TestAbortedDownloads:
