@@ -39,8 +39,6 @@ from atelier.usage.endpoints import router as usage_router
 from atelier.workspace import cleanup
 from atelier.workspace.endpoints import router as workspace_router
 
-UPLOAD_OVERHEAD = 1024 * 1024  # multipart framing and form fields around the file
-
 
 def create_app(settings: Settings) -> FastAPI:
     configure_logging(settings)
@@ -81,9 +79,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(
         title="Atelier",
-        # A body is refused with 413 as soon as it passes the limit, while it streams in
-        # (a declared Content-Length first): a huge body never reaches memory.
-        max_body_size=settings.max_json_body_bytes,
         version=__version__,
         summary="A production backend for AI agents.",
         lifespan=lifespan,
@@ -100,7 +95,11 @@ def create_app(settings: Settings) -> FastAPI:
             Middleware(RequestContextMiddleware, tag_spans=settings.otel_enabled),
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(SecurityHeadersMiddleware, hsts=settings.hsts),
-            Middleware(RequestLimitsMiddleware),
+            Middleware(
+                RequestLimitsMiddleware,
+                max_json_body_bytes=settings.max_json_body_bytes,
+                max_file_size=settings.max_file_size,
+            ),
             Middleware(AuthenticationMiddleware),
             Middleware(RateLimitMiddleware, settings=settings),
             Middleware(AuthorizationMiddleware),
@@ -112,9 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     document(app, {"RunEvent": RUN_EVENTS, "ChatEvent": CHAT_EVENTS})
     app.include_router(operations_router)
     app.include_router(conversations_router)
-    # Uploads stream to storage under their own limits (per file, per workspace, with
-    # their own error codes); the ceiling here only stops what those let through.
-    app.include_router(workspace_router, max_body_size=settings.max_file_size + UPLOAD_OVERHEAD)
+    app.include_router(workspace_router)
     app.include_router(runs_router)
     app.include_router(chats_router)
     app.include_router(models_router)
