@@ -525,10 +525,6 @@ class TestOneRedisPool:
     def settings_overrides(self) -> dict[str, object]:
         return {"rate_limit_enabled": True}  # every request goes to Redis
 
-    @pytest.fixture
-    def settings_overrides(self) -> dict[str, object]:
-        return {"rate_limit_enabled": True}  # so every request talks to Redis
-
     async def test_concurrent_first_requests_create_exactly_one_pool(
         self, unstarted_app: FastAPI, monkeypatch: pytest.MonkeyPatch
     ) -> None:
