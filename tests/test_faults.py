@@ -7,12 +7,14 @@ import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 from sqlalchemy import func, select
 
 from atelier.db import engine as engine_module
+from atelier.llm.base import ToolCall, ToolResult
 from atelier.llm.fakes import ScriptedModel
 from atelier.runs.tools import WorkspaceTools
 from atelier.workspace.models import ConversationFile
@@ -372,3 +374,116 @@ async def kill_backends(settings) -> int:
         )
     finally:
         await admin.close()
+
+
+class WritesTwoFiles:
+    """Tools whose every call writes ``a.txt`` and ``b.txt`` into the run's workspace."""
+
+    def __call__(self, root: Path) -> WritesTwoFiles:
+        self.root, self.specs = root, WorkspaceTools(root).specs
+        return self
+
+    async def call(self, call: ToolCall) -> ToolResult:
+        for name in ("a.txt", "b.txt"):
+            await asyncio.to_thread((self.root / name).write_text, f"{name} by the agent")
+        return ToolResult(call.id, "written", False)
+
+
+class TestPostgresFailsAtTheClose:
+    """The run's closing unit of work (upload, file rows, final status) is retried while
+    PostgreSQL drops its connections; the run stays locked and alive meanwhile."""
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, object]:
+        return {"run_lease_seconds": 1}
+
+    async def test_the_close_is_retried_every_object_gets_its_row_and_the_owner_is_not_reaped(
+        self, app, client, caller, settings, request, tmp_path, monkeypatch
+    ) -> None:
+        from atelier.app import create_app
+        from atelier.runs import recorder, service
+
+        original_end_run = service.end_run
+        attempts: list[int] = []
+        retrying = asyncio.Event()
+
+        async def end_run_after_a_kill(session, run_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+            attempts.append(1)
+            if len(attempts) <= 2:  # the connection of the close dies under it, twice
+                await kill_backends(settings)
+            elif not retrying.is_set():
+                retrying.set()
+            return await original_end_run(session, run_id, *args, **kwargs)
+
+        monkeypatch.setattr(recorder.service, "end_run", end_run_after_a_kill)
+        # Long enough between tries for the run's heartbeat to look stale (lease: 1 s).
+        monkeypatch.setattr(recorder, "RETRY_SECONDS", (1.5, 1.5))
+        use_tools(app, WritesTwoFiles())
+        conversation = await new_conversation(client, caller)
+        other = create_app(settings.model_copy(update={"data_dir": tmp_path / "other"}))
+        async with other.router.lifespan_context(other):
+            stream = asyncio.create_task(
+                client.post(
+                    f"/v1/conversations/{conversation}/runs",
+                    json={"input": "list files"},
+                    headers=caller.headers(Accept="text/event-stream"),
+                )
+            )
+            async with asyncio.timeout(30):
+                while len(attempts) < 2:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.2)  # its heartbeat is now older than the lease
+            # Neither this process nor another takes the live run for dead: it holds its lock.
+            assert await other.state.resources.runs.reap() == 0
+            assert await app.state.resources.runs.reap() == 0
+            events = parse_sse((await asyncio.wait_for(stream, 30)).text)
+        assert len(attempts) == 3
+        assert events[-1][1] == "run.completed"
+        changed = sorted(data["path"] for _, name, data in events if name == "file.changed")
+        assert changed == ["a.txt", "b.txt"]
+        ids = [number for number, _, _ in events]
+        assert ids == list(range(1, len(events) + 1))
+        assert await file_rows(app, "a.txt") == await file_rows(app, "b.txt") == 1
+        assert sorted(key.rsplit("/", 1)[-1] for key in stored_keys(settings, request)) == [
+            "a.txt",
+            "b.txt",
+        ]
+        run_id = events[0][2]["run_id"]
+        row = await wait_ended(client, caller, conversation, run_id)
+        assert row["status"] == "completed"
+
+
+class TestS3RefusesSomeFiles:
+    async def test_every_recorded_file_gets_its_event_whatever_ends_the_run(
+        self, app, client, caller, settings, request, monkeypatch
+    ) -> None:
+        from atelier.workspace.base import StorageError
+
+        storage = app.state.resources.runs.env.storage
+        put_stream = storage.put_stream
+
+        async def refuses_b(key: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if key.endswith("/b.txt"):
+                raise StorageError("the bucket refused b.txt")
+            return await put_stream(key, *args, **kwargs)
+
+        monkeypatch.setattr(storage, "put_stream", refuses_b)
+        use_tools(app, WritesTwoFiles())
+        conversation = await new_conversation(client, caller)
+        response = await start(
+            client, caller, conversation, "list files", Accept="text/event-stream"
+        )
+        events = parse_sse(response.text)
+        assert events[-1][1] == "run.failed"
+        assert events[-1][2]["error"]["code"] == "storage_unavailable"
+        changed = [data for _, name, data in events if name == "file.changed"]
+        assert changed == [
+            {"path": "a.txt", "size": len("a.txt by the agent"), "change": "created"}
+        ]
+        assert await file_rows(app, "a.txt") == 1
+        assert await file_rows(app, "b.txt") == 0
+        assert [key.rsplit("/", 1)[-1] for key in stored_keys(settings, request)] == ["a.txt"]
+        listing = await client.get(
+            f"/v1/conversations/{conversation}/files", headers=caller.headers()
+        )
+        assert [f["path"] for f in listing.json()["data"]] == ["a.txt"]

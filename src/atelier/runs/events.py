@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     STEP_LIMIT = "step_limit"
     OUTPUT_LIMIT = "output_limit"
     STORAGE_UNAVAILABLE = "storage_unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
     INTERNAL_ERROR = "internal_error"
     WORKER_LOST = "worker_lost"  # its process died (or the run was taken for dead)
     LEASE_LOST = "lease_lost"  # it could not keep its conversation's lock

@@ -43,6 +43,9 @@ from atelier.usage.models import UsageRecord
 log = structlog.get_logger("atelier.runs")
 
 FOLLOW_WAIT_MS = 1000  # one blocking read; below the Redis client's socket timeout
+# A quiet local follower asks the run's row this often: a stream ends at most two such
+# intervals after its run's row did (within one SSE keep-alive interval).
+LOCAL_QUIET_SECONDS = 5.0
 CHECK_ROW_EVERY = 5  # quiet reads between looks at the run's row
 OUTAGE_PAUSE_SECONDS = 1.0
 COALESCE_SECONDS = 0.001
@@ -65,18 +68,35 @@ async def follow_local(
     """A run of this process, from memory; each wake-up sends what arrived in one write.
     A follower further behind than memory reaches reads that part from the shared log.
 
+    A quiet follower looks at the run's row every ``LOCAL_QUIET_SECONDS``: it ends, with
+    the row's terminal event, when the row ended but the run's own event never came.
+
     A follower that wrote less than ``COALESCE_SECONDS`` ago waits that long before its next
     write: a model streaming at its usual pace (a token every 10-50 ms) is sent token by
     token, while a flood of events (many runs, a fast model) goes out in a few writes
     instead of thousands, for at most a millisecond more.
     """
     loop = asyncio.get_running_loop()
-    last, sent_at = after, 0.0
+    last, sent_at, quiet = after, 0.0, 0
     while True:
-        events = await run_log.read(last)
-        if events is not None and loop.time() - sent_at < COALESCE_SECONDS:
+        events = await run_log.read(last, LOCAL_QUIET_SECONDS)
+        if events and loop.time() - sent_at < COALESCE_SECONDS:
             await asyncio.sleep(COALESCE_SECONDS)
-            events = await run_log.read(last)
+            events = await run_log.read(last, 0)
+        if events == []:
+            # Quiet: the run may be between steps, or its end may never reach memory (a
+            # run that died between closing its row and announcing it). The row decides,
+            # after one more quiet interval for the run's own terminal event.
+            quiet += 1
+            state = await _state(sessions, run_log.run_id)
+            if state is None or state.active:
+                quiet = 0
+            elif quiet >= 2:
+                recovered = await _recover(sessions, run_log.run_id, last, state.last_event_id)
+                yield EventBatch([*recovered, state.terminal(run_log.run_id)])
+                return
+            continue
+        quiet = 0
         if events is None:  # behind what memory keeps
             events = await _shared(coordination, run_log.name, last)
             missing_until = min(events[0].id - 1, run_log.dropped) if events else run_log.dropped

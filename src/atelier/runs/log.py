@@ -61,13 +61,21 @@ class RunEventLog:
             self._flushing = asyncio.create_task(self._flush(), name=f"events-{self.run_id}")
         return number
 
-    async def read(self, after: int) -> list[LogEvent] | None:
-        """Events numbered above ``after``, waiting for the first if there are none yet;
-        None if some of them have left memory (the shared log has those)."""
-        while self.last_id <= after:
+    async def read(self, after: int, wait_seconds: float) -> list[LogEvent] | None:
+        """Events numbered above ``after``, waiting up to ``wait_seconds`` for the first
+        (an empty list if none came); None if some of them have left memory (the shared
+        log has those)."""
+        if self.last_id <= after:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
-            await waiter
+            timer = asyncio.get_running_loop().call_later(wait_seconds, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+            if self.last_id <= after:
+                self._waiters.remove(waiter)
+                return []
         if after < self.dropped:
             return None
         return self._window[after - self.dropped :]
@@ -126,6 +134,11 @@ class RunEventLog:
         await self._coordination.append_events(
             self.name, [(e.name, e.data) for e in batch], first_id=batch[0].id
         )
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _backoff(attempt: int) -> float:

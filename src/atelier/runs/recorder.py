@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 from sqlalchemy.exc import DBAPIError
@@ -42,7 +43,8 @@ from atelier.workspace.service import file_etags
 from atelier.workspace.sync import Collected, WorkspaceSync
 
 log = structlog.get_logger("atelier.runs")
-CLOSE_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+T = TypeVar("T")
+RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 NOT_RUN = "not run: the run ended first"
 
 
@@ -218,44 +220,69 @@ class Recorder:
     ) -> tuple[RunStatus, RunError | None, Ending]:
         """Upload and record the files the run changed and give the run its end, in one
         unit of work, retried until the database takes it (the run keeps its lock
-        meanwhile, so nobody takes it for dead). Returns the final status (storage may
-        have failed) and what is left to announce."""
+        meanwhile, so nobody takes it for dead; the files are uploaded again and recorded
+        with it, so none is left in storage without its row). Returns the final status
+        (storage may have failed) and what is left to announce."""
+
+        async def close_once() -> tuple[RunStatus, RunError | None, Collected]:
+            async with self.sessions() as session:
+                collected, final_status, final_error = await self._collect(
+                    session, sync, directory, status, error
+                )
+                final_id = self.events.last_id + len(collected.changes) + (title is not None) + 1
+                await service.end_run(
+                    session, self.run_id, final_status, final_error, last_event_id=final_id
+                )
+                await session.commit()
+            return final_status, final_error, collected
+
+        status, error, collected = await self.persisting("run could not be closed", close_once)
+        if sync is not None and directory is not None:
+            await sync.remember(directory, collected)
+        changes = [
+            FileChanged(path=c.path, size=c.size, change=c.change) for c in collected.changes
+        ]
+        return status, error, Ending(changes, title, ended(status, str(self.run_id), error))
+
+    async def _collect(
+        self,
+        session: AsyncSession,
+        sync: WorkspaceSync | None,
+        directory: Path | None,
+        status: RunStatus,
+        error: RunError | None,
+    ) -> tuple[Collected, RunStatus, RunError | None]:
+        """The run's files, uploaded and recorded in ``session``; a run that completed but
+        whose files storage refused (some or all) ends failed, with those it took."""
+        if sync is None or directory is None:
+            return Collected([], {}, None), status, error
+        try:
+            collected = await sync.collect_and_upload(session, self.conversation, directory)
+        except DBAPIError:
+            raise
+        except Exception:  # the local copy could not be read: the row still ends
+            log.exception("run files could not be collected", run_id=str(self.run_id))
+            failure = RunError(code=ErrorCode.INTERNAL_ERROR, message="the run's files were lost")
+            ended_as = RunStatus.FAILED if status == RunStatus.COMPLETED else status
+            return Collected([], {}, None), ended_as, error or failure
+        if collected.error is not None and status == RunStatus.COMPLETED:
+            status = RunStatus.FAILED
+            error = RunError(
+                code=ErrorCode.STORAGE_UNAVAILABLE,
+                message=f"workspace storage failed: {collected.error}",
+            )
+        return collected, status, error
+
+    async def persisting(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
+        """``work`` (one unit of work), retried while the database refuses it."""
         attempt = 0
         while True:
             try:
-                async with self.sessions() as session:
-                    collected = (
-                        await sync.collect_and_upload(session, self.conversation, directory)
-                        if sync is not None and directory is not None
-                        else Collected([], {}, None)
-                    )
-                    if collected.error is not None and status == RunStatus.COMPLETED:
-                        status = RunStatus.FAILED
-                        error = RunError(
-                            code=ErrorCode.STORAGE_UNAVAILABLE,
-                            message=f"workspace storage failed: {collected.error}",
-                        )
-                    changes = [
-                        FileChanged(path=c.path, size=c.size, change=c.change)
-                        for c in collected.changes
-                    ]
-                    final_id = self.events.last_id + len(changes) + (title is not None) + 1
-                    await service.end_run(
-                        session, self.run_id, status, error, last_event_id=final_id
-                    )
-                    await session.commit()
-                break
+                return await work()
             except DBAPIError:
                 attempt += 1
-                delay = CLOSE_RETRY_SECONDS[min(attempt, len(CLOSE_RETRY_SECONDS)) - 1]
-                log.warning(
-                    "run could not be closed; retrying", run_id=str(self.run_id), attempt=attempt
-                )
-                await asyncio.sleep(delay)
-        if sync is not None and directory is not None:
-            await sync.remember(directory, collected)
-        final = ended(status, str(self.run_id), error)
-        return status, error, Ending(changes, title, final)
+                log.warning(f"{what}; retrying", run_id=str(self.run_id), attempt=attempt)
+                await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS)) - 1])
 
     def announce(self, ending: Ending) -> None:
         """The closed run's last events, under the ids its row recorded."""

@@ -18,6 +18,7 @@ from typing import Literal, TypeVar
 from uuid import uuid4
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 
 from atelier.conversations.messages import Fenced
 from atelier.coordination.lease import Lease
@@ -76,6 +77,7 @@ class RunTask:
         """The run, from its lock to its terminal event; None if it was never accepted
         (``accepted`` then carries why)."""
         settings, request = self.env.settings, self.request
+        ending: Ending | None = None  # once set, the run's row is closed
         try:
             async with Lease(
                 self.env.coordination,
@@ -111,12 +113,20 @@ class RunTask:
                 self.accepted.set_exception(exc)
                 return None
             if isinstance(exc, asyncio.CancelledError):
-                # Cancelled again while letting go of the lock: still end the stream.
-                self.events.emit(RunCancelled(run_id=str(self.run_id)))
+                # Cancelled again while letting go of the lock: the stream still ends, and
+                # says what the row says when the row was closed.
+                if ending is not None:
+                    self.recorder.announce(ending)
+                else:
+                    self.events.emit(RunCancelled(run_id=str(self.run_id)))
                 raise
-            log.exception("run could not be closed", run_id=str(self.run_id))
-            outcome = Outcome.failed(ErrorCode.INTERNAL_ERROR, "the run could not be saved")
-            ending = Ending(final=ended(outcome.status, str(self.run_id), outcome.error))
+            if ending is None:
+                log.exception("run could not be closed", run_id=str(self.run_id))
+                outcome = Outcome.failed(ErrorCode.INTERNAL_ERROR, "the run could not be saved")
+                ending = Ending(final=ended(outcome.status, str(self.run_id), outcome.error))
+            else:  # closed, then letting go of the lock failed: the lock runs out by itself
+                log.warning("run lock not released", run_id=str(self.run_id), exc_info=True)
+        assert ending is not None  # every path above that did not raise has one
         self.recorder.announce(ending)
         await self.events.close(settings.run_event_retention_seconds)
         return outcome
@@ -199,6 +209,10 @@ class RunTask:
         if isinstance(exc, StorageError):
             message = f"workspace storage failed: {exc}"
             return Outcome.failed(ErrorCode.STORAGE_UNAVAILABLE, message)
+        if isinstance(exc, DBAPIError):
+            log.warning("run stopped by a database failure", run_id=str(self.run_id), exc_info=exc)
+            message = "the database failed during the run; what it had saved is kept"
+            return Outcome.failed(ErrorCode.DATABASE_UNAVAILABLE, message)
         log.error("run failed", run_id=str(self.run_id), exc_info=exc)
         return Outcome.failed(ErrorCode.INTERNAL_ERROR, type(exc).__name__)
 
@@ -207,7 +221,7 @@ class RunTask:
         end the row."""
         if outcome.may_write and self._agent is not None:
             try:
-                await self._agent.save_unsaved()
+                await self.recorder.persisting("run could not be saved", self._agent.save_unsaved)
             except Fenced:
                 outcome = Outcome.failed(
                     ErrorCode.FENCED, "the run is no longer its conversation's run"
