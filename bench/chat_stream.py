@@ -30,9 +30,14 @@ def bare_app():  # type: ignore[no-untyped-def]
     from starlette.routing import Route
 
     async def stream(request):  # type: ignore[no-untyped-def]
+        # ?delay=: seconds between deltas, as a paced model; the default is as fast as it goes.
+        delay = float(request.query_params.get("delay", 0))
+
         async def events():  # type: ignore[no-untyped-def]
+            if delay:
+                yield b"id: 0\nevent: run.started\ndata: {}\n\n"
             for n in range(1, WORDS + 1):
-                await asyncio.sleep(0)
+                await asyncio.sleep(delay)
                 yield f"id: {n}\nevent: message.delta\ndata: {json.dumps({'text': ' word'})}\n\n".encode()
             yield f"id: {WORDS + 1}\nevent: done\ndata: {{}}\n\n".encode()
 

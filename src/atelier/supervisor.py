@@ -8,7 +8,6 @@ Daemons (listeners, reapers, sweeps) run until shutdown, which cancels them at o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -55,9 +54,20 @@ class Supervisor:
 
 
 async def finish(work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work`` to its end even if the caller is cancelled meanwhile."""
+    """Run ``work`` to its end even if the caller is cancelled meanwhile (the cancel is
+    taken as handled: the caller goes on as if it had not come)."""
     task = asyncio.ensure_future(work)
     while not task.done():
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await asyncio.wait({task})
+        except asyncio.CancelledError:
+            absorbed()
     return task.result()
+
+
+def absorbed() -> None:
+    """Mark the cancel the current task just caught as handled: code that asks whether
+    its task is being cancelled (``Task.cancelling``) must not see it again."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        task.uncancel()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
 from fastapi import FastAPI
 
-from atelier.coordination.base import Coordination, CoordinationUnavailable
+from atelier.coordination.base import Coordination, LogBatch
 from atelier.coordination.lease import Lease, LeaseHeld
 
 
@@ -47,8 +48,14 @@ class TestLease:
                     pass
 
     async def test_renewed_while_held(self, coordination: Coordination) -> None:
-        async with Lease(coordination, "conv-4", ttl_seconds=0.3) as lease:
-            await asyncio.sleep(1.0)  # three lifetimes: alive only because it is renewed
+        async with Lease(coordination, "conv-4", ttl_seconds=2) as lease:
+            renewals, previous = 0, await coordination.lease_ttl_ms("conv-4")
+            async with asyncio.timeout(30):
+                while renewals < 2:  # its time left went back up: renewed
+                    await asyncio.sleep(0.05)
+                    left = await coordination.lease_ttl_ms("conv-4")
+                    renewals += left > previous
+                    previous = left
             with pytest.raises(LeaseHeld):
                 async with Lease(coordination, "conv-4"):
                     pass
@@ -65,6 +72,61 @@ class TestLease:
             await asyncio.wait_for(lease.lost.wait(), 10)
         assert lost == [True]
         assert await coordination.release("conv-5", "intruder")  # our exit did not free theirs
+
+
+class SwallowsACancel:
+    """A coordination whose ``extend`` swallows a cancel that arrives while it is in flight,
+    as ``asyncio.wait_for`` on Python 3.11 does when the reply and the cancel come together
+    (redis-py reads under it): the point of the race, held open."""
+
+    def __init__(self, inner: Coordination) -> None:
+        self.inner = inner
+        self.in_flight, self.swallowed = asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        self.in_flight.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.swallowed.set()
+        return await self.inner.extend(key, token, ttl_ms)
+
+
+class TestLeaseEndsWhenACancelIsSwallowed:
+    async def test_leaving_returns_and_frees_the_lock(self, coordination: Coordination) -> None:
+        """A renewer that lived on would keep the lock, and its holder's exit, for ever."""
+        swallowing = SwallowsACancel(coordination)
+        lease = Lease(swallowing, "conv-7", ttl_seconds=0.3)  # type: ignore[arg-type]
+        async with asyncio.timeout(10) as limit:
+            async with lease:
+                await swallowing.in_flight.wait()
+        assert not limit.expired()
+        assert swallowing.swallowed.is_set()
+        assert lease._renewer is not None
+        assert lease._renewer.done()
+        assert await coordination.lease_ttl_ms("conv-7") == 0
+
+
+@pytest.mark.parametrize("backend", ["services"])
+async def test_redis_calls_do_not_swallow_a_cancel(coordination: Coordination, monkeypatch) -> None:
+    """redis-py may drop a cancel that arrives with a reply; the adapter raises it again."""
+    in_flight = asyncio.Event()
+
+    async def set_swallowing(*args: object, **kwargs: object) -> bool:
+        in_flight.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        return True
+
+    monkeypatch.setattr(coordination.client, "set", set_swallowing)  # type: ignore[attr-defined]
+    call = asyncio.create_task(coordination.acquire("conv-8", "token", 1000))
+    await asyncio.wait_for(in_flight.wait(), 10)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(call, 10)
 
 
 class TestEventLog:
@@ -92,14 +154,28 @@ class TestEventLog:
         ]
 
     async def test_explicit_numbers_only_grow(self, coordination: Coordination) -> None:
-        """The run numbers its own events; a stale writer cannot interleave with them."""
+        """The run numbers its own events; what the log already has is never stored twice
+        (an append retried after its reply was lost), and nothing goes in out of order."""
         assert await coordination.append_events("run-x", [("a", "1"), ("b", "2")], first_id=1) == 2
-        with pytest.raises(CoordinationUnavailable):
-            await coordination.append_events("run-x", [("late", "0")], first_id=2)
-        assert await coordination.append_events("run-x", [("c", "3")], first_id=3) == 3
+        retried = [("b", "2"), ("c", "3")]
+        assert await coordination.append_events("run-x", retried, first_id=2) == 3
+        assert await coordination.append_events("run-x", [("late", "0")], first_id=1) == 1
         assert await coordination.append_events("run-x", [("end", "4")]) == 4
         events = await coordination.read_events("run-x", after=0, wait_ms=0)
         assert [(e.id, e.name) for e in events] == [(1, "a"), (2, "b"), (3, "c"), (4, "end")]
+
+    async def test_several_logs_in_one_call(self, coordination: Coordination) -> None:
+        await coordination.append_events("run-y", [("a", "1")], first_id=1)
+        await coordination.append_to_logs(
+            [
+                LogBatch("run-y", [("a", "1"), ("b", "2")], 1),
+                LogBatch("run-z", [("c", "3")], 5),  # a log that lost 1-4 (Redis restarted)
+            ]
+        )
+        y = await coordination.read_events("run-y", after=0, wait_ms=0)
+        z = await coordination.read_events("run-z", after=0, wait_ms=0)
+        assert [(e.id, e.name) for e in y] == [(1, "a"), (2, "b")]
+        assert [(e.id, e.name) for e in z] == [(5, "c")]
 
     async def test_a_waiting_reader_wakes_on_append(self, coordination: Coordination) -> None:
         # A reader that did not wake on the append would return nothing when its wait ends.

@@ -5,6 +5,7 @@ is, at the latest one keep-alive interval later, a stream that ended."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import pytest
@@ -133,3 +134,42 @@ async def test_many_runs_at_once_each_stream_ends_with_its_runs_end(app, client,
     for events in streams:
         assert events[-1][1] in TERMINAL
         assert_ends_as_its_row(events, await run_row(app, events[0][2]["run_id"]))
+
+
+class TestALockRenewalThatSwallowsItsCancel:
+    """Under load, a renewal of the run's lock can be in flight when the run lets go of the
+    lock, and redis-py (``asyncio.wait_for`` on Python 3.11) may drop the cancel when the
+    reply arrives at that moment. The run must still end: it used to wait for its renewer
+    for ever, keeping its stream open (keep-alives only) and its conversation locked."""
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, object]:
+        return {"run_lease_seconds": 1}
+
+    async def test_the_run_ends_its_stream_and_frees_its_conversation(
+        self, app, client, caller, monkeypatch
+    ) -> None:
+        from tests.runs.helpers import start_blocked, wait_ended
+
+        monkeypatch.setattr(follow, "LOCAL_QUIET_SECONDS", 3600)  # no rescue from the row
+        coordination = app.state.resources.coordination
+        extend, in_flight = coordination.extend, asyncio.Event()
+
+        async def swallows_a_cancel(key: str, token: str, ttl_ms: int) -> bool:
+            if not in_flight.is_set():
+                in_flight.set()
+                with contextlib.suppress(asyncio.CancelledError):  # the race, held open
+                    await asyncio.sleep(3600)
+            return bool(await extend(key, token, ttl_ms))
+
+        conversation, run, tools = await start_blocked(app, client, caller)
+        monkeypatch.setattr(coordination, "extend", swallows_a_cancel)
+        await asyncio.wait_for(in_flight.wait(), 10)
+        tools.release.set()
+        async with asyncio.timeout(20):
+            events = await events_of(client, caller, conversation, run["id"])
+            await wait_ended(client, caller, conversation, run["id"])
+            while uuid.UUID(run["id"]) in app.state.resources.runs.local:
+                await asyncio.sleep(0.01)
+        assert_ends_as_its_row(events, await run_row(app, run["id"]))
+        assert (await start(client, caller, conversation, "again")).status_code == 202

@@ -88,6 +88,15 @@ class LogEvent:
     data: str  # JSON
 
 
+@dataclass(frozen=True)
+class LogBatch:
+    """Events for one log, numbered from ``first_id``."""
+
+    log: str
+    events: list[tuple[str, str]]  # (name, json)
+    first_id: int
+
+
 class Coordination(Protocol):
     name: str
 
@@ -116,7 +125,12 @@ class Coordination(Protocol):
         self, log: str, events: Sequence[tuple[str, str]], first_id: int | None = None
     ) -> int:
         """Append ``(name, json)`` events numbered from ``first_id`` (default: after the
-        last one); return the last number. Numbers only grow: a stale writer is refused."""
+        last one); return the last number. Numbers only grow: events numbered at or below
+        the log's last one are skipped (a retried append whose reply was lost; a log has
+        one writer), never stored twice or out of order."""
+
+    async def append_to_logs(self, batches: Sequence[LogBatch]) -> None:
+        """``append_events`` for several logs, in one round trip."""
 
     async def read_events(self, log: str, after: int, wait_ms: int) -> list[LogEvent]:
         """Events numbered above ``after``; waits up to ``wait_ms`` for the first if none."""

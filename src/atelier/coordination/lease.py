@@ -38,6 +38,7 @@ class Lease:
         self._token = uuid.uuid4().hex
         self._on_lost = on_lost
         self._renewer: asyncio.Task[None] | None = None
+        self._stopped = False
         self.lost = asyncio.Event()
 
     async def __aenter__(self) -> Lease:
@@ -54,18 +55,23 @@ class Lease:
         tb: TracebackType | None,
     ) -> None:
         assert self._renewer is not None
+        # Stopped, not only cancelled: a client library may swallow the cancel of a call in
+        # flight (asyncio.wait_for on Python 3.11 does when the reply arrives at that very
+        # moment), and a renewer that lives on would hold the lock -- and this exit -- for ever.
+        self._stopped = True
         self._renewer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._renewer
-        # If the backend is down the lease simply runs out; never block the caller on it.
-        with contextlib.suppress(CoordinationUnavailable):
-            await self._coordination.release(self._key, self._token)
+        try:
+            await asyncio.wait({self._renewer})  # its cancellation is its own, not ours
+        finally:
+            # If the backend is down the lease simply runs out; never block the caller on it.
+            with contextlib.suppress(CoordinationUnavailable):
+                await self._coordination.release(self._key, self._token)
 
     async def _renew(self) -> None:
         interval = self._ttl_ms / 3000
         loop = asyncio.get_running_loop()
         valid_until = loop.time() + self._ttl_ms / 1000
-        while True:
+        while not self._stopped:
             await asyncio.sleep(interval)
             try:
                 renewed = await self._coordination.extend(self._key, self._token, self._ttl_ms)
@@ -74,6 +80,8 @@ class Lease:
                 renewed = loop.time() < valid_until - interval
                 if renewed:
                     continue
+            if self._stopped:
+                return
             if not renewed:
                 self.lost.set()
                 if self._on_lost is not None:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from atelier.coordination.base import (
     Bucket,
-    CoordinationUnavailable,
+    LogBatch,
     LogEvent,
     RateDecision,
     binding,
@@ -87,14 +87,17 @@ class MemoryCoordination:
         self._drop_expired_logs()
         stored = self._logs.setdefault(log, [])
         last = stored[-1].id if stored else 0
-        if first_id is not None and first_id <= last:
-            raise CoordinationUnavailable(f"event {first_id} of {log} is not after {last}")
         number = first_id or last + 1
         for offset, (name, data) in enumerate(events):
-            stored.append(LogEvent(id=number + offset, name=name, data=data))
+            if number + offset > last:
+                stored.append(LogEvent(id=number + offset, name=name, data=data))
         async with self._appended:
             self._appended.notify_all()
-        return stored[-1].id
+        return number + len(events) - 1
+
+    async def append_to_logs(self, batches: Sequence[LogBatch]) -> None:
+        for batch in batches:
+            await self.append_events(batch.log, batch.events, batch.first_id)
 
     async def read_events(self, log: str, after: int, wait_ms: int) -> list[LogEvent]:
         deadline = time.monotonic() + wait_ms / 1000

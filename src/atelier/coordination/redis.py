@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from atelier.coordination.base import (
     Bucket,
     CoordinationUnavailable,
+    LogBatch,
     LogEvent,
     RateDecision,
     binding,
@@ -62,18 +63,19 @@ _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-# Append numbered events: from ARGV[2], or (0) after the stream's last entry. XADD
-# refuses an id that is not above the last one, so a stale writer cannot interleave.
-# ARGV: cap, first id, then name, data pairs.
+# Append numbered events: from ARGV[2], or (0) after the stream's last entry. Events
+# numbered at or below the last entry are skipped: the log already has them (a retry of
+# an append whose reply was lost). ARGV: cap, first id, then name, data pairs.
 _APPEND = """
 local n = tonumber(ARGV[2])
-if n == 0 then
-  n = 1
-  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if #last > 0 then n = tonumber(string.match(last[1][1], '^(%d+)')) + 1 end
-end
+local last = 0
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
+if n == 0 then n = last + 1 end
 for i = 3, #ARGV, 2 do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], n .. '-0', 'name', ARGV[i], 'data', ARGV[i + 1])
+  if n > last then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], n .. '-0', 'name', ARGV[i], 'data', ARGV[i + 1])
+  end
   n = n + 1
 end
 return n - 1
@@ -82,8 +84,10 @@ EVENT_LOG_CAP = 100_000
 
 
 def _still_wanted() -> None:
-    """Re-raise a cancellation that a blocking redis-py read swallowed: its task would
-    otherwise go on waiting for the next message while its canceller waits for it."""
+    """Re-raise a cancellation that redis-py swallowed (its reads run under
+    ``asyncio.wait_for``/timeouts, which on Python 3.11 drop a cancel that arrives with the
+    reply): the task would otherwise go on -- renewing a lease, waiting for the next
+    message -- while its canceller waits for it."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
@@ -107,21 +111,17 @@ class RedisCoordination:
         self._append = self.client.register_script(_APPEND)
 
     async def ping(self) -> None:
-        try:
+        async with self._errors():
             await self.client.ping()
-        except (RedisError, OSError) as exc:
-            raise CoordinationUnavailable(str(exc)) from exc
 
     async def rate_limit(self, buckets: Sequence[Bucket], cost: int) -> RateDecision:
         args: list[float | int] = [cost]
         for _, quota in buckets:
             args += (quota.interval_ms, quota.burst)
-        try:
+        async with self._errors():
             reply = await self._gcra(
                 keys=[f"{self._prefix}rl:{key}" for key, _ in buckets], args=args
             )
-        except (RedisError, OSError) as exc:
-            raise CoordinationUnavailable(str(exc)) from exc
         return binding(
             [
                 RateDecision(
@@ -160,12 +160,21 @@ class RedisCoordination:
         async with self._errors():
             return int(await self._append(keys=[self._key(f"log:{log}")], args=args))
 
+    async def append_to_logs(self, batches: Sequence[LogBatch]) -> None:
+        async with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            for batch in batches:
+                args: list[str | int] = [EVENT_LOG_CAP, batch.first_id]
+                for name, data in batch.events:
+                    args += (name, data)
+                await self._append(keys=[self._key(f"log:{batch.log}")], args=args, client=pipe)
+            await pipe.execute()
+
     async def read_events(self, log: str, after: int, wait_ms: int) -> list[LogEvent]:
         async with self._errors():
             reply: Any = await self.client.xread(
                 {self._key(f"log:{log}"): f"{after}-0"}, block=wait_ms or None
             )
-        _still_wanted()
         events = []
         for _, entries in reply or ():
             for entry_id, fields in entries:
@@ -190,7 +199,6 @@ class RedisCoordination:
                 async with self._errors():
                     # Below the socket timeout, so a quiet channel is not an error.
                     message = await pubsub.get_message(timeout=1.0)
-                _still_wanted()
                 if message is not None:
                     yield message["data"].decode()
         finally:
@@ -211,6 +219,7 @@ class RedisCoordination:
             yield
         except (RedisError, OSError) as exc:
             raise CoordinationUnavailable(str(exc)) from exc
+        _still_wanted()
 
     async def aclose(self) -> None:
         await self.client.aclose()

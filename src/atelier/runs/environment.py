@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -14,6 +14,7 @@ from atelier.http.scope import Principal
 from atelier.llm.catalog import ModelCatalog
 from atelier.llm.registry import ModelRegistry
 from atelier.llm.titles import TitleGenerator
+from atelier.runs.log import EventShipper
 from atelier.runs.tools import ToolsFactory
 from atelier.settings import Settings
 from atelier.supervisor import Supervisor
@@ -51,3 +52,7 @@ class RunEnvironment:
     tools_factory: ToolsFactory
     titles: TitleGenerator
     on_first_output: Callable[[], Callable[[], None]]  # a timer per run, for the metric
+    shipper: EventShipper = field(init=False)  # every run's events, to the shared log
+
+    def __post_init__(self) -> None:
+        self.shipper = EventShipper(self.coordination)

@@ -92,6 +92,13 @@ async def follow_local(
             if state is None or state.active:
                 quiet = 0
             elif quiet >= 2:
+                log.warning(
+                    "run ended without its end reaching this stream; ended from its row",
+                    run_id=str(run_log.run_id),
+                    last_sent=last,
+                    last_emitted=run_log.last_id,
+                    recorded=state.last_event_id,
+                )
                 recovered = await _recover(sessions, run_log.run_id, last, state.last_event_id)
                 yield EventBatch([*recovered, state.terminal(run_log.run_id)])
                 return

@@ -1,29 +1,29 @@
-"""One running run's numbered event log: kept in memory, shipped to the shared log.
+"""Runs' numbered event logs: kept in memory, shipped to the shared log.
 
 The run is the only writer while it holds its conversation lock, so it numbers its own
 events. Followers in this process read them from memory; followers in other processes
 read the shared log (Redis Streams, or memory when embedded). ``emit`` never waits: one
-flush at a time appends everything queued meanwhile in a single call. A batch the shared
-log refused (an outage) stays queued and is sent again until the log takes it, so a
-follower elsewhere never sees an id twice or out of order, only later. Memory keeps the
-latest ``MEMORY_WINDOW`` events the shared log already has, plus whatever it does not.
+``EventShipper`` per process appends what every run emitted meanwhile in one round trip
+per ``FLUSH_LINGER_SECONDS`` (hundreds of runs cost Redis twenty calls a second, not one
+per run every few tokens). What the shared log refused (an outage) stays queued and is
+sent again until the log takes it; the log skips what it already has, so a follower
+elsewhere never sees an id twice or out of order, only later. Memory keeps the latest
+``MEMORY_WINDOW`` events the shared log already has, plus whatever it does not.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 
 import structlog
 
-from atelier.coordination.base import Coordination, CoordinationUnavailable, LogEvent
+from atelier.coordination.base import Coordination, CoordinationUnavailable, LogBatch, LogEvent
 from atelier.runs.events import RunEvent
 
 log = structlog.get_logger("atelier.runs")
 
-# Followers in other processes see events up to this much later; in exchange a fast run
-# costs the process and Redis a few appends per second, not one every few tokens.
+# Followers in other processes see events up to this much later.
 FLUSH_LINGER_SECONDS = 0.05
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 MEMORY_WINDOW = 256
@@ -35,15 +35,16 @@ def log_name(run_id: uuid.UUID) -> str:
 
 
 class RunEventLog:
-    def __init__(self, coordination: Coordination, run_id: uuid.UUID) -> None:
-        self._coordination = coordination
+    def __init__(self, shipper: EventShipper, run_id: uuid.UUID) -> None:
+        self._shipper = shipper
         self.run_id = run_id
         self.name = log_name(run_id)
         self._window: list[LogEvent] = []
         self.dropped = 0  # events 1..dropped have left memory (the shared log has them)
         self._unsent = 1  # the first event not yet in the shared log
         self._waiters: list[asyncio.Future[None]] = []  # readers waiting for an event
-        self._flushing: asyncio.Task[None] | None = None
+        self._shipped = asyncio.Event()  # everything emitted so far is in the shared log
+        self._shipped.set()
 
     @property
     def last_id(self) -> int:
@@ -57,8 +58,8 @@ class RunEventLog:
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush(), name=f"events-{self.run_id}")
+        self._shipped.clear()
+        self._shipper.ship(self)
         return number
 
     async def read(self, after: int, wait_seconds: float) -> list[LogEvent] | None:
@@ -80,60 +81,74 @@ class RunEventLog:
             return None
         return self._window[after - self.dropped :]
 
+    def unsent(self) -> LogBatch:
+        events = self._window[self._unsent - 1 - self.dropped :]
+        return LogBatch(self.name, [(e.name, e.data) for e in events], self._unsent)
+
+    def shipped(self, batch: LogBatch) -> None:
+        """The shared log has ``batch``: what it has may leave memory."""
+        self._unsent = batch.first_id + len(batch.events)
+        extra = min(len(self._window) - MEMORY_WINDOW, self._unsent - 1 - self.dropped)
+        if extra > 0:
+            del self._window[:extra]
+            self.dropped += extra
+        if self._unsent > self.last_id:
+            self._shipped.set()
+
     async def close(self, retention_seconds: int) -> None:
         """After the run's last event: ship what is left (for a while), then let the shared
         log expire after ``retention_seconds``."""
         try:
             async with asyncio.timeout(DRAIN_SECONDS):
-                while self._flushing is not None and not self._flushing.done():
-                    await asyncio.shield(self._flushing)
+                await self._shipped.wait()
         except TimeoutError:
-            assert self._flushing is not None
-            self._flushing.cancel()
+            self._shipper.forget(self)
             lost = self.last_id - self._unsent + 1
             log.warning(
                 "run events never reached the shared log", run_id=str(self.run_id), lost=lost
             )
             return
         try:
-            await self._coordination.expire_log(self.name, retention_seconds)
+            await self._shipper.coordination.expire_log(self.name, retention_seconds)
         except CoordinationUnavailable:
             log.warning("run event log retention not set", run_id=str(self.run_id))
 
-    async def _flush(self) -> None:
+
+class EventShipper:
+    """Ships the new events of every run of the process to the shared log, together."""
+
+    def __init__(self, coordination: Coordination) -> None:
+        self.coordination = coordination
+        self._pending: dict[RunEventLog, None] = {}  # an ordered set
+        self._shipping: asyncio.Task[None] | None = None
+
+    def ship(self, run_log: RunEventLog) -> None:
+        self._pending[run_log] = None
+        if self._shipping is None or self._shipping.done():
+            self._shipping = asyncio.create_task(self._ship(), name="run-events-shipper")
+
+    def forget(self, run_log: RunEventLog) -> None:
+        self._pending.pop(run_log, None)
+
+    async def _ship(self) -> None:
         attempt = 0
-        while self._unsent <= self.last_id:
+        while self._pending:
             # Let a burst gather: one round trip per few milliseconds, not per token.
             await asyncio.sleep(FLUSH_LINGER_SECONDS if not attempt else _backoff(attempt))
-            batch = self._window[self._unsent - 1 - self.dropped :]
+            shipments = [(run_log, run_log.unsent()) for run_log in self._pending]
+            self._pending.clear()
             try:
-                await self._append(batch, retry=attempt > 0)
+                await self.coordination.append_to_logs([batch for _, batch in shipments])
             except CoordinationUnavailable:
                 attempt += 1
                 if attempt == 1:
-                    log.warning("run events not shipped yet; retrying", run_id=str(self.run_id))
+                    log.warning("run events not shipped yet; retrying", runs=len(shipments))
+                # Sent again, with whatever they emitted meanwhile, ahead of newer runs.
+                self._pending = dict.fromkeys([*(r for r, _ in shipments), *self._pending])
                 continue
             attempt = 0
-            self._unsent = batch[-1].id + 1
-            # What the shared log has may leave memory.
-            extra = min(len(self._window) - MEMORY_WINDOW, self._unsent - 1 - self.dropped)
-            if extra > 0:
-                del self._window[:extra]
-                self.dropped += extra
-
-    async def _append(self, batch: list[LogEvent], *, retry: bool) -> None:
-        if retry:
-            # An earlier try may have reached the log before its connection broke: what
-            # the log has of this batch is ours (the only writer), and is not sent twice.
-            with contextlib.suppress(CoordinationUnavailable):
-                present = await self._coordination.read_events(self.name, batch[0].id - 1, 0)
-                if present:
-                    batch = [e for e in batch if e.id > present[-1].id]
-                    if not batch:
-                        return
-        await self._coordination.append_events(
-            self.name, [(e.name, e.data) for e in batch], first_id=batch[0].id
-        )
+            for run_log, batch in shipments:
+                run_log.shipped(batch)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -32,7 +32,7 @@ from atelier.runs.loop import AgentLoop, Outcome, Transcript
 from atelier.runs.recorder import Ending, Opened, Recorder
 from atelier.runs.spec import AgentSpec, chat_agent, workspace_agent
 from atelier.runs.title import ready_title, start_title
-from atelier.supervisor import finish
+from atelier.supervisor import absorbed, finish
 from atelier.workspace.base import StorageError
 from atelier.workspace.sync import WorkspaceSync
 
@@ -54,7 +54,7 @@ class RunTask:
         self.env = env
         self.request = request
         self.run_id = uuid4()
-        self.events = RunEventLog(env.coordination, self.run_id)
+        self.events = RunEventLog(env.shipper, self.run_id)
         self.recorder = Recorder(env.sessions, self.events, self.run_id)
         self._loop = asyncio.get_running_loop()
         self.accepted: asyncio.Future[Opened] = self._loop.create_future()
@@ -152,6 +152,7 @@ class RunTask:
                     await asyncio.wait({self._work})
                 except asyncio.CancelledError:
                     # Shutdown: stop the work, then still save what it did.
+                    absorbed()
                     self.stop("shutdown")
         finally:
             for watcher in watchers:
