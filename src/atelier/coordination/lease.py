@@ -56,7 +56,7 @@ class Lease:
     ) -> None:
         assert self._renewer is not None
         # Stopped, not only cancelled: a client library may swallow the cancel of a call in
-        # flight (asyncio.wait_for on Python 3.11 does when the reply arrives at that very
+        # flight (asyncio.wait_for on Python 3.11 does when the call completes at that very
         # moment), and a renewer that lives on would hold the lock -- and this exit -- for ever.
         self._stopped = True
         self._renewer.cancel()
