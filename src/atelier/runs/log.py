@@ -43,6 +43,9 @@ class RunEventLog:
         self.dropped = 0  # events 1..dropped have left memory (the shared log has them)
         self._unsent = 1  # the first event not yet in the shared log
         self._waiters: list[asyncio.Future[None]] = []  # readers waiting for an event
+        self._loop = asyncio.get_running_loop()
+        self._emitted_at = self._loop.time()
+        self._quiet: asyncio.TimerHandle | None = None  # wakes the waiters of a quiet run
         self._shipped = asyncio.Event()  # everything emitted so far is in the shared log
         self._shipped.set()
 
@@ -54,10 +57,8 @@ class RunEventLog:
         """Number ``event``, keep it, and have it shipped; returns its id."""
         number = self.last_id + 1
         self._window.append(LogEvent(number, event.type, event.data))
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
+        self._emitted_at = self._loop.time()
+        self._wake_all()
         self._shipped.clear()
         self._shipper.ship(self)
         return number
@@ -67,19 +68,32 @@ class RunEventLog:
         (an empty list if none came); None if some of them have left memory (the shared
         log has those)."""
         if self.last_id <= after:
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self._loop.create_future()
             self._waiters.append(waiter)
-            timer = asyncio.get_running_loop().call_later(wait_seconds, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
+            # One timer per run, not one per read: a run streaming tokens costs none.
+            if self._quiet is None:
+                self._quiet = self._loop.call_later(wait_seconds, self._on_quiet, wait_seconds)
+            await waiter
             if self.last_id <= after:
-                self._waiters.remove(waiter)
                 return []
         if after < self.dropped:
             return None
         return self._window[after - self.dropped :]
+
+    def _on_quiet(self, seconds: float) -> None:
+        """Readers waiting this long with no event get an empty answer (a look at the row)."""
+        quiet_for = self._loop.time() - self._emitted_at
+        if quiet_for < seconds and self._waiters:  # events came meanwhile: wait the rest
+            self._quiet = self._loop.call_later(seconds - quiet_for, self._on_quiet, seconds)
+            return
+        self._quiet = None
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
 
     def unsent(self) -> LogBatch:
         events = self._window[self._unsent - 1 - self.dropped :]
@@ -149,11 +163,6 @@ class EventShipper:
             attempt = 0
             for run_log, batch in shipments:
                 run_log.shipped(batch)
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _backoff(attempt: int) -> float:
