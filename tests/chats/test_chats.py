@@ -297,8 +297,11 @@ class TestCost:
                 "key": "offline",
                 "input_tokens": 1234,
                 "output_tokens": 567,
+                "cache_read_tokens": 1000,
+                "cache_write_tokens": 0,
                 "cost": "0.012507",
                 "requests": 1,
+                "unpriced_requests": 0,
             }
         ]
 

@@ -73,3 +73,17 @@ def aws_event(event_type: str, payload: dict, *, exception: bool = False) -> byt
     prelude = total.to_bytes(4, "big") + len(headers).to_bytes(4, "big")
     message = prelude + zlib.crc32(prelude).to_bytes(4, "big") + headers + body
     return message + zlib.crc32(message).to_bytes(4, "big")
+
+
+def aws_error(code: str, message: str) -> bytes:
+    """An event-stream message of type ``error``: named by no event or exception shape,
+    only by its ``:error-code`` and ``:error-message`` headers."""
+    headers = (
+        _header(":message-type", "error")
+        + _header(":error-code", code)
+        + _header(":error-message", message)
+    )
+    total = 12 + len(headers) + 4
+    prelude = total.to_bytes(4, "big") + len(headers).to_bytes(4, "big")
+    message_bytes = prelude + zlib.crc32(prelude).to_bytes(4, "big") + headers
+    return message_bytes + zlib.crc32(message_bytes).to_bytes(4, "big")

@@ -21,7 +21,7 @@ from atelier.llm.base import (
 )
 from atelier.settings import Settings
 from tests.live import serve
-from tests.llm.peers import Peer, aws_event, sse
+from tests.llm.peers import Peer, aws_error, aws_event, sse
 
 TOOL = ToolSpec(
     "read_file", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}}
@@ -311,8 +311,14 @@ class TestProviderProtocols:
         async with open_model(peer) as model:
             events = await collect(model)
         assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hel", "lo"]
-        usage = next(e for e in events if isinstance(e, UsageReport))
-        assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens) == (12, 2, 4)
+        usage = [e for e in events if isinstance(e, UsageReport)][-1]
+        # OpenAI counts cached prompt tokens in prompt_tokens: they are counted apart.
+        uncached = 8 if provider == "openai" else 12
+        assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens) == (
+            uncached,
+            2,
+            4,
+        )
         assert events[-1] == Stop("end_turn")
         sent = peer.requests[0]
         assert "m-1" in str(sent) or provider == "bedrock"
@@ -326,7 +332,7 @@ class TestProviderProtocols:
             ToolCall("call_1", "read_file", {"path": "a.txt"})
         ]
         assert events[-1] == Stop("tool_use")
-        assert next(e for e in events if isinstance(e, UsageReport)).output_tokens == 9
+        assert [e for e in events if isinstance(e, UsageReport)][-1].output_tokens == 9
 
     async def test_error_in_the_middle_of_the_stream(self, provider: str) -> None:
         open_model, text, _ = PROVIDERS[provider]
@@ -379,3 +385,180 @@ class TestProviderProtocols:
         async with open_model(Peer(status=429)) as model:
             with pytest.raises(ModelError):
                 await collect(model)
+
+
+# The wire sequences of issue #19, as an independent proxy sent them: a failure sent as an
+# unnamed event, a stream cut without its end marker, usage only at the end, cache tokens.
+def broken_off(provider: str) -> list[bytes]:
+    """Three text pieces, then the failure as an unnamed event; the connection closes."""
+    failure = {"error": {"message": "ServiceUnavailableError: overloaded", "code": "503"}}
+    if provider == "anthropic":
+        start = anthropic_text()[:2]
+        pieces = [
+            sse(
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": t},
+                },
+                "content_block_delta",
+            )
+            for t in ("a", "b", "c")
+        ]
+        return [*start, *pieces, sse(failure)]
+    if provider == "openai":
+        return [
+            *(sse({"choices": [{"index": 0, "delta": {"content": t}}]}) for t in ("a", "b", "c")),
+            sse(failure),
+        ]
+    pieces = [
+        aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": t}})
+        for t in ("a", "b", "c")
+    ]
+    # Bedrock's unnamed failure: an error message, named by no event or exception type.
+    unnamed = aws_error("ServiceUnavailableError", "overloaded")
+    return [aws_event("messageStart", {"role": "assistant"}), *pieces, unnamed]
+
+
+def cut_off(provider: str) -> list[bytes]:
+    """Everything but the protocol's end marker, then the connection closes."""
+    if provider == "anthropic":
+        return anthropic_text()[:-1]  # no message_stop
+    if provider == "openai":
+        return openai_text()[:-1]  # no [DONE]
+    return bedrock_text()[:-1]  # messageStop, but not the metadata that ends the stream
+
+
+def unfinished(provider: str) -> list[bytes]:
+    """The text, and an end marker where the protocol's reason for stopping never came."""
+    if provider == "anthropic":
+        return [*anthropic_text()[:-2], sse({"type": "message_stop"}, "message_stop")]
+    if provider == "openai":
+        return [openai_text()[0], sse("[DONE]")]  # no finish_reason
+    return [*bedrock_text()[:-2], bedrock_text()[-1]]  # no messageStop
+
+
+def usage_at_the_end(provider: str) -> tuple[list[bytes], UsageReport]:
+    """Counts only in the protocol's last event, cache tokens included."""
+    if provider == "anthropic":
+        frames = anthropic_text()
+        frames[0] = sse(
+            {
+                "type": "message_start",
+                "message": {"usage": {"input_tokens": 0, "output_tokens": 1}},
+            },
+            "message_start",
+        )
+        frames[-2] = sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn"},
+                "usage": {
+                    "input_tokens": 8,
+                    "output_tokens": 11,
+                    "cache_read_input_tokens": 5,
+                    "cache_creation_input_tokens": 3,
+                },
+            },
+            "message_delta",
+        )
+        return frames, UsageReport(8, 11, 5, 3)
+    if provider == "openai":
+        # prompt_tokens include the cached ones: 5 of the 13 were read from the cache.
+        frames = openai_text()
+        frames[2] = sse(
+            {
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 13,
+                    "completion_tokens": 11,
+                    "prompt_tokens_details": {"cached_tokens": 5},
+                },
+            }
+        )
+        return frames, UsageReport(8, 11, 5, None)
+    frames = bedrock_text()
+    frames[-1] = aws_event(
+        "metadata",
+        {
+            "usage": {
+                "inputTokens": 8,
+                "outputTokens": 11,
+                "cacheReadInputTokens": 5,
+                "cacheWriteInputTokens": 3,
+                "totalTokens": 27,
+            },
+            "metrics": {"latencyMs": 5},
+        },
+    )
+    return frames, UsageReport(8, 11, 5, 3)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+class TestTheProtocolsEnd:
+    """A call succeeds only with its protocol's end marker; an error in any event fails it."""
+
+    async def test_an_unnamed_error_event_is_an_error(self, provider: str) -> None:
+        open_model = PROVIDERS[provider][0]
+        seen: list[Any] = []
+        async with open_model(Peer(frames=broken_off(provider))) as model:
+            with pytest.raises(ModelError, match="overloaded"):
+                await drain(model, seen)
+        assert [e.text for e in seen if isinstance(e, TextDelta)] == ["a", "b", "c"]
+        assert not any(isinstance(e, Stop) for e in seen)
+
+    async def test_a_stream_cut_before_its_end_marker_is_an_error(self, provider: str) -> None:
+        open_model = PROVIDERS[provider][0]
+        seen: list[Any] = []
+        async with open_model(Peer(frames=cut_off(provider))) as model:
+            with pytest.raises(ModelError, match="ended"):
+                await drain(model, seen)
+        assert [e.text for e in seen if isinstance(e, TextDelta)] == ["Hel", "lo"]
+        assert not any(isinstance(e, Stop) for e in seen)
+
+    async def test_an_end_without_a_reason_to_stop_is_an_error(self, provider: str) -> None:
+        open_model = PROVIDERS[provider][0]
+        async with open_model(Peer(frames=unfinished(provider))) as model:
+            with pytest.raises(ModelError, match="ended"):
+                await collect(model)
+
+    async def test_usage_and_cache_tokens_from_the_last_event(self, provider: str) -> None:
+        open_model = PROVIDERS[provider][0]
+        frames, expected = usage_at_the_end(provider)
+        async with open_model(Peer(frames=frames)) as model:
+            events = await collect(model)
+        reports = [e for e in events if isinstance(e, UsageReport)]
+        assert reports[-1] == expected
+        assert events[-1] == Stop("end_turn")
+
+
+class TestUsageBeforeAFailure:
+    async def test_anthropic_counts_reported_before_a_failure_are_kept(self) -> None:
+        """message_start's counts are yielded as they come: a call that then fails is billed
+        for what the provider reported."""
+        seen: list[Any] = []
+        async with anthropic_model(Peer(frames=broken_off("anthropic"))) as model:
+            with pytest.raises(ModelError):
+                await drain(model, seen)
+        reports = [e for e in seen if isinstance(e, UsageReport)]
+        assert reports[-1] == UsageReport(12, 1, 4, 0)
+
+    async def test_openai_cumulative_usage_in_every_chunk_keeps_the_latest(self) -> None:
+        frames = [
+            sse(
+                {
+                    "choices": [{"index": 0, "delta": {"content": "a"}}],
+                    "usage": {"prompt_tokens": 9},
+                }
+            ),
+            sse(
+                {
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 9, "completion_tokens": 1},
+                }
+            ),
+            sse("[DONE]"),
+        ]
+        async with openai_model(Peer(frames=frames)) as model:
+            events = await collect(model)
+        assert [e for e in events if isinstance(e, UsageReport)][-1] == UsageReport(9, 1)

@@ -65,24 +65,23 @@ class AnthropicModel:
                 for t in request.tools
             ]
         blocks: dict[int, dict[str, str]] = {}
-        usage: dict[str, int | None] = {}
+        usage = UsageReport()
         stop: str | None = None
         try:
             async with self.client.stream("POST", "/v1/messages", json=body) as response:
                 await raise_for_status(response)
                 async for event, data in sse_events(response):
                     payload = loads(data)
-                    if event == "error":
+                    # An error is an error in any event, named ``error`` or not at all.
+                    if event == "error" or "error" in payload:
                         raise ModelError(f"the provider reported: {payload.get('error')}")
-                    if event == "message_start":
-                        start = (payload.get("message") or {}).get("usage") or {}
-                        usage = {
-                            "input_tokens": start.get("input_tokens"),
-                            "output_tokens": start.get("output_tokens"),
-                            "cache_read_tokens": start.get("cache_read_input_tokens"),
-                            "cache_write_tokens": start.get("cache_creation_input_tokens"),
-                        }
-                    elif event == "content_block_start":
+                    # Counts may come in message_start and message_delta (cumulative).
+                    if event in ("message_start", "message_delta") and (
+                        counts := _usage(payload, event)
+                    ):
+                        usage = usage.merged(**counts)
+                        yield usage
+                    if event == "content_block_start":
                         block = payload.get("content_block") or {}
                         if block.get("type") == "tool_use":
                             blocks[payload["index"]] = {
@@ -105,17 +104,30 @@ class AnthropicModel:
                         )
                     elif event == "message_delta":
                         stop = (payload.get("delta") or {}).get("stop_reason") or stop
-                        if (
-                            output := (payload.get("usage") or {}).get("output_tokens")
-                        ) is not None:
-                            usage["output_tokens"] = output
                     elif event == "message_stop":
                         break
+                else:  # the stream ended without message_stop: the call broke off
+                    raise ModelError("the provider's stream ended before message_stop")
         except httpx.HTTPError as exc:
             raise ModelError(f"the provider connection failed: {type(exc).__name__}") from exc
-        if usage:
-            yield UsageReport(**usage)
+        if stop is None:  # message_delta, which says why the model stopped, never came
+            raise ModelError("the provider's stream ended without a stop_reason")
         yield Stop(_STOPS.get(stop, "other"))
+
+
+def _usage(payload: dict[str, Any], event: str) -> dict[str, int]:
+    """The token counts an event carries (message_start's in its message)."""
+    holder = payload.get("message") if event == "message_start" else payload
+    counts = holder.get("usage") if isinstance(holder, dict) else None
+    if not isinstance(counts, dict):
+        return {}
+    named = {
+        "input_tokens": counts.get("input_tokens"),
+        "output_tokens": counts.get("output_tokens"),
+        "cache_read_tokens": counts.get("cache_read_input_tokens"),
+        "cache_write_tokens": counts.get("cache_creation_input_tokens"),
+    }
+    return {name: n for name, n in named.items() if isinstance(n, int)}
 
 
 def _message(message: ChatMessage) -> dict[str, Any]:

@@ -8,7 +8,7 @@ closes the provider connection.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 Role = Literal["user", "assistant", "tool"]
@@ -50,12 +50,29 @@ class TextDelta:
 
 @dataclass(frozen=True)
 class UsageReport:
-    """Token counts as the provider reported them; None means it did not say."""
+    """Token counts as the provider reported them; None means it did not say.
+
+    ``input_tokens`` are those billed at the input price: tokens read from or written to
+    the prompt cache are counted apart, never twice. A provider yields a report whenever
+    its counts change, each one the whole count so far: the last one is the call's.
+    """
 
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
+
+    def merged(self, **counts: int | None) -> UsageReport:
+        """These counts over this report's: the latest value the provider gave wins, and a
+        count it left out (or sent as null) keeps the earlier one."""
+        return replace(self, **{k: v for k, v in counts.items() if isinstance(v, int)})
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens of the prompt, however they were billed."""
+        return sum(
+            n or 0 for n in (self.input_tokens, self.cache_read_tokens, self.cache_write_tokens)
+        )
 
 
 @dataclass(frozen=True)
@@ -67,7 +84,8 @@ StreamEvent = TextDelta | ToolCall | UsageReport | Stop
 
 
 class ModelError(Exception):
-    """The provider failed (refused, unreachable, or broke off mid-stream)."""
+    """The provider failed (refused, unreachable, reported an error, or its stream ended
+    without the protocol's end marker)."""
 
 
 @dataclass(frozen=True)

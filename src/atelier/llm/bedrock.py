@@ -86,7 +86,9 @@ class BedrockModel:
                 ]
             }
         tools: dict[int, dict[str, str]] = {}
+        usage = UsageReport()
         stop: str | None = None
+        ended = False  # the stream's last event, metadata, came
         try:
             response = await self.client.converse_stream(**arguments)
         except (ClientError, BotoCoreError) as exc:
@@ -118,22 +120,29 @@ class BedrockModel:
                     yield ToolCall(
                         id=tool["id"], name=tool["name"], arguments=parse_arguments(tool["json"])
                     )
-                elif message_stop := event.get("messageStop"):
-                    stop = message_stop.get("stopReason")
-                elif metadata := event.get("metadata"):
-                    usage = metadata.get("usage") or {}
-                    yield UsageReport(
-                        input_tokens=usage.get("inputTokens"),
-                        output_tokens=usage.get("outputTokens"),
-                        cache_read_tokens=usage.get("cacheReadInputTokens"),
-                        cache_write_tokens=usage.get("cacheWriteInputTokens"),
+                elif (message_stop := event.get("messageStop")) is not None:
+                    stop = message_stop.get("stopReason") or "other"
+                elif (metadata := event.get("metadata")) is not None:
+                    ended = True
+                    counts = metadata.get("usage") or {}
+                    usage = usage.merged(
+                        input_tokens=counts.get("inputTokens"),
+                        output_tokens=counts.get("outputTokens"),
+                        cache_read_tokens=counts.get("cacheReadInputTokens"),
+                        cache_write_tokens=counts.get("cacheWriteInputTokens"),
                     )
-        except (ClientError, BotoCoreError, OSError) as exc:
+                    yield usage
+        except ClientError as exc:  # an exception event, modelled or not
+            raise ModelError(f"Bedrock reported: {exc}") from exc
+        except (BotoCoreError, OSError) as exc:
             raise ModelError(f"the Bedrock stream broke: {type(exc).__name__}") from exc
         finally:
             # Closes the HTTP response, also when the consumer stops early or is cancelled.
             with contextlib.suppress(Exception):
                 stream.close()
+        # A ConverseStream ends with messageStop, then metadata; without them it broke off.
+        if stop is None or not ended:
+            raise ModelError("the Bedrock stream ended before messageStop and metadata")
         yield Stop(_STOPS.get(stop, "other"))
 
 

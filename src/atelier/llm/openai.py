@@ -67,6 +67,7 @@ class OpenAIModel:
                 for t in request.tools
             ]
         calls: dict[int, dict[str, str]] = {}
+        usage = UsageReport()
         finish: str | None = None
         try:
             # Leaving this block (completion, error or cancellation) closes the connection.
@@ -78,13 +79,9 @@ class OpenAIModel:
                     chunk = loads(data)
                     if "error" in chunk:
                         raise ModelError(f"the provider reported: {chunk['error']}")
-                    if usage := chunk.get("usage"):
-                        details = usage.get("prompt_tokens_details") or {}
-                        yield UsageReport(
-                            input_tokens=usage.get("prompt_tokens"),
-                            output_tokens=usage.get("completion_tokens"),
-                            cache_read_tokens=details.get("cached_tokens"),
-                        )
+                    if counts := _usage(chunk.get("usage")):
+                        usage = usage.merged(**counts)
+                        yield usage
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         if text := delta.get("content"):
@@ -98,13 +95,37 @@ class OpenAIModel:
                             slot["name"] += function.get("name") or ""
                             slot["arguments"] += function.get("arguments") or ""
                         finish = choice.get("finish_reason") or finish
+                else:  # no [DONE]: the call broke off
+                    raise ModelError("the provider's stream ended before [DONE]")
         except httpx.HTTPError as exc:
             raise ModelError(f"the provider connection failed: {type(exc).__name__}") from exc
+        if finish is None:
+            raise ModelError("the provider's stream ended without a finish_reason")
         for _, call in sorted(calls.items()):
             yield ToolCall(
                 id=call["id"], name=call["name"], arguments=parse_arguments(call["arguments"])
             )
         yield Stop(_STOPS.get(finish, "other"))
+
+
+def _usage(usage: object) -> dict[str, int]:
+    """Counts of a chunk's ``usage``, with cached prompt tokens counted apart: OpenAI's
+    ``prompt_tokens`` include them (a proxy's ``cache_creation_input_tokens`` too)."""
+    if not isinstance(usage, dict):
+        return {}
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    written = usage.get("cache_creation_input_tokens")
+    prompt = usage.get("prompt_tokens")
+    counts = {
+        "output_tokens": usage.get("completion_tokens"),
+        "cache_read_tokens": cached,
+        "cache_write_tokens": written,
+    }
+    if isinstance(prompt, int):
+        apart = sum(n for n in (cached, written) if isinstance(n, int))
+        counts["input_tokens"] = max(prompt - apart, 0)
+    return {name: n for name, n in counts.items() if isinstance(n, int)}
 
 
 def _messages(request: ModelRequest) -> list[dict[str, Any]]:

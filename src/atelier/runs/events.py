@@ -111,11 +111,14 @@ class TitleUpdated(_Event):
 
 
 class Usage(_Event):
-    """One model call's tokens; None where the provider did not say (cost unknown, not 0)."""
+    """One model call's tokens; None where the provider did not say (cost unknown, not 0).
+    ``input_tokens`` are those billed at the input price; cache reads and writes apart."""
 
     type: Literal["usage"] = "usage"
     input_tokens: int | None
     output_tokens: int | None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
     cost: Decimal | None
 
     @field_serializer("cost")

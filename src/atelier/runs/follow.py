@@ -263,5 +263,9 @@ def _completed(message: Message) -> MessageCompleted:
 
 def _usage(record: UsageRecord) -> Usage:
     return Usage(
-        input_tokens=record.input_tokens, output_tokens=record.output_tokens, cost=record.cost
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        cache_read_tokens=record.cache_read_tokens,
+        cache_write_tokens=record.cache_write_tokens,
+        cost=record.cost,
     )

@@ -164,7 +164,7 @@ class Recorder:
                     usage.output_tokens or 0,
                     charged,
                     # What the next call carries: this call's prompt and its answer.
-                    context_tokens=(usage.input_tokens or 0) + output,
+                    context_tokens=usage.context_tokens + output,
                 ),
             )
             await service.count_usage(
@@ -173,7 +173,13 @@ class Recorder:
             await session.commit()
         self._announce(message)
         self.events.emit(
-            Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost=cost)
+            Usage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                cost=cost,
+            )
         )
 
     async def tool_results(

@@ -206,6 +206,7 @@ class RunTask:
         if isinstance(exc, Fenced):
             return Outcome.failed(ErrorCode.FENCED, "the run is no longer its conversation's run")
         if isinstance(exc, ModelError):
+            log.warning("model call failed", run_id=str(self.run_id), error=str(exc))
             return Outcome.failed(ErrorCode.MODEL_ERROR, str(exc))
         if isinstance(exc, StorageError):
             message = f"workspace storage failed: {exc}"

@@ -17,14 +17,17 @@ router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
 class UsageRow(BaseModel):
     key: str
-    input_tokens: int
+    input_tokens: int  # billed at the input price: cache reads and writes are apart
     output_tokens: int
-    cost: Decimal
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost: Decimal | None  # of the priced calls; null when none of them was priced
     requests: int
+    unpriced_requests: int  # calls whose provider reported no tokens: their cost is unknown
 
     @field_serializer("cost")
-    def _money(self, value: Decimal) -> str:
-        return money_str(value)
+    def _money(self, value: Decimal | None) -> str | None:
+        return None if value is None else money_str(value)
 
 
 class UsageReportOut(BaseModel):
@@ -57,9 +60,6 @@ async def get_usage(
 ) -> UsageReportOut:
     rows = await report(session, principal.tenant_id, group_by, _utc(start), _utc(end))
     return UsageReportOut(
-        data=[
-            UsageRow(key=k, input_tokens=i, output_tokens=o, cost=c, requests=n)
-            for k, i, o, c, n in rows
-        ],
+        data=[UsageRow.model_validate(row, from_attributes=True) for row in rows],
         currency=resources.settings.default_currency,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -58,14 +59,27 @@ async def record_usage(
     return charged
 
 
+@dataclass(frozen=True)
+class UsageSum:
+    key: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost: Decimal | None  # of the priced calls; None when no call in the group was
+    requests: int
+    unpriced_requests: int  # calls the provider reported no tokens for: cost unknown
+
+
 async def report(
     session: AsyncSession,
     tenant_id: uuid.UUID,
     group_by: GroupBy,
     start: datetime | None,
     end: datetime | None,
-) -> list[tuple[str, int, int, Decimal, int]]:
-    """Rows of (key, input tokens, output tokens, cost, requests), summed in SQL."""
+) -> list[UsageSum]:
+    """The tenant's usage per group, summed in SQL. An unknown cost is never counted as
+    zero: the calls without one are counted apart."""
     key: Any
     if group_by == "day":
         dialect = session.get_bind().dialect.name
@@ -85,8 +99,11 @@ async def report(
         key.label("key"),
         func.coalesce(func.sum(UsageRecord.input_tokens), 0),
         func.coalesce(func.sum(UsageRecord.output_tokens), 0),
-        func.coalesce(func.sum(UsageRecord.cost), 0),
+        func.coalesce(func.sum(UsageRecord.cache_read_tokens), 0),
+        func.coalesce(func.sum(UsageRecord.cache_write_tokens), 0),
+        func.sum(UsageRecord.cost),  # NULL when every call's cost is unknown
         func.count(),
+        func.count() - func.count(UsageRecord.cost),
     ).where(UsageRecord.tenant_id == tenant_id)
     if group_by == "conversation":
         query = query.where(UsageRecord.conversation_id.is_not(None))
@@ -95,4 +112,16 @@ async def report(
     if end is not None:
         query = query.where(UsageRecord.created_at < end)
     rows = await session.execute(query.group_by(key).order_by(key))
-    return [(str(k), int(i), int(o), Decimal(c), int(n)) for k, i, o, c, n in rows]
+    return [
+        UsageSum(
+            str(k),
+            int(i),
+            int(o),
+            int(r),
+            int(w),
+            None if c is None else Decimal(c),
+            int(n),
+            int(u),
+        )
+        for k, i, o, r, w, c, n, u in rows
+    ]

@@ -1,0 +1,118 @@
+"""A provider's broken call, end to end: the issue #19 wire sequences, sent by a local peer
+to the real provider client, through a chat turn served on a real socket."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from httpx_sse import aconnect_sse
+from sqlalchemy import select
+from structlog.testing import capture_logs
+
+from atelier.conversations.models import Message
+from atelier.llm.models import CatalogModel
+from atelier.usage.models import UsageRecord
+from tests.conftest import Caller
+from tests.live import serve_started
+from tests.llm.peers import Peer
+from tests.llm.test_providers import (
+    PROVIDERS,
+    anthropic_model,
+    bedrock_model,
+    broken_off,
+    openai_model,
+)
+
+OPENERS = {"openai": openai_model, "anthropic": anthropic_model, "bedrock": bedrock_model}
+
+
+@pytest.fixture(autouse=True)
+def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+async def use_provider(app: FastAPI, model: Any) -> None:
+    """Serve the catalog model ``remote`` (provider model id ``m-1``) by ``model``."""
+    app.state.resources.models.providers[model.provider] = model
+    async with app.state.resources.sessionmaker() as session:
+        session.add(
+            CatalogModel(
+                id="remote",
+                provider=model.provider,
+                provider_model_id="m-1",
+                display_name="A remote model",
+                context_window=100_000,
+            )
+        )
+        await session.commit()
+        await app.state.resources.catalog.reload(session)
+
+
+async def chat_turn(url: str, caller: Caller) -> list[tuple[str, dict[str, Any]]]:
+    async with httpx.AsyncClient(base_url=url, headers=caller.headers()) as client:
+        created = await client.post("/v1/chats", json={"model_id": "remote"})
+        assert created.status_code == 201, created.text
+        path = f"/v1/chats/{created.json()['id']}/messages"
+        async with aconnect_sse(client, "POST", path, json={"content": "hi"}) as source:
+            return [(e.event, json.loads(e.data)) async for e in source.aiter_sse()]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_call_that_breaks_off_fails_and_keeps_its_partial_reply(
+    app: FastAPI, caller: Caller, provider: str
+) -> None:
+    """Three pieces, then the failure as an unnamed event and no end marker: an incomplete
+    reply, the counts the provider gave (none: unknown, not 0), ``error`` model_error."""
+    opener: Any = OPENERS[provider]
+    async with opener(Peer(frames=broken_off(provider))) as model:
+        await use_provider(app, model)
+        with capture_logs() as logs:
+            async with serve_started(app) as url:
+                events = await chat_turn(url, caller)
+    names = [name for name, _ in events if name != "title.updated"]
+    assert names == [*["message.delta"] * 3, "message.completed", "usage", "error"]
+    completed, usage, error = (data for name, data in events[3:] if name != "title.updated")
+    assert (completed["content"], completed["incomplete"]) == ("abc", True)
+    assert error["code"] == "model_error"
+    assert "overloaded" in error["message"]
+    assert any(e["event"] == "model call failed" for e in logs)
+    if provider == "anthropic":  # message_start had counted the prompt before the failure
+        assert (usage["input_tokens"], usage["output_tokens"]) == (12, 1)
+        assert usage["cost"] is not None
+    else:
+        assert set(usage.values()) == {None}
+        assert set(usage) == {
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cost",
+        }
+    async with app.state.resources.sessionmaker() as session:
+        stored = await session.scalar(select(Message).where(Message.role == "assistant"))
+        records = list(await session.scalars(select(UsageRecord)))
+    assert stored is not None
+    assert (stored.content, stored.incomplete) == ("abc", True)
+    assert len(records) == 1
+
+
+@pytest.mark.parametrize("provider", ["openai", "bedrock"])
+async def test_the_usage_report_says_a_cost_is_unknown(
+    app: FastAPI, client: httpx.AsyncClient, caller: Caller, provider: str
+) -> None:
+    """A failed call that reported no tokens is counted apart, never summed as zero."""
+    opener: Any = OPENERS[provider]
+    async with opener(Peer(frames=broken_off(provider))) as model:
+        await use_provider(app, model)
+        async with serve_started(app) as url:
+            await chat_turn(url, caller)
+    report = await client.get("/v1/usage", params={"group_by": "model"}, headers=caller.headers())
+    rows = {row["key"]: row for row in report.json()["data"]}
+    assert rows["remote"]["requests"] == 1
+    assert rows["remote"]["unpriced_requests"] == 1
+    assert rows["remote"]["cost"] is None
