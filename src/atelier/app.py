@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.middleware import Middleware
 
 from atelier import __version__
+from atelier.agents.endpoints import router as agents_router
 from atelier.chats.endpoints import router as chats_router
 from atelier.conversations.endpoints import router as conversations_router
 from atelier.db import models as _all_tables  # noqa: F401  (every mapper, for every FK)
@@ -110,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     document(app, {"RunEvent": RUN_EVENTS, "ChatEvent": CHAT_EVENTS})
     app.include_router(operations_router)
+    app.include_router(agents_router)
     app.include_router(conversations_router)
     app.include_router(workspace_router)
     app.include_router(runs_router)

@@ -1,4 +1,5 @@
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -196,6 +197,8 @@ class TestChatsBecomeConversations:
             assert uuid.UUID(str(linked)) == chat
             assert "chats" not in await _tables(url)
             async with engine.connect() as connection:
+                if url.startswith("sqlite"):  # as migrate() does: a table copy must not cascade
+                    await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
                 await connection.run_sync(lambda c: command.downgrade(alembic_config(c), "0002"))
                 await connection.commit()
                 back = (
@@ -223,3 +226,52 @@ class TestChatsBecomeConversations:
 def _id(url: str, value: uuid.UUID) -> str:
     """How sqlalchemy's Uuid type stores an id: 32 hex digits on SQLite."""
     return value.hex if url.startswith("sqlite") else str(value)
+
+
+class TestTenantsGetTheirDefaultAgent:
+    """0004: a tenant from before agents gets its ``default`` agent, version 1 (what every
+    run did before), so its conversations run exactly as they did."""
+
+    @pytest.fixture(params=["sqlite", "postgresql"])
+    def url(self, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+        if request.param == "sqlite":
+            return f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+        return request.getfixturevalue("postgres").create(f"agents_{uuid.uuid4().hex[:6]}")
+
+    async def test_upgrade_gives_each_tenant_a_default_agent(self, url: str) -> None:
+        from alembic import command
+        from sqlalchemy import text
+
+        engine = create_async_engine(url)
+        tenants = [uuid.uuid4(), uuid.uuid4()]
+        now: object = datetime(2026, 11, 1, 10, tzinfo=UTC)
+        if url.startswith("sqlite"):
+            now = "2026-11-01 10:00:00.000000"
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(lambda c: command.upgrade(alembic_config(c), "0003"))
+                for number, tenant in enumerate(tenants):
+                    await connection.execute(
+                        text("INSERT INTO tenants (id, name, created_at) VALUES (:t, :n, :now)"),
+                        {"t": _id(url, tenant), "n": f"t{number}", "now": now},
+                    )
+                await connection.commit()
+            await migrate(engine)
+            async with engine.connect() as connection:
+                agents = (
+                    await connection.execute(
+                        text(
+                            "SELECT a.tenant_id, a.name, v.version, v.definition FROM agents a"
+                            " JOIN agent_versions v ON v.agent_id = a.id"
+                        )
+                    )
+                ).all()
+        finally:
+            await engine.dispose()
+        assert sorted(str(uuid.UUID(str(t))) for t, _, _, _ in agents) == sorted(map(str, tenants))
+        assert {(name, version) for _, name, version, _ in agents} == {("default", 1)}
+        from atelier.agents.schemas import AgentDefinition
+
+        for *_, definition in agents:
+            stored = json.loads(definition) if isinstance(definition, str) else definition
+            assert AgentDefinition.model_validate(stored) == AgentDefinition()

@@ -1,6 +1,7 @@
 """Tenant isolation, swept over every operation of the API (from its OpenAPI schema).
 
-Alice (tenant A) owns a conversation with a file, runs and messages, and a chat. Every
+Alice (tenant A) owns a conversation with a file, runs and messages, a chat, and her
+tenant has an agent. Every
 operation is called with her ids by a user of another tenant and by another user of her
 own tenant: each answers 404, lists leak none of her ids, and her data is unchanged
 afterwards. A tenant header that contradicts the key is 403 everywhere.
@@ -28,7 +29,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/chats"): {"json": {}},
     ("patch", "/v1/chats/{chat_id}"): {"json": {"title": "mine now"}},
     ("post", "/v1/chats/{chat_id}/messages"): {"json": {"content": "hello"}},
+    ("post", "/v1/agents"): {"json": {"name": "intruder"}},
+    ("patch", "/v1/agents/{agent_id}"): {"json": {"instructions": "mine now"}},
 }
+# Tenant-wide by contract (agents): another tenant gets 404, another user of the same
+# tenant may use them.
+TENANT_WIDE = {"/v1/agents/{agent_id}", "/v1/agents/{agent_id}/versions"}
 # Operations that name none of Alice's resources: they must answer, but only with the
 # caller's own (empty) data.
 UNOWNED = {
@@ -41,15 +47,19 @@ UNOWNED = {
     ("post", "/v1/conversations"),
     ("get", "/v1/chats"),
     ("post", "/v1/chats"),
+    ("get", "/v1/agents"),
+    ("post", "/v1/agents"),
 }
 
 
 class Owned:
-    def __init__(self, conversation: str, run: str, chat: str) -> None:
+    def __init__(self, conversation: str, run: str, chat: str, agent: str) -> None:
         self.ids = {
             "conversation_id": conversation,
             "run_id": run,
             "chat_id": chat,
+            "agent_id": agent,
+            "number": "1",
             "path": "secret/plan.txt",
         }
 
@@ -71,7 +81,10 @@ async def alice(client: httpx.AsyncClient, caller: Caller) -> Owned:
         f"/v1/chats/{chat}/messages", json={"content": "hi"}, headers=caller.headers()
     )
     assert sent.status_code == 200
-    return Owned(conversation, events[0][2]["run_id"], chat)
+    agent = (
+        await client.post("/v1/agents", json={"name": "alices"}, headers=caller.headers())
+    ).json()["id"]
+    return Owned(conversation, events[0][2]["run_id"], chat, agent)
 
 
 def operations(app) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
@@ -95,6 +108,8 @@ async def snapshot(client: httpx.AsyncClient, caller: Caller, owned: Owned) -> l
         f"{conversation}/runs",
         f"/v1/chats/{ids['chat_id']}",
         f"/v1/chats/{ids['chat_id']}/messages",
+        f"/v1/agents/{ids['agent_id']}",
+        f"/v1/agents/{ids['agent_id']}/versions",
     ]
     states = []
     for url in urls:
@@ -127,12 +142,16 @@ async def test_every_operation_refuses_other_tenants_and_other_users(
     for method, template in swept:
         url = template.format(**alice.ids)
         for who, headers in intruders.items():
+            if who == "another user" and template.removesuffix("/{number}") in TENANT_WIDE:
+                continue
             response = await client.request(
                 method.upper(), url, headers=headers, **BODIES.get((method, template), {})
             )
             if (method, template) in UNOWNED:
                 assert response.status_code < 400, (who, method, template, response.text)
-                for secret in alice.ids.values():
+                for name, secret in alice.ids.items():
+                    if name == "number" or (who == "another user" and name == "agent_id"):
+                        continue  # no secret; the tenant's agents are every user's
                     assert secret not in response.text, (who, method, template)
             else:
                 assert response.status_code == 404, (who, method, template, response.text)

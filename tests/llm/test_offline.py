@@ -111,3 +111,22 @@ async def test_text_that_is_not_a_plan_is_one_command_or_none() -> None:
     chat = ChatMessage("user", "Hello there\nHow are you?")
     events = await run(ModelRequest(model="offline", messages=[chat], tools=TOOLS))
     assert not any(isinstance(e, ToolCall) for e in events)
+
+
+async def test_call_names_any_offered_tool_with_json_arguments() -> None:
+    crm = ToolSpec("crm__find_customer", "Find a customer", {"type": "object"})
+    text = 'call crm__find_customer {"email": "ann@example.com", "limit": 2}\nlist files'
+    first = await run(
+        ModelRequest(model="offline", messages=[ChatMessage("user", text)], tools=[*TOOLS, crm])
+    )
+    (call,) = [e for e in first if isinstance(e, ToolCall)]
+    assert (call.name, call.arguments) == (
+        "crm__find_customer",
+        {"email": "ann@example.com", "limit": 2},
+    )
+    # A tool it is not offered, or arguments that are not a JSON object, call nothing.
+    for refused in ('call crm__find_customer {"email": 1}', "call list_files [1, 2]"):
+        events = await run(
+            ModelRequest(model="offline", messages=[ChatMessage("user", refused)], tools=TOOLS)
+        )
+        assert not any(isinstance(e, ToolCall) for e in events), refused

@@ -69,7 +69,8 @@ async def open_run(session, conversation: uuid.UUID | Conversation, run_id=None,
         else await session.get(Conversation, conversation)
     )
     run_id = run_id or uuid.uuid4()
-    values = {"model_id": "offline", "text": "a", "owner_id": "x", "abandoned_after": 1} | extra
+    values = {"model_id": "offline", "agent": None, "text": "a", "owner_id": "x"}
+    values |= {"abandoned_after": 1} | extra
     principal = Principal(row.tenant_id, "tenant", uuid.uuid4(), row.user_id)
     claimed, _ = await service.claim(
         session, principal, row.id, "agent", run_id, abandoned_after=values.pop("abandoned_after")

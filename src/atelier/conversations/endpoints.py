@@ -6,9 +6,14 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Query, Response
 from sqlalchemy import delete as sql_delete
 
+from atelier.agents import service as agents
 from atelier.conversations import service
 from atelier.conversations.models import Conversation, Kind
-from atelier.conversations.schemas import ConversationOut, ConversationPage, ConversationWrite
+from atelier.conversations.schemas import (
+    AgentConversationWrite,
+    ConversationOut,
+    ConversationPage,
+)
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.scope import Principal
 from atelier.resources import Resources
@@ -20,13 +25,14 @@ router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
 @router.post("", status_code=201)
 async def create_conversation(
-    body: ConversationWrite,
+    body: AgentConversationWrite,
     principal: UserPrincipalDep,
     session: SessionDep,
     resources: ResourcesDep,
 ) -> ConversationOut:
     if body.model_id is not None:
         resources.catalog.resolve(body.model_id)
+    await agents.check_choice(session, principal.tenant_id, body.agent_id, body.agent_version)
     conversation = await service.create(session, principal, body)
     return _present(resources, conversation)
 
@@ -58,7 +64,7 @@ async def get_conversation(
 @router.patch("/{conversation_id}")
 async def update_conversation(
     conversation_id: uuid.UUID,
-    body: ConversationWrite,
+    body: AgentConversationWrite,
     principal: UserPrincipalDep,
     session: SessionDep,
     resources: ResourcesDep,
@@ -66,6 +72,10 @@ async def update_conversation(
     if body.model_id is not None:
         resources.catalog.resolve(body.model_id)
     conversation = await service.update(session, principal, conversation_id, body)
+    if {"agent_id", "agent_version"} & body.model_fields_set:
+        await agents.check_choice(
+            session, principal.tenant_id, conversation.agent_id, conversation.agent_version
+        )
     return _present(resources, conversation)
 
 

@@ -29,6 +29,9 @@ class Conversation(IdMixin, Base):
     kind: Mapped[str] = mapped_column(String(8), default="agent")
     title: Mapped[str | None] = mapped_column(String(500))
     model_id: Mapped[str | None] = mapped_column(String(128))
+    # The agent its runs run (None: the tenant's default), pinned to a version or the latest.
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    agent_version: Mapped[int | None]
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     # Compare-and-set target: at most one active run per conversation, enforced in SQL.
     active_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

@@ -34,10 +34,20 @@ class ConversationWrite(BaseModel):
         return value
 
 
+class AgentConversationWrite(ConversationWrite):
+    """A conversation also names its agent (else the tenant's default) and may pin one of
+    its versions (else each run uses the latest)."""
+
+    agent_id: uuid.UUID | None = None
+    agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+
 class ConversationOut(BaseModel):
     id: uuid.UUID
     title: str | None
     model_id: str | None
+    agent_id: uuid.UUID | None = None
+    agent_version: int | None = None
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime

@@ -55,6 +55,8 @@ async def create(
         kind=kind,
         title=data.title,
         model_id=data.model_id,
+        agent_id=getattr(data, "agent_id", None),
+        agent_version=getattr(data, "agent_version", None),
         metadata_=data.metadata or {},
     )
     session.add(conversation)
@@ -78,6 +80,11 @@ async def update(
         conversation.model_id = data.model_id
     if "metadata" in fields:
         conversation.metadata_ = data.metadata or {}
+    if "agent_id" in fields:  # another agent: its version is the one sent, or the latest
+        conversation.agent_id = getattr(data, "agent_id", None)
+        conversation.agent_version = getattr(data, "agent_version", None)
+    elif "agent_version" in fields:
+        conversation.agent_version = getattr(data, "agent_version", None)
     await session.flush()
     return conversation
 
@@ -141,6 +148,8 @@ def present(
                 id=conversation.id,
                 title=conversation.title,
                 model_id=conversation.model_id,
+                agent_id=conversation.agent_id,
+                agent_version=conversation.agent_version,
                 metadata=conversation.metadata_,
                 created_at=conversation.created_at,
                 updated_at=conversation.updated_at,

@@ -1,5 +1,6 @@
 """Imports every domain's tables so ``Base.metadata`` is complete (Alembic, tests)."""
 
+from atelier.agents.models import Agent, AgentVersion
 from atelier.conversations.models import Conversation, Message
 from atelier.db.base import Base
 from atelier.llm.models import CatalogModel
@@ -9,6 +10,8 @@ from atelier.usage.models import UsageRecord
 from atelier.workspace.models import ConversationFile, StorageCleanup
 
 __all__ = [
+    "Agent",
+    "AgentVersion",
     "ApiKey",
     "Base",
     "CatalogModel",

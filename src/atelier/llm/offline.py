@@ -4,6 +4,7 @@ It answers plainly from the input, word by word, and understands a few plain com
 by calling the workspace tools for real, so the agent path works offline:
 
     list files | read <path> | write <path>: <text> | delete <path> | search <text>
+    call <TOOL_NAME> {json arguments}     (any tool it is offered: MCP, approvals, ...)
 
 One command per line makes a plan: the commands are called one per step, in order.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -41,6 +43,17 @@ _COMMANDS: tuple[
         lambda m: ("search_files", {"query": m.group(1).strip()}),
     ),
 )
+
+
+_CALL = re.compile(r"^\s*call\s+([A-Za-z0-9_.:-]+)\s*(\{.*\})?\s*$", re.I | re.S)
+
+
+def _call(match: re.Match[str]) -> tuple[str, dict[str, Any]] | None:
+    try:
+        arguments = json.loads(match.group(2) or "{}")
+    except json.JSONDecodeError:
+        return None
+    return (match.group(1), arguments) if isinstance(arguments, dict) else None
 
 
 def estimate_tokens(text: str) -> int:
@@ -115,7 +128,7 @@ def _commands(text: str, available: set[str]) -> list[ToolCall]:
     else the whole text as one command."""
     pieces: list[str] = []
     for line in text.splitlines():
-        if any(pattern.match(line) for pattern, _ in _COMMANDS):
+        if _CALL.match(line) or any(pattern.match(line) for pattern, _ in _COMMANDS):
             pieces.append(line)
         elif pieces and _WRITE.match(pieces[-1]):
             pieces[-1] += "\n" + line
@@ -130,10 +143,14 @@ def _commands(text: str, available: set[str]) -> list[ToolCall]:
 
 
 def _command(text: str, available: set[str], index: int) -> ToolCall | None:
-    for pattern, build in _COMMANDS:
-        match = pattern.match(text)
-        if match:
-            name, arguments = build(match)
+    found: list[tuple[str, dict[str, Any]] | None] = [
+        build(match) for pattern, build in _COMMANDS if (match := pattern.match(text))
+    ]
+    if match := _CALL.match(text):
+        found.insert(0, _call(match))
+    for command in found:
+        if command is not None:
+            name, arguments = command
             if name in available:
                 digest = hashlib.sha1(
                     f"{index}:{name}:{text}".encode(), usedforsecurity=False

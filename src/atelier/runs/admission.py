@@ -1,8 +1,15 @@
 """Whether a run may start, decided once its conversation is claimed (and before anything
-of it is kept): its model, that model's provider, and the conversation's context."""
+of it is kept): its agent version, its model, that model's provider, and the
+conversation's context."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.agents import service as agents
+from atelier.agents.service import ResolvedAgent
 from atelier.http.errors import ProblemError
 from atelier.llm.context import context_usage
 from atelier.llm.models import CatalogModel
@@ -11,18 +18,32 @@ from atelier.runs.environment import RunEnvironment, RunRequest
 from atelier.runs.service import Claimed
 
 
-def choose_model(
-    env: RunEnvironment, request: RunRequest, conversation: Claimed, text: str
-) -> CatalogModel:
-    """The run's model; refused as plain HTTP if the run cannot go on with it."""
+@dataclass(frozen=True)
+class Admitted:
+    model: CatalogModel
+    agent: ResolvedAgent | None  # None: a chat turn (the chat agent)
+
+
+async def admit(
+    env: RunEnvironment, request: RunRequest, session: AsyncSession, conversation: Claimed
+) -> Admitted:
+    """The run's agent version and model; refused as plain HTTP if the run cannot go on."""
+    agent = None
+    if request.kind == "agent":
+        agent = await agents.resolve(
+            session, conversation.tenant_id, conversation.agent_id, conversation.agent_version
+        )
     model = env.catalog.resolve(
-        request.model_id or conversation.model_id or env.settings.default_model
+        request.model_id
+        or conversation.model_id
+        or (agent.definition.model_id if agent else None)
+        or env.settings.default_model
     )
     if env.models.get(model.provider) is None:
         raise ProblemError(
             503, "model_unavailable", f"provider {model.provider!r} is not configured"
         )
-    estimate = conversation.estimated_context_tokens + estimate_tokens(text)
+    estimate = conversation.estimated_context_tokens + estimate_tokens(request.text)
     if context_usage(estimate, model.context_window).status == "exceeded":  # BUG-008
         raise ProblemError(
             413,
@@ -30,4 +51,4 @@ def choose_model(
             f"about {estimate} tokens do not fit {model.id}'s window of "
             f"{model.context_window}; start a new conversation",
         )
-    return model
+    return Admitted(model, agent)

@@ -34,6 +34,9 @@ class Run(IdMixin, Base):
     user_id: Mapped[str] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(16), default="queued")
     model_id: Mapped[str] = mapped_column(String(128))
+    # The agent version it ran (None: a chat turn, or a run from before agents existed).
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    agent_version: Mapped[int | None]
     input: Mapped[str] = mapped_column(Text)
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

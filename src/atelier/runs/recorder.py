@@ -18,12 +18,14 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from atelier.agents.service import ResolvedAgent
 from atelier.conversations import messages
 from atelier.conversations.models import Message
 from atelier.llm.base import ChatMessage, ToolCall, ToolResult, UsageReport
 from atelier.llm.models import CatalogModel
 from atelier.llm.offline import estimate_tokens
 from atelier.runs import service
+from atelier.runs.admission import Admitted
 from atelier.runs.environment import RunRequest
 from atelier.runs.events import (
     ErrorCode,
@@ -54,6 +56,7 @@ class Opened:
 
     conversation: service.Claimed
     model: CatalogModel
+    agent: ResolvedAgent | None  # the agent version it runs; None for a chat turn
     history: list[ChatMessage]
     files: dict[str, str]  # path -> etag, when the run works on the workspace
     abandoned: uuid.UUID | None  # a dead process's run this one found and failed
@@ -86,10 +89,10 @@ class Recorder:
         *,
         owner_id: str,
         abandoned_after: float,
-        choose_model: Callable[[service.Claimed, str], CatalogModel],
+        admit: Callable[[AsyncSession, service.Claimed], Awaitable[Admitted]],
     ) -> Opened:
         """Claim the conversation, store the run and the user's message, and read what the
-        run needs, in one transaction. ``choose_model`` may refuse the run (a ProblemError),
+        run needs, in one transaction. ``admit`` may refuse the run (a ProblemError),
         which leaves nothing behind."""
         async with self.sessions() as session:
             claimed, abandoned = await service.claim(
@@ -100,19 +103,21 @@ class Recorder:
                 self.run_id,
                 abandoned_after=abandoned_after,
             )
-            model = choose_model(claimed, request.text)
+            admitted = await admit(session, claimed)
+            model = admitted.model
             await service.open_run(
                 session,
                 claimed,
                 run_id=self.run_id,
                 model_id=model.id,
+                agent=admitted.agent,
                 text=request.text,
                 owner_id=owner_id,
             )
             history = await messages.history(session, claimed.id)
             files = await file_etags(session, claimed) if request.kind == "agent" else {}
             await session.commit()
-        self.opened = Opened(claimed, model, history, files, abandoned)
+        self.opened = Opened(claimed, model, admitted.agent, history, files, abandoned)
         self.events.emit(
             RunStarted(run_id=str(self.run_id), conversation_id=str(claimed.id), model_id=model.id)
         )

@@ -27,6 +27,8 @@ class RunOut(BaseModel):
     conversation_id: uuid.UUID
     status: RunStatus
     model_id: str
+    agent_id: uuid.UUID | None  # the agent version it ran (None: a chat turn)
+    agent_version: int | None
     input: str
     input_tokens: int
     output_tokens: int
@@ -47,6 +49,8 @@ class RunOut(BaseModel):
             conversation_id=run.conversation_id,
             status=RunStatus(run.status),
             model_id=run.model_id,
+            agent_id=run.agent_id,
+            agent_version=run.agent_version,
             input=run.input,
             input_tokens=run.input_tokens,
             output_tokens=run.output_tokens,

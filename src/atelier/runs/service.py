@@ -15,6 +15,7 @@ from decimal import Decimal
 from sqlalchemy import ColumnElement, and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atelier.agents.service import ResolvedAgent
 from atelier.conversations.models import Conversation, Kind, Message
 from atelier.db.base import utcnow
 from atelier.http.scope import Principal
@@ -42,6 +43,8 @@ class Claimed:
     kind: Kind
     title: str | None
     model_id: str | None
+    agent_id: uuid.UUID | None  # None: the tenant's default agent
+    agent_version: int | None  # None: the agent's latest version
     estimated_context_tokens: int
     user_seq: int  # the seq of the run's user message
 
@@ -80,6 +83,8 @@ async def claim(
         .returning(
             Conversation.title,
             Conversation.model_id,
+            Conversation.agent_id,
+            Conversation.agent_version,
             Conversation.estimated_context_tokens,
             Conversation.last_message_seq,
         )
@@ -104,7 +109,7 @@ async def claim(
         row = (await session.execute(statement)).first()
         if row is None:
             raise RunConflict
-    title, model_id, context_tokens, seq = row
+    title, model_id, agent_id, agent_version, context_tokens, seq = row
     claimed = Claimed(
         conversation_id,
         principal.tenant_id,
@@ -112,6 +117,8 @@ async def claim(
         kind,
         title,
         model_id,
+        agent_id,
+        agent_version,
         context_tokens,
         seq,
     )
@@ -124,10 +131,12 @@ async def open_run(
     *,
     run_id: uuid.UUID,
     model_id: str,
+    agent: ResolvedAgent | None,
     text: str,
     owner_id: str,
 ) -> None:
-    """Insert the run (already running) and the user's message it answers."""
+    """Insert the run (already running, with the agent version it runs) and the user's
+    message it answers."""
     now = utcnow()
     await session.execute(
         insert(Run).values(
@@ -136,6 +145,8 @@ async def open_run(
             tenant_id=conversation.tenant_id,
             user_id=conversation.user_id,
             model_id=model_id,
+            agent_id=agent.agent_id if agent else None,
+            agent_version=agent.version if agent else None,
             input=text,
             status=RunStatus.RUNNING,
             input_tokens=0,

@@ -1,13 +1,16 @@
-"""What a run does: its instructions, whether it works on a workspace, and its limits.
+"""What a run does: its instructions, whether it works on a workspace, its tools and limits.
 
-A conversation's run is the workspace agent; a chat turn is a run of the chat agent --
-no tools, one model call -- on the same engine.
+A conversation's run runs a version of one of the tenant's agents (the workspace agent,
+as that version defines it); a chat turn is a run of the chat agent -- no tools, one
+model call -- on the same engine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
+from atelier.agents.schemas import AgentDefinition
 from atelier.llm.models import CatalogModel
 from atelier.settings import Settings
 
@@ -17,6 +20,7 @@ WORKSPACE_INSTRUCTIONS = (
     "workspace. Say briefly what you did."
 )
 CHAT_INSTRUCTIONS = "You are a helpful assistant."
+N = TypeVar("N", int, float)
 CHAT_MAX_TOKENS = 4096  # per reply, for a model whose catalog entry names no limit
 
 
@@ -27,16 +31,26 @@ class AgentSpec:
     max_steps: int  # model calls per run
     max_output_tokens: int  # across the run's model calls
     deadline_seconds: float
+    tools: frozenset[str] | None = None  # the workspace tools it may call; None: all
 
 
-def workspace_agent(settings: Settings) -> AgentSpec:
+def workspace_agent(settings: Settings, agent: AgentDefinition | None = None) -> AgentSpec:
+    """A run of an agent version: its instructions and tools, its limits capped by the
+    server's."""
+    agent = agent or AgentDefinition()
+    limits = agent.limits
     return AgentSpec(
-        instructions=WORKSPACE_INSTRUCTIONS,
+        instructions=agent.instructions or WORKSPACE_INSTRUCTIONS,
         workspace=True,
-        max_steps=settings.run_max_steps,
-        max_output_tokens=settings.run_max_output_tokens,
-        deadline_seconds=settings.run_deadline_seconds,
+        max_steps=_capped(limits.max_steps, settings.run_max_steps),
+        max_output_tokens=_capped(limits.max_output_tokens, settings.run_max_output_tokens),
+        deadline_seconds=_capped(limits.deadline_seconds, settings.run_deadline_seconds),
+        tools=frozenset(agent.tools) if agent.tools is not None else None,
     )
+
+
+def _capped(wanted: N | None, server: N) -> N:
+    return server if wanted is None else min(wanted, server)
 
 
 def chat_agent(settings: Settings, model: CatalogModel) -> AgentSpec:

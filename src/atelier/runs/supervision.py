@@ -24,7 +24,7 @@ from atelier.conversations.messages import Fenced
 from atelier.coordination.lease import Lease
 from atelier.llm.base import ModelError
 from atelier.runs import service
-from atelier.runs.admission import choose_model
+from atelier.runs.admission import admit
 from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
 from atelier.runs.events import ErrorCode, RunCancelled, RunStatus, ended
 from atelier.runs.log import RunEventLog
@@ -32,6 +32,7 @@ from atelier.runs.loop import AgentLoop, Outcome, Transcript
 from atelier.runs.recorder import Ending, Opened, Recorder
 from atelier.runs.spec import AgentSpec, chat_agent, workspace_agent
 from atelier.runs.title import ready_title, start_title
+from atelier.runs.tools import enabled
 from atelier.supervisor import absorbed, finish
 from atelier.workspace.base import StorageError
 from atelier.workspace.sync import WorkspaceSync
@@ -90,13 +91,13 @@ class RunTask:
                     owner_id=self.env.owner_id,
                     # Under the lock, an active run this quiet has lost its lease: its process died.
                     abandoned_after=settings.run_lease_seconds / 2,
-                    choose_model=functools.partial(choose_model, self.env, request),
+                    admit=functools.partial(admit, self.env, request),
                 )
                 self.accepted.set_result(opened)
                 spec = (
-                    workspace_agent(settings)
-                    if request.kind == "agent"
-                    else chat_agent(settings, opened.model)
+                    chat_agent(settings, opened.model)
+                    if opened.agent is None
+                    else workspace_agent(settings, opened.agent.definition)
                 )
                 if opened.conversation.title is None and opened.conversation.user_seq == 1:
                     self._title = start_title(self.env, opened, request.text)
@@ -169,7 +170,7 @@ class RunTask:
             sync = WorkspaceSync(self.env.storage, self.env.settings)
             await sync.materialize(opened.conversation, workdir, opened.files)
             self._materialized = True
-            tools = self.env.tools_factory(workdir)
+            tools = enabled(self.env.tools_factory(workdir), spec.tools)
         self._agent = AgentLoop(
             spec,
             opened.model,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atelier.agents import service as agents
 from atelier.db.base import utcnow
 from atelier.tenants.models import ApiKey, Tenant
 
@@ -65,6 +66,7 @@ async def create_tenant(session: AsyncSession, name: str) -> Tenant:
     tenant = Tenant(name=name)
     session.add(tenant)
     await session.flush()
+    await agents.ensure_default(session, tenant.id)
     return tenant
 
 

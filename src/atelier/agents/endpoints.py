@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from atelier.agents import service
+from atelier.agents.schemas import (
+    AgentCreate,
+    AgentList,
+    AgentOut,
+    AgentPatch,
+    AgentVersionList,
+    AgentVersionOut,
+)
+from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep
+
+router = APIRouter(prefix="/v1/agents", tags=["agents"])
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@router.post("", status_code=201)
+async def create_agent(
+    body: AgentCreate, principal: PrincipalDep, session: SessionDep, resources: ResourcesDep
+) -> AgentOut:
+    service.check_model(resources.catalog, body)
+    agent, first = await service.create(session, principal.tenant_id, body)
+    return service.present(agent, first)
+
+
+@router.get("")
+async def list_agents(principal: PrincipalDep, session: SessionDep) -> AgentList:
+    rows = await service.list_live(session, principal.tenant_id)
+    return AgentList(data=[service.present(agent, latest) for agent, latest in rows])
+
+
+@router.get("/{agent_id}")
+async def get_agent(agent_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> AgentOut:
+    agent = await service.get(session, principal.tenant_id, agent_id)
+    return service.present(agent, await service.latest(session, agent))
+
+
+@router.patch("/{agent_id}")
+async def update_agent(
+    agent_id: uuid.UUID,
+    body: AgentPatch,
+    principal: PrincipalDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+) -> AgentOut:
+    service.check_model(resources.catalog, body)
+    agent, latest = await service.change(session, principal.tenant_id, agent_id, body)
+    return service.present(agent, latest)
+
+
+@router.delete("/{agent_id}", status_code=204)
+async def delete_agent(
+    agent_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+) -> Response:
+    await service.delete(session, principal.tenant_id, agent_id)
+    return Response(status_code=204)
+
+
+@router.get("/{agent_id}/versions")
+async def list_versions(
+    agent_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+) -> AgentVersionList:
+    found = await service.versions(session, principal.tenant_id, agent_id)
+    return AgentVersionList(data=[service.present_version(v) for v in found])
+
+
+@router.get("/{agent_id}/versions/{number}")
+async def get_version(
+    agent_id: uuid.UUID, number: VersionNumber, principal: PrincipalDep, session: SessionDep
+) -> AgentVersionOut:
+    found = await service.version(session, principal.tenant_id, agent_id, number)
+    return service.present_version(found)

@@ -1,0 +1,286 @@
+"""Agents and their immutable versions. Functions flush; the caller's unit of work commits."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.agents.models import Agent, AgentVersion
+from atelier.agents.schemas import (
+    DEFAULT_AGENT,
+    AgentCreate,
+    AgentDefinition,
+    AgentOut,
+    AgentPatch,
+    AgentVersionOut,
+)
+from atelier.db.base import utcnow
+from atelier.http.errors import ProblemError
+from atelier.llm.catalog import ModelCatalog
+
+NOT_FOUND = ProblemError(404, "not_found", "no such agent")
+
+
+@dataclass(frozen=True)
+class ResolvedAgent:
+    """The agent version a run runs (agent None: the tenant has no agent rows at all)."""
+
+    agent_id: uuid.UUID | None
+    version: int | None
+    definition: AgentDefinition
+
+
+def check_model(catalog: ModelCatalog, definition: AgentDefinition) -> None:
+    """A model the catalog does not offer is the field's error, before anything is saved."""
+    if definition.model_id is not None and catalog.get(definition.model_id) is None:
+        raise ProblemError(
+            422,
+            "validation_error",
+            "the request is not valid",
+            extra={
+                "errors": [
+                    {
+                        "loc": ["body", "model_id"],
+                        "msg": f"no enabled model {definition.model_id!r}; see GET /v1/models",
+                        "type": "unknown_model",
+                    }
+                ]
+            },
+        )
+
+
+async def create(
+    session: AsyncSession, tenant_id: uuid.UUID, body: AgentCreate
+) -> tuple[Agent, AgentVersion]:
+    if await _live_named(session, tenant_id, body.name) is not None:
+        raise _name_taken(body.name)
+    now = utcnow()
+    agent = Agent(
+        tenant_id=tenant_id, name=body.name, latest_version=1, created_at=now, updated_at=now
+    )
+    session.add(agent)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # the same name, created a moment ago
+        raise _name_taken(body.name) from exc
+    first = AgentVersion(agent_id=agent.id, version=1, definition=_stored(body), created_at=now)
+    session.add(first)
+    await session.flush()
+    return agent, first
+
+
+async def ensure_default(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    """The tenant's ``default`` agent: the built-in workspace agent, every tool, the
+    server's limits. Created with the tenant."""
+    if await _live_named(session, tenant_id, DEFAULT_AGENT) is None:
+        await create(session, tenant_id, AgentCreate(name=DEFAULT_AGENT))
+
+
+async def get(session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID) -> Agent:
+    agent = await session.scalar(
+        select(Agent).where(
+            Agent.id == agent_id, Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None)
+        )
+    )
+    if agent is None:
+        raise NOT_FOUND
+    return agent
+
+
+async def list_live(
+    session: AsyncSession, tenant_id: uuid.UUID
+) -> list[tuple[Agent, AgentVersion]]:
+    rows = await session.execute(
+        select(Agent, AgentVersion)
+        .join(
+            AgentVersion,
+            (AgentVersion.agent_id == Agent.id) & (AgentVersion.version == Agent.latest_version),
+        )
+        .where(Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None))
+        .order_by(Agent.name)
+    )
+    return [(agent, version) for agent, version in rows]
+
+
+async def latest(session: AsyncSession, agent: Agent) -> AgentVersion:
+    return await _version(session, agent.id, agent.latest_version)
+
+
+async def change(
+    session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID, body: AgentPatch
+) -> tuple[Agent, AgentVersion]:
+    """A new version from the latest one and the fields sent; a rename alone makes none."""
+    agent = await get(session, tenant_id, agent_id)
+    sent = body.model_fields_set
+    if "name" in sent and body.name is None:
+        raise ProblemError(422, "invalid_name", "an agent's name cannot be removed")
+    if body.name is not None and body.name != agent.name:
+        if agent.name == DEFAULT_AGENT:
+            raise ProblemError(409, "default_agent", "the default agent keeps its name")
+        if await _live_named(session, tenant_id, body.name) is not None:
+            raise _name_taken(body.name)
+        agent.name = body.name
+    fields = sent - {"name"}
+    if fields:
+        current = AgentDefinition.model_validate((await latest(session, agent)).definition)
+        merged = current.model_copy(update={name: getattr(body, name) for name in fields})
+        # A new version number, taken in SQL: two concurrent changes never share one.
+        number = await session.scalar(
+            update(Agent)
+            .where(Agent.id == agent.id)
+            .values(latest_version=Agent.latest_version + 1, updated_at=utcnow())
+            .returning(Agent.latest_version)
+        )
+        assert number is not None
+        await session.execute(
+            insert(AgentVersion).values(
+                agent_id=agent.id, version=number, definition=_stored(merged), created_at=utcnow()
+            )
+        )
+        await session.refresh(agent)
+    agent.updated_at = utcnow()
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise _name_taken(str(body.name)) from exc
+    return agent, await latest(session, agent)
+
+
+async def delete(session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID) -> None:
+    """Gone for new use; its versions stay for the conversations that pinned one."""
+    agent = await get(session, tenant_id, agent_id)
+    if agent.name == DEFAULT_AGENT:
+        raise ProblemError(409, "default_agent", "the default agent cannot be deleted")
+    agent.deleted_at = utcnow()
+    await session.flush()
+
+
+async def versions(
+    session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID
+) -> list[AgentVersion]:
+    agent = await get(session, tenant_id, agent_id)
+    found = await session.scalars(
+        select(AgentVersion).where(AgentVersion.agent_id == agent.id).order_by(AgentVersion.version)
+    )
+    return list(found)
+
+
+async def version(
+    session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID, number: int
+) -> AgentVersion:
+    agent = await get(session, tenant_id, agent_id)
+    found = await session.get(AgentVersion, (agent.id, number))
+    if found is None:
+        raise ProblemError(404, "not_found", f"agent has no version {number}")
+    return found
+
+
+async def check_choice(
+    session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID | None, number: int | None
+) -> None:
+    """A conversation may name a live agent of its tenant, and one of its versions."""
+    if agent_id is None:
+        if number is not None:
+            raise _invalid("agent_version", "agent_version needs an agent_id")
+        return
+    agent = await session.scalar(
+        select(Agent).where(
+            Agent.id == agent_id, Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None)
+        )
+    )
+    if agent is None:
+        raise _invalid("agent_id", "no such agent")
+    if number is not None and number > agent.latest_version:
+        raise _invalid("agent_version", f"the agent has no version {number}")
+
+
+async def resolve(
+    session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID | None, pinned: int | None
+) -> ResolvedAgent:
+    """The version a conversation's next run uses: the pinned one, else the latest; the
+    tenant's default agent when it names none. A deleted agent's latest is refused.
+    One statement: it is on the way to a run's first token."""
+    which = (
+        (Agent.name == DEFAULT_AGENT) & Agent.deleted_at.is_(None)
+        if agent_id is None
+        else Agent.id == agent_id
+    )
+    number = pinned if pinned is not None else Agent.latest_version
+    row = (
+        await session.execute(
+            select(Agent.deleted_at, AgentVersion)
+            .join(
+                AgentVersion,
+                (AgentVersion.agent_id == Agent.id) & (AgentVersion.version == number),
+            )
+            .where(Agent.tenant_id == tenant_id, which)
+        )
+    ).first()
+    if row is None and agent_id is None:  # a tenant made before agents, never migrated
+        return ResolvedAgent(None, None, AgentDefinition())
+    if row is None or (row.deleted_at is not None and pinned is None):
+        raise ProblemError(
+            409, "agent_deleted", "the conversation's agent was deleted; choose another"
+        )
+    found = row.AgentVersion
+    return ResolvedAgent(
+        found.agent_id, found.version, AgentDefinition.model_validate(found.definition)
+    )
+
+
+def present(agent: Agent, latest_version: AgentVersion) -> AgentOut:
+    return AgentOut(
+        id=agent.id,
+        name=agent.name,
+        version=latest_version.version,
+        created_at=agent.created_at,
+        updated_at=agent.updated_at,
+        **latest_version.definition,
+    )
+
+
+def present_version(found: AgentVersion) -> AgentVersionOut:
+    return AgentVersionOut(
+        agent_id=found.agent_id,
+        version=found.version,
+        created_at=found.created_at,
+        **found.definition,
+    )
+
+
+def _stored(definition: AgentDefinition) -> dict[str, Any]:
+    return AgentDefinition.model_validate(
+        definition.model_dump(include=set(AgentDefinition.model_fields))
+    ).model_dump(mode="json")
+
+
+async def _live_named(session: AsyncSession, tenant_id: uuid.UUID, name: str) -> Agent | None:
+    return await session.scalar(
+        select(Agent).where(
+            Agent.tenant_id == tenant_id, Agent.name == name, Agent.deleted_at.is_(None)
+        )
+    )
+
+
+async def _version(session: AsyncSession, agent_id: uuid.UUID, number: int) -> AgentVersion:
+    found = await session.get(AgentVersion, (agent_id, number))
+    assert found is not None, "an agent's versions are never removed"
+    return found
+
+
+def _name_taken(name: str) -> ProblemError:
+    return ProblemError(409, "agent_name_taken", f"an agent named {name!r} already exists")
+
+
+def _invalid(field: str, message: str) -> ProblemError:
+    return ProblemError(
+        422,
+        "validation_error",
+        "the request is not valid",
+        extra={"errors": [{"loc": ["body", field], "msg": message, "type": "invalid_agent"}]},
+    )
