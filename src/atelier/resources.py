@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from atelier.agents.secrets import Sealer
 from atelier.coordination.base import Coordination
 from atelier.coordination.memory import MemoryCoordination
 from atelier.coordination.ratelimit import RateLimiter
@@ -50,6 +51,7 @@ class Resources:
     titles: TitleGenerator
     supervisor: Supervisor
     runs: RunManager
+    sealer: Sealer
 
 
 def create_coordination(settings: Settings) -> Coordination:
@@ -79,6 +81,7 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
         titles = TitleGenerator(models)
         catalog = ModelCatalog({})  # filled by the app once the schema is checked
         supervisor = Supervisor()
+        sealer = await asyncio.to_thread(Sealer.for_settings, settings)  # may make a dev key
         environment = RunEnvironment(
             settings=settings,
             sessions=sessionmaker,
@@ -90,6 +93,7 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
             supervisor=supervisor,
             owner_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
             tools_factory=WorkspaceTools,
+            sealer=sealer,
             titles=titles,
             on_first_output=lambda: first_output_timer(metrics.run_time_to_first_event.observe),
         )
@@ -108,4 +112,5 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
             titles=titles,
             supervisor=supervisor,
             runs=RunManager(environment, metrics),
+            sealer=sealer,
         )

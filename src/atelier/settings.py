@@ -85,6 +85,18 @@ class Settings(BaseSettings):
     run_lease_seconds: float = Field(30.0, ge=1, le=3600)
     run_event_retention_seconds: int = Field(3600, ge=60)
 
+    # Tools from the MCP servers tenants name in their agents.
+    # Fernet keys that seal write-only secrets (an MCP server's headers) at rest, comma-
+    # separated: the first seals, every one opens (rotation). Outside production a key is
+    # made once in ATELIER_DATA_DIR when none is set.
+    secrets_key: SecretStr | None = None
+    # Tenant URLs may reach loopback, private and link-local addresses (tests, an
+    # on-premises deployment); otherwise refused after DNS resolution.
+    mcp_allow_private: bool = False
+    mcp_call_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    mcp_list_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    mcp_tools_cache_seconds: float = Field(60.0, ge=0, le=3600)
+
     # HTTP server.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -188,6 +200,10 @@ class Settings(BaseSettings):
     def run_dir(self) -> Path:
         """Where runs materialise their workspaces (one directory per conversation, reused)."""
         return self.data_dir / "runs"
+
+    @property
+    def secrets_key_file(self) -> Path:
+        return self.data_dir / "secrets-key"
 
     @property
     def dev_api_key_file(self) -> Path:

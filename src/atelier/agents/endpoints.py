@@ -25,7 +25,7 @@ async def create_agent(
     body: AgentCreate, principal: PrincipalDep, session: SessionDep, resources: ResourcesDep
 ) -> AgentOut:
     service.check_model(resources.catalog, body)
-    agent, first = await service.create(session, principal.tenant_id, body)
+    agent, first = await service.create(session, principal.tenant_id, body, resources.sealer)
     return service.present(agent, first)
 
 
@@ -50,7 +50,9 @@ async def update_agent(
     resources: ResourcesDep,
 ) -> AgentOut:
     service.check_model(resources.catalog, body)
-    agent, latest = await service.change(session, principal.tenant_id, agent_id, body)
+    agent, latest = await service.change(
+        session, principal.tenant_id, agent_id, body, resources.sealer
+    )
     return service.present(agent, latest)
 
 

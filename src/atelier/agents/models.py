@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from atelier.db.base import Base, IdMixin, utcnow
@@ -45,4 +45,6 @@ class AgentVersion(Base):
     )
     version: Mapped[int] = mapped_column(primary_key=True)
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Its MCP servers' headers, {server: {name: value}}, sealed (agents/secrets.py).
+    secrets: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

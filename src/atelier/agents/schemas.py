@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from atelier.conversations.schemas import MAX_METADATA_BYTES, NO_NUL, ModelId
 from atelier.runs.tools import SPECS
 
 BUILT_IN_TOOLS = tuple(spec.name for spec in SPECS)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+SERVER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+TOOL_NAME = r"^[A-Za-z0-9_.-]{1,128}$"
 DEFAULT_AGENT = "default"
 
 
@@ -27,6 +30,54 @@ class AgentLimits(BaseModel):
     max_output_tokens: int | None = Field(default=None, ge=1, le=100_000_000)
 
 
+class McpServer(BaseModel):
+    """An MCP server (streamable HTTP) whose tools reach the model as ``<name>__<tool>``;
+    as stored and shown: its headers' names only (their values are write-only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=SERVER_NAME)
+    url: str = Field(max_length=2048)
+    allowed_tools: list[str] | None = Field(default=None, max_length=256)  # None: all
+    header_names: list[str] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            url = HttpUrl(value)
+        except ValueError as exc:
+            raise ValueError("an MCP server's url must be an http(s) URL") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("an MCP server's url must be an http(s) URL")
+        return value
+
+    @field_validator("allowed_tools")
+    @classmethod
+    def _tool_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not all(re.fullmatch(TOOL_NAME, name) for name in value):
+            raise ValueError(f"tool names match {TOOL_NAME}")
+        return value
+
+
+class McpServerIn(McpServer):
+    """As written: ``headers`` (a bearer token, say) are sealed at rest, never returned.
+    Left out on a change, the previous version's headers for the same name and url stay."""
+
+    header_names: list[str] = Field(default_factory=list, exclude=True)
+    headers: dict[str, str] | None = Field(default=None, max_length=20)
+
+    @field_validator("headers")
+    @classmethod
+    def _header_values(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, text in (value or {}).items():
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}", name):
+                raise ValueError(f"{name!r} is not a header name")
+            if len(text) > 8192 or any(c in text for c in "\r\n\x00"):
+                raise ValueError(f"the value of {name} is not a valid header value")
+        return value
+
+
 class AgentDefinition(BaseModel):
     """What one version of an agent does (immutable once saved)."""
 
@@ -35,8 +86,17 @@ class AgentDefinition(BaseModel):
     instructions: str | None = Field(default=None, max_length=100_000, pattern=NO_NUL)
     model_id: str | None = ModelId  # None: the conversation's model, else the default
     tools: list[str] | None = Field(default=None, max_length=len(BUILT_IN_TOOLS))  # None: all
+    mcp_servers: list[McpServer] = Field(default_factory=list, max_length=10)
     limits: AgentLimits = Field(default_factory=AgentLimits)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _distinct_servers(cls, value: list[McpServer]) -> list[McpServer]:
+        names = [server.name for server in value]
+        if len(names) != len(set(names)):
+            raise ValueError("MCP server names must be distinct")
+        return value
 
     @field_validator("tools")
     @classmethod
@@ -56,11 +116,15 @@ class AgentDefinition(BaseModel):
         return value
 
 
-class AgentCreate(AgentDefinition):
+class AgentWrite(AgentDefinition):
+    mcp_servers: list[McpServerIn] = Field(default_factory=list, max_length=10)  # type: ignore[assignment]
+
+
+class AgentCreate(AgentWrite):
     name: str = Field(pattern=NAME)
 
 
-class AgentPatch(AgentDefinition):
+class AgentPatch(AgentWrite):
     """Fields sent replace the latest version's (null unsets); a new version results."""
 
     name: str | None = Field(default=None, pattern=NAME)

@@ -18,7 +18,11 @@ from atelier.agents.schemas import (
     AgentOut,
     AgentPatch,
     AgentVersionOut,
+    AgentWrite,
+    McpServer,
+    McpServerIn,
 )
+from atelier.agents.secrets import Sealer, SecretsUnavailable
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.llm.catalog import ModelCatalog
@@ -33,6 +37,7 @@ class ResolvedAgent:
     agent_id: uuid.UUID | None
     version: int | None
     definition: AgentDefinition
+    sealed_secrets: str | None = None  # its MCP servers' headers, opened only by the run
 
 
 def check_model(catalog: ModelCatalog, definition: AgentDefinition) -> None:
@@ -55,8 +60,9 @@ def check_model(catalog: ModelCatalog, definition: AgentDefinition) -> None:
 
 
 async def create(
-    session: AsyncSession, tenant_id: uuid.UUID, body: AgentCreate
+    session: AsyncSession, tenant_id: uuid.UUID, body: AgentCreate, sealer: Sealer
 ) -> tuple[Agent, AgentVersion]:
+    definition, secrets = _stored(body, sealer)
     if await _live_named(session, tenant_id, body.name) is not None:
         raise _name_taken(body.name)
     now = utcnow()
@@ -68,7 +74,9 @@ async def create(
         await session.flush()
     except IntegrityError as exc:  # the same name, created a moment ago
         raise _name_taken(body.name) from exc
-    first = AgentVersion(agent_id=agent.id, version=1, definition=_stored(body), created_at=now)
+    first = AgentVersion(
+        agent_id=agent.id, version=1, definition=definition, secrets=secrets, created_at=now
+    )
     session.add(first)
     await session.flush()
     return agent, first
@@ -78,7 +86,7 @@ async def ensure_default(session: AsyncSession, tenant_id: uuid.UUID) -> None:
     """The tenant's ``default`` agent: the built-in workspace agent, every tool, the
     server's limits. Created with the tenant."""
     if await _live_named(session, tenant_id, DEFAULT_AGENT) is None:
-        await create(session, tenant_id, AgentCreate(name=DEFAULT_AGENT))
+        await create(session, tenant_id, AgentCreate(name=DEFAULT_AGENT), Sealer([]))
 
 
 async def get(session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID) -> Agent:
@@ -112,7 +120,11 @@ async def latest(session: AsyncSession, agent: Agent) -> AgentVersion:
 
 
 async def change(
-    session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID, body: AgentPatch
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    body: AgentPatch,
+    sealer: Sealer,
 ) -> tuple[Agent, AgentVersion]:
     """A new version from the latest one and the fields sent; a rename alone makes none."""
     agent = await get(session, tenant_id, agent_id)
@@ -127,8 +139,13 @@ async def change(
         agent.name = body.name
     fields = sent - {"name"}
     if fields:
-        current = AgentDefinition.model_validate((await latest(session, agent)).definition)
-        merged = current.model_copy(update={name: getattr(body, name) for name in fields})
+        previous = await latest(session, agent)
+        write = AgentWrite.model_validate({**previous.definition, "mcp_servers": []}).model_copy(
+            update={name: getattr(body, name) for name in fields}
+        )
+        if "mcp_servers" not in fields:  # kept as they were, headers and all
+            write = write.model_copy(update={"mcp_servers": _as_written(previous)})
+        definition, secrets = _stored(write, sealer, previous)
         # A new version number, taken in SQL: two concurrent changes never share one.
         number = await session.scalar(
             update(Agent)
@@ -139,7 +156,11 @@ async def change(
         assert number is not None
         await session.execute(
             insert(AgentVersion).values(
-                agent_id=agent.id, version=number, definition=_stored(merged), created_at=utcnow()
+                agent_id=agent.id,
+                version=number,
+                definition=definition,
+                secrets=secrets,
+                created_at=utcnow(),
             )
         )
         await session.refresh(agent)
@@ -229,7 +250,10 @@ async def resolve(
         )
     found = row.AgentVersion
     return ResolvedAgent(
-        found.agent_id, found.version, AgentDefinition.model_validate(found.definition)
+        found.agent_id,
+        found.version,
+        AgentDefinition.model_validate(found.definition),
+        found.secrets,
     )
 
 
@@ -253,10 +277,57 @@ def present_version(found: AgentVersion) -> AgentVersionOut:
     )
 
 
-def _stored(definition: AgentDefinition) -> dict[str, Any]:
-    return AgentDefinition.model_validate(
-        definition.model_dump(include=set(AgentDefinition.model_fields))
-    ).model_dump(mode="json")
+def _stored(
+    write: AgentWrite, sealer: Sealer, previous: AgentVersion | None = None
+) -> tuple[dict[str, Any], str | None]:
+    """The definition to keep (headers' names only) and its headers, sealed. A server sent
+    without headers keeps those of the previous version's server of the same name and url."""
+    before = (
+        {s["name"]: s["url"] for s in previous.definition.get("mcp_servers", [])}
+        if previous
+        else {}
+    )
+    kept = _open_secrets(sealer, previous)
+    secrets: dict[str, dict[str, str]] = {}
+    servers = []
+    for server in write.mcp_servers:
+        headers = server.headers
+        if headers is None and before.get(server.name) == server.url:
+            headers = kept.get(server.name)
+        if headers:
+            secrets[server.name] = headers
+        servers.append(
+            McpServer(
+                name=server.name,
+                url=server.url,
+                allowed_tools=server.allowed_tools,
+                header_names=sorted(headers or {}),
+            )
+        )
+    fields = write.model_dump(include=set(AgentDefinition.model_fields) - {"mcp_servers"})
+    definition = AgentDefinition.model_validate({**fields, "mcp_servers": servers})
+    try:
+        sealed = sealer.seal(secrets) if secrets else None
+    except SecretsUnavailable as exc:
+        raise ProblemError(503, "secrets_unavailable", str(exc)) from exc
+    return definition.model_dump(mode="json"), sealed
+
+
+def _as_written(version: AgentVersion) -> list[McpServerIn]:
+    """A version's servers as a change that leaves them alone would send them."""
+    return [
+        McpServerIn.model_validate({k: v for k, v in server.items() if k != "header_names"})
+        for server in version.definition.get("mcp_servers", [])
+    ]
+
+
+def _open_secrets(sealer: Sealer, version: AgentVersion | None) -> dict[str, dict[str, str]]:
+    if version is None or version.secrets is None:
+        return {}
+    try:
+        return sealer.open(version.secrets)
+    except SecretsUnavailable as exc:
+        raise ProblemError(503, "secrets_unavailable", str(exc)) from exc
 
 
 async def _live_named(session: AsyncSession, tenant_id: uuid.UUID, name: str) -> Agent | None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from atelier.agents.secrets import Sealer
 from atelier.conversations.models import Kind
 from atelier.coordination.base import Coordination
 from atelier.http.scope import Principal
@@ -15,6 +16,7 @@ from atelier.llm.catalog import ModelCatalog
 from atelier.llm.registry import ModelRegistry
 from atelier.llm.titles import TitleGenerator
 from atelier.runs.log import EventShipper
+from atelier.runs.mcp import ToolListCache
 from atelier.runs.tools import ToolsFactory
 from atelier.settings import Settings
 from atelier.supervisor import Supervisor
@@ -50,9 +52,11 @@ class RunEnvironment:
     supervisor: Supervisor
     owner_id: str  # this process, as run rows name it
     tools_factory: ToolsFactory
+    sealer: Sealer  # opens the headers of an agent's MCP servers
     titles: TitleGenerator
     on_first_output: Callable[[], Callable[[], None]]  # a timer per run, for the metric
     shipper: EventShipper = field(init=False)  # every run's events, to the shared log
+    mcp_tool_lists: ToolListCache = field(init=False, default_factory=ToolListCache)
 
     def __post_init__(self) -> None:
         self.shipper = EventShipper(self.coordination)

@@ -20,6 +20,8 @@ from uuid import uuid4
 import structlog
 from sqlalchemy.exc import DBAPIError
 
+from atelier.agents.secrets import SecretsUnavailable
+from atelier.agents.service import ResolvedAgent
 from atelier.conversations.messages import Fenced
 from atelier.coordination.lease import Lease
 from atelier.llm.base import ModelError
@@ -29,10 +31,11 @@ from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
 from atelier.runs.events import ErrorCode, RunCancelled, RunStatus, ended
 from atelier.runs.log import RunEventLog
 from atelier.runs.loop import AgentLoop, Outcome, Transcript
+from atelier.runs.mcp import McpTools
 from atelier.runs.recorder import Ending, Opened, Recorder
 from atelier.runs.spec import AgentSpec, chat_agent, workspace_agent
 from atelier.runs.title import ready_title, start_title
-from atelier.runs.tools import enabled
+from atelier.runs.tools import Toolbox, Tools, enabled
 from atelier.supervisor import absorbed, finish
 from atelier.workspace.base import StorageError
 from atelier.workspace.sync import WorkspaceSync
@@ -165,12 +168,15 @@ class RunTask:
         provider = self.env.models.get(opened.model.provider)
         if provider is None:
             raise ModelError(f"provider {opened.model.provider!r} is not configured")
-        tools = None
+        sources: list[Tools] = []
         if workdir is not None:
             sync = WorkspaceSync(self.env.storage, self.env.settings)
             await sync.materialize(opened.conversation, workdir, opened.files)
             self._materialized = True
-            tools = enabled(self.env.tools_factory(workdir), spec.tools)
+            sources.append(enabled(self.env.tools_factory(workdir), spec.tools))
+        if opened.agent is not None and opened.agent.definition.mcp_servers:
+            sources.append(await self._mcp_tools(opened.agent))
+        tools = Toolbox(sources) if sources else None
         self._agent = AgentLoop(
             spec,
             opened.model,
@@ -218,6 +224,17 @@ class RunTask:
             return Outcome.failed(ErrorCode.DATABASE_UNAVAILABLE, message)
         log.error("run failed", run_id=str(self.run_id), exc_info=exc)
         return Outcome.failed(ErrorCode.INTERNAL_ERROR, type(exc).__name__)
+
+    async def _mcp_tools(self, agent: ResolvedAgent) -> McpTools:
+        """The agent's MCP tools; servers whose headers cannot be opened offer none."""
+        servers = agent.definition.mcp_servers
+        try:
+            headers = self.env.sealer.open(agent.sealed_secrets)
+        except SecretsUnavailable:
+            log.error("MCP server headers cannot be opened", run_id=str(self.run_id))
+            servers = [server for server in servers if not server.header_names]
+            headers = {}
+        return await McpTools.listed(self.env.settings, servers, headers, self.env.mcp_tool_lists)
 
     async def _close(self, outcome: Outcome, workdir: Path | None) -> tuple[Outcome, Ending]:
         """Save what a stopped run left, wait briefly for the title, upload the files and

@@ -22,10 +22,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 Time = atelier.db.base.UTCDateTime(timezone=True)
-DEFAULT_DEFINITION = {
+DEFAULT_DEFINITION: dict[str, object] = {
     "instructions": None,
     "model_id": None,
     "tools": None,
+    "mcp_servers": [],
     "limits": {"max_steps": None, "deadline_seconds": None, "max_output_tokens": None},
     "metadata": {},
 }
@@ -62,6 +63,7 @@ def upgrade() -> None:
         sa.Column("agent_id", sa.Uuid(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("definition", sa.JSON(), nullable=False),
+        sa.Column("secrets", sa.Text(), nullable=True),
         sa.Column("created_at", Time, nullable=False),
         sa.ForeignKeyConstraint(
             ["agent_id"],

@@ -1,0 +1,199 @@
+"""Tools from an agent's MCP servers (streamable HTTP), through the official MCP SDK.
+
+A run lists each server's tools when it starts (kept per process for
+``ATELIER_MCP_TOOLS_CACHE_SECONDS``); the model sees them as ``<server>__<tool>``. Each
+call opens its own session and has ``ATELIER_MCP_CALL_TIMEOUT_SECONDS``. A server that
+cannot be reached, hangs, dies or reports an error gives the model an error result, never
+a failed run. Connections go to public addresses only (``atelier.http.outbound``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import McpError
+from mcp.types import CallToolResult
+
+from atelier.agents.schemas import McpServer
+from atelier.http.outbound import tenant_client
+from atelier.llm.base import ToolCall, ToolResult, ToolSpec
+from atelier.settings import Settings
+
+log = structlog.get_logger("atelier.runs")
+MODEL_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what every provider accepts
+MAX_RESULT_CHARS = 100_000
+MAX_PAGES = 20
+
+
+@dataclass(frozen=True)
+class ListedTool:
+    name: str  # the server's own name for it
+    description: str
+    parameters: dict[str, Any]
+
+
+class ToolListCache:
+    """Per process: a server's tool list, for a short while (keyed by everything that may
+    change the answer: url, headers, allow-list)."""
+
+    def __init__(self) -> None:
+        self._lists: dict[str, tuple[float, list[ListedTool]]] = {}
+
+    def get(self, key: str, now: float) -> list[ListedTool] | None:
+        found = self._lists.get(key)
+        return found[1] if found is not None and found[0] > now else None
+
+    def put(self, key: str, tools: list[ListedTool], until: float) -> None:
+        self._lists[key] = (until, tools)
+
+
+class McpTools:
+    """The tools of an agent's MCP servers, as one tool source of a run."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        servers: dict[str, McpServer],
+        headers: dict[str, dict[str, str]],
+        tools: dict[str, tuple[str, str]],  # model's name -> (server, tool)
+        specs: list[ToolSpec],
+    ) -> None:
+        self.settings = settings
+        self.servers = servers
+        self.headers = headers
+        self.tools = tools
+        self.specs = specs
+
+    @classmethod
+    async def listed(
+        cls,
+        settings: Settings,
+        servers: list[McpServer],
+        headers: dict[str, dict[str, str]],
+        cache: ToolListCache,
+    ) -> McpTools:
+        """Every server's tools; a server that does not answer offers none (logged)."""
+        lists = await asyncio.gather(
+            *(_tools_of(settings, s, headers.get(s.name, {}), cache) for s in servers)
+        )
+        tools: dict[str, tuple[str, str]] = {}
+        specs = []
+        for server, listed in zip(servers, lists, strict=True):
+            for tool in listed:
+                if server.allowed_tools is not None and tool.name not in server.allowed_tools:
+                    continue
+                name = f"{server.name}__{tool.name}"
+                if not MODEL_TOOL_NAME.fullmatch(name):
+                    log.warning(
+                        "MCP tool name not usable by models", server=server.name, tool=tool.name
+                    )
+                    continue
+                tools[name] = (server.name, tool.name)
+                specs.append(ToolSpec(name, tool.description, tool.parameters))
+        return cls(settings, {s.name: s for s in servers}, headers, tools, specs)
+
+    async def call(self, call: ToolCall) -> ToolResult:
+        server_name, tool = self.tools[call.name]
+        server = self.servers[server_name]
+        timeout = self.settings.mcp_call_timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                async with _session(
+                    self.settings, server, self.headers.get(server_name, {})
+                ) as session:
+                    result = await session.call_tool(tool, call.arguments)
+        except TimeoutError:
+            reason = f"no answer within {timeout:g} s"
+        except Exception as exc:  # whatever the server did, the model hears it
+            reason = _reason(exc)
+        else:
+            return ToolResult(call.id, _text(result), is_error=bool(result.isError))
+        log.warning("MCP tool call failed", server=server_name, tool=tool, reason=reason)
+        return ToolResult(call.id, f"the MCP server {server_name} failed: {reason}", is_error=True)
+
+
+async def _tools_of(
+    settings: Settings, server: McpServer, headers: dict[str, str], cache: ToolListCache
+) -> list[ListedTool]:
+    loop = asyncio.get_running_loop()
+    key = _cache_key(server, headers)
+    if (cached := cache.get(key, loop.time())) is not None:
+        return cached
+    try:
+        async with asyncio.timeout(settings.mcp_list_timeout_seconds):
+            async with _session(settings, server, headers) as session:
+                listed: list[ListedTool] = []
+                cursor = None
+                for _ in range(MAX_PAGES):
+                    page = await session.list_tools(cursor)
+                    listed += [
+                        ListedTool(t.name, t.description or "", dict(t.inputSchema))
+                        for t in page.tools
+                    ]
+                    if not (cursor := page.nextCursor):
+                        break
+    except Exception as exc:  # an unavailable server offers no tools
+        reason = "no answer in time" if isinstance(exc, TimeoutError) else _reason(exc)
+        log.warning(
+            "MCP server unavailable; its tools are not offered", server=server.name, reason=reason
+        )
+        return []
+    cache.put(key, listed, loop.time() + settings.mcp_tools_cache_seconds)
+    return listed
+
+
+@asynccontextmanager
+async def _session(
+    settings: Settings, server: McpServer, headers: dict[str, str]
+) -> AsyncIterator[ClientSession]:
+    client = tenant_client(
+        allow_private=settings.mcp_allow_private,
+        timeout=settings.mcp_call_timeout_seconds,
+        headers=headers,
+    )
+    async with (
+        client,
+        streamable_http_client(server.url, http_client=client) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+def _reason(exc: BaseException) -> str:
+    """The first real failure inside the task groups the SDK raises from."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, McpError):
+        return exc.error.message
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _text(result: CallToolResult) -> str:
+    parts = []
+    for item in result.content:
+        if item.type == "text":
+            parts.append(item.text)
+        else:
+            parts.append(json.dumps(item.model_dump(mode="json", exclude={"data", "blob"})))
+    if not parts and result.structuredContent is not None:
+        parts.append(json.dumps(result.structuredContent))
+    text = "\n".join(parts)
+    if len(text) > MAX_RESULT_CHARS:
+        text = text[:MAX_RESULT_CHARS] + f"\n[truncated to {MAX_RESULT_CHARS} characters]"
+    return text
+
+
+def _cache_key(server: McpServer, headers: dict[str, str]) -> str:
+    seen = json.dumps([server.url, sorted(headers.items())])
+    return hashlib.sha256(seen.encode()).hexdigest()

@@ -1,0 +1,185 @@
+"""An agent's MCP servers, against a real MCP server (FastMCP over streamable HTTP) in a
+process of its own: tools reach the model, every failure is the tool's error, headers are
+write-only, and tenant URLs reach public addresses only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from httpx_sse import aconnect_sse
+from sqlalchemy import select
+from structlog.testing import capture_logs
+
+from atelier.agents.models import AgentVersion
+from tests.agents.mcp_server import McpServerProcess
+from tests.conftest import Caller
+from tests.live import serve_started
+from tests.runs.helpers import new_conversation, run_streamed
+
+TOKEN = "Bearer crm-s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def crm() -> Iterator[McpServerProcess]:
+    with McpServerProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return {"mcp_allow_private": True, "mcp_call_timeout_seconds": 2}
+
+
+async def crm_agent(client: httpx.AsyncClient, caller: Caller, url: str, **server: object) -> dict:
+    body = {
+        "name": "support",
+        "instructions": "You help support staff.",
+        "tools": [],
+        "mcp_servers": [{"name": "crm", "url": url, "headers": {"Authorization": TOKEN}, **server}],
+    }
+    response = await client.post("/v1/agents", json=body, headers=caller.headers())
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def tool_events(events: list) -> list[tuple[str, dict]]:
+    return [(name, data) for _, name, data in events if name.startswith("tool.")]
+
+
+class TestMcpTools:
+    async def test_a_run_calls_an_mcp_tool_over_a_real_socket(
+        self, app: FastAPI, caller, crm
+    ) -> None:
+        async with (
+            serve_started(app) as url,
+            httpx.AsyncClient(base_url=url, headers=caller.headers()) as client,
+        ):
+            agent = await crm_agent(client, caller, crm.url)
+            created = await client.post("/v1/conversations", json={"agent_id": agent["id"]})
+            path = f"/v1/conversations/{created.json()['id']}/runs"
+            ask = 'call crm__find_customer {"email": "ann@example.com"}'
+            async with aconnect_sse(client, "POST", path, json={"input": ask}) as source:
+                events = [(e.event, e.data) async for e in source.aiter_sse()]
+            names = [name for name, _ in events]
+            assert names[-1] == "run.completed"
+            completed = next(data for name, data in events if name == "tool.completed")
+            assert "Ann Lee, plan gold" in completed
+            assert '"is_error":false' in completed.replace(" ", "")
+            run_id = next(data for name, data in events if name == "run.started")
+            runs = (await client.get(path)).json()["data"]
+            assert (runs[0]["agent_id"], runs[0]["agent_version"]) == (agent["id"], 1)
+            assert runs[0]["id"] in run_id
+
+    async def test_headers_reach_the_server_and_never_come_back(
+        self, app, client, caller, crm
+    ) -> None:
+        with capture_logs() as logs:
+            agent = await crm_agent(client, caller, crm.url)
+            conversation = await new_conversation(client, caller, agent_id=agent["id"])
+            events = await run_streamed(client, caller, conversation, "call crm__whoami {}")
+        (_, completed) = tool_events(events)[-1]
+        assert completed["output"] == TOKEN
+        shown = [
+            await client.get(f"/v1/agents/{agent['id']}", headers=caller.headers()),
+            await client.get("/v1/agents", headers=caller.headers()),
+            await client.get(f"/v1/agents/{agent['id']}/versions", headers=caller.headers()),
+        ]
+        for response in shown:
+            assert "crm-s3cret-token" not in response.text
+        assert agent["mcp_servers"][0]["header_names"] == ["Authorization"]
+        assert "crm-s3cret-token" not in str(logs)
+        async with app.state.resources.sessionmaker() as session:
+            stored = list(await session.scalars(select(AgentVersion)))
+        assert all("crm-s3cret-token" not in f"{v.definition}{v.secrets}" for v in stored)
+
+    async def test_a_change_keeps_headers_unless_it_replaces_them(
+        self, client, caller, crm
+    ) -> None:
+        agent = await crm_agent(client, caller, crm.url)
+        path = f"/v1/agents/{agent['id']}"
+        await client.patch(path, json={"instructions": "v2"}, headers=caller.headers())
+        resent = {"mcp_servers": [{"name": "crm", "url": crm.url}]}
+        await client.patch(path, json=resent, headers=caller.headers())
+        conversation = await new_conversation(client, caller, agent_id=agent["id"])
+        events = await run_streamed(client, caller, conversation, "call crm__whoami {}")
+        assert tool_events(events)[-1][1]["output"] == TOKEN
+        cleared = {"mcp_servers": [{"name": "crm", "url": crm.url, "headers": {}}]}
+        changed = await client.patch(path, json=cleared, headers=caller.headers())
+        assert changed.json()["mcp_servers"][0]["header_names"] == []
+        events = await run_streamed(client, caller, conversation, "call crm__whoami {}")
+        assert tool_events(events)[-1][1]["output"] == "nobody"
+
+    @pytest.mark.parametrize(
+        ("tool", "expected"),
+        [
+            ("fail", "the CRM is down"),
+            ("hang", "no answer within 2 s"),
+            ("die", "no answer within 2 s"),
+        ],
+    )
+    async def test_a_failing_tool_is_the_tools_error_never_a_failed_run(
+        self, client, caller, crm, tool, expected
+    ) -> None:
+        with McpServerProcess() as own:  # "die" takes its server down
+            agent = await crm_agent(client, caller, own.url)
+            conversation = await new_conversation(client, caller, agent_id=agent["id"])
+            events = await run_streamed(client, caller, conversation, f"call crm__{tool} {{}}")
+        assert events[-1][1] == "run.completed"
+        (_, started), (_, completed) = tool_events(events)
+        assert started["name"] == f"crm__{tool}"
+        assert completed["is_error"] is True
+        assert expected in completed["output"]
+
+    async def test_an_unreachable_server_offers_no_tools_and_the_run_goes_on(
+        self, client, caller
+    ) -> None:
+        with McpServerProcess() as gone:
+            url = gone.url
+        agent = await crm_agent(client, caller, url)
+        conversation = await new_conversation(client, caller, agent_id=agent["id"])
+        with capture_logs() as logs:
+            events = await run_streamed(client, caller, conversation, "call crm__whoami {}")
+        assert events[-1][1] == "run.completed"
+        assert tool_events(events) == []
+        assert any(e["event"].startswith("MCP server unavailable") for e in logs)
+
+    async def test_allowed_tools_limit_what_the_model_is_offered(
+        self, app, client, caller, crm
+    ) -> None:
+        from atelier.llm.fakes import ScriptedModel
+        from tests.chats.test_chats import use_model
+
+        model = ScriptedModel(["ok"])
+        await use_model(app, model)
+        agent = await crm_agent(client, caller, crm.url, allowed_tools=["find_customer"])
+        conversation = await new_conversation(client, caller, agent_id=agent["id"])
+        await run_streamed(client, caller, conversation, "hi")
+        assert [t.name for t in model.requests[0].tools] == ["crm__find_customer"]
+
+    @pytest.mark.parametrize("url", ["ftp://crm.example/mcp", "not a url", "http://"])
+    async def test_a_url_that_is_not_http_is_422(self, client, caller, url) -> None:
+        body = {"name": "x", "mcp_servers": [{"name": "crm", "url": url}]}
+        response = await client.post("/v1/agents", json=body, headers=caller.headers())
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["loc"][:2] == ["body", "mcp_servers"]
+
+
+class TestPrivateAddressesAreRefused:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, object]:
+        return {"mcp_allow_private": False, "mcp_call_timeout_seconds": 2}
+
+    @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+    async def test_loopback_after_dns_resolution(self, client, caller, crm, host) -> None:
+        """A literal loopback address and a name that resolves to one: both refused."""
+        url = crm.url.replace("127.0.0.1", host)
+        agent = await crm_agent(client, caller, url)
+        conversation = await new_conversation(client, caller, agent_id=agent["id"])
+        with capture_logs() as logs:
+            events = await run_streamed(client, caller, conversation, "call crm__whoami {}")
+        assert tool_events(events) == []  # no tools from it: nothing was sent there
+        reasons = [e.get("reason", "") for e in logs]
+        assert any("non-public address" in reason for reason in reasons)

@@ -1,0 +1,55 @@
+"""HTTP to tenant URLs reaches public addresses only, checked after DNS resolution."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from atelier.http.outbound import is_public, tenant_client
+from tests.live import serve
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),  # loopback dressed as IPv6
+    ],
+)
+def test_which_addresses_are_public(address: str, public: bool) -> None:
+    assert is_public(address) is public
+
+
+async def test_the_client_refuses_a_name_that_resolves_to_loopback() -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    reached: list[str] = []
+
+    async def endpoint(request: object) -> PlainTextResponse:
+        reached.append("yes")
+        return PlainTextResponse("internal")
+
+    app = Starlette(routes=[Route("/", endpoint)])
+    async with serve(app) as url:  # type: ignore[arg-type]
+        port = url.rsplit(":", 1)[1]
+        async with tenant_client(allow_private=False, timeout=5) as client:
+            for host in ("127.0.0.1", "localhost"):
+                with pytest.raises(httpx.ConnectError, match="non-public address"):
+                    await client.get(f"http://{host}:{port}/")
+        assert reached == []
+        async with tenant_client(allow_private=True, timeout=5) as client:
+            assert (await client.get(f"http://localhost:{port}/")).text == "internal"
