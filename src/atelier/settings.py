@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # holding it frees its conversation (and has its run reaped) within about this long.
     run_lease_seconds: float = Field(30.0, ge=1, le=3600)
     run_event_retention_seconds: int = Field(3600, ge=60)
+    # A tool call that needs a person's approval and gets no decision this long is denied.
+    approval_timeout_seconds: float = Field(86_400.0, gt=0)
 
     # Tools from the MCP servers tenants name in their agents.
     # Fernet keys that seal write-only secrets (an MCP server's headers) at rest, comma-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import uuid
@@ -17,6 +18,7 @@ BUILT_IN_TOOLS = tuple(spec.name for spec in SPECS)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 SERVER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 TOOL_NAME = r"^[A-Za-z0-9_.-]{1,128}$"
+GLOB = r"^(?:[A-Za-z0-9_.*?-]|\[!?[A-Za-z0-9_.-]+\])+$"
 DEFAULT_AGENT = "default"
 
 
@@ -78,6 +80,26 @@ class McpServerIn(McpServer):
         return value
 
 
+class Approval(BaseModel):
+    """Which tool calls wait for a person: glob patterns of tool names (``*``, ``?``,
+    ``[abc]``), e.g. ``write_file`` or ``crm__*``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    require: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("require")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not re.fullmatch(GLOB, pattern) or pattern.count("[") != pattern.count("]"):
+                raise ValueError(f"{pattern!r} is not a glob of tool names")
+        return value
+
+    def needs(self, tool: str) -> bool:
+        return any(fnmatch.fnmatchcase(tool, pattern) for pattern in self.require)
+
+
 class AgentDefinition(BaseModel):
     """What one version of an agent does (immutable once saved)."""
 
@@ -87,6 +109,7 @@ class AgentDefinition(BaseModel):
     model_id: str | None = ModelId  # None: the conversation's model, else the default
     tools: list[str] | None = Field(default=None, max_length=len(BUILT_IN_TOOLS))  # None: all
     mcp_servers: list[McpServer] = Field(default_factory=list, max_length=10)
+    approval: Approval = Field(default_factory=Approval)
     limits: AgentLimits = Field(default_factory=AgentLimits)
     metadata: dict[str, Any] = Field(default_factory=dict)
 

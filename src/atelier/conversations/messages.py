@@ -92,6 +92,21 @@ async def history(session: AsyncSession, conversation_id: uuid.UUID) -> list[Cha
     return as_history(rows)
 
 
+async def waiting_history(
+    session: AsyncSession, conversation_id: uuid.UUID
+) -> tuple[list[ChatMessage], tuple[ToolCall, ...]]:
+    """The conversation of a run that waited for approvals, and the calls it waited with:
+    the last message's, still without results."""
+    rows = list(
+        await session.scalars(
+            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
+        )
+    )
+    calls = as_chat_message(rows[-1]).tool_calls if rows and rows[-1].role == "assistant" else ()
+    history = as_history(rows)
+    return (history[:-1] if calls else history), calls
+
+
 def as_history(rows: Any) -> list[ChatMessage]:
     history: list[ChatMessage] = []
     for message in map(as_chat_message, rows):

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -124,3 +124,9 @@ def _one_writer_at_a_time(engine: AsyncEngine) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def unreachable(exc: DBAPIError) -> bool:
+    """The database did not answer (lost connection, refused, down): worth retrying, unlike
+    what it refused for a reason."""
+    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)

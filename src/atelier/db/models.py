@@ -4,7 +4,7 @@ from atelier.agents.models import Agent, AgentVersion
 from atelier.conversations.models import Conversation, Message
 from atelier.db.base import Base
 from atelier.llm.models import CatalogModel
-from atelier.runs.models import Run
+from atelier.runs.models import Approval, Run
 from atelier.tenants.models import ApiKey, Tenant
 from atelier.usage.models import UsageRecord
 from atelier.workspace.models import ConversationFile, StorageCleanup
@@ -13,6 +13,7 @@ __all__ = [
     "Agent",
     "AgentVersion",
     "ApiKey",
+    "Approval",
     "Base",
     "CatalogModel",
     "Conversation",

@@ -9,9 +9,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
+
+from atelier.db.engine import unreachable
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -129,7 +131,7 @@ async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
     """A lost or refused database connection is the database's outage, not our bug: 503.
     Anything else the database refused is a bug and stays a 500."""
     assert isinstance(exc, DBAPIError)
-    if not (exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)):
+    if not unreachable(exc):
         raise exc
     return problem_response(
         503,

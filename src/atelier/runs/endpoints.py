@@ -4,7 +4,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.conversations import messages
@@ -19,7 +19,7 @@ from atelier.runs import service
 from atelier.runs.environment import RunRequest
 from atelier.runs.events import ErrorCode, StreamError
 from atelier.runs.models import Run
-from atelier.runs.schemas import MessageList, MessageOut, RunIn, RunList, RunOut
+from atelier.runs.schemas import DecisionIn, MessageList, MessageOut, RunIn, RunList, RunOut
 
 router = APIRouter(prefix="/v1/conversations", tags=["runs"])
 
@@ -155,9 +155,30 @@ async def cancel(
 ) -> RunOut:
     async with resources.sessionmaker() as session:
         out = RunOut.of(await owned_run(session, principal, conversation_id, run_id, kind))
-    if out.status in ("queued", "running"):
+    if out.status in ("queued", "running", "awaiting_approval"):
         await resources.runs.cancel(run_id)
     return out
+
+
+@router.post(
+    "/{conversation_id}/runs/{run_id}/approvals/{call_id}",
+    responses={409: {"description": "already_decided: the call has its decision"}},
+)
+async def decide(
+    conversation_id: uuid.UUID,
+    run_id: uuid.UUID,
+    call_id: Annotated[str, Path(min_length=1, max_length=128)],
+    body: DecisionIn,
+    principal: UserPrincipalDep,
+    resources: ResourcesDep,
+) -> RunOut:
+    """A person approves or denies a call the run waits with; from any process. Once every
+    call is decided the run goes on (``approval.resolved``, then the tool or the denial)."""
+    async with resources.sessionmaker() as session:
+        run = await owned_run(session, principal, conversation_id, run_id)
+    await resources.runs.decide(run, call_id, body.decision == "approve", body.reason)
+    async with resources.sessionmaker() as session:
+        return RunOut.of(await owned_run(session, principal, conversation_id, run_id))
 
 
 @router.get("/{conversation_id}/messages")

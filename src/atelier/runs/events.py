@@ -19,13 +19,14 @@ from atelier.usage.money import money_str
 class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"  # no task: waits in its row for a person
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
 
 
-ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)  # a process executes it
 
 
 class ErrorCode(StrEnum):
@@ -105,6 +106,21 @@ class FileChanged(_Event):
     change: Literal["created", "modified", "deleted"]
 
 
+class ApprovalRequested(_Event):
+    """A call to a tool that needs a person's approval: the run waits for a decision."""
+
+    type: Literal["approval.requested"] = "approval.requested"
+    call_id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ApprovalResolved(_Event):
+    type: Literal["approval.resolved"] = "approval.resolved"
+    call_id: str
+    decision: Literal["approve", "deny"]
+
+
 class TitleUpdated(_Event):
     type: Literal["title.updated"] = "title.updated"
     title: str
@@ -169,6 +185,8 @@ RunEvent = Annotated[
     | ToolStarted
     | ToolCompleted
     | FileChanged
+    | ApprovalRequested
+    | ApprovalResolved
     | TitleUpdated
     | Usage
     | RunCompleted

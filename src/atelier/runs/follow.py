@@ -49,6 +49,7 @@ LOCAL_QUIET_SECONDS = 5.0
 CHECK_ROW_EVERY = 5  # quiet reads between looks at the run's row
 OUTAGE_PAUSE_SECONDS = 1.0
 COALESCE_SECONDS = 0.001
+SETTLE_SECONDS = 10.0  # how long a follower trusts a run's own end over its row's
 Sessions = async_sessionmaker[AsyncSession]
 
 
@@ -80,6 +81,14 @@ async def follow_local(
     last, sent_at, quiet = after, 0.0, 0
     while True:
         events = await run_log.read(last, LOCAL_QUIET_SECONDS)
+        if events == [] and run_log.paused:
+            # The run waits for approvals in its row; whichever process takes it up again
+            # writes the shared log, where everything it said so far already is.
+            async for from_elsewhere in follow_shared(
+                coordination, sessions, run_log.run_id, last, settle_seconds=SETTLE_SECONDS
+            ):
+                yield from_elsewhere
+            return
         if events and loop.time() - sent_at < COALESCE_SECONDS:
             await asyncio.sleep(COALESCE_SECONDS)
             events = await run_log.read(last, 0)

@@ -35,13 +35,15 @@ def log_name(run_id: uuid.UUID) -> str:
 
 
 class RunEventLog:
-    def __init__(self, shipper: EventShipper, run_id: uuid.UUID) -> None:
+    def __init__(self, shipper: EventShipper, run_id: uuid.UUID, after: int = 0) -> None:
+        """``after``: the last id the run gave before (a run that goes on after waiting)."""
         self._shipper = shipper
         self.run_id = run_id
         self.name = log_name(run_id)
         self._window: list[LogEvent] = []
-        self.dropped = 0  # events 1..dropped have left memory (the shared log has them)
-        self._unsent = 1  # the first event not yet in the shared log
+        self.dropped = after  # events 1..dropped have left memory (the shared log has them)
+        self._unsent = after + 1  # the first event not yet in the shared log
+        self.paused = False  # the run waits in its row: what follows comes from elsewhere
         self._waiters: list[asyncio.Future[None]] = []  # readers waiting for an event
         self._loop = asyncio.get_running_loop()
         self._emitted_at = self._loop.time()
@@ -67,6 +69,8 @@ class RunEventLog:
         """Events numbered above ``after``, waiting up to ``wait_seconds`` for the first
         (an empty list if none came); None if some of them have left memory (the shared
         log has those)."""
+        if self.last_id <= after and self.paused:
+            return []
         if self.last_id <= after:
             waiter = self._loop.create_future()
             self._waiters.append(waiter)
@@ -108,6 +112,21 @@ class RunEventLog:
             self.dropped += extra
         if self._unsent > self.last_id:
             self._shipped.set()
+
+    async def pause(self) -> None:
+        """The run now waits for a person, with no process: ship what it emitted (kept in
+        the shared log until the run ends) and send its readers there."""
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await self._shipped.wait()
+        except TimeoutError:
+            self._shipper.forget(self)
+            log.warning("run events never reached the shared log", run_id=str(self.run_id))
+        self.mark_paused()
+
+    def mark_paused(self) -> None:
+        self.paused = True
+        self._wake_all()
 
     async def close(self, retention_seconds: int) -> None:
         """After the run's last event: ship what is left (for a while), then let the shared

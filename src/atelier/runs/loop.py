@@ -23,6 +23,7 @@ from atelier.llm.base import (
 )
 from atelier.llm.models import CatalogModel
 from atelier.llm.offline import estimate_tokens
+from atelier.runs.approvals import Decision
 from atelier.runs.events import (
     ErrorCode,
     MessageDelta,
@@ -38,10 +39,19 @@ from atelier.runs.tools import Tools
 COMPACT_AFTER = 256  # pieces of a streamed reply kept apart before they are joined
 
 
+class AwaitingApproval(Exception):
+    """The model asked for calls a person must approve first: the run waits in its row."""
+
+    def __init__(self, calls: list[ToolCall]) -> None:
+        super().__init__(f"{len(calls)} tool calls wait for approval")
+        self.calls = calls
+
+
 @dataclass(frozen=True)
 class Outcome:
     status: RunStatus
     error: RunError | None = None
+    waiting: list[ToolCall] | None = None  # the calls an awaiting run waits with
 
     @classmethod
     def failed(cls, code: ErrorCode, message: str, status: RunStatus = RunStatus.FAILED) -> Outcome:
@@ -88,6 +98,7 @@ class AgentLoop:
         *,
         on_progress: Callable[[], None],
         on_first_output: Callable[[], None],
+        decisions: dict[str, Decision] | None = None,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -97,9 +108,12 @@ class AgentLoop:
         self.transcript = transcript
         self.progress = on_progress
         self._first_output: Callable[[], None] | None = on_first_output
+        self.decisions = decisions or {}  # a person's word on calls, by call id
 
     async def run(self) -> Outcome:
         spec, transcript = self.spec, self.transcript
+        if transcript.calls:  # resumed once a person decided: the calls it waited with
+            await self._run_tools(transcript.calls)
         for _ in range(spec.max_steps):
             budget = min(
                 spec.max_output_tokens - transcript.produced,
@@ -112,26 +126,43 @@ class AgentLoop:
             calls = await self._call_model(budget)
             if not calls:
                 return COMPLETED
-            assert self.tools is not None
-            for call in calls:
-                self.progress()
-                self.recorder.events.emit(
-                    ToolStarted(call_id=call.id, name=call.name, input=call.arguments)
-                )
-                result = await self.tools.call(call)
-                transcript.results.append(result)
-                self.recorder.events.emit(
-                    ToolCompleted(
-                        call_id=call.id,
-                        name=call.name,
-                        output=result.content,
-                        is_error=result.is_error,
-                    )
-                )
-            await self.save_results()
+            waiting = [
+                c for c in calls if spec.approval.needs(c.name) and c.id not in self.decisions
+            ]
+            if waiting:
+                raise AwaitingApproval(waiting)
+            await self._run_tools(calls)
         return Outcome.failed(
             ErrorCode.STEP_LIMIT, f"the run used all {spec.max_steps} of its steps"
         )
+
+    async def _run_tools(self, calls: list[ToolCall]) -> None:
+        """Each call in order (a denied one is the tool's error, with the person's reason),
+        then their results, saved."""
+        assert self.tools is not None
+        for call in calls:
+            self.progress()
+            self.recorder.events.emit(
+                ToolStarted(call_id=call.id, name=call.name, input=call.arguments)
+            )
+            decision = self.decisions.get(call.id)
+            if decision is not None and not decision.approved:
+                denial = "a person denied this call" + (
+                    f": {decision.reason}" if decision.reason else ""
+                )
+                result = ToolResult(call.id, denial, is_error=True)
+            else:
+                result = await self.tools.call(call)
+            self.transcript.results.append(result)
+            self.recorder.events.emit(
+                ToolCompleted(
+                    call_id=call.id,
+                    name=call.name,
+                    output=result.content,
+                    is_error=result.is_error,
+                )
+            )
+        await self.save_results()
 
     async def _call_model(self, budget: int) -> list[ToolCall]:
         transcript, emit = self.transcript, self.recorder.events.emit

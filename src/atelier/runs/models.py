@@ -3,23 +3,22 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from atelier.db.base import Base, IdMixin, utcnow
 from atelier.llm.models import Price
 from atelier.runs.events import ErrorCode, RunError
 
-RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled", "timed_out")
-ACTIVE_RUN_STATUSES = ("queued", "running")
-
 
 class Run(IdMixin, Base):
     __tablename__ = "runs"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('queued', 'running', 'completed', 'failed', 'cancelled', 'timed_out')",
+            "status IN ('queued', 'running', 'awaiting_approval', 'completed', 'failed',"
+            " 'cancelled', 'timed_out')",
             name="status_known",
         ),
         Index("ix_runs_conversation_created", "conversation_id", "created_at"),
@@ -32,7 +31,7 @@ class Run(IdMixin, Base):
     )
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(32), default="queued")
     model_id: Mapped[str] = mapped_column(String(128))
     # The agent version it ran (None: a chat turn, or a run from before agents existed).
     agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
@@ -49,6 +48,8 @@ class Run(IdMixin, Base):
     # The id of the run's terminal event, once it is sent: a follower that falls back to
     # the database ends its stream with this id (never one the run gave another event).
     last_event_id: Mapped[int | None] = mapped_column(BigInteger)
+    # While it waits for approvals: the id of its last event (it goes on from the next).
+    paused_event_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
@@ -58,3 +59,25 @@ class Run(IdMixin, Base):
         if self.error_code is None:
             return None
         return RunError(code=ErrorCode(self.error_code), message=self.error_message or "")
+
+
+class Approval(IdMixin, Base):
+    """A tool call waiting for (or given) a person's decision. The run waits in its row:
+    no process holds it until every decision is in."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'approved', 'denied')", name="status_known"),
+        Index("uq_approvals_run_call", "run_id", "call_id", unique=True),
+        Index("ix_approvals_status_expires", "status", "expires_at"),
+    )
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    call_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(128))
+    input: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]

@@ -10,24 +10,32 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from atelier.agents import service as agents
 from atelier.agents.service import ResolvedAgent
 from atelier.conversations import messages
+from atelier.conversations.messages import Fenced
 from atelier.conversations.models import Message
+from atelier.db.engine import unreachable
 from atelier.llm.base import ChatMessage, ToolCall, ToolResult, UsageReport
+from atelier.llm.catalog import ModelCatalog
 from atelier.llm.models import CatalogModel
 from atelier.llm.offline import estimate_tokens
-from atelier.runs import service
+from atelier.runs import approvals, service
 from atelier.runs.admission import Admitted
+from atelier.runs.approvals import Decision
 from atelier.runs.environment import RunRequest
 from atelier.runs.events import (
+    ApprovalRequested,
+    ApprovalResolved,
     ErrorCode,
     FileChanged,
     MessageCompleted,
@@ -122,6 +130,72 @@ class Recorder:
             RunStarted(run_id=str(self.run_id), conversation_id=str(claimed.id), model_id=model.id)
         )
         return self.opened
+
+    async def reopen(
+        self, owner_id: str, catalog: ModelCatalog
+    ) -> tuple[Opened, list[ToolCall], dict[str, Decision]] | None:
+        """Take up a run that waited for approvals, with the calls it waited with and the
+        decisions on them; None if another process took it, or it ended meanwhile."""
+        async with self.sessions() as session:
+            found = await service.unpause_run(session, self.run_id, owner_id)
+            if found is None:
+                return None
+            run, claimed = found
+            agent = await agents.resolve(
+                session, claimed.tenant_id, run.agent_id, run.agent_version or 1
+            )
+            history, calls = await messages.waiting_history(session, claimed.id)
+            files = await file_etags(session, claimed)
+            decided = await approvals.decisions(session, self.run_id)
+            await session.commit()
+        self.opened = Opened(
+            claimed, catalog.resolve(run.model_id), agent, history, files, abandoned=None
+        )
+        for call in calls:
+            if (decision := decided.get(call.id)) is not None:
+                verdict: Literal["approve", "deny"] = "approve" if decision.approved else "deny"
+                self.events.emit(ApprovalResolved(call_id=call.id, decision=verdict))
+        return self.opened, list(calls), decided
+
+    async def suspend(
+        self,
+        calls: list[ToolCall],
+        *,
+        sync: WorkspaceSync | None,
+        directory: Path | None,
+        expires_at: datetime,
+    ) -> bool:
+        """Leave the run waiting for approval of ``calls``: the files it changed uploaded
+        and recorded, the calls stored, and its row ``awaiting_approval`` with the id of
+        its last event, in one unit of work; then those events. False if storage refused
+        files (the run then ends as any run does)."""
+
+        async def suspend_once() -> Collected | None:
+            async with self.sessions() as session:
+                collected, _, _ = await self._collect(
+                    session, sync, directory, RunStatus.RUNNING, None
+                )
+                if collected.error is not None:
+                    return None
+                paused = self.events.last_id + len(collected.changes) + len(calls)
+                await approvals.request(session, self.run_id, calls, expires_at)
+                if not await service.pause_run(session, self.run_id, paused):
+                    raise Fenced
+                await session.commit()
+            return collected
+
+        collected = await self.persisting("run could not wait for approval", suspend_once)
+        if collected is None:
+            return False
+        if sync is not None and directory is not None:
+            await sync.remember(directory, collected)
+        for change in collected.changes:
+            self.events.emit(FileChanged(path=change.path, size=change.size, change=change.change))
+        for call in calls:
+            self.events.emit(
+                ApprovalRequested(call_id=call.id, name=call.name, input=call.arguments)
+            )
+        return True
 
     @property
     def conversation(self) -> service.Claimed:
@@ -285,14 +359,22 @@ class Recorder:
         return collected, status, error
 
     async def persisting(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
-        """``work`` (one unit of work), retried while the database refuses it."""
+        """``work`` (one unit of work), retried while the database is unreachable (what it
+        refuses for a reason, a constraint say, is raised: no retry would change that)."""
         attempt = 0
         while True:
             try:
                 return await work()
-            except DBAPIError:
+            except DBAPIError as exc:
+                if not unreachable(exc):
+                    raise
                 attempt += 1
-                log.warning(f"{what}; retrying", run_id=str(self.run_id), attempt=attempt)
+                log.warning(
+                    f"{what}; retrying",
+                    run_id=str(self.run_id),
+                    attempt=attempt,
+                    error=str(exc)[:200],
+                )
                 await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS)) - 1])
 
     def announce(self, ending: Ending) -> None:

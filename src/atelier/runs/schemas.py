@@ -83,3 +83,10 @@ class MessageOut(BaseModel):
 
 class MessageList(BaseModel):
     data: list[MessageOut]
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "deny"]
+    reason: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)

@@ -206,12 +206,18 @@ async def end_run(
     *,
     last_event_id: int | None = None,
     stale_before: datetime | None = None,
+    waiting_only: bool = False,
 ) -> bool:
-    """Give an active run its final status and free its conversation; False if it had one
-    (or, with ``stale_before``, if it proved it was alive since then)."""
-    still_active: ColumnElement[bool] = Run.status.in_(ACTIVE_STATUSES)
+    """Give an active (or waiting) run its final status and free its conversation; False
+    if it had one (or, with ``stale_before``, if it proved it was alive since then -- a
+    run waiting for approvals has no process, so it is never stale)."""
+    still_active: ColumnElement[bool] = Run.status.in_(
+        (*ACTIVE_STATUSES, RunStatus.AWAITING_APPROVAL)
+    )
     if stale_before is not None:
-        still_active = and_(still_active, Run.heartbeat_at < stale_before)
+        still_active = and_(Run.status.in_(ACTIVE_STATUSES), Run.heartbeat_at < stale_before)
+    if waiting_only:
+        still_active = Run.status == RunStatus.AWAITING_APPROVAL
     ended = await session.scalar(
         update(Run)
         .where(Run.id == run_id, still_active)
@@ -233,6 +239,54 @@ async def end_run(
         .execution_options(synchronize_session=False)
     )
     return True
+
+
+async def pause_run(session: AsyncSession, run_id: uuid.UUID, paused_event_id: int) -> bool:
+    """The running run now waits for approvals, with no process; False if it is no longer
+    running (reaped, cancelled)."""
+    paused = await session.scalar(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+        .values(
+            status=RunStatus.AWAITING_APPROVAL,
+            paused_event_id=paused_event_id,
+            owner_id=None,
+            heartbeat_at=utcnow(),
+        )
+        .returning(Run.id)
+    )
+    return paused is not None
+
+
+async def unpause_run(
+    session: AsyncSession, run_id: uuid.UUID, owner_id: str
+) -> tuple[Run, Claimed] | None:
+    """Take a waiting run back up in this process; None if another took it, or it ended."""
+    resumed = await session.scalar(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.AWAITING_APPROVAL)
+        .values(status=RunStatus.RUNNING, owner_id=owner_id, heartbeat_at=utcnow())
+        .returning(Run.id)
+    )
+    if resumed is None:
+        return None
+    run = await session.get(Run, run_id, populate_existing=True)
+    assert run is not None
+    conversation = await session.get(Conversation, run.conversation_id)
+    assert conversation is not None, "a run goes with its conversation"
+    claimed = Claimed(
+        conversation.id,
+        conversation.tenant_id,
+        conversation.user_id,
+        "agent",
+        conversation.title,
+        conversation.model_id,
+        run.agent_id,
+        run.agent_version,
+        conversation.estimated_context_tokens,
+        0,  # not a new exchange: no title to make
+    )
+    return run, claimed
 
 
 async def stale_runs(

@@ -7,10 +7,10 @@ model call -- on the same engine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-from atelier.agents.schemas import AgentDefinition
+from atelier.agents.schemas import AgentDefinition, Approval
 from atelier.llm.models import CatalogModel
 from atelier.settings import Settings
 
@@ -32,6 +32,7 @@ class AgentSpec:
     max_output_tokens: int  # across the run's model calls
     deadline_seconds: float
     tools: frozenset[str] | None = None  # the workspace tools it may call; None: all
+    approval: Approval = field(default_factory=Approval)  # calls that wait for a person
 
 
 def workspace_agent(settings: Settings, agent: AgentDefinition | None = None) -> AgentSpec:
@@ -46,6 +47,7 @@ def workspace_agent(settings: Settings, agent: AgentDefinition | None = None) ->
         max_output_tokens=_capped(limits.max_output_tokens, settings.run_max_output_tokens),
         deadline_seconds=_capped(limits.deadline_seconds, settings.run_deadline_seconds),
         tools=frozenset(agent.tools) if agent.tools is not None else None,
+        approval=agent.approval,
     )
 
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal, TypeVar
 from uuid import uuid4
@@ -24,13 +27,15 @@ from atelier.agents.secrets import SecretsUnavailable
 from atelier.agents.service import ResolvedAgent
 from atelier.conversations.messages import Fenced
 from atelier.coordination.lease import Lease
-from atelier.llm.base import ModelError
+from atelier.db.base import utcnow
+from atelier.llm.base import ModelError, ToolCall
 from atelier.runs import service
 from atelier.runs.admission import admit
+from atelier.runs.approvals import Decision
 from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
 from atelier.runs.events import ErrorCode, RunCancelled, RunStatus, ended
 from atelier.runs.log import RunEventLog
-from atelier.runs.loop import AgentLoop, Outcome, Transcript
+from atelier.runs.loop import AgentLoop, AwaitingApproval, Outcome, Transcript
 from atelier.runs.mcp import McpTools
 from atelier.runs.recorder import Ending, Opened, Recorder
 from atelier.runs.spec import AgentSpec, chat_agent, workspace_agent
@@ -53,12 +58,36 @@ STOPPED: dict[str, Outcome] = {
 }
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A run that waited for approvals, to be taken up again."""
+
+    run_id: uuid.UUID
+    conversation_id: uuid.UUID
+    paused_event_id: int
+
+
+class NotResumed(Exception):
+    """Another process took the waiting run up, or it ended meanwhile."""
+
+
 class RunTask:
-    def __init__(self, env: RunEnvironment, request: RunRequest) -> None:
+    def __init__(
+        self, env: RunEnvironment, request: RunRequest | None, waiting: Waiting | None = None
+    ) -> None:
+        """A new run for ``request``, or the run ``waiting`` for approvals, going on."""
         self.env = env
         self.request = request
-        self.run_id = uuid4()
-        self.events = RunEventLog(env.shipper, self.run_id)
+        self.waiting = waiting
+        if waiting is not None:
+            self.run_id, self.conversation_id = waiting.run_id, waiting.conversation_id
+        else:
+            assert request is not None
+            self.run_id, self.conversation_id = uuid4(), request.conversation_id
+        after = waiting.paused_event_id if waiting is not None else 0
+        self.events = RunEventLog(env.shipper, self.run_id, after)
+        self._pending: list[ToolCall] = []  # the calls a resumed run waited with
+        self._decisions: dict[str, Decision] = {}
         self.recorder = Recorder(env.sessions, self.events, self.run_id)
         self._loop = asyncio.get_running_loop()
         self.accepted: asyncio.Future[Opened] = self._loop.create_future()
@@ -80,35 +109,32 @@ class RunTask:
     async def execute(self) -> Outcome | None:
         """The run, from its lock to its terminal event; None if it was never accepted
         (``accepted`` then carries why)."""
-        settings, request = self.env.settings, self.request
+        settings = self.env.settings
         ending: Ending | None = None  # once set, the run's row is closed
+        paused = False  # once set, the run waits in its row for approvals
         try:
             async with Lease(
                 self.env.coordination,
-                lock_key(request.conversation_id),
+                lock_key(self.conversation_id),
                 ttl_seconds=settings.run_lease_seconds,
                 on_lost=lambda: self.stop("lease_lost"),
             ):
-                opened = await self.recorder.open(
-                    request,
-                    owner_id=self.env.owner_id,
-                    # Under the lock, an active run this quiet has lost its lease: its process died.
-                    abandoned_after=settings.run_lease_seconds / 2,
-                    admit=functools.partial(admit, self.env, request),
-                )
+                opened = await self._open()
                 self.accepted.set_result(opened)
                 spec = (
                     chat_agent(settings, opened.model)
                     if opened.agent is None
                     else workspace_agent(settings, opened.agent.definition)
                 )
-                if opened.conversation.title is None and opened.conversation.user_seq == 1:
-                    self._title = start_title(self.env, opened, request.text)
                 async with self._workdir(spec) as workdir:
                     outcome = await self._supervise(opened, spec, workdir)
                     # Finished even if shutdown cancels us meanwhile: it is short, and it is
                     # what leaves the run's row and conversation consistent.
-                    outcome, ending = await finish(self._close(outcome, workdir))
+                    if outcome.waiting is not None:
+                        outcome, ending = await finish(self._wait(outcome, workdir))
+                        paused = ending is None
+                    else:
+                        outcome, ending = await finish(self._close(outcome, workdir))
         except BaseException as exc:
             if not self.accepted.done():
                 if isinstance(exc, asyncio.CancelledError):
@@ -121,23 +147,50 @@ class RunTask:
                 # says what the row says when the row was closed.
                 if ending is not None:
                     self.recorder.announce(ending)
+                elif paused:
+                    self.events.mark_paused()
                 else:
                     self.events.emit(RunCancelled(run_id=str(self.run_id)))
                 raise
-            if ending is None:
+            if ending is None and not paused:
                 log.exception("run could not be closed", run_id=str(self.run_id))
                 outcome = Outcome.failed(ErrorCode.INTERNAL_ERROR, "the run could not be saved")
                 ending = Ending(final=ended(outcome.status, str(self.run_id), outcome.error))
-            else:  # closed, then letting go of the lock failed: the lock runs out by itself
+            else:  # saved, then letting go of the lock failed: the lock runs out by itself
                 log.warning("run lock not released", run_id=str(self.run_id), exc_info=True)
+        if paused:
+            await self.events.pause()
+            return outcome
         assert ending is not None  # every path above that did not raise has one
         self.recorder.announce(ending)
         await self.events.close(settings.run_event_retention_seconds)
         return outcome
 
+    async def _open(self) -> Opened:
+        """A new run, stored; or a waiting run taken up, with the decisions it waited for."""
+        settings = self.env.settings
+        if self.waiting is not None:
+            reopened = await self.recorder.reopen(self.env.owner_id, self.env.catalog)
+            if reopened is None:
+                raise NotResumed
+            opened, self._pending, self._decisions = reopened
+            return opened
+        request = self.request
+        assert request is not None
+        opened = await self.recorder.open(
+            request,
+            owner_id=self.env.owner_id,
+            # Under the lock, an active run this quiet has lost its lease: its process died.
+            abandoned_after=settings.run_lease_seconds / 2,
+            admit=functools.partial(admit, self.env, request),
+        )
+        if opened.conversation.title is None and opened.conversation.user_seq == 1:
+            self._title = start_title(self.env, opened, request.text)
+        return opened
+
     def _workdir(self, spec: AgentSpec) -> contextlib.AbstractAsyncContextManager[Path | None]:
         if spec.workspace:
-            return self.env.workspaces.use(self.request.conversation_id)
+            return self.env.workspaces.use(self.conversation_id)
         return contextlib.nullcontext(None)
 
     async def _supervise(self, opened: Opened, spec: AgentSpec, workdir: Path | None) -> Outcome:
@@ -183,9 +236,10 @@ class RunTask:
             provider,
             tools,
             self.recorder,
-            Transcript(opened.history),
+            Transcript(opened.history, calls=self._pending),
             on_progress=self._progress,
             on_first_output=self._first_output,
+            decisions=self._decisions,
         )
         deadline = asyncio.timeout(spec.deadline_seconds)
         try:
@@ -207,6 +261,8 @@ class RunTask:
         exc = work.exception()
         if exc is None:
             return work.result()
+        if isinstance(exc, AwaitingApproval):
+            return Outcome(RunStatus.AWAITING_APPROVAL, waiting=exc.calls)
         if isinstance(exc, TimeoutError):
             message = str(exc) or "the run took too long"
             return Outcome.failed(ErrorCode.TIMED_OUT, message, RunStatus.TIMED_OUT)
@@ -235,6 +291,26 @@ class RunTask:
             servers = [server for server in servers if not server.header_names]
             headers = {}
         return await McpTools.listed(self.env.settings, servers, headers, self.env.mcp_tool_lists)
+
+    async def _wait(self, outcome: Outcome, workdir: Path | None) -> tuple[Outcome, Ending | None]:
+        """Leave the run waiting in its row for a person's decisions (no ending); if it
+        cannot (storage refused its files, or it is no longer the conversation's run), it
+        ends as any run does."""
+        assert outcome.waiting is not None
+        expires = utcnow() + timedelta(seconds=self.env.settings.approval_timeout_seconds)
+        sync = WorkspaceSync(self.env.storage, self.env.settings) if self._materialized else None
+        try:
+            if await self.recorder.suspend(
+                outcome.waiting, sync=sync, directory=workdir, expires_at=expires
+            ):
+                return outcome, None
+            message = "workspace storage failed before the run could wait for approval"
+            stopped = Outcome.failed(ErrorCode.STORAGE_UNAVAILABLE, message)
+        except Fenced:
+            stopped = Outcome.failed(
+                ErrorCode.FENCED, "the run is no longer its conversation's run"
+            )
+        return await self._close(stopped, workdir)
 
     async def _close(self, outcome: Outcome, workdir: Path | None) -> tuple[Outcome, Ending]:
         """Save what a stopped run left, wait briefly for the title, upload the files and

@@ -1,5 +1,6 @@
 """What every process does in the background for the runs of the whole deployment: it
-hears cancel requests and deletions, reaps the runs of processes that died, and sweeps
+hears cancel requests and deletions, reaps the runs of processes that died, denies
+approvals nobody gave in time and takes up the runs that waited for them, and sweeps
 away its copies of deleted conversations' workspaces."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from atelier.conversations.models import Conversation
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.db.base import utcnow
 from atelier.observability.metrics import Metrics
-from atelier.runs import service
+from atelier.runs import approvals, service
 from atelier.runs.environment import RunEnvironment, lock_key
 from atelier.runs.events import ErrorCode, RunError, RunFailed, RunStatus
 from atelier.runs.log import announce_end
@@ -33,11 +34,16 @@ WORKER_LOST_ERROR = RunError(code=ErrorCode.WORKER_LOST, message=service.WORKER_
 
 class Upkeep:
     def __init__(
-        self, env: RunEnvironment, metrics: Metrics, local: dict[uuid.UUID, RunTask]
+        self,
+        env: RunEnvironment,
+        metrics: Metrics,
+        local: dict[uuid.UUID, RunTask],
+        resume: Callable[[uuid.UUID], Awaitable[None]],
     ) -> None:
         self.env = env
         self.metrics = metrics
         self.local = local  # the runs this process executes
+        self.resume = resume  # takes up a run whose approvals are decided
 
     def start(self, cancel_channel: str, gone_channel: str) -> None:
         supervisor = self.env.supervisor
@@ -47,6 +53,7 @@ class Upkeep:
         supervisor.daemon(
             self._every(self._sweep_interval, self.sweep_workspaces), "workspace-sweep"
         )
+        supervisor.daemon(self._every(self._reap_interval, self.decided), "approval-expiry")
 
     async def _listen(self, channel: str, handle: Callable[[uuid.UUID], Awaitable[None]]) -> None:
         while True:
@@ -115,6 +122,18 @@ class Upkeep:
                 reaped += 1
                 await self.reaped(run_id)
         return reaped
+
+    async def decided(self) -> int:
+        """Deny the calls nobody decided in time, and take up every waiting run whose calls
+        are all decided (its decision may have come while no process could resume it)."""
+        timeout = self.env.settings.approval_timeout_seconds
+        async with self.env.sessions() as session:
+            await approvals.expire(session, f"no decision within {timeout:g} s")
+            ready = await approvals.decided_runs(session)
+            await session.commit()
+        for run_id in ready:
+            await self.resume(run_id)
+        return len(ready)
 
     async def reaped(self, run_id: uuid.UUID) -> None:
         """Its process died: count it, and end its event log for whoever watches it."""

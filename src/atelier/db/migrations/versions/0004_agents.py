@@ -1,4 +1,5 @@
 """agents and their immutable versions; conversations name one, runs record the one they ran
+and may wait for a person's approval of a tool call
 
 Revision ID: 0004
 Revises: 0003
@@ -27,6 +28,7 @@ DEFAULT_DEFINITION: dict[str, object] = {
     "model_id": None,
     "tools": None,
     "mcp_servers": [],
+    "approval": {"require": []},
     "limits": {"max_steps": None, "deadline_seconds": None, "max_output_tokens": None},
     "metadata": {},
 }
@@ -84,6 +86,37 @@ def upgrade() -> None:
                 ["id"],
                 ondelete="SET NULL",
             )
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("paused_event_id", sa.BigInteger(), nullable=True))
+        batch.alter_column("status", existing_type=sa.String(length=16), type_=sa.String(length=32))
+        batch.drop_constraint(op.f("ck_runs_status_known"), type_="check")
+        batch.create_check_constraint(
+            "status_known",
+            "status IN ('queued', 'running', 'awaiting_approval', 'completed', 'failed',"
+            " 'cancelled', 'timed_out')",
+        )
+    op.create_table(
+        "approvals",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("run_id", sa.Uuid(), nullable=False),
+        sa.Column("call_id", sa.String(length=128), nullable=False),
+        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("input", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("created_at", Time, nullable=False),
+        sa.Column("expires_at", Time, nullable=False),
+        sa.Column("decided_at", Time, nullable=True),
+        sa.CheckConstraint(
+            "status IN ('pending', 'approved', 'denied')", name=op.f("ck_approvals_status_known")
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], name=op.f("fk_approvals_run_id_runs"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_approvals")),
+    )
+    op.create_index("uq_approvals_run_call", "approvals", ["run_id", "call_id"], unique=True)
+    op.create_index("ix_approvals_status_expires", "approvals", ["status", "expires_at"])
     now = datetime.now(UTC)
     tenants = op.get_bind().execute(sa.text("SELECT id FROM tenants")).scalars().all()
     rows = [{"id": uuid.uuid4(), "tenant_id": uuid.UUID(str(t))} for t in tenants]
@@ -116,6 +149,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("approvals")
+    op.execute("UPDATE runs SET status = 'cancelled' WHERE status = 'awaiting_approval'")
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_constraint(op.f("ck_runs_status_known"), type_="check")
+        batch.create_check_constraint(
+            "status_known",
+            "status IN ('queued', 'running', 'completed', 'failed', 'cancelled', 'timed_out')",
+        )
+        batch.alter_column("status", existing_type=sa.String(length=32), type_=sa.String(length=16))
+        batch.drop_column("paused_event_id")
     for table in ("runs", "conversations"):
         with op.batch_alter_table(table) as batch:
             batch.drop_constraint(op.f(f"fk_{table}_agent_id_agents"), type_="foreignkey")

@@ -1,0 +1,109 @@
+"""Tool calls that wait for a person's decision. Functions flush; the caller commits.
+
+A run that needs approvals waits in its row (``awaiting_approval``), holding no task and
+no lock; its conversation stays busy (it is still the active run). Once every call is
+decided -- by a person, from any process, or denied when it expires -- any process may
+resume it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, exists, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.db.base import utcnow
+from atelier.http.errors import ProblemError
+from atelier.llm.base import ToolCall
+from atelier.runs.events import RunStatus
+from atelier.runs.models import Approval, Run
+
+PENDING, APPROVED, DENIED = "pending", "approved", "denied"
+
+
+@dataclass(frozen=True)
+class Decision:
+    approved: bool
+    reason: str | None
+
+
+async def request(
+    session: AsyncSession, run_id: uuid.UUID, calls: list[ToolCall], expires_at: datetime
+) -> None:
+    now = utcnow()
+    await session.execute(
+        insert(Approval),
+        [
+            {
+                "id": uuid.uuid4(),
+                "run_id": run_id,
+                "call_id": call.id,
+                "name": call.name,
+                "input": call.arguments,
+                "status": PENDING,
+                "created_at": now,
+                "expires_at": expires_at,
+            }
+            for call in calls
+        ],
+    )
+
+
+async def decide(
+    session: AsyncSession, run_id: uuid.UUID, call_id: str, approved: bool, reason: str | None
+) -> None:
+    """Record a decision, once: a second one is ``409 already_decided``."""
+    decided = await session.scalar(
+        update(Approval)
+        .where(Approval.run_id == run_id, Approval.call_id == call_id, Approval.status == PENDING)
+        .values(status=APPROVED if approved else DENIED, reason=reason, decided_at=utcnow())
+        .returning(Approval.id)
+    )
+    if decided is not None:
+        return
+    found = await session.scalar(
+        select(Approval.status).where(Approval.run_id == run_id, Approval.call_id == call_id)
+    )
+    if found is None:
+        raise ProblemError(404, "not_found", "the run waits for no such call")
+    raise ProblemError(409, "already_decided", f"this call was already {found}")
+
+
+async def decisions(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Decision]:
+    rows = await session.execute(
+        select(Approval.call_id, Approval.status, Approval.reason).where(
+            Approval.run_id == run_id, Approval.status != PENDING
+        )
+    )
+    return {call: Decision(status == APPROVED, reason) for call, status, reason in rows}
+
+
+async def expire(session: AsyncSession, reason: str) -> set[uuid.UUID]:
+    """Deny every call whose time to be decided has passed; the runs they belong to."""
+    rows = await session.scalars(
+        update(Approval)
+        .where(Approval.status == PENDING, Approval.expires_at < utcnow())
+        .values(status=DENIED, reason=reason, decided_at=utcnow())
+        .returning(Approval.run_id)
+    )
+    return set(rows)
+
+
+async def deny_pending(session: AsyncSession, run_id: uuid.UUID, reason: str) -> None:
+    await session.execute(
+        update(Approval)
+        .where(Approval.run_id == run_id, Approval.status == PENDING)
+        .values(status=DENIED, reason=reason, decided_at=utcnow())
+    )
+
+
+async def decided_runs(session: AsyncSession, limit: int = 100) -> list[uuid.UUID]:
+    """Runs that wait although every call of theirs is decided: ready to go on."""
+    pending = exists().where(Approval.run_id == Run.id, Approval.status == PENDING)
+    rows = await session.scalars(
+        select(Run.id).where(and_(Run.status == RunStatus.AWAITING_APPROVAL, ~pending)).limit(limit)
+    )
+    return list(rows)
