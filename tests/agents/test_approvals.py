@@ -14,7 +14,9 @@ from fastapi import FastAPI
 from httpx_sse import aconnect_sse
 from sqlalchemy import select
 
+from atelier.llm.base import ModelRequest, Stop, StreamEvent, TextDelta, ToolCall
 from atelier.runs.models import Approval, Run
+from tests.agents.mcp_server import McpServerProcess
 from tests.conftest import Caller
 from tests.live import serve_started
 from tests.runs.helpers import new_conversation
@@ -208,3 +210,105 @@ class TestNoDecisionInTime:
             run = await session.get(Run, uuid.UUID(run_id))
         assert run is not None
         assert run.status == "completed"
+
+
+class TestAnMcpToolThatNeedsApproval:
+    """The whole path on each backend: instructions, an MCP server, an approval rule."""
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, object]:
+        return {"mcp_allow_private": True}
+
+    async def test_approve_then_the_mcp_tools_result_and_the_reply(
+        self, app, client, caller
+    ) -> None:
+        with McpServerProcess() as crm:
+            agent = await client.post(
+                "/v1/agents",
+                json={
+                    "name": "support",
+                    "instructions": "You help support staff.",
+                    "tools": [],
+                    "mcp_servers": [{"name": "crm", "url": crm.url}],
+                    "approval": {"require": ["crm__*"]},
+                },
+                headers=caller.headers(),
+            )
+            conversation = await new_conversation(client, caller, agent_id=agent.json()["id"])
+            ask = 'call crm__find_customer {"email": "ann@example.com"}'
+            first = await stream_until(
+                client,
+                caller,
+                f"/v1/conversations/{conversation}/runs",
+                "approval.requested",
+                json={"input": ask},
+            )
+            run_id, call = first[0][2]["run_id"], first[-1][2]
+            assert call["name"] == "crm__find_customer"
+            path = f"/v1/conversations/{conversation}/runs/{run_id}"
+            await client.post(
+                f"{path}/approvals/{call['call_id']}",
+                json={"decision": "approve"},
+                headers=caller.headers(),
+            )
+            rest = await stream_until(
+                client, caller, f"{path}/events?after={first[-1][0]}", "run.completed"
+            )
+        tool = next(data for _, name, data in rest if name == "tool.completed")
+        assert "Ann Lee, plan gold" in tool["output"]
+        assert "Ann Lee" in [d for _, n, d in rest if n == "message.completed"][-1]["content"]
+        run = (await client.get(path, headers=caller.headers())).json()
+        assert (run["agent_id"], run["agent_version"]) == (agent.json()["id"], 1)
+
+
+class TwoWrites:
+    """A model that asks for two writes in one step, then says it is done."""
+
+    provider = "offline"
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        if request.messages[-1].role == "user":
+            yield ToolCall("call_x", "write_file", {"path": "x.txt", "content": "1"})
+            yield ToolCall("call_y", "write_file", {"path": "y.txt", "content": "2"})
+            yield Stop("tool_use")
+        else:
+            yield TextDelta("done")
+            yield Stop("end_turn")
+
+
+class TestSeveralCallsInOneStep:
+    async def test_the_run_goes_on_only_once_every_call_is_decided(
+        self, app, client, caller
+    ) -> None:
+        app.state.resources.models.providers["offline"] = TwoWrites()
+        conversation = await careful_conversation(client, caller)
+        runs = f"/v1/conversations/{conversation}/runs"
+        first = await stream_until(client, caller, runs, "usage", json={"input": "two files"})
+        run_id = first[0][2]["run_id"]
+        path = f"{runs}/{run_id}"
+        decide = f"{path}/approvals"
+        async with asyncio.timeout(10):  # it waits in its row, held by no task
+            while run_id in {str(r) for r in app.state.resources.runs.local}:
+                await asyncio.sleep(0.01)
+        approved = await client.post(
+            f"{decide}/call_x", json={"decision": "approve"}, headers=caller.headers()
+        )
+        assert approved.json()["status"] == "awaiting_approval"  # call_y is not decided
+        assert run_id not in {str(r) for r in app.state.resources.runs.local}
+        denied = await client.post(
+            f"{decide}/call_y", json={"decision": "deny"}, headers=caller.headers()
+        )
+        assert denied.status_code == 200
+        rest = await stream_until(client, caller, f"{path}/events", "run.completed")
+        names = [name for _, name, _ in rest]
+        assert names.count("approval.requested") == 2
+        assert names.count("approval.resolved") == 2
+        results = {d["call_id"]: d["is_error"] for _, n, d in rest if n == "tool.completed"}
+        assert results == {"call_x": False, "call_y": True}
+        x = await client.get(
+            f"/v1/conversations/{conversation}/files/x.txt", headers=caller.headers()
+        )
+        y = await client.get(
+            f"/v1/conversations/{conversation}/files/y.txt", headers=caller.headers()
+        )
+        assert (x.status_code, y.status_code) == (200, 404)

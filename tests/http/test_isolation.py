@@ -31,6 +31,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/chats/{chat_id}/messages"): {"json": {"content": "hello"}},
     ("post", "/v1/agents"): {"json": {"name": "intruder"}},
     ("patch", "/v1/agents/{agent_id}"): {"json": {"instructions": "mine now"}},
+    ("post", "/v1/conversations/{conversation_id}/runs/{run_id}/approvals/{call_id}"): {
+        "json": {"decision": "approve"}
+    },
 }
 # Tenant-wide by contract (agents): another tenant gets 404, another user of the same
 # tenant may use them.
@@ -60,6 +63,7 @@ class Owned:
             "chat_id": chat,
             "agent_id": agent,
             "number": "1",
+            "call_id": "call_1",
             "path": "secret/plan.txt",
         }
 
@@ -150,7 +154,9 @@ async def test_every_operation_refuses_other_tenants_and_other_users(
             if (method, template) in UNOWNED:
                 assert response.status_code < 400, (who, method, template, response.text)
                 for name, secret in alice.ids.items():
-                    if name == "number" or (who == "another user" and name == "agent_id"):
+                    if name in ("number", "call_id") or (
+                        who == "another user" and name == "agent_id"
+                    ):
                         continue  # no secret; the tenant's agents are every user's
                     assert secret not in response.text, (who, method, template)
             else:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, exists, insert, select, update
+from sqlalchemy import Exists, and_, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.db.base import utcnow
@@ -28,6 +29,11 @@ PENDING, APPROVED, DENIED = "pending", "approved", "denied"
 class Decision:
     approved: bool
     reason: str | None
+
+
+def undecided(run_id: uuid.UUID | Any) -> Exists:
+    """Whether the run still waits for a decision (``run_id``: a value or a column)."""
+    return exists().where(Approval.run_id == run_id, Approval.status == PENDING)
 
 
 async def request(
@@ -102,8 +108,9 @@ async def deny_pending(session: AsyncSession, run_id: uuid.UUID, reason: str) ->
 
 async def decided_runs(session: AsyncSession, limit: int = 100) -> list[uuid.UUID]:
     """Runs that wait although every call of theirs is decided: ready to go on."""
-    pending = exists().where(Approval.run_id == Run.id, Approval.status == PENDING)
     rows = await session.scalars(
-        select(Run.id).where(and_(Run.status == RunStatus.AWAITING_APPROVAL, ~pending)).limit(limit)
+        select(Run.id)
+        .where(and_(Run.status == RunStatus.AWAITING_APPROVAL, ~undecided(Run.id)))
+        .limit(limit)
     )
     return list(rows)

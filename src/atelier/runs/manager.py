@@ -97,7 +97,7 @@ class RunManager:
             run = RunTask(self.env, request)
             self.local[run.run_id] = run
             task = self.env.supervisor.spawn(run.execute(), name=f"run-{run.run_id}")
-            task.add_done_callback(functools.partial(self._finished, run.run_id))
+            task.add_done_callback(functools.partial(self._finished, run))
             try:
                 # Shielded: a client that leaves now does not stop a run being accepted.
                 return run, await asyncio.shield(run.accepted)
@@ -117,8 +117,9 @@ class RunManager:
             row = active.first()
         return row is not None and row.active_run_id is None
 
-    def _finished(self, run_id: uuid.UUID, task: asyncio.Task[Outcome | None]) -> None:
-        self.local.pop(run_id, None)
+    def _finished(self, run: RunTask, task: asyncio.Task[Outcome | None]) -> None:
+        if self.local.get(run.run_id) is run:
+            del self.local[run.run_id]
         if task.cancelled() or task.exception() is not None:
             outcome: Outcome | None = Outcome(RunStatus.CANCELLED)
         else:
@@ -126,6 +127,9 @@ class RunManager:
         if outcome is not None:  # None: never accepted
             self.metrics.runs_finished.labels(outcome.status).inc()
             self.metrics.runs_active.dec()
+        if outcome is not None and outcome.status == RunStatus.AWAITING_APPROVAL:
+            # Its decisions may have come while it was still letting go of its lock.
+            self.env.supervisor.spawn(self.resume(run.run_id), name=f"run-resume-{run.run_id}")
 
     async def resume(self, run_id: uuid.UUID) -> None:
         """Go on with a run whose approvals are all decided, here (any process may; the
@@ -135,16 +139,18 @@ class RunManager:
             row = (
                 await session.execute(
                     select(Run.conversation_id, Run.paused_event_id).where(
-                        Run.id == run_id, Run.status == RunStatus.AWAITING_APPROVAL
+                        Run.id == run_id,
+                        Run.status == RunStatus.AWAITING_APPROVAL,
+                        ~approvals.undecided(run_id),
                     )
                 )
             ).first()
-        if row is None or row.paused_event_id is None:
+        if row is None or row.paused_event_id is None or run_id in self.local:
             return
         run = RunTask(self.env, None, Waiting(run_id, row.conversation_id, row.paused_event_id))
         self.local[run_id] = run
         task = self.env.supervisor.spawn(run.execute(), name=f"run-{run_id}")
-        task.add_done_callback(functools.partial(self._finished, run_id))
+        task.add_done_callback(functools.partial(self._finished, run))
         try:
             await asyncio.shield(run.accepted)
         except (LeaseHeld, NotResumed, CoordinationUnavailable):

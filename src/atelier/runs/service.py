@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, and_, insert, select, update
+from sqlalchemy import ColumnElement, and_, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.service import ResolvedAgent
@@ -20,7 +20,7 @@ from atelier.conversations.models import Conversation, Kind, Message
 from atelier.db.base import utcnow
 from atelier.http.scope import Principal
 from atelier.runs.events import ACTIVE_STATUSES, ErrorCode, RunError, RunStatus
-from atelier.runs.models import Run
+from atelier.runs.models import Approval, Run
 
 WORKER_LOST = "the process running it stopped"
 
@@ -261,10 +261,15 @@ async def pause_run(session: AsyncSession, run_id: uuid.UUID, paused_event_id: i
 async def unpause_run(
     session: AsyncSession, run_id: uuid.UUID, owner_id: str
 ) -> tuple[Run, Claimed] | None:
-    """Take a waiting run back up in this process; None if another took it, or it ended."""
+    """Take up a waiting run in this process once every call it waits with is decided;
+    None if one is not, another process took it, or it ended."""
     resumed = await session.scalar(
         update(Run)
-        .where(Run.id == run_id, Run.status == RunStatus.AWAITING_APPROVAL)
+        .where(
+            Run.id == run_id,
+            Run.status == RunStatus.AWAITING_APPROVAL,
+            ~exists().where(Approval.run_id == run_id, Approval.status == "pending"),
+        )
         .values(status=RunStatus.RUNNING, owner_id=owner_id, heartbeat_at=utcnow())
         .returning(Run.id)
     )
