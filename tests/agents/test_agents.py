@@ -108,6 +108,10 @@ class TestAgentVersions:
             ({"name": "has space"}, "name"),
             ({"limits": {"max_steps": 0}}, "limits"),
             ({"instructions": "nul\u0000"}, "instructions"),
+            ({"approval": {"require": ["write_[file"]}}, "approval"),
+            ({"approval": {"require": ["rm -rf *"]}}, "approval"),
+            ({"mcp_servers": [{"name": "crm", "url": "file:///etc/passwd"}]}, "mcp_servers"),
+            ({"mcp_servers": [{"name": "a b", "url": "https://crm.example/mcp"}]}, "mcp_servers"),
         ],
     )
     async def test_a_bad_definition_is_422_naming_the_field_and_saves_nothing(

@@ -11,9 +11,9 @@ import uuid
 import pytest
 
 from atelier.http.sse import KEEPALIVE_SECONDS
-from atelier.runs import follow
+from atelier.runs import closing, follow
+from atelier.runs.closing import Ending
 from atelier.runs.models import Run
-from atelier.runs.recorder import Ending, Recorder
 from tests.runs.helpers import TERMINAL, new_conversation, parse_sse, run_streamed, start
 
 
@@ -51,7 +51,7 @@ async def test_a_local_follower_ends_with_the_rows_terminal_event_when_memory_ne
     bug lost the event): the follower in its process used to wait for it forever."""
     monkeypatch.setattr(follow, "LOCAL_QUIET_SECONDS", 0.05)
     lost: list[Ending] = []
-    monkeypatch.setattr(Recorder, "announce", lambda self, ending: lost.append(ending))
+    monkeypatch.setattr(closing, "announce", lambda recorder, ending: lost.append(ending))
     conversation = await new_conversation(client, caller)
     async with asyncio.timeout(30):
         events = await run_streamed(client, caller, conversation, "hello")

@@ -14,31 +14,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 import structlog
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from atelier.conversations.models import Message
 from atelier.coordination.base import Coordination, CoordinationUnavailable, LogEvent
-from atelier.db.base import utcnow
 from atelier.http.sse import EventBatch, ServerSentEvent
 from atelier.runs.events import (
-    ACTIVE_STATUSES,
     TERMINAL_TYPES,
-    ErrorCode,
-    MessageCompleted,
-    RunError,
-    RunStatus,
-    Usage,
-    ended,
 )
 from atelier.runs.log import RunEventLog, log_name
-from atelier.runs.models import Run
-from atelier.usage.models import UsageRecord
+from atelier.runs.replay import recover, run_state
 
 log = structlog.get_logger("atelier.runs")
 
@@ -97,7 +83,7 @@ async def follow_local(
             # run that died between closing its row and announcing it). The row decides,
             # after one more quiet interval for the run's own terminal event.
             quiet += 1
-            state = await _state(sessions, run_log.run_id)
+            state = await run_state(sessions, run_log.run_id)
             if state is None or state.active:
                 quiet = 0
             elif quiet >= 2:
@@ -108,7 +94,7 @@ async def follow_local(
                     last_emitted=run_log.last_id,
                     recorded=state.last_event_id,
                 )
-                recovered = await _recover(sessions, run_log.run_id, last, state.last_event_id)
+                recovered = await recover(sessions, run_log.run_id, last, state.last_event_id)
                 yield EventBatch([*recovered, state.terminal(run_log.run_id)])
                 return
             continue
@@ -117,7 +103,7 @@ async def follow_local(
             events = await _shared(coordination, run_log.name, last)
             missing_until = min(events[0].id - 1, run_log.dropped) if events else run_log.dropped
             if missing_until > last:  # the shared log lost them
-                recovered = await _recover(sessions, run_log.run_id, last, missing_until)
+                recovered = await recover(sessions, run_log.run_id, last, missing_until)
                 if recovered:
                     yield EventBatch(recovered)
                 last = missing_until
@@ -156,7 +142,7 @@ async def follow_shared(
         if events:
             quiet = 0
             if events[0].id > last + 1:  # a gap the shared log lost
-                recovered = await _recover(sessions, run_id, last, events[0].id - 1)
+                recovered = await recover(sessions, run_id, last, events[0].id - 1)
                 if recovered:
                     yield EventBatch(recovered)
             batch, done = _to_sse(events)
@@ -168,59 +154,16 @@ async def follow_shared(
         quiet += 1
         if not outage and quiet % CHECK_ROW_EVERY != 1:
             continue
-        state = await _state(sessions, run_id)
+        state = await run_state(sessions, run_id)
         if state is None or state.active:
             continue
         if state.last_event_id is None and state.age_seconds < settle_seconds:
             continue  # its terminal event may still come through the log
         if not outage and state.last_event_id is not None and quiet < 2:
             continue  # one more full read of the log before the database's word
-        recovered = await _recover(sessions, run_id, last, state.last_event_id)
+        recovered = await recover(sessions, run_id, last, state.last_event_id)
         yield EventBatch([*recovered, state.terminal(run_id)])
         return
-
-
-@dataclass(frozen=True)
-class _RunState:
-    status: RunStatus | None  # None: the run is gone (its conversation was deleted)
-    error: RunError | None
-    last_event_id: int | None
-    ended_at: datetime | None
-
-    @property
-    def active(self) -> bool:
-        return self.status in ACTIVE_STATUSES or (self.status is not None and not self.ended_at)
-
-    @property
-    def age_seconds(self) -> float:
-        return (utcnow() - self.ended_at).total_seconds() if self.ended_at else float("inf")
-
-    def terminal(self, run_id: uuid.UUID) -> ServerSentEvent:
-        error: RunError | None
-        if self.status is None:
-            status = RunStatus.CANCELLED
-            error = RunError(
-                code=ErrorCode.CONVERSATION_DELETED, message="the conversation is gone"
-            )
-        else:
-            status, error = self.status, self.error
-        event = ended(status, str(run_id), error)
-        # Without the id the run gave it, no id at all: never one that names another event.
-        return ServerSentEvent(event.data, event.type, self.last_event_id)
-
-
-async def _state(sessions: Sessions, run_id: uuid.UUID) -> _RunState | None:
-    """The run's row as a follower needs it; None when the database did not answer (the
-    follower asks again later, and the stream stays open with keep-alives meanwhile)."""
-    try:
-        async with sessions() as session:
-            run = await session.scalar(select(Run).where(Run.id == run_id))
-    except SQLAlchemyError:
-        log.warning("run state unreadable; retrying", run_id=str(run_id))
-        return None
-    if run is None:
-        return _RunState(None, None, None, utcnow())
-    return _RunState(RunStatus(run.status), run.error, run.last_event_id, run.ended_at)
 
 
 async def _shared(coordination: Coordination, name: str, after: int) -> list[LogEvent]:
@@ -228,53 +171,3 @@ async def _shared(coordination: Coordination, name: str, after: int) -> list[Log
         return await coordination.read_events(name, after, 0)
     except CoordinationUnavailable:
         return []
-
-
-async def _recover(
-    sessions: Sessions, run_id: uuid.UUID, after: int, until: int | None
-) -> list[ServerSentEvent]:
-    """The run's durable events numbered in (after, until], from the database."""
-    top = until if until is not None else 2**62
-    try:
-        async with sessions() as session:
-            messages = await session.scalars(
-                select(Message).where(
-                    Message.run_id == run_id, Message.event_id > after, Message.event_id <= top
-                )
-            )
-            usages = await session.scalars(
-                select(UsageRecord).where(
-                    UsageRecord.run_id == run_id,
-                    UsageRecord.event_id > after,
-                    UsageRecord.event_id <= top,
-                )
-            )
-            found: list[tuple[int, MessageCompleted | Usage]] = [
-                (m.event_id, _completed(m)) for m in messages if m.event_id is not None
-            ]
-            found += [(u.event_id, _usage(u)) for u in usages if u.event_id is not None]
-    except SQLAlchemyError:
-        log.warning("run events unrecoverable", run_id=str(run_id), after=after, until=until)
-        return []
-    return [ServerSentEvent(e.data, e.type, number) for number, e in sorted(found)]
-
-
-def _completed(message: Message) -> MessageCompleted:
-    return MessageCompleted(
-        message_id=str(message.id),
-        seq=message.seq,
-        role=message.role,
-        content=message.content,
-        incomplete=message.incomplete,
-        stop_reason=message.stop_reason,
-    )
-
-
-def _usage(record: UsageRecord) -> Usage:
-    return Usage(
-        input_tokens=record.input_tokens,
-        output_tokens=record.output_tokens,
-        cache_read_tokens=record.cache_read_tokens,
-        cache_write_tokens=record.cache_write_tokens,
-        cost=record.cost,
-    )

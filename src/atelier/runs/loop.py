@@ -27,51 +27,15 @@ from atelier.runs.approvals import Decision
 from atelier.runs.events import (
     ErrorCode,
     MessageDelta,
-    RunError,
-    RunStatus,
     ToolCompleted,
     ToolStarted,
 )
+from atelier.runs.outcome import COMPLETED, AwaitingApproval, Outcome
 from atelier.runs.recorder import Recorder
 from atelier.runs.spec import AgentSpec
 from atelier.runs.tools import Tools
 
 COMPACT_AFTER = 256  # pieces of a streamed reply kept apart before they are joined
-
-
-class AwaitingApproval(Exception):
-    """The model asked for calls a person must approve first: the run waits in its row."""
-
-    def __init__(self, calls: list[ToolCall]) -> None:
-        super().__init__(f"{len(calls)} tool calls wait for approval")
-        self.calls = calls
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: RunStatus
-    error: RunError | None = None
-    waiting: list[ToolCall] | None = None  # the calls an awaiting run waits with
-
-    @classmethod
-    def failed(cls, code: ErrorCode, message: str, status: RunStatus = RunStatus.FAILED) -> Outcome:
-        return cls(status, RunError(code=code, message=message))
-
-    @property
-    def may_write(self) -> bool:
-        """A run that lost its row must not write; SQL fences every other write."""
-        return self.error is None or self.error.code not in (
-            ErrorCode.WORKER_LOST,
-            ErrorCode.FENCED,
-        )
-
-    @property
-    def may_upload(self) -> bool:
-        """Storage is not fenced: only the lock holder may change the workspace."""
-        return self.may_write and (self.error is None or self.error.code != ErrorCode.LEASE_LOST)
-
-
-COMPLETED = Outcome(RunStatus.COMPLETED)
 
 
 @dataclass

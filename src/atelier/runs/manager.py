@@ -22,15 +22,15 @@ from atelier.coordination.lease import Lease, LeaseHeld
 from atelier.http.errors import ProblemError
 from atelier.http.sse import EventBatch
 from atelier.observability.metrics import Metrics
-from atelier.runs import approvals, service
+from atelier.runs import approvals, pausing, service
 from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
-from atelier.runs.events import RunCancelled, RunStatus
+from atelier.runs.events import RunStatus
 from atelier.runs.follow import follow_local, follow_shared
-from atelier.runs.log import log_name
-from atelier.runs.loop import Outcome
 from atelier.runs.models import Run
+from atelier.runs.outcome import Outcome
+from atelier.runs.pausing import NotResumed, Waiting
 from atelier.runs.recorder import Opened
-from atelier.runs.supervision import NotResumed, RunTask, Waiting
+from atelier.runs.supervision import RunTask
 from atelier.runs.tools import ToolsFactory
 from atelier.runs.upkeep import Upkeep
 
@@ -171,40 +171,12 @@ class RunManager:
         if run is not None:
             run.stop("cancelled")
             return
-        if await self._cancel_waiting(run_id):
+        if await pausing.cancel_waiting(self.env, run_id):
             return
         try:
             await self.env.coordination.publish(CANCEL_CHANNEL, str(run_id))
         except CoordinationUnavailable as exc:
             raise unavailable("the cancel request cannot reach the run now") from exc
-
-    async def _cancel_waiting(self, run_id: uuid.UUID) -> bool:
-        """A run waiting for approvals has no process to stop: end it here, in its row and
-        its log. False if it is not waiting (it runs somewhere, or it ended)."""
-        async with self.env.sessions() as session:
-            paused = await session.scalar(
-                select(Run.paused_event_id).where(
-                    Run.id == run_id, Run.status == RunStatus.AWAITING_APPROVAL
-                )
-            )
-            if paused is None:
-                return False
-            final = paused + 1
-            if not await service.end_run(
-                session, run_id, RunStatus.CANCELLED, last_event_id=final, waiting_only=True
-            ):
-                return False  # taken up again a moment ago: it runs, and hears the signal
-            await approvals.deny_pending(session, run_id, "the run was cancelled")
-            await session.commit()
-        end = RunCancelled(run_id=str(run_id))
-        with contextlib.suppress(CoordinationUnavailable):  # followers fall back to the row
-            await self.env.coordination.append_events(
-                log_name(run_id), [(end.type, end.data)], first_id=final
-            )
-            await self.env.coordination.expire_log(
-                log_name(run_id), self.env.settings.run_event_retention_seconds
-            )
-        return True
 
     def events(self, run_id: uuid.UUID, after: int) -> AsyncIterator[EventBatch]:
         """The run's events numbered above ``after``, up to its terminal one: from memory if

@@ -25,6 +25,8 @@ from mcp.shared.exceptions import McpError
 from mcp.types import CallToolResult
 
 from atelier.agents.schemas import McpServer
+from atelier.agents.secrets import Sealer, SecretsUnavailable
+from atelier.agents.service import ResolvedAgent
 from atelier.http.outbound import tenant_client
 from atelier.llm.base import ToolCall, ToolResult, ToolSpec
 from atelier.settings import Settings
@@ -101,6 +103,20 @@ class McpTools:
                 tools[name] = (server.name, tool.name)
                 specs.append(ToolSpec(name, tool.description, tool.parameters))
         return cls(settings, {s.name: s for s in servers}, headers, tools, specs)
+
+    @classmethod
+    async def of_agent(
+        cls, settings: Settings, sealer: Sealer, agent: ResolvedAgent, cache: ToolListCache
+    ) -> McpTools:
+        """The agent version's MCP tools; servers whose headers cannot be opened offer none."""
+        servers = agent.definition.mcp_servers
+        try:
+            headers = sealer.open(agent.sealed_secrets)
+        except SecretsUnavailable:
+            log.error("MCP server headers cannot be opened", agent_id=str(agent.agent_id))
+            servers = [server for server in servers if not server.header_names]
+            headers = {}
+        return await cls.listed(settings, servers, headers, cache)
 
     async def call(self, call: ToolCall) -> ToolResult:
         server_name, tool = self.tools[call.name]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, and_, exists, insert, select, update
+from sqlalchemy import ColumnElement, and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.service import ResolvedAgent
@@ -20,7 +20,7 @@ from atelier.conversations.models import Conversation, Kind, Message
 from atelier.db.base import utcnow
 from atelier.http.scope import Principal
 from atelier.runs.events import ACTIVE_STATUSES, ErrorCode, RunError, RunStatus
-from atelier.runs.models import Approval, Run
+from atelier.runs.models import Run
 
 WORKER_LOST = "the process running it stopped"
 
@@ -239,59 +239,6 @@ async def end_run(
         .execution_options(synchronize_session=False)
     )
     return True
-
-
-async def pause_run(session: AsyncSession, run_id: uuid.UUID, paused_event_id: int) -> bool:
-    """The running run now waits for approvals, with no process; False if it is no longer
-    running (reaped, cancelled)."""
-    paused = await session.scalar(
-        update(Run)
-        .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
-        .values(
-            status=RunStatus.AWAITING_APPROVAL,
-            paused_event_id=paused_event_id,
-            owner_id=None,
-            heartbeat_at=utcnow(),
-        )
-        .returning(Run.id)
-    )
-    return paused is not None
-
-
-async def unpause_run(
-    session: AsyncSession, run_id: uuid.UUID, owner_id: str
-) -> tuple[Run, Claimed] | None:
-    """Take up a waiting run in this process once every call it waits with is decided;
-    None if one is not, another process took it, or it ended."""
-    resumed = await session.scalar(
-        update(Run)
-        .where(
-            Run.id == run_id,
-            Run.status == RunStatus.AWAITING_APPROVAL,
-            ~exists().where(Approval.run_id == run_id, Approval.status == "pending"),
-        )
-        .values(status=RunStatus.RUNNING, owner_id=owner_id, heartbeat_at=utcnow())
-        .returning(Run.id)
-    )
-    if resumed is None:
-        return None
-    run = await session.get(Run, run_id, populate_existing=True)
-    assert run is not None
-    conversation = await session.get(Conversation, run.conversation_id)
-    assert conversation is not None, "a run goes with its conversation"
-    claimed = Claimed(
-        conversation.id,
-        conversation.tenant_id,
-        conversation.user_id,
-        "agent",
-        conversation.title,
-        conversation.model_id,
-        run.agent_id,
-        run.agent_version,
-        conversation.estimated_context_tokens,
-        0,  # not a new exchange: no title to make
-    )
-    return run, claimed
 
 
 async def stale_runs(

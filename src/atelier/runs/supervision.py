@@ -13,62 +13,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 from uuid import uuid4
 
 import structlog
-from sqlalchemy.exc import DBAPIError
 
-from atelier.agents.secrets import SecretsUnavailable
-from atelier.agents.service import ResolvedAgent
 from atelier.conversations.messages import Fenced
 from atelier.coordination.lease import Lease
 from atelier.db.base import utcnow
 from atelier.llm.base import ModelError, ToolCall
-from atelier.runs import service
+from atelier.runs import closing, pausing
 from atelier.runs.admission import admit
 from atelier.runs.approvals import Decision
+from atelier.runs.closing import Ending
 from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
 from atelier.runs.events import ErrorCode, RunCancelled, RunStatus, ended
 from atelier.runs.log import RunEventLog
-from atelier.runs.loop import AgentLoop, AwaitingApproval, Outcome, Transcript
+from atelier.runs.loop import AgentLoop, Transcript
 from atelier.runs.mcp import McpTools
-from atelier.runs.recorder import Ending, Opened, Recorder
+from atelier.runs.outcome import FENCED, Outcome, StopReason, outcome_of
+from atelier.runs.pausing import NotResumed, Waiting
+from atelier.runs.recorder import Opened, Recorder
 from atelier.runs.spec import AgentSpec, chat_agent, workspace_agent
 from atelier.runs.title import ready_title, start_title
-from atelier.runs.tools import Toolbox, Tools, enabled
+from atelier.runs.toolbox import Toolbox, enabled
+from atelier.runs.tools import Tools
+from atelier.runs.watchdogs import Watchdogs
 from atelier.supervisor import absorbed, finish
-from atelier.workspace.base import StorageError
 from atelier.workspace.sync import WorkspaceSync
 
 log = structlog.get_logger("atelier.runs")
 T = TypeVar("T")
-StopReason = Literal["cancelled", "shutdown", "lease_lost", "reaped", "idle"]
-STOPPED: dict[str, Outcome] = {
-    "cancelled": Outcome(RunStatus.CANCELLED),
-    "shutdown": Outcome.failed(
-        ErrorCode.SHUTDOWN, "the server shut down before the run finished", RunStatus.CANCELLED
-    ),
-    "lease_lost": Outcome.failed(ErrorCode.LEASE_LOST, "the run lost its conversation lock"),
-    "reaped": Outcome.failed(ErrorCode.WORKER_LOST, "the run was taken for dead"),
-}
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """A run that waited for approvals, to be taken up again."""
-
-    run_id: uuid.UUID
-    conversation_id: uuid.UUID
-    paused_event_id: int
-
-
-class NotResumed(Exception):
-    """Another process took the waiting run up, or it ended meanwhile."""
 
 
 class RunTask:
@@ -97,7 +74,7 @@ class RunTask:
         self._agent: AgentLoop | None = None
         self._materialized = False
         self._title: asyncio.Task[str | None] | None = None
-        self._last_progress: float | None = None  # loop time; None until the agent starts
+        self.watchdogs = Watchdogs(env, self.run_id, self.stop)
 
     def stop(self, reason: StopReason) -> None:
         """Stop the work for ``reason``; the first reason given is the one that counts."""
@@ -146,7 +123,7 @@ class RunTask:
                 # Cancelled again while letting go of the lock: the stream still ends, and
                 # says what the row says when the row was closed.
                 if ending is not None:
-                    self.recorder.announce(ending)
+                    closing.announce(self.recorder, ending)
                 elif paused:
                     self.events.mark_paused()
                 else:
@@ -162,7 +139,7 @@ class RunTask:
             await self.events.pause()
             return outcome
         assert ending is not None  # every path above that did not raise has one
-        self.recorder.announce(ending)
+        closing.announce(self.recorder, ending)
         await self.events.close(settings.run_event_retention_seconds)
         return outcome
 
@@ -170,7 +147,7 @@ class RunTask:
         """A new run, stored; or a waiting run taken up, with the decisions it waited for."""
         settings = self.env.settings
         if self.waiting is not None:
-            reopened = await self.recorder.reopen(self.env.owner_id, self.env.catalog)
+            reopened = await pausing.reopen(self.recorder, self.env.owner_id, self.env.catalog)
             if reopened is None:
                 raise NotResumed
             opened, self._pending, self._decisions = reopened
@@ -195,8 +172,8 @@ class RunTask:
 
     async def _supervise(self, opened: Opened, spec: AgentSpec, workdir: Path | None) -> Outcome:
         watchers = [
-            asyncio.create_task(self._heartbeat(), name=f"run-heartbeat-{self.run_id}"),
-            asyncio.create_task(self._watch_idle(), name=f"run-idle-{self.run_id}"),
+            asyncio.create_task(self.watchdogs.heartbeat(), name=f"run-heartbeat-{self.run_id}"),
+            asyncio.create_task(self.watchdogs.watch_idle(), name=f"run-idle-{self.run_id}"),
         ]
         self._work = asyncio.create_task(
             self._steps(opened, spec, workdir), name=f"run-work-{self.run_id}"
@@ -215,7 +192,7 @@ class RunTask:
             for watcher in watchers:
                 watcher.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
-        return self._outcome_of(self._work)
+        return outcome_of(self._work, self._stop_reason, self.env.settings, self.run_id)
 
     async def _steps(self, opened: Opened, spec: AgentSpec, workdir: Path | None) -> Outcome:
         provider = self.env.models.get(opened.model.provider)
@@ -228,7 +205,11 @@ class RunTask:
             self._materialized = True
             sources.append(enabled(self.env.tools_factory(workdir), spec.tools))
         if opened.agent is not None and opened.agent.definition.mcp_servers:
-            sources.append(await self._mcp_tools(opened.agent))
+            sources.append(
+                await McpTools.of_agent(
+                    self.env.settings, self.env.sealer, opened.agent, self.env.mcp_tool_lists
+                )
+            )
         tools = Toolbox(sources) if sources else None
         self._agent = AgentLoop(
             spec,
@@ -237,7 +218,7 @@ class RunTask:
             tools,
             self.recorder,
             Transcript(opened.history, calls=self._pending),
-            on_progress=self._progress,
+            on_progress=self.watchdogs.progress,
             on_first_output=self._first_output,
             decisions=self._decisions,
         )
@@ -251,47 +232,6 @@ class RunTask:
                 raise TimeoutError(message) from exc
             raise
 
-    def _outcome_of(self, work: asyncio.Task[Outcome]) -> Outcome:
-        if work.cancelled() and self._stop_reason == "idle":
-            idle = self.env.settings.run_idle_timeout_seconds
-            message = f"no model or tool progress for {idle:g} s"
-            return Outcome.failed(ErrorCode.TIMED_OUT, message, RunStatus.TIMED_OUT)
-        if work.cancelled():
-            return STOPPED[self._stop_reason or "shutdown"]
-        exc = work.exception()
-        if exc is None:
-            return work.result()
-        if isinstance(exc, AwaitingApproval):
-            return Outcome(RunStatus.AWAITING_APPROVAL, waiting=exc.calls)
-        if isinstance(exc, TimeoutError):
-            message = str(exc) or "the run took too long"
-            return Outcome.failed(ErrorCode.TIMED_OUT, message, RunStatus.TIMED_OUT)
-        if isinstance(exc, Fenced):
-            return Outcome.failed(ErrorCode.FENCED, "the run is no longer its conversation's run")
-        if isinstance(exc, ModelError):
-            log.warning("model call failed", run_id=str(self.run_id), error=str(exc))
-            return Outcome.failed(ErrorCode.MODEL_ERROR, str(exc))
-        if isinstance(exc, StorageError):
-            message = f"workspace storage failed: {exc}"
-            return Outcome.failed(ErrorCode.STORAGE_UNAVAILABLE, message)
-        if isinstance(exc, DBAPIError):
-            log.warning("run stopped by a database failure", run_id=str(self.run_id), exc_info=exc)
-            message = "the database failed during the run; what it had saved is kept"
-            return Outcome.failed(ErrorCode.DATABASE_UNAVAILABLE, message)
-        log.error("run failed", run_id=str(self.run_id), exc_info=exc)
-        return Outcome.failed(ErrorCode.INTERNAL_ERROR, type(exc).__name__)
-
-    async def _mcp_tools(self, agent: ResolvedAgent) -> McpTools:
-        """The agent's MCP tools; servers whose headers cannot be opened offer none."""
-        servers = agent.definition.mcp_servers
-        try:
-            headers = self.env.sealer.open(agent.sealed_secrets)
-        except SecretsUnavailable:
-            log.error("MCP server headers cannot be opened", run_id=str(self.run_id))
-            servers = [server for server in servers if not server.header_names]
-            headers = {}
-        return await McpTools.listed(self.env.settings, servers, headers, self.env.mcp_tool_lists)
-
     async def _wait(self, outcome: Outcome, workdir: Path | None) -> tuple[Outcome, Ending | None]:
         """Leave the run waiting in its row for a person's decisions (no ending); if it
         cannot (storage refused its files, or it is no longer the conversation's run), it
@@ -300,8 +240,8 @@ class RunTask:
         expires = utcnow() + timedelta(seconds=self.env.settings.approval_timeout_seconds)
         sync = WorkspaceSync(self.env.storage, self.env.settings) if self._materialized else None
         try:
-            if await self.recorder.suspend(
-                outcome.waiting, sync=sync, directory=workdir, expires_at=expires
+            if await pausing.suspend(
+                self.recorder, outcome.waiting, sync=sync, directory=workdir, expires_at=expires
             ):
                 return outcome, None
             message = "workspace storage failed before the run could wait for approval"
@@ -319,11 +259,10 @@ class RunTask:
             try:
                 await self.recorder.persisting("run could not be saved", self._agent.save_unsaved)
             except Fenced:
-                outcome = Outcome.failed(
-                    ErrorCode.FENCED, "the run is no longer its conversation's run"
-                )
+                outcome = FENCED
         upload = outcome.may_upload and self._materialized
-        status, error, ending = await self.recorder.close(
+        status, error, ending = await closing.close(
+            self.recorder,
             outcome.status,
             outcome.error,
             sync=WorkspaceSync(self.env.storage, self.env.settings) if upload else None,
@@ -336,36 +275,3 @@ class RunTask:
         if self._title is None or outcome.status != RunStatus.COMPLETED:
             return None
         return await ready_title(self._title, self.env.settings.title_wait_seconds)
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.env.settings.run_lease_seconds / 3)
-            try:
-                async with self.env.sessions() as session:
-                    alive = await service.heartbeat(session, self.run_id)
-                    await session.commit()
-            except Exception:
-                log.warning("run heartbeat failed", run_id=str(self.run_id), exc_info=True)
-                continue
-            if not alive:
-                self.stop("reaped")
-                return
-
-    async def _watch_idle(self) -> None:
-        """Stop the work once neither the model nor a tool made progress for too long.
-
-        A watchdog rather than a timer moved on every token: progress costs one store.
-        """
-        idle = self.env.settings.run_idle_timeout_seconds
-        while True:
-            if self._last_progress is None:
-                await asyncio.sleep(idle / 4)
-                continue
-            quiet = self._loop.time() - self._last_progress
-            if quiet >= idle:
-                self.stop("idle")
-                return
-            await asyncio.sleep(idle - quiet)
-
-    def _progress(self) -> None:
-        self._last_progress = self._loop.time()

@@ -1,0 +1,199 @@
+"""A run that waits for a person: how it leaves (its files uploaded, the calls to decide
+stored, its row ``awaiting_approval`` with the id of its last event), how any process
+takes it up again once every call is decided, and how it is cancelled while no process
+holds it."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.agents import service as agents
+from atelier.conversations import messages
+from atelier.conversations.messages import Fenced
+from atelier.conversations.models import Conversation
+from atelier.coordination.base import CoordinationUnavailable
+from atelier.db.base import utcnow
+from atelier.llm.base import ToolCall
+from atelier.llm.catalog import ModelCatalog
+from atelier.runs import approvals, closing, service
+from atelier.runs.approvals import Decision
+from atelier.runs.environment import RunEnvironment
+from atelier.runs.events import (
+    ApprovalRequested,
+    ApprovalResolved,
+    FileChanged,
+    RunCancelled,
+    RunStatus,
+)
+from atelier.runs.log import log_name
+from atelier.runs.models import Approval, Run
+from atelier.runs.recorder import Opened, Recorder
+from atelier.workspace.service import file_etags
+from atelier.workspace.sync import Collected, WorkspaceSync
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A run that waited for approvals, to be taken up again."""
+
+    run_id: uuid.UUID
+    conversation_id: uuid.UUID
+    paused_event_id: int
+
+
+class NotResumed(Exception):
+    """Another process took the waiting run up, or it ended meanwhile."""
+
+
+async def suspend(
+    recorder: Recorder,
+    calls: list[ToolCall],
+    *,
+    sync: WorkspaceSync | None,
+    directory: Path | None,
+    expires_at: datetime,
+) -> bool:
+    """Leave the run waiting for approval of ``calls``, in one unit of work (retried while
+    the database is unreachable); then announce its files and the calls. False if storage
+    refused files: the run then ends as any run does."""
+    events = recorder.events
+
+    async def suspend_once() -> Collected | None:
+        async with recorder.sessions() as session:
+            collected, _, _ = await closing.collect(
+                recorder, session, sync, directory, RunStatus.RUNNING, None
+            )
+            if collected.error is not None:
+                return None
+            paused = events.last_id + len(collected.changes) + len(calls)
+            await approvals.request(session, recorder.run_id, calls, expires_at)
+            if not await _pause_run(session, recorder.run_id, paused):
+                raise Fenced
+            await session.commit()
+        return collected
+
+    collected = await recorder.persisting("run could not wait for approval", suspend_once)
+    if collected is None:
+        return False
+    if sync is not None and directory is not None:
+        await sync.remember(directory, collected)
+    for change in collected.changes:
+        events.emit(FileChanged(path=change.path, size=change.size, change=change.change))
+    for call in calls:
+        events.emit(ApprovalRequested(call_id=call.id, name=call.name, input=call.arguments))
+    return True
+
+
+async def reopen(
+    recorder: Recorder, owner_id: str, catalog: ModelCatalog
+) -> tuple[Opened, list[ToolCall], dict[str, Decision]] | None:
+    """Take up a waiting run whose calls are all decided, with those calls and the
+    decisions on them; None if one is not, another process took it, or it ended."""
+    async with recorder.sessions() as session:
+        found = await _unpause_run(session, recorder.run_id, owner_id)
+        if found is None:
+            return None
+        run, claimed = found
+        agent = await agents.resolve(
+            session, claimed.tenant_id, run.agent_id, run.agent_version or 1
+        )
+        history, calls = await messages.waiting_history(session, claimed.id)
+        files = await file_etags(session, claimed)
+        decided = await approvals.decisions(session, recorder.run_id)
+        await session.commit()
+    recorder.opened = Opened(
+        claimed, catalog.resolve(run.model_id), agent, history, files, abandoned=None
+    )
+    for call in calls:
+        if (decision := decided.get(call.id)) is not None:
+            verdict: Literal["approve", "deny"] = "approve" if decision.approved else "deny"
+            recorder.events.emit(ApprovalResolved(call_id=call.id, decision=verdict))
+    return recorder.opened, list(calls), decided
+
+
+async def cancel_waiting(env: RunEnvironment, run_id: uuid.UUID) -> bool:
+    """End a waiting run (no process holds it to stop): in its row and in its log. False
+    if it is not waiting: it runs somewhere (and hears the cancel signal), or it ended."""
+    async with env.sessions() as session:
+        paused = await session.scalar(
+            select(Run.paused_event_id).where(
+                Run.id == run_id, Run.status == RunStatus.AWAITING_APPROVAL
+            )
+        )
+        if paused is None:
+            return False
+        final = paused + 1
+        if not await service.end_run(
+            session, run_id, RunStatus.CANCELLED, last_event_id=final, waiting_only=True
+        ):
+            return False  # taken up again a moment ago
+        await approvals.deny_pending(session, run_id, "the run was cancelled")
+        await session.commit()
+    end = RunCancelled(run_id=str(run_id))
+    with contextlib.suppress(CoordinationUnavailable):  # followers fall back to the row
+        await env.coordination.append_events(
+            log_name(run_id), [(end.type, end.data)], first_id=final
+        )
+        await env.coordination.expire_log(
+            log_name(run_id), env.settings.run_event_retention_seconds
+        )
+    return True
+
+
+async def _pause_run(session: AsyncSession, run_id: uuid.UUID, paused_event_id: int) -> bool:
+    """The running run now waits, held by no process; False if it no longer runs."""
+    paused = await session.scalar(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+        .values(
+            status=RunStatus.AWAITING_APPROVAL,
+            paused_event_id=paused_event_id,
+            owner_id=None,
+            heartbeat_at=utcnow(),
+        )
+        .returning(Run.id)
+    )
+    return paused is not None
+
+
+async def _unpause_run(
+    session: AsyncSession, run_id: uuid.UUID, owner_id: str
+) -> tuple[Run, service.Claimed] | None:
+    """The waiting run, now running in this process -- only once every call is decided."""
+    resumed = await session.scalar(
+        update(Run)
+        .where(
+            Run.id == run_id,
+            Run.status == RunStatus.AWAITING_APPROVAL,
+            ~exists().where(Approval.run_id == run_id, Approval.status == approvals.PENDING),
+        )
+        .values(status=RunStatus.RUNNING, owner_id=owner_id, heartbeat_at=utcnow())
+        .returning(Run.id)
+    )
+    if resumed is None:
+        return None
+    run = await session.get(Run, run_id, populate_existing=True)
+    assert run is not None
+    conversation = await session.get(Conversation, run.conversation_id)
+    assert conversation is not None, "a run goes with its conversation"
+    claimed = service.Claimed(
+        conversation.id,
+        conversation.tenant_id,
+        conversation.user_id,
+        "agent",
+        conversation.title,
+        conversation.model_id,
+        run.agent_id,
+        run.agent_version,
+        conversation.estimated_context_tokens,
+        0,  # not a new exchange: no title to make
+    )
+    return run, claimed

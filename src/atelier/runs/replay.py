@@ -1,0 +1,125 @@
+"""What a follower gets from the database when the event log cannot say: the run's row
+(is it still going? how did it end, under which id?) and its durable events -- stored
+messages and usage, each under the id of the event that announced it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from atelier.conversations.models import Message
+from atelier.db.base import utcnow
+from atelier.http.sse import ServerSentEvent
+from atelier.runs.events import (
+    ACTIVE_STATUSES,
+    ErrorCode,
+    MessageCompleted,
+    RunError,
+    RunStatus,
+    Usage,
+    ended,
+)
+from atelier.runs.models import Run
+from atelier.usage.models import UsageRecord
+
+log = structlog.get_logger("atelier.runs")
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@dataclass(frozen=True)
+class RunState:
+    status: RunStatus | None  # None: the run is gone (its conversation was deleted)
+    error: RunError | None
+    last_event_id: int | None
+    ended_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES or (self.status is not None and not self.ended_at)
+
+    @property
+    def age_seconds(self) -> float:
+        return (utcnow() - self.ended_at).total_seconds() if self.ended_at else float("inf")
+
+    def terminal(self, run_id: uuid.UUID) -> ServerSentEvent:
+        error: RunError | None
+        if self.status is None:
+            status = RunStatus.CANCELLED
+            error = RunError(
+                code=ErrorCode.CONVERSATION_DELETED, message="the conversation is gone"
+            )
+        else:
+            status, error = self.status, self.error
+        event = ended(status, str(run_id), error)
+        # Without the id the run gave it, no id at all: never one that names another event.
+        return ServerSentEvent(event.data, event.type, self.last_event_id)
+
+
+async def run_state(sessions: Sessions, run_id: uuid.UUID) -> RunState | None:
+    """The run's row as a follower needs it; None when the database did not answer (the
+    follower asks again later, and the stream stays open with keep-alives meanwhile)."""
+    try:
+        async with sessions() as session:
+            run = await session.scalar(select(Run).where(Run.id == run_id))
+    except SQLAlchemyError:
+        log.warning("run state unreadable; retrying", run_id=str(run_id))
+        return None
+    if run is None:
+        return RunState(None, None, None, utcnow())
+    return RunState(RunStatus(run.status), run.error, run.last_event_id, run.ended_at)
+
+
+async def recover(
+    sessions: Sessions, run_id: uuid.UUID, after: int, until: int | None
+) -> list[ServerSentEvent]:
+    """The run's durable events numbered in (after, until], from the database."""
+    top = until if until is not None else 2**62
+    try:
+        async with sessions() as session:
+            messages = await session.scalars(
+                select(Message).where(
+                    Message.run_id == run_id, Message.event_id > after, Message.event_id <= top
+                )
+            )
+            usages = await session.scalars(
+                select(UsageRecord).where(
+                    UsageRecord.run_id == run_id,
+                    UsageRecord.event_id > after,
+                    UsageRecord.event_id <= top,
+                )
+            )
+            found: list[tuple[int, MessageCompleted | Usage]] = [
+                (m.event_id, _completed(m)) for m in messages if m.event_id is not None
+            ]
+            found += [(u.event_id, _usage(u)) for u in usages if u.event_id is not None]
+    except SQLAlchemyError:
+        log.warning("run events unrecoverable", run_id=str(run_id), after=after, until=until)
+        return []
+    return [ServerSentEvent(e.data, e.type, number) for number, e in sorted(found)]
+
+
+def _completed(message: Message) -> MessageCompleted:
+    return MessageCompleted(
+        message_id=str(message.id),
+        seq=message.seq,
+        role=message.role,
+        content=message.content,
+        incomplete=message.incomplete,
+        stop_reason=message.stop_reason,
+    )
+
+
+def _usage(record: UsageRecord) -> Usage:
+    return Usage(
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        cache_read_tokens=record.cache_read_tokens,
+        cache_write_tokens=record.cache_write_tokens,
+        cost=record.cost,
+    )
