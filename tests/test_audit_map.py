@@ -2,6 +2,7 @@
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -54,3 +55,20 @@ def test_every_row_names_mutants_that_exist_and_every_mutant_is_named() -> None:
             named |= set(patches)
     on_disk = {path.name for path in (ROOT / "audit" / "mutants").glob("*.patch")}
     assert named == on_disk
+
+
+def test_every_mutant_still_applies_to_the_code() -> None:
+    """A patch that no longer applies proves nothing (and fails `make audit-mutants` on CI):
+    change a patch with the code it breaks."""
+    failing = []
+    for patch in sorted((ROOT / "audit" / "mutants").glob("*.patch")):
+        applied = subprocess.run(
+            ["patch", "-p1", "--batch", "--forward", "--dry-run", "-i", str(patch)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if applied.returncode != 0:
+            failing.append(f"{patch.name}: {applied.stdout.strip()}")
+    assert failing == []
