@@ -21,6 +21,7 @@ from atelier.db.migrate import head_revision, schema_revision
 from atelier.http.errors import install_error_handlers
 from atelier.http.middleware.authentication import AuthenticationMiddleware
 from atelier.http.middleware.authorization import AuthorizationMiddleware
+from atelier.http.middleware.idempotency import IdempotencyMiddleware
 from atelier.http.middleware.metrics import MetricsMiddleware
 from atelier.http.middleware.rate_limit import RateLimitMiddleware
 from atelier.http.middleware.request_context import RequestContextMiddleware
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
             Middleware(AuthenticationMiddleware),
             Middleware(RateLimitMiddleware, settings=settings),
             Middleware(AuthorizationMiddleware),
+            Middleware(IdempotencyMiddleware),
         ],
     )
     app.state.settings = settings

@@ -257,3 +257,37 @@ async def test_sigterm_lets_short_runs_finish_and_cancels_the_rest(
     assert short["status"] == "completed"
     assert long["status"] == "cancelled"
     assert long["error"]["code"] == "shutdown"
+
+
+async def test_one_idempotency_key_sent_to_two_processes_at_once_acts_once(
+    deployment: Deployment, servers
+) -> None:
+    """The same run, started with the same key on two processes at the same moment: one
+    run; both answers name it (one of them may be asked to retry while the first is
+    being answered)."""
+    d = deployment
+    a, b = servers(), servers()
+    await asyncio.gather(a.ready(), b.ready())
+    async with (
+        httpx.AsyncClient(base_url=a.url, timeout=30) as on_a,
+        httpx.AsyncClient(base_url=b.url, timeout=30) as on_b,
+    ):
+        conversations = [
+            (await on_a.post("/v1/conversations", json={}, headers=d.headers())).json()["id"]
+            for _ in range(5)
+        ]
+        for number, conversation in enumerate(conversations):
+            headers = d.headers(**{"Idempotency-Key": f"start-{number}"})
+            body = {"input": "hello"}
+            path = f"/v1/conversations/{conversation}/runs"
+            answers = await asyncio.gather(
+                on_a.post(path, json=body, headers=headers),
+                on_b.post(path, json=body, headers=headers),
+            )
+            assert {r.status_code for r in answers} <= {202, 409}, [r.text for r in answers]
+            started = {r.json()["id"] for r in answers if r.status_code == 202}
+            assert len(started) == 1
+            for retry in [r for r in answers if r.status_code == 409]:
+                assert retry.json()["code"] == "idempotency_key_in_use"
+            runs = (await on_b.get(path, headers=d.headers())).json()["data"]
+            assert [run["id"] for run in runs] == list(started)

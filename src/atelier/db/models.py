@@ -3,6 +3,7 @@
 from atelier.agents.models import Agent, AgentVersion
 from atelier.conversations.models import Conversation, Message
 from atelier.db.base import Base
+from atelier.idempotency.models import IdempotentRequest
 from atelier.llm.models import CatalogModel
 from atelier.runs.models import Approval, Run
 from atelier.tenants.models import ApiKey, Tenant
@@ -18,6 +19,7 @@ __all__ = [
     "CatalogModel",
     "Conversation",
     "ConversationFile",
+    "IdempotentRequest",
     "Message",
     "Run",
     "StorageCleanup",

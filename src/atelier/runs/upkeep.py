@@ -19,6 +19,7 @@ from sqlalchemy import select
 from atelier.conversations.models import Conversation
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.db.base import utcnow
+from atelier.idempotency.store import IdempotencyStore
 from atelier.observability.metrics import Metrics
 from atelier.runs import approvals, service
 from atelier.runs.environment import RunEnvironment, lock_key
@@ -54,6 +55,10 @@ class Upkeep:
             self._every(self._sweep_interval, self.sweep_workspaces), "workspace-sweep"
         )
         supervisor.daemon(self._every(self._reap_interval, self.decided), "approval-expiry")
+        keys = IdempotencyStore(self.env.sessions)
+        supervisor.daemon(
+            self._every(self._sweep_interval, keys.forget_expired), "idempotency-expiry"
+        )
 
     async def _listen(self, channel: str, handle: Callable[[uuid.UUID], Awaitable[None]]) -> None:
         while True:

@@ -1,0 +1,230 @@
+"""``Idempotency-Key`` on every ``POST`` and ``PUT``: the same key with the same request
+within 24 h gets the first answer again (``Idempotent-Replayed: true``) and does nothing
+twice -- no second run, upload or row -- even when both arrive at once on two processes.
+The same key with another request is ``422 idempotency_key_reused``.
+
+A request is its method, path, query and end user, and its body (hashed as it streams
+in). The first one with a key claims it in SQL and is answered as usual; its answer is
+kept unless it says "try again" (5xx, 409, 429). One that comes while the first is still
+being answered waits for that answer a little, then gets ``409 idempotency_key_in_use``.
+An event stream is given again from the place its ``Location`` names (the run's events,
+from the first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from atelier.http.errors import send_problem
+from atelier.http.scope import principal
+from atelier.idempotency.store import Answer, IdempotencyStore, Seen
+
+HEADER = b"idempotency-key"
+REPLAYED = (b"idempotent-replayed", b"true")
+WAIT_SECONDS = 10.0
+POLL_SECONDS = 0.05
+MAX_KEPT_BODY = 1024 * 1024
+
+
+class IdempotencyMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        caller = principal(scope) if scope["type"] == "http" else None
+        raw = _header(scope, HEADER) if scope["type"] == "http" else None
+        if caller is None or raw is None or scope["method"] not in ("POST", "PUT"):
+            await self.app(scope, receive, send)
+            return
+        key = raw.decode("latin-1")
+        if not 1 <= len(key) <= 255 or not (key.isascii() and key.isprintable()):
+            await send_problem(
+                send,
+                400,
+                "invalid_idempotency_key",
+                "an Idempotency-Key is 1-255 visible ASCII characters",
+            )
+            return
+        store = IdempotencyStore(scope["app"].state.resources.sessionmaker)
+        request = _fingerprint(scope, caller.user_id)
+        seen = await store.claim(caller.tenant_id, key, request)
+        if seen is None:
+            await _first(self.app, store, caller.tenant_id, key, scope, receive, send)
+        else:
+            await _again(
+                self.app, store, caller.tenant_id, key, request, seen, scope, receive, send
+            )
+
+
+async def _first(
+    app: ASGIApp,
+    store: IdempotencyStore,
+    tenant_id: uuid.UUID,
+    key: str,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """This request is the key's: answer it, and keep the answer."""
+    digest = hashlib.sha256()
+    hashed = False
+    start: Message | None = None
+    body = bytearray()
+    kept = False
+
+    async def receiving() -> Message:
+        nonlocal hashed
+        message = await receive()
+        if message["type"] == "http.request" and not hashed:
+            digest.update(message.get("body", b""))
+            if not message.get("more_body", False):
+                hashed = True
+                await store.body_received(tenant_id, key, digest.hexdigest())
+        return message
+
+    async def sending(message: Message) -> None:
+        nonlocal start, kept
+        if message["type"] == "http.response.start":
+            start = message
+            if _streamed(message) and _worth_keeping(message["status"]):
+                await store.answered(tenant_id, key, _answer(message, b"", True))
+                kept = True
+        elif message["type"] == "http.response.body" and not kept and len(body) <= MAX_KEPT_BODY:
+            body.extend(message.get("body", b""))
+        await send(message)
+
+    try:
+        await app(scope, receiving, sending)
+    except BaseException:
+        if not kept:
+            await asyncio.shield(store.release(tenant_id, key))
+        raise
+    if kept:
+        return
+    if (
+        start is not None
+        and hashed
+        and _worth_keeping(start["status"])
+        and len(body) <= MAX_KEPT_BODY
+    ):
+        await store.answered(tenant_id, key, _answer(start, bytes(body), False))
+    else:  # nothing worth giving again (or the body was never read): the key is free
+        await store.release(tenant_id, key)
+
+
+async def _again(
+    app: ASGIApp,
+    store: IdempotencyStore,
+    tenant_id: uuid.UUID,
+    key: str,
+    request: str,
+    seen: Seen,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """The key was used before: the same request gets the first answer again."""
+    digest = hashlib.sha256()
+    while True:  # the whole body, hashed (RequestLimitsMiddleware bounds it)
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client left
+        digest.update(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + WAIT_SECONDS
+    current: Seen | None = seen
+    while current is not None and current.answer is None and loop.time() < give_up:
+        if current.fingerprint != request:
+            break
+        await asyncio.sleep(POLL_SECONDS)
+        current = await store.seen(tenant_id, key)
+    if current is not None and (
+        current.fingerprint != request
+        or (current.body_hash is not None and current.body_hash != digest.hexdigest())
+    ):
+        await send_problem(
+            send, 422, "idempotency_key_reused", "this Idempotency-Key was used for another request"
+        )
+        return
+    if current is None or current.answer is None:
+        await send_problem(
+            send,
+            409,
+            "idempotency_key_in_use",
+            "a request with this Idempotency-Key is still being answered; retry shortly",
+            {"retry-after": "1"},
+        )
+        return
+    answer = current.answer
+    if answer.streamed:
+        await _stream_again(app, scope, receive, send, answer)
+        return
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+    await send(
+        {"type": "http.response.start", "status": answer.status, "headers": [*headers, REPLAYED]}
+    )
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+async def _stream_again(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, answer: Answer
+) -> None:
+    """An event stream, given again from the start of what its Location names."""
+    location = dict(answer.headers).get("location", "")
+    path, _, query = location.partition("?")
+    dropped = {b"content-type", b"content-length", HEADER, b"last-event-id"}
+    again = {
+        **scope,
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": [(k, v) for k, v in scope["headers"] if k not in dropped],
+    }
+
+    async def replayed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), REPLAYED]}
+        await send(message)
+
+    await app(again, receive, replayed)
+
+
+def _answer(start: Message, body: bytes, streamed: bool) -> Answer:
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+    return Answer(start["status"], headers, body, streamed)
+
+
+def _worth_keeping(status: int) -> bool:
+    """Answers that would not change if asked again; "try again" is not one of them."""
+    return status < 500 and status not in (409, 429)
+
+
+def _streamed(start: Message) -> bool:
+    for name, value in start.get("headers", []):
+        if name == b"content-type":
+            return bool(value.startswith(b"text/event-stream"))
+    return False
+
+
+def _fingerprint(scope: Scope, user_id: str | None) -> str:
+    parts = [
+        scope["method"],
+        scope["path"],
+        scope.get("query_string", b"").decode("latin-1"),
+        user_id or "",
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value)
+    return None

@@ -1,0 +1,140 @@
+"""Idempotency-Key: the same request twice is answered once, whatever the timing; the
+key with another request is refused; answers that say "try again" are not kept."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from atelier.conversations.models import Conversation
+from atelier.runs.models import Run
+from tests.conftest import Caller
+from tests.live import serve_started
+from tests.runs.helpers import new_conversation
+
+
+@pytest.fixture
+async def tcp(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve_started(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        yield client
+
+
+async def count(app: FastAPI, model: type) -> int:
+    async with app.state.resources.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def keyed(caller: Caller, key: str, **extra: str) -> dict[str, str]:
+    return caller.headers(**{"Idempotency-Key": key, **extra})
+
+
+class TestIdempotencyKey:
+    async def test_the_same_request_is_answered_once(self, app, tcp, caller) -> None:
+        body = {"title": "Trip"}
+        first = await tcp.post("/v1/conversations", json=body, headers=keyed(caller, "k-1"))
+        again = await tcp.post("/v1/conversations", json=body, headers=keyed(caller, "k-1"))
+        assert (first.status_code, again.status_code) == (201, 201)
+        assert again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        assert "idempotent-replayed" not in first.headers
+        assert await count(app, Conversation) == 1
+
+    async def test_twenty_at_once_make_one(self, app, tcp, caller) -> None:
+        answers = await asyncio.gather(
+            *(
+                tcp.post("/v1/conversations", json={"title": "x"}, headers=keyed(caller, "burst"))
+                for _ in range(20)
+            )
+        )
+        assert {a.status_code for a in answers} <= {201, 409}
+        created = {a.json()["id"] for a in answers if a.status_code == 201}
+        assert len(created) == 1
+        assert await count(app, Conversation) == 1
+
+    async def test_the_key_with_another_request_is_refused(self, app, tcp, caller) -> None:
+        await tcp.post("/v1/conversations", json={"title": "a"}, headers=keyed(caller, "k-2"))
+        other_body = await tcp.post(
+            "/v1/conversations", json={"title": "b"}, headers=keyed(caller, "k-2")
+        )
+        other_path = await tcp.post("/v1/chats", json={"title": "a"}, headers=keyed(caller, "k-2"))
+        other_user = await tcp.post(
+            "/v1/conversations",
+            json={"title": "a"},
+            headers=keyed(caller, "k-2") | {"X-User-ID": "bob"},
+        )
+        for refused in (other_body, other_path, other_user):
+            assert (refused.status_code, refused.json()["code"]) == (422, "idempotency_key_reused")
+        assert await count(app, Conversation) == 1
+
+    async def test_a_run_started_twice_runs_once_and_streams_again(self, app, tcp, caller) -> None:
+        conversation = await new_conversation(tcp, caller)
+        path = f"/v1/conversations/{conversation}/runs"
+        body = {"input": "hello there"}
+        headers = keyed(caller, "run-1", Accept="text/event-stream")
+        first = await tcp.post(path, json=body, headers=headers)
+        again = await tcp.post(path, json=body, headers=headers)
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.text == first.text  # the same events, the same ids, from the first
+        assert "run.completed" in first.text
+        assert await count(app, Run) == 1
+        plain = await tcp.post(path, json=body, headers=keyed(caller, "run-2"))
+        plain_again = await tcp.post(path, json=body, headers=keyed(caller, "run-2"))
+        assert plain.status_code == 202
+        assert plain_again.json()["id"] == plain.json()["id"]
+        assert await count(app, Run) == 2
+
+    async def test_an_answer_that_says_try_again_is_not_kept(self, app, tcp, caller) -> None:
+        conversation = await new_conversation(tcp, caller)
+        path = f"/v1/conversations/{conversation}/runs"
+        running = await tcp.post(path, json={"input": "x " * 300}, headers=caller.headers())
+        busy = await tcp.post(path, json={"input": "y"}, headers=keyed(caller, "later"))
+        assert (busy.status_code, busy.json()["code"]) == (409, "conversation_busy")
+        async with asyncio.timeout(30):
+            run = running.json()["id"]
+            while (await tcp.get(f"{path}/{run}", headers=caller.headers())).json()[
+                "status"
+            ] == "running":
+                await asyncio.sleep(0.05)
+        retried = await tcp.post(path, json={"input": "y"}, headers=keyed(caller, "later"))
+        assert retried.status_code == 202
+        assert "idempotent-replayed" not in retried.headers
+
+    async def test_a_file_put_twice_is_stored_once(self, app, tcp, caller) -> None:
+        conversation = await new_conversation(tcp, caller)
+        path = f"/v1/conversations/{conversation}/files/notes.txt"
+        first = await tcp.put(path, content=b"v1", headers=keyed(caller, "put-1"))
+        again = await tcp.put(path, content=b"v1", headers=keyed(caller, "put-1"))
+        assert first.status_code == 201
+        assert (again.status_code, again.headers["idempotent-replayed"]) == (201, "true")
+        changed = await tcp.put(path, content=b"v2", headers=keyed(caller, "put-1"))
+        assert changed.status_code == 422
+        assert (await tcp.get(path, headers=caller.headers())).content == b"v1"
+
+    @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "a\tb"])
+    async def test_a_bad_key_is_400(self, tcp, caller, key) -> None:
+        headers = caller.headers()
+        response = await tcp.post(
+            "/v1/conversations",
+            json={},
+            headers=[
+                *((k.encode(), v.encode()) for k, v in headers.items()),
+                (b"idempotency-key", key.encode("utf-8")),
+            ],
+        )
+        assert (response.status_code, response.json()["code"]) == (400, "invalid_idempotency_key")
+
+    async def test_keys_are_per_tenant(self, app, tcp, caller) -> None:
+        from tests.conftest import make_caller
+
+        other = await make_caller(app)
+        mine = await tcp.post("/v1/conversations", json={}, headers=keyed(caller, "shared"))
+        theirs = await tcp.post("/v1/conversations", json={}, headers=keyed(other, "shared"))
+        assert mine.json()["id"] != theirs.json()["id"]
+        assert "idempotent-replayed" not in theirs.headers
+        assert json.loads(theirs.text)["id"]
