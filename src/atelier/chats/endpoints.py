@@ -103,7 +103,7 @@ async def send_message(
     # Everything that can fail as plain HTTP happens before the stream starts (BUG-022), and
     # the user's message is committed before the model is called (BUG-015). No session is
     # held by the response: the run opens its own.
-    run_id, _ = await resources.runs.start(
+    run_id = await resources.runs.start(
         RunRequest(principal, chat_id, CHAT, body.content, body.model_id)
     )
     events = service.chat_events(resources.runs.events(run_id, 0))

@@ -70,8 +70,15 @@ async def start_run(
 ) -> Response:
     # Everything that can fail as plain HTTP happens before a stream starts (BUG-022).
     # No session is held by the response: the run opens its own (BUG-004).
-    run_id, _ = await resources.runs.start(
-        RunRequest(principal, conversation_id, "agent", body.input, body.model_id)
+    run_id = await resources.runs.start(
+        RunRequest(
+            principal,
+            conversation_id,
+            "agent",
+            body.input,
+            body.model_id,
+            strategy=body.multitask_strategy,
+        )
     )
     if "text/event-stream" in accept:
         location = f"/v1/conversations/{conversation_id}/runs/{run_id}/events"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,6 +37,8 @@ class RunRequest:
     kind: Kind  # a conversation with a workspace, or a chat
     text: str
     model_id: str | None  # the caller's choice; else the conversation's, else the default
+    strategy: Literal["reject", "enqueue", "interrupt"] = "reject"  # when the conversation is busy
+    queued_run_id: uuid.UUID | None = None  # the queued run this request starts
 
 
 @dataclass

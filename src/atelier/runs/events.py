@@ -42,6 +42,7 @@ class ErrorCode(StrEnum):
     FENCED = "fenced"  # it is no longer its conversation's run
     SHUTDOWN = "shutdown"
     CONVERSATION_DELETED = "conversation_deleted"
+    NOT_STARTED = "not_started"  # a queued run that could not start when its turn came
     STREAM_FAILED = "stream_failed"  # this stream (not the run) could not go on
     # A chat turn's names for a run that timed out or was cancelled.
     MODEL_TIMEOUT = "model_timeout"

@@ -20,11 +20,12 @@ from atelier.conversations.models import Conversation, Kind
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import Lease, LeaseHeld
 from atelier.http.errors import ProblemError
+from atelier.http.scope import Principal
 from atelier.http.sse import EventBatch
 from atelier.observability.metrics import Metrics
 from atelier.runs import approvals, pausing, service
 from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
-from atelier.runs.events import RunStatus
+from atelier.runs.events import ErrorCode, RunError, RunFailed, RunStatus
 from atelier.runs.follow import follow_local, follow_shared
 from atelier.runs.models import Run
 from atelier.runs.outcome import Outcome
@@ -55,7 +56,7 @@ class RunManager:
         self.metrics = metrics
         self.local: dict[uuid.UUID, RunTask] = {}
         self.accepting = True
-        self.upkeep = Upkeep(env, metrics, self.local, self.resume)
+        self.upkeep = Upkeep(env, metrics, self.local, self.resume, self.start_next)
 
     @property
     def tools_factory(self) -> ToolsFactory:
@@ -68,8 +69,9 @@ class RunManager:
 
     # -- starting and stopping runs -----------------------------------------------------
 
-    async def start(self, request: RunRequest) -> tuple[uuid.UUID, Opened]:
-        """Accept a run or refuse it as plain HTTP; once accepted it runs on its own."""
+    async def start(self, request: RunRequest) -> uuid.UUID:
+        """Accept a run (or queue it, if the request says so and the conversation is busy)
+        or refuse it as plain HTTP; once accepted it runs on its own."""
         if request.model_id is not None:
             self.env.catalog.resolve(request.model_id)  # 400 before anything is taken
         if not self.accepting:
@@ -80,6 +82,8 @@ class RunManager:
             run, opened = await self._accept(request)
         except (LeaseHeld, service.RunConflict) as exc:
             self.metrics.run_lock_contention.inc()
+            if request.strategy != "reject":
+                return await self._queue(request)
             retry = exc.retry_after_seconds if isinstance(exc, LeaseHeld) else 1
             raise busy("a run is active on this conversation", retry) from exc
         except service.ConversationGone as exc:
@@ -90,7 +94,75 @@ class RunManager:
         self.metrics.runs_active.inc()
         if opened.abandoned is not None:
             await self.upkeep.reaped(opened.abandoned)
-        return run.run_id, opened
+        return run.run_id
+
+    async def _queue(self, request: RunRequest) -> uuid.UUID:
+        """Queue the run behind the active one (interrupting it, if asked): it starts when
+        the conversation is free, in this process or whichever hands over first."""
+        interrupt = request.strategy == "interrupt"
+        try:
+            async with self.env.sessions() as session:
+                run_id = await service.enqueue(
+                    session,
+                    request.principal,
+                    request.conversation_id,
+                    request.text,
+                    request.model_id,
+                    first=interrupt,
+                )
+                active = await session.scalar(
+                    select(Conversation.active_run_id).where(
+                        Conversation.id == request.conversation_id
+                    )
+                )
+                await session.commit()
+        except service.ConversationGone as exc:
+            raise ProblemError(404, "not_found", f"no such {_what(request.kind)}") from exc
+        if interrupt and active is not None:
+            await self.cancel(active)
+        # The active run may have ended while this one was queued: it did not see it.
+        self.env.supervisor.spawn(self.start_next(request.conversation_id), name="run-queue")
+        return run_id
+
+    async def start_next(self, conversation_id: uuid.UUID) -> None:
+        """Start the conversation's next queued run, if it is free; a run that cannot start
+        when its turn comes (its model or agent is gone, say) ends ``not_started``."""
+        while self.accepting:
+            async with self.env.sessions() as session:
+                queued = await service.next_in_line(session, conversation_id)
+            if queued is None:
+                return
+            owner = Principal(queued.tenant_id, "", uuid.UUID(int=0), queued.user_id)
+            request = RunRequest(
+                owner,
+                conversation_id,
+                "agent",
+                queued.input,
+                queued.model_id or None,
+                queued_run_id=queued.id,
+            )
+            try:
+                await self._accept(request)
+            except (LeaseHeld, service.RunConflict, CoordinationUnavailable):
+                return  # busy: whoever holds it hands over when it ends
+            except service.ConversationGone:
+                continue  # cancelled (or its conversation deleted) meanwhile
+            except ProblemError as refused:
+                await self._not_started(queued.id, refused.detail)
+                continue
+            self.metrics.runs_started.inc()
+            self.metrics.runs_active.inc()
+            return
+
+    async def _not_started(self, run_id: uuid.UUID, why: str) -> None:
+        error = RunError(code=ErrorCode.NOT_STARTED, message=why)
+        async with self.env.sessions() as session:
+            ended = await service.end_run(session, run_id, RunStatus.FAILED, error, last_event_id=1)
+            await session.commit()
+        if ended:
+            await pausing.announce_first(
+                self.env, run_id, RunFailed(run_id=str(run_id), error=error)
+            )
 
     async def _accept(self, request: RunRequest) -> tuple[RunTask, Opened]:
         for attempt in range(LOCK_HANDOVER_TRIES):
@@ -130,6 +202,9 @@ class RunManager:
         if outcome is not None and outcome.status == RunStatus.AWAITING_APPROVAL:
             # Its decisions may have come while it was still letting go of its lock.
             self.env.supervisor.spawn(self.resume(run.run_id), name=f"run-resume-{run.run_id}")
+        elif outcome is not None and run.request is not None and run.request.kind == "agent":
+            # The conversation is free: the next queued run starts (here, at once).
+            self.env.supervisor.spawn(self.start_next(run.conversation_id), name="run-queue")
 
     async def resume(self, run_id: uuid.UUID) -> None:
         """Go on with a run whose approvals are all decided, here (any process may; the

@@ -32,6 +32,8 @@ class Run(IdMixin, Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(32), default="queued")
+    # Queued runs start in order, those that interrupted the active run first.
+    priority: Mapped[int] = mapped_column(default=0)
     model_id: Mapped[str] = mapped_column(String(128))
     # The agent version it ran (None: a chat turn, or a run from before agents existed).
     agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))

@@ -31,6 +31,7 @@ from atelier.runs.events import (
     ApprovalResolved,
     FileChanged,
     RunCancelled,
+    RunEnded,
     RunStatus,
 )
 from atelier.runs.log import log_name
@@ -120,32 +121,42 @@ async def reopen(
 
 
 async def cancel_waiting(env: RunEnvironment, run_id: uuid.UUID) -> bool:
-    """End a waiting run (no process holds it to stop): in its row and in its log. False
-    if it is not waiting: it runs somewhere (and hears the cancel signal), or it ended."""
+    """End a run no process holds -- waiting for approvals, or queued -- in its row and in
+    its log. False if it is neither: it runs somewhere (and hears the cancel signal), or
+    it ended."""
     async with env.sessions() as session:
-        paused = await session.scalar(
-            select(Run.paused_event_id).where(
-                Run.id == run_id, Run.status == RunStatus.AWAITING_APPROVAL
+        row = (
+            await session.execute(
+                select(Run.status, Run.paused_event_id).where(
+                    Run.id == run_id,
+                    Run.status.in_((RunStatus.AWAITING_APPROVAL, RunStatus.QUEUED)),
+                )
             )
-        )
-        if paused is None:
+        ).first()
+        if row is None:
             return False
-        final = paused + 1
+        final = (row.paused_event_id or 0) + 1
         if not await service.end_run(
-            session, run_id, RunStatus.CANCELLED, last_event_id=final, waiting_only=True
+            session, run_id, RunStatus.CANCELLED, last_event_id=final, unheld=row.status
         ):
-            return False  # taken up again a moment ago
+            return False  # taken up (or started) a moment ago
         await approvals.deny_pending(session, run_id, "the run was cancelled")
         await session.commit()
-    end = RunCancelled(run_id=str(run_id))
+    await announce_first(env, run_id, RunCancelled(run_id=str(run_id)), final)
+    return True
+
+
+async def announce_first(
+    env: RunEnvironment, run_id: uuid.UUID, end: RunEnded, number: int = 1
+) -> None:
+    """The terminal event of a run no process holds, under the id its row recorded."""
     with contextlib.suppress(CoordinationUnavailable):  # followers fall back to the row
         await env.coordination.append_events(
-            log_name(run_id), [(end.type, end.data)], first_id=final
+            log_name(run_id), [(end.type, end.data)], first_id=number
         )
         await env.coordination.expire_log(
             log_name(run_id), env.settings.run_event_retention_seconds
         )
-    return True
 
 
 async def _pause_run(session: AsyncSession, run_id: uuid.UUID, paused_event_id: int) -> bool:

@@ -85,6 +85,7 @@ class Recorder:
                 request.kind,
                 self.run_id,
                 abandoned_after=abandoned_after,
+                queued=request.queued_run_id is not None,
             )
             admitted = await admit(session, claimed)
             model = admitted.model
@@ -96,6 +97,7 @@ class Recorder:
                 agent=admitted.agent,
                 text=request.text,
                 owner_id=owner_id,
+                queued=request.queued_run_id is not None,
             )
             history = await messages.history(session, claimed.id)
             files = await file_etags(session, claimed) if request.kind == "agent" else {}

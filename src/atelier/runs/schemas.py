@@ -20,6 +20,9 @@ class RunIn(BaseModel):
 
     input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS, pattern=NO_NUL)
     model_id: str | None = ModelId
+    # When a run is active: refuse (409), queue this one behind it, or cancel it (its
+    # partial work kept) and start this one next.
+    multitask_strategy: Literal["reject", "enqueue", "interrupt"] = "reject"
 
 
 class RunOut(BaseModel):

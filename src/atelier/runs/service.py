@@ -11,8 +11,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, insert, select, update
+from sqlalchemy import ColumnElement, Exists, and_, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.service import ResolvedAgent
@@ -57,6 +58,7 @@ async def claim(
     run_id: uuid.UUID,
     *,
     abandoned_after: float,
+    queued: bool = False,
 ) -> tuple[Claimed, uuid.UUID | None]:
     """Make ``run_id`` the conversation's active run, in one statement that also checks who
     owns it and takes the user message's seq.
@@ -72,9 +74,12 @@ async def claim(
         Conversation.user_id == principal.user_id,
         Conversation.kind == kind,
     )
+    free: ColumnElement[bool] = Conversation.active_run_id.is_(None)
+    if not queued:  # a run that was not queued waits behind those that were
+        free = and_(free, ~waiting_in_line(Conversation.id))
     statement = (
         update(Conversation)
-        .where(owned, Conversation.active_run_id.is_(None))
+        .where(owned, free)
         .values(
             active_run_id=run_id,
             last_message_seq=Conversation.last_message_seq + 1,
@@ -134,30 +139,49 @@ async def open_run(
     agent: ResolvedAgent | None,
     text: str,
     owner_id: str,
+    queued: bool = False,
 ) -> None:
-    """Insert the run (already running, with the agent version it runs) and the user's
-    message it answers."""
+    """Insert the run (already running, with the agent version it runs) -- or start the
+    queued one -- and the user's message it answers."""
     now = utcnow()
-    await session.execute(
-        insert(Run).values(
-            id=run_id,
-            conversation_id=conversation.id,
-            tenant_id=conversation.tenant_id,
-            user_id=conversation.user_id,
-            model_id=model_id,
-            agent_id=agent.agent_id if agent else None,
-            agent_version=agent.version if agent else None,
-            input=text,
-            status=RunStatus.RUNNING,
-            input_tokens=0,
-            output_tokens=0,
-            cost=Decimal(0),
-            owner_id=owner_id,
-            heartbeat_at=now,
-            created_at=now,
-            started_at=now,
+    if queued:
+        started = await session.scalar(
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+            .values(
+                status=RunStatus.RUNNING,
+                model_id=model_id,
+                agent_id=agent.agent_id if agent else None,
+                agent_version=agent.version if agent else None,
+                owner_id=owner_id,
+                heartbeat_at=now,
+                started_at=now,
+            )
+            .returning(Run.id)
         )
-    )
+        if started is None:  # cancelled while it waited
+            raise ConversationGone
+    else:
+        await session.execute(
+            insert(Run).values(
+                id=run_id,
+                conversation_id=conversation.id,
+                tenant_id=conversation.tenant_id,
+                user_id=conversation.user_id,
+                model_id=model_id,
+                agent_id=agent.agent_id if agent else None,
+                agent_version=agent.version if agent else None,
+                input=text,
+                status=RunStatus.RUNNING,
+                input_tokens=0,
+                output_tokens=0,
+                cost=Decimal(0),
+                owner_id=owner_id,
+                heartbeat_at=now,
+                created_at=now,
+                started_at=now,
+            )
+        )
     await session.execute(
         insert(Message).values(
             id=uuid.uuid4(),
@@ -170,6 +194,73 @@ async def open_run(
             created_at=now,
         )
     )
+
+
+def waiting_in_line(conversation_id: Any) -> Exists:
+    """Whether runs are queued on the conversation (``conversation_id``: value or column)."""
+    return exists().where(Run.conversation_id == conversation_id, Run.status == RunStatus.QUEUED)
+
+
+async def enqueue(
+    session: AsyncSession,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    text: str,
+    model_id: str | None,
+    *,
+    first: bool,
+) -> uuid.UUID:
+    """A run that starts when the ones before it have ended (``first``: before the other
+    queued runs -- it interrupted the active one). Raises ``ConversationGone``."""
+    owned = await session.scalar(
+        select(Conversation.id).where(
+            Conversation.id == conversation_id,
+            Conversation.tenant_id == principal.tenant_id,
+            Conversation.user_id == principal.user_id,
+            Conversation.kind == "agent",
+        )
+    )
+    if owned is None:
+        raise ConversationGone
+    run_id = uuid.uuid4()
+    await session.execute(
+        insert(Run).values(
+            id=run_id,
+            conversation_id=conversation_id,
+            tenant_id=principal.tenant_id,
+            user_id=principal.user_id,
+            model_id=model_id or "",  # chosen when it starts
+            input=text,
+            status=RunStatus.QUEUED,
+            input_tokens=0,
+            output_tokens=0,
+            cost=Decimal(0),
+            priority=1 if first else 0,
+            created_at=utcnow(),
+        )
+    )
+    return run_id
+
+
+async def next_in_line(session: AsyncSession, conversation_id: uuid.UUID) -> Run | None:
+    """The conversation's queued run to start next: interrupting ones first, then in order."""
+    return await session.scalar(
+        select(Run)
+        .where(Run.conversation_id == conversation_id, Run.status == RunStatus.QUEUED)
+        .order_by(Run.priority.desc(), Run.created_at, Run.id)
+        .limit(1)
+    )
+
+
+async def idle_with_a_line(session: AsyncSession, limit: int = 100) -> list[uuid.UUID]:
+    """Conversations with queued runs and none running: whoever ended last did not hand
+    over (its process died, or the hand-over failed)."""
+    rows = await session.scalars(
+        select(Conversation.id)
+        .where(Conversation.active_run_id.is_(None), waiting_in_line(Conversation.id))
+        .limit(limit)
+    )
+    return list(rows)
 
 
 async def count_usage(
@@ -206,7 +297,7 @@ async def end_run(
     *,
     last_event_id: int | None = None,
     stale_before: datetime | None = None,
-    waiting_only: bool = False,
+    unheld: str | None = None,
 ) -> bool:
     """Give an active (or waiting) run its final status and free its conversation; False
     if it had one (or, with ``stale_before``, if it proved it was alive since then -- a
@@ -216,8 +307,8 @@ async def end_run(
     )
     if stale_before is not None:
         still_active = and_(Run.status.in_(ACTIVE_STATUSES), Run.heartbeat_at < stale_before)
-    if waiting_only:
-        still_active = Run.status == RunStatus.AWAITING_APPROVAL
+    if unheld is not None:  # only while it is still waiting or queued: held by no process
+        still_active = Run.status == unheld
     ended = await session.scalar(
         update(Run)
         .where(Run.id == run_id, still_active)

@@ -60,7 +60,8 @@ class RunTask:
             self.run_id, self.conversation_id = waiting.run_id, waiting.conversation_id
         else:
             assert request is not None
-            self.run_id, self.conversation_id = uuid4(), request.conversation_id
+            self.run_id = request.queued_run_id or uuid4()
+            self.conversation_id = request.conversation_id
         after = waiting.paused_event_id if waiting is not None else 0
         self.events = RunEventLog(env.shipper, self.run_id, after)
         self._pending: list[ToolCall] = []  # the calls a resumed run waited with

@@ -40,11 +40,13 @@ class Upkeep:
         metrics: Metrics,
         local: dict[uuid.UUID, RunTask],
         resume: Callable[[uuid.UUID], Awaitable[None]],
+        start_next: Callable[[uuid.UUID], Awaitable[None]],
     ) -> None:
         self.env = env
         self.metrics = metrics
         self.local = local  # the runs this process executes
         self.resume = resume  # takes up a run whose approvals are decided
+        self.start_next = start_next  # starts a conversation's next queued run
 
     def start(self, cancel_channel: str, gone_channel: str) -> None:
         supervisor = self.env.supervisor
@@ -55,6 +57,7 @@ class Upkeep:
             self._every(self._sweep_interval, self.sweep_workspaces), "workspace-sweep"
         )
         supervisor.daemon(self._every(self._reap_interval, self.decided), "approval-expiry")
+        supervisor.daemon(self._every(self._reap_interval, self.queued), "run-queue")
         keys = IdempotencyStore(self.env.sessions)
         supervisor.daemon(
             self._every(self._sweep_interval, keys.forget_expired), "idempotency-expiry"
@@ -139,6 +142,14 @@ class Upkeep:
         for run_id in ready:
             await self.resume(run_id)
         return len(ready)
+
+    async def queued(self) -> int:
+        """Start the queued runs of conversations nobody handed over (a process died)."""
+        async with self.env.sessions() as session:
+            idle = await service.idle_with_a_line(session)
+        for conversation_id in idle:
+            await self.start_next(conversation_id)
+        return len(idle)
 
     async def reaped(self, run_id: uuid.UUID) -> None:
         """Its process died: count it, and end its event log for whoever watches it."""

@@ -1,4 +1,4 @@
-"""requests sent with an Idempotency-Key, and their answers
+"""requests sent with an Idempotency-Key, and their answers; queued runs' order
 
 Revision ID: 0005
 Revises: 0004
@@ -42,8 +42,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "key", name=op.f("pk_idempotent_requests")),
     )
     op.create_index("ix_idempotent_requests_expires", "idempotent_requests", ["expires_at"])
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("priority", sa.Integer(), nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
+    op.execute("UPDATE runs SET status = 'cancelled' WHERE status = 'queued'")
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_column("priority")
     op.drop_index("ix_idempotent_requests_expires", table_name="idempotent_requests")
     op.drop_table("idempotent_requests")

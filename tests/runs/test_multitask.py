@@ -1,0 +1,173 @@
+"""A second message while the agent works: refused (409), queued behind the active run,
+or interrupting it -- never two runs at once on one conversation, and in order."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from atelier.conversations.models import Message
+from atelier.runs.models import Run
+from tests.conftest import Caller
+from tests.live import serve_started
+from tests.runs.helpers import ENDED, new_conversation, parse_sse
+
+SLOW = " ".join(f"word{i}" for i in range(40))  # the offline model echoes it word by word
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return {"offline_model_delay_seconds": 0.02}
+
+
+@pytest.fixture
+async def tcp(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve_started(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        yield client
+
+
+async def post(
+    tcp: httpx.AsyncClient, caller: Caller, conversation: str, text: str, strategy: str
+) -> httpx.Response:
+    return await tcp.post(
+        f"/v1/conversations/{conversation}/runs",
+        json={"input": text, "multitask_strategy": strategy},
+        headers=caller.headers(),
+    )
+
+
+async def all_ended(app: FastAPI, conversation: str, count: int) -> list[Run]:
+    async with asyncio.timeout(60):
+        while True:
+            async with app.state.resources.sessionmaker() as session:
+                runs = list(
+                    await session.scalars(
+                        select(Run)
+                        .where(Run.conversation_id == uuid.UUID(conversation))
+                        .order_by(Run.created_at, Run.id)
+                    )
+                )
+            if len(runs) == count and all(r.status in ENDED for r in runs):
+                return runs
+            await asyncio.sleep(0.05)
+
+
+def never_overlap(runs: list[Run]) -> None:
+    started = sorted((r for r in runs if r.started_at), key=lambda r: r.started_at)
+    for before, after in itertools.pairwise(started):
+        assert before.ended_at is not None
+        assert before.ended_at <= after.started_at, (before.id, after.id)
+
+
+class TestEnqueue:
+    async def test_queued_runs_start_in_order_when_the_one_before_ends(
+        self, app, tcp, caller
+    ) -> None:
+        conversation = await new_conversation(tcp, caller)
+        first = await post(tcp, caller, conversation, SLOW, "enqueue")
+        second = await post(tcp, caller, conversation, "second", "enqueue")
+        third = await post(tcp, caller, conversation, "third", "enqueue")
+        assert [r.status_code for r in (first, second, third)] == [202, 202, 202]
+        assert (second.json()["status"], third.json()["status"]) == ("queued", "queued")
+        runs = await all_ended(app, conversation, 3)
+        assert [r.status for r in runs] == ["completed"] * 3
+        never_overlap(runs)
+        assert [r.input for r in sorted(runs, key=lambda r: r.started_at)] == [
+            SLOW,
+            "second",
+            "third",
+        ]
+        async with app.state.resources.sessionmaker() as session:
+            asked = list(
+                await session.scalars(
+                    select(Message.content).where(Message.role == "user").order_by(Message.seq)
+                )
+            )
+        assert asked == [SLOW, "second", "third"]
+
+    async def test_twenty_at_once_never_overlap_and_keep_their_order(
+        self, app, tcp, caller
+    ) -> None:
+        conversation = await new_conversation(tcp, caller)
+        answers = await asyncio.gather(
+            *(post(tcp, caller, conversation, f"message {i}", "enqueue") for i in range(20))
+        )
+        assert {a.status_code for a in answers} == {202}
+        runs = await all_ended(app, conversation, 20)
+        assert {r.status for r in runs} == {"completed"}
+        never_overlap(runs)
+        by_start = sorted(runs, key=lambda r: r.started_at)
+        assert [r.id for r in by_start] == [r.id for r in runs]  # queued order = start order
+
+    async def test_a_queued_run_streams_once_it_starts(self, app, tcp, caller) -> None:
+        conversation = await new_conversation(tcp, caller)
+        await post(tcp, caller, conversation, SLOW, "enqueue")
+        streamed = await tcp.post(
+            f"/v1/conversations/{conversation}/runs",
+            json={"input": "after you", "multitask_strategy": "enqueue"},
+            headers=caller.headers(Accept="text/event-stream"),
+        )
+        events = parse_sse(streamed.text)
+        assert events[0][1] == "run.started"
+        assert events[-1][1] == "run.completed"
+        assert [number for number, _, _ in events] == list(range(1, len(events) + 1))
+
+    async def test_a_queued_run_can_be_cancelled_and_never_runs(self, app, tcp, caller) -> None:
+        conversation = await new_conversation(tcp, caller)
+        await post(tcp, caller, conversation, SLOW, "enqueue")
+        queued = (await post(tcp, caller, conversation, "never", "enqueue")).json()["id"]
+        path = f"/v1/conversations/{conversation}/runs/{queued}"
+        cancelled = await tcp.post(f"{path}/cancel", headers=caller.headers())
+        assert cancelled.status_code == 202
+        events = parse_sse((await tcp.get(f"{path}/events", headers=caller.headers())).text)
+        assert [(n, name) for n, name, _ in events] == [(1, "run.cancelled")]
+        runs = await all_ended(app, conversation, 2)
+        assert [r.status for r in runs] == ["completed", "cancelled"]
+        assert runs[1].started_at is None
+
+    async def test_reject_is_still_409_and_waits_behind_the_queue(self, app, tcp, caller) -> None:
+        conversation = await new_conversation(tcp, caller)
+        await post(tcp, caller, conversation, SLOW, "enqueue")
+        await post(tcp, caller, conversation, "queued", "enqueue")
+        refused = await post(tcp, caller, conversation, "now", "reject")
+        assert (refused.status_code, refused.json()["code"]) == (409, "conversation_busy")
+
+
+class TestInterrupt:
+    async def test_the_active_run_is_cancelled_with_its_work_kept_then_the_new_one_runs(
+        self, app, tcp, caller
+    ) -> None:
+        conversation = await new_conversation(tcp, caller)
+        active = (await post(tcp, caller, conversation, SLOW, "reject")).json()["id"]
+        async with asyncio.timeout(30):  # it has said something
+            while not await _partial(app, active):
+                await asyncio.sleep(0.02)
+        await post(tcp, caller, conversation, "more", "enqueue")  # waits behind both
+        interrupting = await post(tcp, caller, conversation, "stop, do this", "interrupt")
+        assert interrupting.status_code == 202
+        runs = await all_ended(app, conversation, 3)
+        by_id = {str(r.id): r for r in runs}
+        assert by_id[active].status == "cancelled"
+        never_overlap(runs)
+        order = [r.input for r in sorted(runs, key=lambda r: r.started_at)]
+        assert order == [SLOW, "stop, do this", "more"]
+        async with app.state.resources.sessionmaker() as session:
+            kept = await session.scalar(
+                select(Message).where(
+                    Message.run_id == uuid.UUID(active), Message.role == "assistant"
+                )
+            )
+        assert kept is not None
+        assert kept.incomplete is True
+
+
+async def _partial(app: FastAPI, run_id: str) -> bool:
+    run = app.state.resources.runs.local.get(uuid.UUID(run_id))
+    return run is not None and run.events.last_id >= 3
