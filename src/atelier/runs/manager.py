@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from atelier.conversations.models import Conversation, Kind
 from atelier.coordination.base import CoordinationUnavailable
@@ -39,6 +40,7 @@ log = structlog.get_logger("atelier.runs")
 CANCEL_CHANNEL = "run-cancel"
 LOCK_HANDOVER_TRIES, LOCK_HANDOVER_PAUSE = 50, 0.02
 GONE_CHANNEL = "conversation-deleted"
+QUEUED_LOOK_SECONDS = 1.0  # a follower of a queued run looks whether it started elsewhere
 
 
 def busy(detail: str, retry_after_seconds: float) -> ProblemError:
@@ -56,6 +58,7 @@ class RunManager:
         self.metrics = metrics
         self.local: dict[uuid.UUID, RunTask] = {}
         self.accepting = True
+        self._starting: dict[uuid.UUID, asyncio.Future[RunTask]] = {}  # queued, followed here
         self.upkeep = Upkeep(env, metrics, self.local, self.resume, self.start_next)
 
     @property
@@ -142,7 +145,7 @@ class RunManager:
                 queued_run_id=queued.id,
             )
             try:
-                await self._accept(request)
+                run, _ = await self._accept(request)
             except (LeaseHeld, service.RunConflict, CoordinationUnavailable):
                 return  # busy: whoever holds it hands over when it ends
             except service.ConversationGone:
@@ -152,6 +155,8 @@ class RunManager:
                 continue
             self.metrics.runs_started.inc()
             self.metrics.runs_active.inc()
+            if (following := self._starting.pop(queued.id, None)) is not None:
+                following.set_result(run)  # its followers here read it from memory
             return
 
     async def _not_started(self, run_id: uuid.UUID, why: str) -> None:
@@ -167,6 +172,8 @@ class RunManager:
     async def _accept(self, request: RunRequest) -> tuple[RunTask, Opened]:
         for attempt in range(LOCK_HANDOVER_TRIES):
             run = RunTask(self.env, request)
+            if request.kind == "agent":
+                run.on_free = functools.partial(self._hand_over, run)
             self.local[run.run_id] = run
             task = self.env.supervisor.spawn(run.execute(), name=f"run-{run.run_id}")
             task.add_done_callback(functools.partial(self._finished, run))
@@ -202,8 +209,13 @@ class RunManager:
         if outcome is not None and outcome.status == RunStatus.AWAITING_APPROVAL:
             # Its decisions may have come while it was still letting go of its lock.
             self.env.supervisor.spawn(self.resume(run.run_id), name=f"run-resume-{run.run_id}")
-        elif outcome is not None and run.request is not None and run.request.kind == "agent":
-            # The conversation is free: the next queued run starts (here, at once).
+        elif outcome is not None and run.on_free is not None:
+            run.on_free()  # if the run ended without letting go of its lock in order
+
+    def _hand_over(self, run: RunTask) -> None:
+        """The conversation is free: its next queued run starts here, at once (once)."""
+        if run.on_free is not None:
+            run.on_free = None
             self.env.supervisor.spawn(self.start_next(run.conversation_id), name="run-queue")
 
     async def resume(self, run_id: uuid.UUID) -> None:
@@ -223,6 +235,7 @@ class RunManager:
         if row is None or row.paused_event_id is None or run_id in self.local:
             return
         run = RunTask(self.env, None, Waiting(run_id, row.conversation_id, row.paused_event_id))
+        run.on_free = functools.partial(self._hand_over, run)
         self.local[run_id] = run
         task = self.env.supervisor.spawn(run.execute(), name=f"run-{run_id}")
         task.add_done_callback(functools.partial(self._finished, run))
@@ -259,13 +272,40 @@ class RunManager:
         run = self.local.get(run_id)
         if run is not None:
             return follow_local(run.events, self.env.coordination, self.env.sessions, after)
-        return follow_shared(
-            self.env.coordination,
-            self.env.sessions,
-            run_id,
-            after,
-            settle_seconds=self.env.settings.title_wait_seconds + 5,
+        return self._follow_elsewhere(run_id, after)
+
+    async def _follow_elsewhere(self, run_id: uuid.UUID, after: int) -> AsyncIterator[EventBatch]:
+        """A run of another process -- or a queued one, which may start here: then from
+        its memory, without the shared log's delay."""
+        run = _accepted(self.local.get(run_id))
+        while run is None:
+            try:
+                async with self.env.sessions() as session:
+                    status = await session.scalar(select(Run.status).where(Run.id == run_id))
+            except SQLAlchemyError:  # the shared log's follower asks the row again itself
+                status = None
+            if status != RunStatus.QUEUED:
+                if (gone := self._starting.get(run_id)) is not None and not gone.done():
+                    del self._starting[run_id]  # it started elsewhere, or ended queued
+                run = _accepted(self.local.get(run_id))
+                break
+            started = self._starting.setdefault(run_id, asyncio.get_running_loop().create_future())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(QUEUED_LOOK_SECONDS):
+                    run = await asyncio.shield(started)
+        events = (
+            follow_local(run.events, self.env.coordination, self.env.sessions, after)
+            if run is not None
+            else follow_shared(
+                self.env.coordination,
+                self.env.sessions,
+                run_id,
+                after,
+                settle_seconds=self.env.settings.title_wait_seconds + 5,
+            )
         )
+        async for batch in events:
+            yield batch
 
     @contextlib.asynccontextmanager
     async def exclusive(
@@ -318,3 +358,10 @@ class RunManager:
 
 def _what(kind: Kind) -> str:
     return "chat" if kind == "chat" else "conversation"
+
+
+def _accepted(run: RunTask | None) -> RunTask | None:
+    """``run`` if it was accepted (an attempt to start it may still be refused)."""
+    if run is None or not run.accepted.done() or run.accepted.cancelled():
+        return None
+    return run if run.accepted.exception() is None else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -66,6 +67,7 @@ class RunTask:
         self.events = RunEventLog(env.shipper, self.run_id, after)
         self._pending: list[ToolCall] = []  # the calls a resumed run waited with
         self._decisions: dict[str, Decision] = {}
+        self.on_free: Callable[[], None] | None = None  # called once the run let go of its lock
         self.recorder = Recorder(env.sessions, self.events, self.run_id)
         self._loop = asyncio.get_running_loop()
         self.accepted: asyncio.Future[Opened] = self._loop.create_future()
@@ -136,6 +138,8 @@ class RunTask:
                 ending = Ending(final=ended(outcome.status, str(self.run_id), outcome.error))
             else:  # saved, then letting go of the lock failed: the lock runs out by itself
                 log.warning("run lock not released", run_id=str(self.run_id), exc_info=True)
+        if self.on_free is not None and not paused:
+            self.on_free()  # the lock is released: the next queued run need not wait for more
         if paused:
             await self.events.pause()
             return outcome
