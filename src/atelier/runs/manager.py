@@ -15,22 +15,21 @@ from collections.abc import AsyncIterator
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from atelier.conversations.models import Conversation, Kind
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import Lease, LeaseHeld
 from atelier.http.errors import ProblemError
-from atelier.http.scope import Principal
 from atelier.http.sse import EventBatch
 from atelier.observability.metrics import Metrics
 from atelier.runs import approvals, pausing, service
 from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
-from atelier.runs.events import ErrorCode, RunError, RunFailed, RunStatus
-from atelier.runs.follow import follow_local, follow_shared
+from atelier.runs.events import RunStatus
+from atelier.runs.follow import follow_local
 from atelier.runs.models import Run
 from atelier.runs.outcome import Outcome
 from atelier.runs.pausing import NotResumed, Waiting
+from atelier.runs.queueing import RunQueue
 from atelier.runs.recorder import Opened
 from atelier.runs.supervision import RunTask
 from atelier.runs.tools import ToolsFactory
@@ -40,7 +39,6 @@ log = structlog.get_logger("atelier.runs")
 CANCEL_CHANNEL = "run-cancel"
 LOCK_HANDOVER_TRIES, LOCK_HANDOVER_PAUSE = 50, 0.02
 GONE_CHANNEL = "conversation-deleted"
-QUEUED_LOOK_SECONDS = 1.0  # a follower of a queued run looks whether it started elsewhere
 
 
 def busy(detail: str, retry_after_seconds: float) -> ProblemError:
@@ -58,8 +56,8 @@ class RunManager:
         self.metrics = metrics
         self.local: dict[uuid.UUID, RunTask] = {}
         self.accepting = True
-        self._starting: dict[uuid.UUID, asyncio.Future[RunTask]] = {}  # queued, followed here
-        self.upkeep = Upkeep(env, metrics, self.local, self.resume, self.start_next)
+        self.queue = RunQueue(self)
+        self.upkeep = Upkeep(env, metrics, self.local, self.resume, self.queue.start_next)
 
     @property
     def tools_factory(self) -> ToolsFactory:
@@ -82,11 +80,11 @@ class RunManager:
                 503, "shutting_down", "this server is shutting down", headers={"retry-after": "1"}
             )
         try:
-            run, opened = await self._accept(request)
+            run, opened = await self.accept(request)
         except (LeaseHeld, service.RunConflict) as exc:
             self.metrics.run_lock_contention.inc()
             if request.strategy != "reject":
-                return await self._queue(request)
+                return await self.queue.add(request)
             retry = exc.retry_after_seconds if isinstance(exc, LeaseHeld) else 1
             raise busy("a run is active on this conversation", retry) from exc
         except service.ConversationGone as exc:
@@ -99,81 +97,11 @@ class RunManager:
             await self.upkeep.reaped(opened.abandoned)
         return run.run_id
 
-    async def _queue(self, request: RunRequest) -> uuid.UUID:
-        """Queue the run behind the active one (interrupting it, if asked): it starts when
-        the conversation is free, in this process or whichever hands over first."""
-        interrupt = request.strategy == "interrupt"
-        try:
-            async with self.env.sessions() as session:
-                run_id = await service.enqueue(
-                    session,
-                    request.principal,
-                    request.conversation_id,
-                    request.text,
-                    request.model_id,
-                    first=interrupt,
-                )
-                active = await session.scalar(
-                    select(Conversation.active_run_id).where(
-                        Conversation.id == request.conversation_id
-                    )
-                )
-                await session.commit()
-        except service.ConversationGone as exc:
-            raise ProblemError(404, "not_found", f"no such {_what(request.kind)}") from exc
-        if interrupt and active is not None:
-            await self.cancel(active)
-        # The active run may have ended while this one was queued: it did not see it.
-        self.env.supervisor.spawn(self.start_next(request.conversation_id), name="run-queue")
-        return run_id
-
-    async def start_next(self, conversation_id: uuid.UUID) -> None:
-        """Start the conversation's next queued run, if it is free; a run that cannot start
-        when its turn comes (its model or agent is gone, say) ends ``not_started``."""
-        while self.accepting:
-            async with self.env.sessions() as session:
-                queued = await service.next_in_line(session, conversation_id)
-            if queued is None:
-                return
-            owner = Principal(queued.tenant_id, "", uuid.UUID(int=0), queued.user_id)
-            request = RunRequest(
-                owner,
-                conversation_id,
-                "agent",
-                queued.input,
-                queued.model_id or None,
-                queued_run_id=queued.id,
-            )
-            try:
-                run, _ = await self._accept(request)
-            except (LeaseHeld, service.RunConflict, CoordinationUnavailable):
-                return  # busy: whoever holds it hands over when it ends
-            except service.ConversationGone:
-                continue  # cancelled (or its conversation deleted) meanwhile
-            except ProblemError as refused:
-                await self._not_started(queued.id, refused.detail)
-                continue
-            self.metrics.runs_started.inc()
-            self.metrics.runs_active.inc()
-            if (following := self._starting.pop(queued.id, None)) is not None:
-                following.set_result(run)  # its followers here read it from memory
-            return
-
-    async def _not_started(self, run_id: uuid.UUID, why: str) -> None:
-        error = RunError(code=ErrorCode.NOT_STARTED, message=why)
-        async with self.env.sessions() as session:
-            ended = await service.end_run(session, run_id, RunStatus.FAILED, error, last_event_id=1)
-            await session.commit()
-        if ended:
-            await pausing.announce_first(
-                self.env, run_id, RunFailed(run_id=str(run_id), error=error)
-            )
-
-    async def _accept(self, request: RunRequest) -> tuple[RunTask, Opened]:
+    async def accept(self, request: RunRequest) -> tuple[RunTask, Opened]:
         for attempt in range(LOCK_HANDOVER_TRIES):
             run = RunTask(self.env, request)
             if request.kind == "agent":
-                run.on_free = functools.partial(self._hand_over, run)
+                run.on_free = functools.partial(self.queue.hand_over, run)
             self.local[run.run_id] = run
             task = self.env.supervisor.spawn(run.execute(), name=f"run-{run.run_id}")
             task.add_done_callback(functools.partial(self._finished, run))
@@ -212,12 +140,6 @@ class RunManager:
         elif outcome is not None and run.on_free is not None:
             run.on_free()  # if the run ended without letting go of its lock in order
 
-    def _hand_over(self, run: RunTask) -> None:
-        """The conversation is free: its next queued run starts here, at once (once)."""
-        if run.on_free is not None:
-            run.on_free = None
-            self.env.supervisor.spawn(self.start_next(run.conversation_id), name="run-queue")
-
     async def resume(self, run_id: uuid.UUID) -> None:
         """Go on with a run whose approvals are all decided, here (any process may; the
         first to take it up runs it). One that cannot start now is taken up later by
@@ -235,7 +157,7 @@ class RunManager:
         if row is None or row.paused_event_id is None or run_id in self.local:
             return
         run = RunTask(self.env, None, Waiting(run_id, row.conversation_id, row.paused_event_id))
-        run.on_free = functools.partial(self._hand_over, run)
+        run.on_free = functools.partial(self.queue.hand_over, run)
         self.local[run_id] = run
         task = self.env.supervisor.spawn(run.execute(), name=f"run-{run_id}")
         task.add_done_callback(functools.partial(self._finished, run))
@@ -272,40 +194,7 @@ class RunManager:
         run = self.local.get(run_id)
         if run is not None:
             return follow_local(run.events, self.env.coordination, self.env.sessions, after)
-        return self._follow_elsewhere(run_id, after)
-
-    async def _follow_elsewhere(self, run_id: uuid.UUID, after: int) -> AsyncIterator[EventBatch]:
-        """A run of another process -- or a queued one, which may start here: then from
-        its memory, without the shared log's delay."""
-        run = _accepted(self.local.get(run_id))
-        while run is None:
-            try:
-                async with self.env.sessions() as session:
-                    status = await session.scalar(select(Run.status).where(Run.id == run_id))
-            except SQLAlchemyError:  # the shared log's follower asks the row again itself
-                status = None
-            if status != RunStatus.QUEUED:
-                if (gone := self._starting.get(run_id)) is not None and not gone.done():
-                    del self._starting[run_id]  # it started elsewhere, or ended queued
-                run = _accepted(self.local.get(run_id))
-                break
-            started = self._starting.setdefault(run_id, asyncio.get_running_loop().create_future())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(QUEUED_LOOK_SECONDS):
-                    run = await asyncio.shield(started)
-        events = (
-            follow_local(run.events, self.env.coordination, self.env.sessions, after)
-            if run is not None
-            else follow_shared(
-                self.env.coordination,
-                self.env.sessions,
-                run_id,
-                after,
-                settle_seconds=self.env.settings.title_wait_seconds + 5,
-            )
-        )
-        async for batch in events:
-            yield batch
+        return self.queue.follow(run_id, after)
 
     @contextlib.asynccontextmanager
     async def exclusive(
@@ -358,10 +247,3 @@ class RunManager:
 
 def _what(kind: Kind) -> str:
     return "chat" if kind == "chat" else "conversation"
-
-
-def _accepted(run: RunTask | None) -> RunTask | None:
-    """``run`` if it was accepted (an attempt to start it may still be refused)."""
-    if run is None or not run.accepted.done() or run.accepted.cancelled():
-        return None
-    return run if run.accepted.exception() is None else None

@@ -201,68 +201,6 @@ def waiting_in_line(conversation_id: Any) -> Exists:
     return exists().where(Run.conversation_id == conversation_id, Run.status == RunStatus.QUEUED)
 
 
-async def enqueue(
-    session: AsyncSession,
-    principal: Principal,
-    conversation_id: uuid.UUID,
-    text: str,
-    model_id: str | None,
-    *,
-    first: bool,
-) -> uuid.UUID:
-    """A run that starts when the ones before it have ended (``first``: before the other
-    queued runs -- it interrupted the active one). Raises ``ConversationGone``."""
-    owned = await session.scalar(
-        select(Conversation.id).where(
-            Conversation.id == conversation_id,
-            Conversation.tenant_id == principal.tenant_id,
-            Conversation.user_id == principal.user_id,
-            Conversation.kind == "agent",
-        )
-    )
-    if owned is None:
-        raise ConversationGone
-    run_id = uuid.uuid4()
-    await session.execute(
-        insert(Run).values(
-            id=run_id,
-            conversation_id=conversation_id,
-            tenant_id=principal.tenant_id,
-            user_id=principal.user_id,
-            model_id=model_id or "",  # chosen when it starts
-            input=text,
-            status=RunStatus.QUEUED,
-            input_tokens=0,
-            output_tokens=0,
-            cost=Decimal(0),
-            priority=1 if first else 0,
-            created_at=utcnow(),
-        )
-    )
-    return run_id
-
-
-async def next_in_line(session: AsyncSession, conversation_id: uuid.UUID) -> Run | None:
-    """The conversation's queued run to start next: interrupting ones first, then in order."""
-    return await session.scalar(
-        select(Run)
-        .where(Run.conversation_id == conversation_id, Run.status == RunStatus.QUEUED)
-        .order_by(Run.priority.desc(), Run.created_at, Run.id)
-        .limit(1)
-    )
-
-
-async def idle_with_a_line(session: AsyncSession, limit: int = 100) -> list[uuid.UUID]:
-    """Conversations with queued runs and none running: whoever ended last did not hand
-    over (its process died, or the hand-over failed)."""
-    rows = await session.scalars(
-        select(Conversation.id)
-        .where(Conversation.active_run_id.is_(None), waiting_in_line(Conversation.id))
-        .limit(limit)
-    )
-    return list(rows)
-
-
 async def count_usage(
     session: AsyncSession, run_id: uuid.UUID, input_tokens: int, output_tokens: int, cost: Decimal
 ) -> None:
@@ -276,17 +214,6 @@ async def count_usage(
             cost=Run.cost + cost,
         )
     )
-
-
-async def heartbeat(session: AsyncSession, run_id: uuid.UUID) -> bool:
-    """Prove the run's process is alive; False if the run is no longer active (reaped)."""
-    alive = await session.scalar(
-        update(Run)
-        .where(Run.id == run_id, Run.status.in_(ACTIVE_STATUSES))
-        .values(heartbeat_at=utcnow())
-        .returning(Run.id)
-    )
-    return alive is not None
 
 
 async def end_run(
@@ -330,19 +257,6 @@ async def end_run(
         .execution_options(synchronize_session=False)
     )
     return True
-
-
-async def stale_runs(
-    session: AsyncSession, lease_seconds: float
-) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Active runs whose process has not proved it is alive for a whole lease."""
-    cutoff: datetime = utcnow() - timedelta(seconds=lease_seconds)
-    rows = await session.execute(
-        select(Run.id, Run.conversation_id)
-        .where(Run.status.in_(ACTIVE_STATUSES), Run.heartbeat_at < cutoff)
-        .limit(100)
-    )
-    return [(run_id, conversation_id) for run_id, conversation_id in rows]
 
 
 async def get_run(

@@ -10,21 +10,23 @@ import contextlib
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.conversations.models import Conversation
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.db.base import utcnow
 from atelier.idempotency.store import IdempotencyStore
 from atelier.observability.metrics import Metrics
-from atelier.runs import approvals, service
+from atelier.runs import approvals, queueing, service
 from atelier.runs.environment import RunEnvironment, lock_key
-from atelier.runs.events import ErrorCode, RunError, RunFailed, RunStatus
+from atelier.runs.events import ACTIVE_STATUSES, ErrorCode, RunError, RunFailed, RunStatus
 from atelier.runs.log import announce_end
+from atelier.runs.models import Run
 
 if TYPE_CHECKING:
     from atelier.runs.supervision import RunTask
@@ -112,7 +114,7 @@ class Upkeep:
         """Fail runs whose process stopped: no heartbeat for a lease, and the lock is free."""
         settings, coordination = self.env.settings, self.env.coordination
         async with self.env.sessions() as session:
-            stale = await service.stale_runs(session, settings.run_lease_seconds)
+            stale = await stale_runs(session, settings.run_lease_seconds)
         reaped = 0
         for run_id, conversation_id in stale:
             if run_id in self.local or await coordination.lease_ttl_ms(lock_key(conversation_id)):
@@ -146,7 +148,7 @@ class Upkeep:
     async def queued(self) -> int:
         """Start the queued runs of conversations nobody handed over (a process died)."""
         async with self.env.sessions() as session:
-            idle = await service.idle_with_a_line(session)
+            idle = await queueing.idle_with_a_line(session)
         for conversation_id in idle:
             await self.start_next(conversation_id)
         return len(idle)
@@ -161,3 +163,16 @@ class Upkeep:
             RunFailed(run_id=str(run_id), error=WORKER_LOST_ERROR),
             self.env.settings.run_event_retention_seconds,
         )
+
+
+async def stale_runs(
+    session: AsyncSession, lease_seconds: float
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Active runs whose process has not proved it is alive for a whole lease."""
+    cutoff: datetime = utcnow() - timedelta(seconds=lease_seconds)
+    rows = await session.execute(
+        select(Run.id, Run.conversation_id)
+        .where(Run.status.in_(ACTIVE_STATUSES), Run.heartbeat_at < cutoff)
+        .limit(100)
+    )
+    return [(run_id, conversation_id) for run_id, conversation_id in rows]

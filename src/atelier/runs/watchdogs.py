@@ -8,9 +8,13 @@ import uuid
 from collections.abc import Callable
 
 import structlog
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from atelier.runs import service
+from atelier.db.base import utcnow
 from atelier.runs.environment import RunEnvironment
+from atelier.runs.events import ACTIVE_STATUSES
+from atelier.runs.models import Run
 from atelier.runs.outcome import StopReason
 
 log = structlog.get_logger("atelier.runs")
@@ -34,7 +38,7 @@ class Watchdogs:
             await asyncio.sleep(self.env.settings.run_lease_seconds / 3)
             try:
                 async with self.env.sessions() as session:
-                    alive = await service.heartbeat(session, self.run_id)
+                    alive = await heartbeat(session, self.run_id)
                     await session.commit()
             except Exception:
                 log.warning("run heartbeat failed", run_id=str(self.run_id), exc_info=True)
@@ -58,3 +62,14 @@ class Watchdogs:
                 self.stop("idle")
                 return
             await asyncio.sleep(idle - quiet)
+
+
+async def heartbeat(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    """Prove the run's process is alive; False if the run is no longer active (reaped)."""
+    alive = await session.scalar(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_(ACTIVE_STATUSES))
+        .values(heartbeat_at=utcnow())
+        .returning(Run.id)
+    )
+    return alive is not None

@@ -1,0 +1,224 @@
+"""Queued runs: a run asked for while another is active waits in its row (``queued``)
+and starts, in order, once its conversation is free -- handed over at once by the
+process whose run let go of the conversation, or by any process's upkeep (a process
+died). Its followers in the process that starts it read it from memory, not from the
+shared log's batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.conversations.models import Conversation
+from atelier.coordination.base import CoordinationUnavailable
+from atelier.coordination.lease import LeaseHeld
+from atelier.db.base import utcnow
+from atelier.http.errors import ProblemError
+from atelier.http.scope import Principal
+from atelier.http.sse import EventBatch
+from atelier.runs import pausing, service
+from atelier.runs.environment import RunRequest
+from atelier.runs.events import ErrorCode, RunError, RunFailed, RunStatus
+from atelier.runs.follow import follow_local, follow_shared
+from atelier.runs.models import Run
+
+if TYPE_CHECKING:
+    from atelier.runs.manager import RunManager
+    from atelier.runs.supervision import RunTask
+
+QUEUED_LOOK_SECONDS = 1.0  # a follower of a queued run looks whether it started elsewhere
+
+
+class RunQueue:
+    """The run manager's queue."""
+
+    def __init__(self, manager: RunManager) -> None:
+        self.manager = manager
+        self.env = manager.env
+        self._starting: dict[uuid.UUID, asyncio.Future[RunTask]] = {}  # followed here
+
+    async def add(self, request: RunRequest) -> uuid.UUID:
+        """Queue the run behind the active one (interrupting it, if asked): it starts when
+        the conversation is free, in this process or whichever hands over first."""
+        interrupt = request.strategy == "interrupt"
+        try:
+            async with self.env.sessions() as session:
+                run_id = await enqueue(
+                    session,
+                    request.principal,
+                    request.conversation_id,
+                    request.text,
+                    request.model_id,
+                    first=interrupt,
+                )
+                active = await session.scalar(
+                    select(Conversation.active_run_id).where(
+                        Conversation.id == request.conversation_id
+                    )
+                )
+                await session.commit()
+        except service.ConversationGone as exc:
+            raise ProblemError(404, "not_found", "no such conversation") from exc
+        if interrupt and active is not None:
+            await self.manager.cancel(active)
+        # The active run may have ended while this one was queued: it did not see it.
+        self.env.supervisor.spawn(self.start_next(request.conversation_id), name="run-queue")
+        return run_id
+
+    async def start_next(self, conversation_id: uuid.UUID) -> None:
+        """Start the conversation's next queued run, if it is free; a run that cannot start
+        when its turn comes (its model or agent is gone, say) ends ``not_started``."""
+        while self.manager.accepting:
+            async with self.env.sessions() as session:
+                queued = await next_in_line(session, conversation_id)
+            if queued is None:
+                return
+            owner = Principal(queued.tenant_id, "", uuid.UUID(int=0), queued.user_id)
+            request = RunRequest(
+                owner,
+                conversation_id,
+                "agent",
+                queued.input,
+                queued.model_id or None,
+                queued_run_id=queued.id,
+            )
+            try:
+                run, _ = await self.manager.accept(request)
+            except (LeaseHeld, service.RunConflict, CoordinationUnavailable):
+                return  # busy: whoever holds it hands over when it ends
+            except service.ConversationGone:
+                continue  # cancelled (or its conversation deleted) meanwhile
+            except ProblemError as refused:
+                await self._not_started(queued.id, refused.detail)
+                continue
+            self.manager.metrics.runs_started.inc()
+            self.manager.metrics.runs_active.inc()
+            if (following := self._starting.pop(queued.id, None)) is not None:
+                following.set_result(run)  # its followers here read it from memory
+            return
+
+    async def _not_started(self, run_id: uuid.UUID, why: str) -> None:
+        error = RunError(code=ErrorCode.NOT_STARTED, message=why)
+        async with self.env.sessions() as session:
+            ended = await service.end_run(session, run_id, RunStatus.FAILED, error, last_event_id=1)
+            await session.commit()
+        if ended:
+            await pausing.announce_first(
+                self.env, run_id, RunFailed(run_id=str(run_id), error=error)
+            )
+
+    def hand_over(self, run: RunTask) -> None:
+        """The conversation is free: its next queued run starts here, at once (once)."""
+        if run.on_free is not None:
+            run.on_free = None
+            self.env.supervisor.spawn(self.start_next(run.conversation_id), name="run-queue")
+
+    async def follow(self, run_id: uuid.UUID, after: int) -> AsyncIterator[EventBatch]:
+        """A run of another process -- or a queued one, which may start here: then from
+        its memory, without the shared log's delay."""
+        run = _accepted(self.manager.local.get(run_id))
+        while run is None:
+            try:
+                async with self.env.sessions() as session:
+                    status = await session.scalar(select(Run.status).where(Run.id == run_id))
+            except SQLAlchemyError:  # the shared log's follower asks the row again itself
+                status = None
+            if status != RunStatus.QUEUED:
+                if (gone := self._starting.get(run_id)) is not None and not gone.done():
+                    del self._starting[run_id]  # it started elsewhere, or ended queued
+                run = _accepted(self.manager.local.get(run_id))
+                break
+            started = self._starting.setdefault(run_id, asyncio.get_running_loop().create_future())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(QUEUED_LOOK_SECONDS):
+                    run = await asyncio.shield(started)
+        events = (
+            follow_local(run.events, self.env.coordination, self.env.sessions, after)
+            if run is not None
+            else follow_shared(
+                self.env.coordination,
+                self.env.sessions,
+                run_id,
+                after,
+                settle_seconds=self.env.settings.title_wait_seconds + 5,
+            )
+        )
+        async for batch in events:
+            yield batch
+
+
+async def enqueue(
+    session: AsyncSession,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    text: str,
+    model_id: str | None,
+    *,
+    first: bool,
+) -> uuid.UUID:
+    """A run that starts when the ones before it have ended (``first``: before the other
+    queued runs -- it interrupted the active one). Raises ``ConversationGone``."""
+    owned = await session.scalar(
+        select(Conversation.id).where(
+            Conversation.id == conversation_id,
+            Conversation.tenant_id == principal.tenant_id,
+            Conversation.user_id == principal.user_id,
+            Conversation.kind == "agent",
+        )
+    )
+    if owned is None:
+        raise service.ConversationGone
+    run_id = uuid.uuid4()
+    await session.execute(
+        insert(Run).values(
+            id=run_id,
+            conversation_id=conversation_id,
+            tenant_id=principal.tenant_id,
+            user_id=principal.user_id,
+            model_id=model_id or "",  # chosen when it starts
+            input=text,
+            status=RunStatus.QUEUED,
+            input_tokens=0,
+            output_tokens=0,
+            cost=Decimal(0),
+            priority=1 if first else 0,
+            created_at=utcnow(),
+        )
+    )
+    return run_id
+
+
+async def next_in_line(session: AsyncSession, conversation_id: uuid.UUID) -> Run | None:
+    """The conversation's queued run to start next: interrupting ones first, then in order."""
+    return await session.scalar(
+        select(Run)
+        .where(Run.conversation_id == conversation_id, Run.status == RunStatus.QUEUED)
+        .order_by(Run.priority.desc(), Run.created_at, Run.id)
+        .limit(1)
+    )
+
+
+async def idle_with_a_line(session: AsyncSession, limit: int = 100) -> list[uuid.UUID]:
+    """Conversations with queued runs and none running: whoever ended last did not hand
+    over (its process died, or the hand-over failed)."""
+    rows = await session.scalars(
+        select(Conversation.id)
+        .where(Conversation.active_run_id.is_(None), service.waiting_in_line(Conversation.id))
+        .limit(limit)
+    )
+    return list(rows)
+
+
+def _accepted(run: RunTask | None) -> RunTask | None:
+    """``run`` if it was accepted (an attempt to start it may still be refused)."""
+    if run is None or not run.accepted.done() or run.accepted.cancelled():
+        return None
+    return run if run.accepted.exception() is None else None
