@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from atelier.conversations.models import Message as ChatMessage
-from atelier.llm.base import UsageReport
+from atelier.llm.base import ChatModel, UsageReport
 from atelier.llm.fakes import GatedTitleModel, ScriptedModel
 from atelier.llm.models import CatalogModel
 from atelier.usage.models import UsageRecord
@@ -48,7 +48,9 @@ async def set_catalog(app: FastAPI, model_id: str, **values: object) -> None:
         await app.state.resources.catalog.reload(session)
 
 
-async def use_remote_model(app: FastAPI, model: ScriptedModel) -> str:
+async def use_remote_model(
+    app: FastAPI, model: ChatModel, provider_model_id: str = "remote-1"
+) -> str:
     """A catalog model served by ``model`` as its (remote) provider; returns its id. Titles
     for it come from the real title generator asking that provider."""
     app.state.resources.models.providers[model.provider] = model
@@ -57,7 +59,7 @@ async def use_remote_model(app: FastAPI, model: ScriptedModel) -> str:
             CatalogModel(
                 id="remote",
                 provider=model.provider,
-                provider_model_id="remote-1",
+                provider_model_id=provider_model_id,
                 display_name="A remote model",
                 context_window=100_000,
             )

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from atelier.conversations.models import Message
-from atelier.llm.models import CatalogModel
 from atelier.usage.models import UsageRecord
+from tests.chats.test_chats import use_remote_model
 from tests.conftest import Caller
 from tests.live import serve_started
 from tests.llm.peers import Peer
@@ -36,23 +36,6 @@ def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
 
 
-async def use_provider(app: FastAPI, model: Any) -> None:
-    """Serve the catalog model ``remote`` (provider model id ``m-1``) by ``model``."""
-    app.state.resources.models.providers[model.provider] = model
-    async with app.state.resources.sessionmaker() as session:
-        session.add(
-            CatalogModel(
-                id="remote",
-                provider=model.provider,
-                provider_model_id="m-1",
-                display_name="A remote model",
-                context_window=100_000,
-            )
-        )
-        await session.commit()
-        await app.state.resources.catalog.reload(session)
-
-
 async def chat_turn(url: str, caller: Caller) -> list[tuple[str, dict[str, Any]]]:
     async with httpx.AsyncClient(base_url=url, headers=caller.headers()) as client:
         created = await client.post("/v1/chats", json={"model_id": "remote"})
@@ -70,7 +53,7 @@ async def test_a_call_that_breaks_off_fails_and_keeps_its_partial_reply(
     reply, the counts the provider gave (none: unknown, not 0), ``error`` model_error."""
     opener: Any = OPENERS[provider]
     async with opener(Peer(frames=broken_off(provider))) as model:
-        await use_provider(app, model)
+        await use_remote_model(app, model, provider_model_id="m-1")
         with capture_logs() as logs:
             async with serve_started(app) as url:
                 events = await chat_turn(url, caller)
@@ -108,7 +91,7 @@ async def test_the_usage_report_says_a_cost_is_unknown(
     """A failed call that reported no tokens is counted apart, never summed as zero."""
     opener: Any = OPENERS[provider]
     async with opener(Peer(frames=broken_off(provider))) as model:
-        await use_provider(app, model)
+        await use_remote_model(app, model, provider_model_id="m-1")
         async with serve_started(app) as url:
             await chat_turn(url, caller)
     report = await client.get("/v1/usage", params={"group_by": "model"}, headers=caller.headers())

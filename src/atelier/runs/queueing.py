@@ -11,7 +11,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,23 +24,37 @@ from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
 from atelier.http.sse import EventBatch
+from atelier.observability.metrics import Metrics
 from atelier.runs import pausing, service
-from atelier.runs.environment import RunRequest
+from atelier.runs.environment import RunEnvironment, RunRequest
 from atelier.runs.events import ErrorCode, RunError, RunFailed, RunStatus
 from atelier.runs.follow import follow_local, follow_shared
 from atelier.runs.models import Run
+from atelier.runs.recorder import Opened
 
 if TYPE_CHECKING:
-    from atelier.runs.manager import RunManager
     from atelier.runs.supervision import RunTask
 
 QUEUED_LOOK_SECONDS = 1.0  # a follower of a queued run looks whether it started elsewhere
 
 
+class Runs(Protocol):
+    """What the queue needs of the run manager that owns it."""
+
+    env: RunEnvironment
+    metrics: Metrics
+    local: dict[uuid.UUID, RunTask]
+    accepting: bool
+
+    async def accept(self, request: RunRequest) -> tuple[RunTask, Opened]: ...
+
+    async def cancel(self, run_id: uuid.UUID) -> None: ...
+
+
 class RunQueue:
     """The run manager's queue."""
 
-    def __init__(self, manager: RunManager) -> None:
+    def __init__(self, manager: Runs) -> None:
         self.manager = manager
         self.env = manager.env
         self._starting: dict[uuid.UUID, asyncio.Future[RunTask]] = {}  # followed here
