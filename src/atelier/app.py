@@ -38,6 +38,7 @@ from atelier.runs.endpoints import router as runs_router
 from atelier.runs.events import CHAT_EVENTS, RUN_EVENTS
 from atelier.settings import Settings
 from atelier.usage.endpoints import router as usage_router
+from atelier.webhooks.endpoints import router as webhooks_router
 from atelier.workspace import cleanup
 from atelier.workspace.endpoints import router as workspace_router
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
                 name="storage-cleanup",
             )
             resources.runs.start_background()
+            resources.supervisor.daemon(resources.webhooks.run_forever(), name="webhooks")
             try:
                 yield
             finally:
@@ -120,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(chats_router)
     app.include_router(models_router)
     app.include_router(usage_router)
+    app.include_router(webhooks_router)
     return app
 
 

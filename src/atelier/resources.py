@@ -29,6 +29,7 @@ from atelier.runs.tools import WorkspaceTools
 from atelier.settings import Settings
 from atelier.supervisor import Supervisor
 from atelier.tenants.cache import KeyCache
+from atelier.webhooks.delivery import WebhookSender
 from atelier.workspace.base import Storage
 from atelier.workspace.cache import WorkspaceCache
 from atelier.workspace.local import LocalStorage
@@ -52,6 +53,7 @@ class Resources:
     supervisor: Supervisor
     runs: RunManager
     sealer: Sealer
+    webhooks: WebhookSender
 
 
 def create_coordination(settings: Settings) -> Coordination:
@@ -82,6 +84,8 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
         catalog = ModelCatalog({})  # filled by the app once the schema is checked
         supervisor = Supervisor()
         sealer = await asyncio.to_thread(Sealer.for_settings, settings)  # may make a dev key
+        webhooks = WebhookSender(sessionmaker, sealer, settings)
+        stack.push_async_callback(webhooks.aclose)
         environment = RunEnvironment(
             settings=settings,
             sessions=sessionmaker,
@@ -113,4 +117,5 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
             supervisor=supervisor,
             runs=RunManager(environment, metrics),
             sealer=sealer,
+            webhooks=webhooks,
         )

@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     mcp_list_timeout_seconds: float = Field(10.0, gt=0, le=120)
     mcp_tools_cache_seconds: float = Field(60.0, ge=0, le=3600)
 
+    # Webhooks: sent by every process from the outbox, retried with backoff (base x 1, 60,
+    # 360, 1440, 3600, 7200, ...: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h) for a day.
+    webhook_allow_private: bool = False  # as mcp_allow_private, for webhook URLs
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    webhook_retry_base_seconds: float = Field(5.0, gt=0, le=3600)
+    webhook_retry_window_seconds: float = Field(86_400.0, gt=0)
+    webhook_poll_seconds: float = Field(1.0, gt=0, le=60)
+
     # HTTP server.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

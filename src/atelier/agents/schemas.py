@@ -9,9 +9,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from atelier.conversations.schemas import MAX_METADATA_BYTES, NO_NUL, ModelId
+from atelier.http.outbound import http_url
 from atelier.runs.tools import SPECS
 
 BUILT_IN_TOOLS = tuple(spec.name for spec in SPECS)
@@ -46,13 +47,7 @@ class McpServer(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        try:
-            url = HttpUrl(value)
-        except ValueError as exc:
-            raise ValueError("an MCP server's url must be an http(s) URL") from exc
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("an MCP server's url must be an http(s) URL")
-        return value
+        return http_url(value, "an MCP server's url")
 
     @field_validator("allowed_tools")
     @classmethod

@@ -1,5 +1,6 @@
-"""Write-only secrets (an MCP server's headers), sealed at rest with Fernet keys from the
-settings: never returned by the API, never logged."""
+"""Write-only secrets (an MCP server's headers, a webhook's signing secret), sealed at
+rest with Fernet keys from the settings: never logged, never returned (a webhook's secret
+once, when it is made)."""
 
 from __future__ import annotations
 
@@ -32,17 +33,21 @@ class Sealer:
         return cls([_made_key(settings.secrets_key_file)])
 
     def seal(self, value: dict[str, dict[str, str]]) -> str:
-        if self._fernet is None:
-            raise SecretsUnavailable("set ATELIER_SECRETS_KEY to store headers of MCP servers")
-        return self._fernet.encrypt(json.dumps(value).encode()).decode()
+        return self.seal_text(json.dumps(value))
 
     def open(self, sealed: str | None) -> dict[str, dict[str, str]]:
-        if sealed is None:
-            return {}
+        return {} if sealed is None else dict(json.loads(self.open_text(sealed)))
+
+    def seal_text(self, value: str) -> str:
+        if self._fernet is None:
+            raise SecretsUnavailable("set ATELIER_SECRETS_KEY to store secrets")
+        return self._fernet.encrypt(value.encode()).decode()
+
+    def open_text(self, sealed: str) -> str:
         if self._fernet is None:
             raise SecretsUnavailable("ATELIER_SECRETS_KEY is not set")
         try:
-            return dict(json.loads(self._fernet.decrypt(sealed.encode())))
+            return self._fernet.decrypt(sealed.encode()).decode()
         except InvalidToken as exc:
             raise SecretsUnavailable("no configured key opens these secrets") from exc
 

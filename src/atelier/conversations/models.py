@@ -65,6 +65,8 @@ class Message(IdMixin, Base):
         ForeignKey("runs.id", ondelete="SET NULL"), index=True
     )
     incomplete: Mapped[bool] = mapped_column(default=False)
+    # A later run answered the same input again (regenerate): kept, but not the answer.
+    superseded: Mapped[bool] = mapped_column(default=False)
     # Why the model stopped (end_turn, tool_use, max_tokens, ...); None when it never said.
     stop_reason: Mapped[str | None] = mapped_column(String(32))
     # The id of the run event that announced it (message.completed): a stream that lost

@@ -5,9 +5,10 @@ from atelier.conversations.models import Conversation, Message
 from atelier.db.base import Base
 from atelier.idempotency.models import IdempotentRequest
 from atelier.llm.models import CatalogModel
-from atelier.runs.models import Approval, Run
+from atelier.runs.models import Approval, Run, RunFileBackup
 from atelier.tenants.models import ApiKey, Tenant
 from atelier.usage.models import UsageRecord
+from atelier.webhooks.models import Webhook, WebhookDelivery
 from atelier.workspace.models import ConversationFile, StorageCleanup
 
 __all__ = [
@@ -22,7 +23,10 @@ __all__ = [
     "IdempotentRequest",
     "Message",
     "Run",
+    "RunFileBackup",
     "StorageCleanup",
     "Tenant",
     "UsageRecord",
+    "Webhook",
+    "WebhookDelivery",
 ]

@@ -1,4 +1,4 @@
-"""HTTP to URLs a tenant gave us (MCP servers): only to public addresses.
+"""HTTP to URLs a tenant gave us (MCP servers, webhooks): only to public addresses.
 
 Every address a host name resolves to must be public -- not loopback, private,
 link-local, reserved or multicast -- unless a setting allows them; the connection then
@@ -16,10 +16,22 @@ from typing import Any
 
 import httpcore
 import httpx
+from pydantic import HttpUrl
 
 
 class NonPublicAddress(httpcore.ConnectError):
     """The host resolves to an address tenants may not reach."""
+
+
+def http_url(value: str, what: str) -> str:
+    """``value`` if it is an http(s) URL with a host (a pydantic validator's check)."""
+    try:
+        url = HttpUrl(value)
+    except ValueError as exc:
+        raise ValueError(f"{what} must be an http(s) URL") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"{what} must be an http(s) URL")
+    return value
 
 
 def is_public(address: str) -> bool:
@@ -27,6 +39,20 @@ def is_public(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_global and not ip.is_multicast
+
+
+async def resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
+    """The addresses ``host`` resolves to; ``NonPublicAddress`` if one of them is not
+    public (and private ones are not allowed)."""
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+    addresses = [str(info[4][0]) for info in found]
+    refused = [a for a in addresses if not is_public(a)]
+    if refused and not allow_private:
+        raise NonPublicAddress(f"{host} resolves to a non-public address ({refused[0]})")
+    return addresses
 
 
 class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
@@ -42,16 +68,7 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        try:
-            found = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-        except OSError as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        addresses = [str(info[4][0]) for info in found]
-        refused = [a for a in addresses if not is_public(a)]
-        if refused and not self.allow_private:
-            raise NonPublicAddress(f"{host} resolves to a non-public address ({refused[0]})")
+        addresses = await resolve(host, port, allow_private=self.allow_private)
         return await self.inner.connect_tcp(
             addresses[0],
             port,

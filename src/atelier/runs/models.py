@@ -52,6 +52,8 @@ class Run(IdMixin, Base):
     last_event_id: Mapped[int | None] = mapped_column(BigInteger)
     # While it waits for approvals: the id of its last event (it goes on from the next).
     paused_event_id: Mapped[int | None] = mapped_column(BigInteger)
+    # A queued run that rolls back the run it interrupted: undone before this one starts.
+    rolls_back: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
@@ -83,3 +85,18 @@ class Approval(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     decided_at: Mapped[datetime | None]
+
+
+class RunFileBackup(Base):
+    """What a file was before a run first changed it, so that a rollback can restore it:
+    a copy of its object made inside the storage (None: the run created the file)."""
+
+    __tablename__ = "run_file_backups"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    backup_key: Mapped[str | None] = mapped_column(String(2048))
+    source: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime | None]

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import Row, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents import service as agents
@@ -37,6 +37,7 @@ from atelier.runs.events import (
 from atelier.runs.log import log_name
 from atelier.runs.models import Approval, Run
 from atelier.runs.recorder import Opened, Recorder
+from atelier.webhooks import outbox
 from atelier.workspace.service import file_etags
 from atelier.workspace.sync import Collected, WorkspaceSync
 
@@ -76,8 +77,17 @@ async def suspend(
                 return None
             paused = events.last_id + len(collected.changes) + len(calls)
             await approvals.request(session, recorder.run_id, calls, expires_at)
-            if not await _pause_run(session, recorder.run_id, paused):
+            run = await _pause_run(session, recorder.run_id, paused)
+            if run is None:
                 raise Fenced
+            waiting = {
+                "run_id": str(recorder.run_id),
+                "conversation_id": str(run.conversation_id),
+                "user_id": run.user_id,
+                "calls": [{"call_id": c.id, "name": c.name, "input": c.arguments} for c in calls],
+                "expires_at": expires_at.isoformat(),
+            }
+            await outbox.record(session, run.tenant_id, "approval.requested", waiting)
             await session.commit()
         return collected
 
@@ -159,9 +169,11 @@ async def announce_first(
         )
 
 
-async def _pause_run(session: AsyncSession, run_id: uuid.UUID, paused_event_id: int) -> bool:
-    """The running run now waits, held by no process; False if it no longer runs."""
-    paused = await session.scalar(
+async def _pause_run(
+    session: AsyncSession, run_id: uuid.UUID, paused_event_id: int
+) -> Row[uuid.UUID, uuid.UUID, str] | None:
+    """The running run now waits, held by no process; None if it no longer runs."""
+    paused = await session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
         .values(
@@ -170,9 +182,9 @@ async def _pause_run(session: AsyncSession, run_id: uuid.UUID, paused_event_id: 
             owner_id=None,
             heartbeat_at=utcnow(),
         )
-        .returning(Run.id)
+        .returning(Run.tenant_id, Run.conversation_id, Run.user_id)
     )
-    return paused is not None
+    return paused.first()
 
 
 async def _unpause_run(

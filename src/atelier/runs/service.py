@@ -22,6 +22,8 @@ from atelier.db.base import utcnow
 from atelier.http.scope import Principal
 from atelier.runs.events import ACTIVE_STATUSES, ErrorCode, RunError, RunStatus
 from atelier.runs.models import Run
+from atelier.usage.money import money_str
+from atelier.webhooks import outbox
 
 WORKER_LOST = "the process running it stopped"
 
@@ -236,26 +238,53 @@ async def end_run(
         still_active = and_(Run.status.in_(ACTIVE_STATUSES), Run.heartbeat_at < stale_before)
     if unheld is not None:  # only while it is still waiting or queued: held by no process
         still_active = Run.status == unheld
-    ended = await session.scalar(
-        update(Run)
-        .where(Run.id == run_id, still_active)
-        .values(
-            status=status,
-            ended_at=utcnow(),
-            error_code=error.code if error else None,
-            error_message=error.message if error else None,
-            last_event_id=last_event_id,
+    ended = (
+        await session.execute(
+            update(Run)
+            .where(Run.id == run_id, still_active)
+            .values(
+                status=status,
+                ended_at=utcnow(),
+                error_code=error.code if error else None,
+                error_message=error.message if error else None,
+                last_event_id=last_event_id,
+            )
+            .returning(
+                Run.conversation_id,
+                Run.tenant_id,
+                Run.user_id,
+                Run.model_id,
+                Run.agent_id,
+                Run.agent_version,
+                Run.input_tokens,
+                Run.output_tokens,
+                Run.cost,
+            )
         )
-        .returning(Run.conversation_id)
-    )
+    ).first()
     if ended is None:
         return False
     await session.execute(
         update(Conversation)
-        .where(Conversation.id == ended, Conversation.active_run_id == run_id)
+        .where(Conversation.id == ended.conversation_id, Conversation.active_run_id == run_id)
         .values(active_run_id=None)
         .execution_options(synchronize_session=False)
     )
+    # Told in the same transaction: if this commits, the webhooks will hear of it.
+    report = {
+        "run_id": str(run_id),
+        "conversation_id": str(ended.conversation_id),
+        "user_id": ended.user_id,
+        "status": str(status),
+        "model_id": ended.model_id,
+        "agent_id": str(ended.agent_id) if ended.agent_id else None,
+        "agent_version": ended.agent_version,
+        "error": error.model_dump(mode="json") if error else None,
+        "input_tokens": ended.input_tokens,
+        "output_tokens": ended.output_tokens,
+        "cost": money_str(ended.cost),
+    }
+    await outbox.record(session, ended.tenant_id, f"run.{status}", report)
     return True
 
 

@@ -1,0 +1,216 @@
+"""Sends the outbox: any process takes the deliveries that are due, signs each as
+Standard Webhooks, posts it, and records what the endpoint answered.
+
+A delivery is taken by moving its ``next_attempt_at`` past the attempt's timeout, in the
+statement that finds it: two processes never send it at once, and one that dies while
+sending leaves it to be sent again once that time has passed (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from standardwebhooks.webhooks import Webhook as Signer
+
+from atelier.agents.secrets import Sealer, SecretsUnavailable
+from atelier.db.base import utcnow
+from atelier.http.outbound import tenant_client
+from atelier.settings import Settings
+from atelier.webhooks.models import Webhook, WebhookDelivery
+
+log = structlog.get_logger("atelier.webhooks")
+BACKOFF = (1, 60, 360, 1440, 3600, 7200)  # x the base: after the 1st, 2nd, ... attempt
+PREVIOUS_SECRET_SIGNS = timedelta(days=1)  # after a rotation, both secrets sign
+BATCH = 20
+LEASE_MARGIN_SECONDS = 5
+KEPT_FOR = timedelta(days=30)  # delivered and failed deliveries are listed this long
+FORGET_EVERY_POLLS = 600
+USER_AGENT = "Atelier-Webhooks/1"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    status_code: int | None
+    error: str | None
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def body_of(delivery: WebhookDelivery) -> str:
+    """What is posted (and signed): the same bytes on every attempt."""
+    envelope = {
+        "type": delivery.event_type,
+        "timestamp": delivery.created_at.isoformat(),
+        "data": delivery.data,
+    }
+    return json.dumps(envelope, separators=(",", ":"))
+
+
+def message_id(event_id: uuid.UUID) -> str:
+    return f"msg_{event_id.hex}"
+
+
+class WebhookSender:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], sealer: Sealer, settings: Settings
+    ) -> None:
+        self.sessions = sessions
+        self.sealer = sealer
+        self.settings = settings
+        self.client = tenant_client(
+            allow_private=settings.webhook_allow_private,
+            timeout=settings.webhook_timeout_seconds,
+            headers={"user-agent": USER_AGENT},
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def run_forever(self) -> None:
+        """Every process sends what is due, and forgets month-old deliveries now and then."""
+        polls = 0
+        while True:
+            await asyncio.sleep(self.settings.webhook_poll_seconds)
+            try:
+                while await self.send_due() == BATCH:
+                    pass
+                polls += 1
+                if polls % FORGET_EVERY_POLLS == 0:
+                    await self.forget_old()
+            except Exception:
+                log.warning("webhook delivery failed; retrying", exc_info=True)
+
+    async def forget_old(self) -> int:
+        before = utcnow() - KEPT_FOR
+        async with self.sessions() as session:
+            gone = await session.execute(
+                delete(WebhookDelivery).where(
+                    WebhookDelivery.status != "pending", WebhookDelivery.created_at < before
+                )
+            )
+            await session.commit()
+        return int(gone.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def send_due(self) -> int:
+        """Send the deliveries that are due (a batch); returns how many were attempted."""
+        async with self.sessions() as session:
+            taken = await self._take(session)
+            await session.commit()
+        if not taken:
+            return 0
+        attempts = await asyncio.gather(*(self._send(d, w) for d, w in taken))
+        async with self.sessions() as session:
+            for (delivery, _), attempt in zip(taken, attempts, strict=True):
+                await self._record(session, delivery, attempt)
+            await session.commit()
+        return len(taken)
+
+    async def _take(self, session: AsyncSession) -> list[tuple[WebhookDelivery, Webhook]]:
+        now = utcnow()
+        due = (
+            select(WebhookDelivery.event_id, WebhookDelivery.webhook_id)
+            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        key = tuple_(WebhookDelivery.event_id, WebhookDelivery.webhook_id)
+        # Past this attempt's timeout (and a margin): if this process dies, another sends it.
+        lease = timedelta(seconds=self.settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
+        taken = await session.execute(
+            update(WebhookDelivery)
+            .where(
+                key.in_(due),
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=now + lease)
+            .returning(WebhookDelivery)
+            .execution_options(synchronize_session=False)
+        )
+        deliveries = list(taken.scalars())
+        if not deliveries:
+            return []
+        hooks = await session.scalars(
+            select(Webhook).where(Webhook.id.in_({d.webhook_id for d in deliveries}))
+        )
+        by_id = {hook.id: hook for hook in hooks}
+        return [(d, by_id[d.webhook_id]) for d in deliveries if d.webhook_id in by_id]
+
+    async def _send(self, delivery: WebhookDelivery, hook: Webhook) -> Attempt:
+        body = body_of(delivery)
+        msg_id = message_id(delivery.event_id)
+        now = utcnow()
+        try:
+            signature = " ".join(
+                Signer(secret).sign(msg_id, now, body) for secret in self._secrets(hook, now)
+            )
+        except SecretsUnavailable as exc:
+            return Attempt(None, str(exc))
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature,
+        }
+        try:
+            # The answer's body is never read: only its status counts. The timeout bounds
+            # the whole attempt (httpx's bounds each read: a trickle could go on for ever).
+            async with (
+                asyncio.timeout(self.settings.webhook_timeout_seconds),
+                self.client.stream("POST", hook.url, content=body, headers=headers) as got,
+            ):
+                return Attempt(got.status_code, None)
+        except (httpx.TimeoutException, TimeoutError):
+            return Attempt(None, "timed out")
+        except httpx.HTTPError as exc:
+            return Attempt(None, str(exc) or type(exc).__name__)
+
+    def _secrets(self, hook: Webhook, now: datetime) -> list[str]:
+        secrets = [self.sealer.open_text(hook.secret)]
+        rotated = hook.rotated_at
+        if hook.previous_secret and rotated and now - rotated < PREVIOUS_SECRET_SIGNS:
+            secrets.append(self.sealer.open_text(hook.previous_secret))
+        return secrets
+
+    async def _record(
+        self, session: AsyncSession, delivery: WebhookDelivery, attempt: Attempt
+    ) -> None:
+        now = utcnow()
+        attempts = delivery.attempts + 1
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "last_status_code": attempt.status_code,
+            "last_error": attempt.error,
+            "last_attempt_at": now,
+        }
+        if attempt.delivered:
+            values |= {"status": "delivered", "delivered_at": now}
+        else:
+            step = BACKOFF[min(attempts, len(BACKOFF)) - 1]
+            later = now + timedelta(seconds=step * self.settings.webhook_retry_base_seconds)
+            window = timedelta(seconds=self.settings.webhook_retry_window_seconds)
+            if later > delivery.created_at + window:
+                values["status"] = "failed"
+                log.warning("webhook delivery failed for good", event_type=delivery.event_type)
+            else:
+                values["next_attempt_at"] = later
+        await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.event_id == delivery.event_id,
+                WebhookDelivery.webhook_id == delivery.webhook_id,
+            )
+            .values(**values)
+        )

@@ -1,0 +1,175 @@
+"""A tenant's webhooks: their endpoints (checked to be public), secrets (sealed, shown
+once) and deliveries. Functions flush; the request's unit of work commits."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import uuid
+from collections.abc import Sequence
+from typing import Literal
+
+import httpcore
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.agents.secrets import Sealer, SecretsUnavailable
+from atelier.db.base import utcnow
+from atelier.http.errors import ProblemError
+from atelier.http.outbound import NonPublicAddress, resolve
+from atelier.webhooks.models import Webhook, WebhookDelivery
+from atelier.webhooks.schemas import (
+    DeliveryOut,
+    WebhookIn,
+    WebhookOut,
+    WebhookPatch,
+    WebhookWithSecret,
+)
+
+RESOLVE_TIMEOUT_SECONDS = 5.0
+
+
+async def check_url(url: str, *, allow_private: bool) -> None:
+    """Refuse a URL whose host is (or resolves to) a loopback, private or link-local
+    address. Sending checks again, on the address it connects to (DNS may change)."""
+    if allow_private:
+        return
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+            await resolve(parsed.host, port, allow_private=False)
+    except NonPublicAddress as exc:
+        raise ProblemError(400, "webhook_url_not_allowed", str(exc)) from exc
+    except (httpcore.ConnectError, TimeoutError) as exc:
+        detail = f"{parsed.host} cannot be resolved"
+        raise ProblemError(400, "webhook_url_not_allowed", detail) from exc
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _seal(sealer: Sealer, secret: str) -> str:
+    try:
+        return sealer.seal_text(secret)
+    except SecretsUnavailable as exc:
+        raise ProblemError(503, "secrets_unavailable", str(exc)) from exc
+
+
+async def create(
+    session: AsyncSession, tenant_id: uuid.UUID, body: WebhookIn, sealer: Sealer
+) -> WebhookWithSecret:
+    secret = new_secret()
+    now = utcnow()
+    hook = Webhook(
+        tenant_id=tenant_id,
+        url=body.url,
+        events=_stored(body.events),
+        enabled=body.enabled,
+        secret=_seal(sealer, secret),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(hook)
+    await session.flush()
+    return WebhookWithSecret(**present(hook).model_dump(), secret=secret)
+
+
+async def get(session: AsyncSession, tenant_id: uuid.UUID, webhook_id: uuid.UUID) -> Webhook:
+    hook = await session.scalar(
+        select(Webhook).where(Webhook.id == webhook_id, Webhook.tenant_id == tenant_id)
+    )
+    if hook is None:
+        raise ProblemError(404, "not_found", "no such webhook")
+    return hook
+
+
+async def list_all(session: AsyncSession, tenant_id: uuid.UUID) -> list[Webhook]:
+    rows = await session.scalars(
+        select(Webhook).where(Webhook.tenant_id == tenant_id).order_by(Webhook.created_at)
+    )
+    return list(rows)
+
+
+async def change(
+    session: AsyncSession, tenant_id: uuid.UUID, webhook_id: uuid.UUID, body: WebhookPatch
+) -> Webhook:
+    hook = await get(session, tenant_id, webhook_id)
+    if body.url is not None:
+        hook.url = body.url
+    if body.events is not None:
+        hook.events = _stored(body.events)
+    if body.enabled is not None:
+        hook.enabled = body.enabled
+    hook.updated_at = utcnow()
+    await session.flush()
+    return hook
+
+
+async def rotate(
+    session: AsyncSession, tenant_id: uuid.UUID, webhook_id: uuid.UUID, sealer: Sealer
+) -> WebhookWithSecret:
+    """A new secret signs from now on; the one before still signs for a day beside it."""
+    hook = await get(session, tenant_id, webhook_id)
+    secret = new_secret()
+    hook.previous_secret, hook.secret = hook.secret, _seal(sealer, secret)
+    hook.rotated_at = hook.updated_at = utcnow()
+    await session.flush()
+    return WebhookWithSecret(**present(hook).model_dump(), secret=secret)
+
+
+async def delete(session: AsyncSession, tenant_id: uuid.UUID, webhook_id: uuid.UUID) -> None:
+    await session.delete(await get(session, tenant_id, webhook_id))
+    await session.flush()
+
+
+async def deliveries(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    status: Literal["pending", "delivered", "failed"] | None,
+    limit: int,
+) -> list[DeliveryOut]:
+    """The newest first."""
+    hook = await get(session, tenant_id, webhook_id)
+    query = select(WebhookDelivery).where(WebhookDelivery.webhook_id == hook.id)
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    rows = await session.scalars(
+        query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.event_id).limit(limit)
+    )
+    return [
+        DeliveryOut(
+            id=row.event_id,
+            event_type=row.event_type,
+            status=row.status,
+            attempts=row.attempts,
+            last_status_code=row.last_status_code,
+            last_error=row.last_error,
+            last_attempt_at=row.last_attempt_at,
+            next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+            delivered_at=row.delivered_at,
+            created_at=row.created_at,
+            data=row.data,
+        )
+        for row in rows
+    ]
+
+
+def present(hook: Webhook) -> WebhookOut:
+    return WebhookOut(
+        id=hook.id,
+        url=hook.url,
+        events=[e for e in hook.events.split(",") if e],
+        enabled=hook.enabled,
+        secret_rotated_at=hook.rotated_at,
+        created_at=hook.created_at,
+        updated_at=hook.updated_at,
+    )
+
+
+def _stored(events: Sequence[str]) -> str:
+    return "," + ",".join(sorted(set(events))) + ","
