@@ -7,12 +7,13 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response
 from sqlalchemy import delete as sql_delete
 
 from atelier.agents import service as agents
-from atelier.conversations import service
+from atelier.conversations import forking, service
 from atelier.conversations.models import Conversation, Kind
 from atelier.conversations.schemas import (
     AgentConversationWrite,
     ConversationOut,
     ConversationPage,
+    ForkIn,
 )
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.scope import Principal
@@ -77,6 +78,30 @@ async def update_conversation(
             session, principal.tenant_id, conversation.agent_id, conversation.agent_version
         )
     return _present(resources, conversation)
+
+
+@router.post(
+    "/{conversation_id}/fork",
+    status_code=201,
+    responses={400: {"description": "invalid_at_seq: past the last message"}},
+)
+async def fork_conversation(
+    conversation_id: uuid.UUID,
+    principal: UserPrincipalDep,
+    resources: ResourcesDep,
+    body: ForkIn | None = None,
+) -> ConversationOut:
+    """A new conversation with the messages up to ``at_seq`` and a copy of the workspace."""
+    storage, settings = resources.storage, resources.settings
+    at_seq = body.at_seq if body else None
+    async with resources.sessionmaker() as session:
+        copy = await forking.fork(session, storage, settings, principal, conversation_id, at_seq)
+        try:
+            await session.commit()
+        except BaseException:
+            await forking.forget(storage, settings, copy)
+            raise
+        return _present(resources, copy)
 
 
 @router.delete("/{conversation_id}", status_code=204)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.conversations.models import Conversation, Message
@@ -85,11 +85,9 @@ async def append(
 
 
 async def history(session: AsyncSession, conversation_id: uuid.UUID) -> list[ChatMessage]:
-    """The conversation as the model sees it: every stored message, tool parts included."""
-    rows = await session.scalars(
-        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
-    )
-    return as_history(rows)
+    """The conversation as the model sees it: every stored message that was not superseded,
+    tool parts included."""
+    return as_history(await session.scalars(_current(conversation_id)))
 
 
 async def waiting_history(
@@ -97,14 +95,18 @@ async def waiting_history(
 ) -> tuple[list[ChatMessage], tuple[ToolCall, ...]]:
     """The conversation of a run that waited for approvals, and the calls it waited with:
     the last message's, still without results."""
-    rows = list(
-        await session.scalars(
-            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
-        )
-    )
+    rows = list(await session.scalars(_current(conversation_id)))
     calls = as_chat_message(rows[-1]).tool_calls if rows and rows[-1].role == "assistant" else ()
     history = as_history(rows)
     return (history[:-1] if calls else history), calls
+
+
+def _current(conversation_id: uuid.UUID) -> Select[Message]:
+    return (
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.superseded.is_(False))
+        .order_by(Message.seq)
+    )
 
 
 def as_history(rows: Any) -> list[ChatMessage]:

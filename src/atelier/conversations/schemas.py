@@ -42,6 +42,13 @@ class AgentConversationWrite(ConversationWrite):
     agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
+class ForkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The last message the copy keeps (0: none); by default, all of them.
+    at_seq: int | None = Field(default=None, ge=0, le=2**53)
+
+
 class ConversationOut(BaseModel):
     id: uuid.UUID
     title: str | None

@@ -19,7 +19,15 @@ from atelier.runs import service
 from atelier.runs.environment import RunRequest
 from atelier.runs.events import ErrorCode, StreamError
 from atelier.runs.models import Run
-from atelier.runs.schemas import DecisionIn, MessageList, MessageOut, RunIn, RunList, RunOut
+from atelier.runs.schemas import (
+    DecisionIn,
+    MessageList,
+    MessageOut,
+    RegenerateIn,
+    RunIn,
+    RunList,
+    RunOut,
+)
 
 router = APIRouter(prefix="/v1/conversations", tags=["runs"])
 
@@ -68,20 +76,58 @@ async def start_run(
     resources: ResourcesDep,
     accept: Annotated[str, Header()] = "application/json",
 ) -> Response:
+    request = RunRequest(
+        principal,
+        conversation_id,
+        "agent",
+        body.input,
+        body.model_id,
+        strategy=body.multitask_strategy,
+    )
+    return await started(resources, request, accept)
+
+
+@router.post(
+    "/{conversation_id}/runs/{run_id}/regenerate",
+    status_code=202,
+    responses={
+        **EVENT_STREAM,
+        409: {"description": "conversation_busy, or run_not_ended: that run is still going"},
+    },
+)
+async def regenerate_run(
+    conversation_id: uuid.UUID,
+    run_id: uuid.UUID,
+    principal: UserPrincipalDep,
+    resources: ResourcesDep,
+    body: RegenerateIn | None = None,
+    accept: Annotated[str, Header()] = "application/json",
+) -> Response:
+    """A new run with the same input; the earlier run's messages stay, marked superseded
+    (and out of the model's history), once the new run starts."""
+    body = body or RegenerateIn()
+    async with resources.sessionmaker() as session:
+        earlier = await owned_run(session, principal, conversation_id, run_id)
+    if earlier.status in ("queued", "running", "awaiting_approval"):
+        raise ProblemError(409, "run_not_ended", "that run has not ended: cancel it first")
+    request = RunRequest(
+        principal,
+        conversation_id,
+        "agent",
+        earlier.input,
+        body.model_id,
+        strategy=body.multitask_strategy,
+        supersedes=earlier.id,
+    )
+    return await started(resources, request, accept)
+
+
+async def started(resources: Resources, request: RunRequest, accept: str) -> Response:
     # Everything that can fail as plain HTTP happens before a stream starts (BUG-022).
     # No session is held by the response: the run opens its own (BUG-004).
-    run_id = await resources.runs.start(
-        RunRequest(
-            principal,
-            conversation_id,
-            "agent",
-            body.input,
-            body.model_id,
-            strategy=body.multitask_strategy,
-        )
-    )
+    run_id = await resources.runs.start(request)
     if "text/event-stream" in accept:
-        location = f"/v1/conversations/{conversation_id}/runs/{run_id}/events"
+        location = f"/v1/conversations/{request.conversation_id}/runs/{run_id}/events"
         return event_stream(resources.runs.events(run_id, 0), location)
     async with resources.sessionmaker() as session:
         run = await session.get(Run, run_id)

@@ -37,8 +37,11 @@ class RunRequest:
     kind: Kind  # a conversation with a workspace, or a chat
     text: str
     model_id: str | None  # the caller's choice; else the conversation's, else the default
-    strategy: Literal["reject", "enqueue", "interrupt"] = "reject"  # when the conversation is busy
+    # When the conversation is busy: refuse, queue, or cancel the active run (and undo it).
+    strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
     queued_run_id: uuid.UUID | None = None  # the queued run this request starts
+    supersedes: uuid.UUID | None = None  # regenerate: the run this one answers again
+    rolls_back: uuid.UUID | None = None  # the run undone before this one starts
 
 
 @dataclass

@@ -52,6 +52,8 @@ class Run(IdMixin, Base):
     last_event_id: Mapped[int | None] = mapped_column(BigInteger)
     # While it waits for approvals: the id of its last event (it goes on from the next).
     paused_event_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Regenerated: the run whose messages this one's replace (marked superseded when it starts).
+    supersedes: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     # A queued run that rolls back the run it interrupted: undone before this one starts.
     rolls_back: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

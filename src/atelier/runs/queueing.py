@@ -60,28 +60,27 @@ class RunQueue:
         self._starting: dict[uuid.UUID, asyncio.Future[RunTask]] = {}  # followed here
 
     async def add(self, request: RunRequest) -> uuid.UUID:
-        """Queue the run behind the active one (interrupting it, if asked): it starts when
-        the conversation is free, in this process or whichever hands over first."""
-        interrupt = request.strategy == "interrupt"
+        """Queue the run behind the active one (interrupting it, or rolling it back, if
+        asked): it starts when the conversation is free, in this process or whichever hands
+        over first."""
+        cuts_in = request.strategy in ("interrupt", "rollback")
         try:
             async with self.env.sessions() as session:
-                run_id = await enqueue(
-                    session,
-                    request.principal,
-                    request.conversation_id,
-                    request.text,
-                    request.model_id,
-                    first=interrupt,
-                )
                 active = await session.scalar(
                     select(Conversation.active_run_id).where(
                         Conversation.id == request.conversation_id
                     )
                 )
+                run_id = await enqueue(
+                    session,
+                    request,
+                    first=cuts_in,
+                    rolls_back=active if request.strategy == "rollback" else None,
+                )
                 await session.commit()
         except service.ConversationGone as exc:
             raise ProblemError(404, "not_found", "no such conversation") from exc
-        if interrupt and active is not None:
+        if cuts_in and active is not None:
             await self.manager.cancel(active)
         # The active run may have ended while this one was queued: it did not see it.
         self.env.supervisor.spawn(self.start_next(request.conversation_id), name="run-queue")
@@ -103,6 +102,8 @@ class RunQueue:
                 queued.input,
                 queued.model_id or None,
                 queued_run_id=queued.id,
+                supersedes=queued.supersedes,
+                rolls_back=queued.rolls_back,
             )
             try:
                 run, _ = await self.manager.accept(request)
@@ -170,19 +171,14 @@ class RunQueue:
 
 
 async def enqueue(
-    session: AsyncSession,
-    principal: Principal,
-    conversation_id: uuid.UUID,
-    text: str,
-    model_id: str | None,
-    *,
-    first: bool,
+    session: AsyncSession, request: RunRequest, *, first: bool, rolls_back: uuid.UUID | None
 ) -> uuid.UUID:
     """A run that starts when the ones before it have ended (``first``: before the other
-    queued runs -- it interrupted the active one). Raises ``ConversationGone``."""
+    queued runs -- it cut in on the active one). Raises ``ConversationGone``."""
+    principal = request.principal
     owned = await session.scalar(
         select(Conversation.id).where(
-            Conversation.id == conversation_id,
+            Conversation.id == request.conversation_id,
             Conversation.tenant_id == principal.tenant_id,
             Conversation.user_id == principal.user_id,
             Conversation.kind == "agent",
@@ -194,16 +190,18 @@ async def enqueue(
     await session.execute(
         insert(Run).values(
             id=run_id,
-            conversation_id=conversation_id,
+            conversation_id=request.conversation_id,
             tenant_id=principal.tenant_id,
             user_id=principal.user_id,
-            model_id=model_id or "",  # chosen when it starts
-            input=text,
+            model_id=request.model_id or "",  # chosen when it starts
+            input=request.text,
             status=RunStatus.QUEUED,
             input_tokens=0,
             output_tokens=0,
             cost=Decimal(0),
             priority=1 if first else 0,
+            supersedes=request.supersedes,
+            rolls_back=rolls_back,
             created_at=utcnow(),
         )
     )

@@ -98,6 +98,7 @@ class Recorder:
                 text=request.text,
                 owner_id=owner_id,
                 queued=request.queued_run_id is not None,
+                supersedes=request.supersedes,
             )
             history = await messages.history(session, claimed.id)
             files = await file_etags(session, claimed) if request.kind == "agent" else {}

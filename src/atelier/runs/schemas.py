@@ -20,9 +20,18 @@ class RunIn(BaseModel):
 
     input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS, pattern=NO_NUL)
     model_id: str | None = ModelId
-    # When a run is active: refuse (409), queue this one behind it, or cancel it (its
-    # partial work kept) and start this one next.
-    multitask_strategy: Literal["reject", "enqueue", "interrupt"] = "reject"
+    # When a run is active: refuse (409), queue this one behind it, cancel it (its partial
+    # work kept) and start this one next, or cancel it and undo its messages and files.
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
+
+
+class RegenerateIn(BaseModel):
+    """A new run with the input of an ended one, whose messages become ``superseded``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str | None = ModelId
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
 
 
 class RunOut(BaseModel):
@@ -78,6 +87,8 @@ class MessageOut(BaseModel):
     parts: list[dict[str, Any]] | None
     # True when the run ended (failed, cancelled, timed out) while this reply was streaming.
     incomplete: bool
+    # A later run answered the same input again (regenerate): kept, but not in the history.
+    superseded: bool = False
     # Why the model stopped: "max_tokens" means the output limit cut the reply short.
     stop_reason: str | None = None
     run_id: uuid.UUID | None

@@ -142,9 +142,11 @@ async def open_run(
     text: str,
     owner_id: str,
     queued: bool = False,
+    supersedes: uuid.UUID | None = None,
 ) -> None:
     """Insert the run (already running, with the agent version it runs) -- or start the
-    queued one -- and the user's message it answers."""
+    queued one -- and the user's message it answers; a regenerated run's earlier messages
+    are marked superseded."""
     now = utcnow()
     if queued:
         started = await session.scalar(
@@ -182,7 +184,14 @@ async def open_run(
                 heartbeat_at=now,
                 created_at=now,
                 started_at=now,
+                supersedes=supersedes,
             )
+        )
+    if supersedes is not None:
+        await session.execute(
+            update(Message)
+            .where(Message.conversation_id == conversation.id, Message.run_id == supersedes)
+            .values(superseded=True)
         )
     await session.execute(
         insert(Message).values(

@@ -55,6 +55,10 @@ class Storage(Protocol):
     def list_objects(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         """Every object under ``prefix``, fetched page by page."""
 
+    async def copy(self, source: str, target: str) -> ObjectInfo:
+        """Copy an object inside the storage (its bytes never pass through this process),
+        replacing ``target``; ``ObjectNotFound`` if ``source`` is absent."""
+
     async def delete(self, key: str) -> None:
         """Delete one object; deleting a missing one is not an error."""
 

@@ -124,6 +124,28 @@ class LocalStorage:
             raise ObjectNotFound(key) from exc
         return ObjectInfo(key=key, size=size, etag=meta["etag"], content_type=meta["content_type"])
 
+    async def copy(self, source: str, target: str) -> ObjectInfo:
+        return await asyncio.to_thread(self._copy, source, target)
+
+    def _copy(self, source: str, target: str) -> ObjectInfo:
+        """A hard link: writes replace an object by renaming a new file over it, so the
+        two names never share a change (a plain copy where links are not possible)."""
+        info = self._head(source)
+        temp = self.tmp / uuid.uuid4().hex
+        try:
+            os.link(self._inside(self.objects, source), temp)
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(source) from exc
+        except OSError:
+            shutil.copyfile(self._inside(self.objects, source), temp)
+        copied = ObjectInfo(
+            key=target, size=info.size, etag=info.etag, content_type=info.content_type
+        )
+        self._commit(
+            temp, self._inside(self.objects, target), self._inside(self.meta, target), copied
+        )
+        return copied
+
     async def list_objects(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         keys = await asyncio.to_thread(self._keys, prefix)
         for key in keys:

@@ -35,6 +35,7 @@ from atelier.workspace.base import (
 
 PART_SIZE = 8 * 1024 * 1024
 DELETE_BATCH = 1000
+MAX_COPY_SIZE = 5 * 1024**3
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 
 
@@ -282,6 +283,17 @@ class S3Storage:
                         etag=_unquote(item["ETag"]),
                         content_type="",
                     )
+
+    async def copy(self, source: str, target: str) -> ObjectInfo:
+        info = await self.head(source)
+        if info.size > MAX_COPY_SIZE:  # one CopyObject's limit
+            raise StorageError(f"{source!r} is too large to copy ({info.size} bytes)")
+        with _translated_errors(source):
+            response = await self.client.copy_object(
+                Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source}
+            )
+        etag = _unquote(response["CopyObjectResult"]["ETag"])
+        return ObjectInfo(key=target, size=info.size, etag=etag, content_type=info.content_type)
 
     async def delete(self, key: str) -> None:
         with _translated_errors(key):

@@ -93,7 +93,11 @@ def upgrade() -> None:
             sa.Column("superseded", sa.Boolean(), nullable=False, server_default=sa.false())
         )
     with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("supersedes", sa.Uuid(), nullable=True))
         batch.add_column(sa.Column("rolls_back", sa.Uuid(), nullable=True))
+        batch.create_foreign_key(
+            op.f("fk_runs_supersedes_runs"), "runs", ["supersedes"], ["id"], ondelete="SET NULL"
+        )
         batch.create_foreign_key(
             op.f("fk_runs_rolls_back_runs"), "runs", ["rolls_back"], ["id"], ondelete="SET NULL"
         )
@@ -103,6 +107,8 @@ def downgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.drop_constraint(op.f("fk_runs_rolls_back_runs"), type_="foreignkey")
         batch.drop_column("rolls_back")
+        batch.drop_constraint(op.f("fk_runs_supersedes_runs"), type_="foreignkey")
+        batch.drop_column("supersedes")
     with op.batch_alter_table("messages") as batch:
         batch.drop_column("superseded")
     op.drop_table("run_file_backups")
