@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import Caller, make_caller
 from tests.runs.helpers import new_conversation, run_streamed
 
+PUBLIC_URL = "https://93.184.215.14/hook"  # public, and no DNS is needed to know it
+
 # A valid body for each operation that takes one: a 422 must not hide a missing 404.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/conversations"): {"json": {}},
@@ -34,10 +36,19 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/conversations/{conversation_id}/runs/{run_id}/approvals/{call_id}"): {
         "json": {"decision": "approve"}
     },
+    ("post", "/v1/conversations/{conversation_id}/fork"): {"json": {"at_seq": 1}},
+    ("post", "/v1/webhooks"): {"json": {"url": PUBLIC_URL, "events": ["budget.exceeded"]}},
+    ("patch", "/v1/webhooks/{webhook_id}"): {"json": {"url": PUBLIC_URL + "/mine"}},
 }
 # Tenant-wide by contract (agents): another tenant gets 404, another user of the same
 # tenant may use them.
-TENANT_WIDE = {"/v1/agents/{agent_id}", "/v1/agents/{agent_id}/versions"}
+TENANT_WIDE = {
+    "/v1/agents/{agent_id}",
+    "/v1/agents/{agent_id}/versions",
+    "/v1/webhooks/{webhook_id}",
+    "/v1/webhooks/{webhook_id}/rotate-secret",
+    "/v1/webhooks/{webhook_id}/deliveries",
+}
 # Operations that name none of Alice's resources: they must answer, but only with the
 # caller's own (empty) data.
 UNOWNED = {
@@ -52,12 +63,15 @@ UNOWNED = {
     ("post", "/v1/chats"),
     ("get", "/v1/agents"),
     ("post", "/v1/agents"),
+    ("get", "/v1/webhooks"),
+    ("post", "/v1/webhooks"),
 }
 
 
 class Owned:
-    def __init__(self, conversation: str, run: str, chat: str, agent: str) -> None:
+    def __init__(self, conversation: str, run: str, chat: str, agent: str, webhook: str) -> None:
         self.ids = {
+            "webhook_id": webhook,
             "conversation_id": conversation,
             "run_id": run,
             "chat_id": chat,
@@ -88,7 +102,14 @@ async def alice(client: httpx.AsyncClient, caller: Caller) -> Owned:
     agent = (
         await client.post("/v1/agents", json={"name": "alices"}, headers=caller.headers())
     ).json()["id"]
-    return Owned(conversation, events[0][2]["run_id"], chat, agent)
+    webhook = (
+        await client.post(
+            "/v1/webhooks",
+            json={"url": PUBLIC_URL, "events": ["budget.exceeded"]},
+            headers=caller.headers(),
+        )
+    ).json()["id"]
+    return Owned(conversation, events[0][2]["run_id"], chat, agent, webhook)
 
 
 def operations(app) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
@@ -114,6 +135,8 @@ async def snapshot(client: httpx.AsyncClient, caller: Caller, owned: Owned) -> l
         f"/v1/chats/{ids['chat_id']}/messages",
         f"/v1/agents/{ids['agent_id']}",
         f"/v1/agents/{ids['agent_id']}/versions",
+        f"/v1/webhooks/{ids['webhook_id']}",
+        f"/v1/webhooks/{ids['webhook_id']}/deliveries",
     ]
     states = []
     for url in urls:
@@ -155,7 +178,7 @@ async def test_every_operation_refuses_other_tenants_and_other_users(
                 assert response.status_code < 400, (who, method, template, response.text)
                 for name, secret in alice.ids.items():
                     if name in ("number", "call_id") or (
-                        who == "another user" and name == "agent_id"
+                        who == "another user" and name in ("agent_id", "webhook_id")
                     ):
                         continue  # no secret; the tenant's agents are every user's
                     assert secret not in response.text, (who, method, template)

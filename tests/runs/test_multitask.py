@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,10 +15,12 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from atelier.conversations.models import Message
-from atelier.runs.models import Run
+from atelier.llm.base import ToolCall, ToolResult
+from atelier.runs.models import Run, RunFileBackup
+from atelier.runs.tools import WorkspaceTools
 from tests.conftest import Caller
 from tests.live import serve_started
-from tests.runs.helpers import ENDED, new_conversation, parse_sse
+from tests.runs.helpers import ENDED, new_conversation, parse_sse, use_tools
 
 SLOW = " ".join(f"word{i}" for i in range(40))  # the offline model echoes it word by word
 
@@ -171,3 +174,111 @@ class TestInterrupt:
 async def _partial(app: FastAPI, run_id: str) -> bool:
     run = app.state.resources.runs.local.get(uuid.UUID(run_id))
     return run is not None and run.events.last_id >= 3
+
+
+class HeldAtRead:
+    """Workspace tools that really write and delete, but hold a ``read_file`` call until
+    the run is stopped: the run has changed files when it is cut short."""
+
+    def __init__(self) -> None:
+        self.holding = asyncio.Event()
+
+    def __call__(self, root: Path) -> HeldAtRead._Tools:
+        return HeldAtRead._Tools(self, WorkspaceTools(root))
+
+    class _Tools:
+        def __init__(self, gate: HeldAtRead, inner: WorkspaceTools) -> None:
+            self.gate, self.inner, self.specs = gate, inner, inner.specs
+
+        async def call(self, call: ToolCall) -> ToolResult:
+            if call.name == "read_file":
+                self.gate.holding.set()
+                await asyncio.Event().wait()
+            return await self.inner.call(call)
+
+
+CHANGES = "write a.txt: changed\nwrite new.txt: fresh\ndelete keep.txt\nread a.txt"
+
+
+async def files_of(tcp: httpx.AsyncClient, caller: Caller, conversation: str) -> dict[str, bytes]:
+    listed = await tcp.get(f"/v1/conversations/{conversation}/files", headers=caller.headers())
+    found = {}
+    for item in listed.json()["data"]:
+        got = await tcp.get(
+            f"/v1/conversations/{conversation}/files/{item['path']}", headers=caller.headers()
+        )
+        found[item["path"]] = got.content
+    return found
+
+
+async def cut_short(app: FastAPI, tcp: httpx.AsyncClient, caller: Caller, strategy: str):
+    """A conversation with two files, whose run changed them and is held; then a run that
+    cuts in with ``strategy``. Returns the conversation and the run cut short."""
+    conversation = await new_conversation(tcp, caller)
+    for path, data in (("a.txt", b"original"), ("keep.txt", b"keep me")):
+        put = await tcp.put(
+            f"/v1/conversations/{conversation}/files/{path}", content=data, headers=caller.headers()
+        )
+        assert put.status_code == 201
+    use_tools(app, held := HeldAtRead())
+    active = (await post(tcp, caller, conversation, CHANGES, "reject")).json()["id"]
+    await asyncio.wait_for(held.holding.wait(), 30)
+    cutting = await post(tcp, caller, conversation, "instead", strategy)
+    assert cutting.status_code == 202, cutting.text
+    runs = await all_ended(app, conversation, 2)
+    never_overlap(runs)
+    assert [r.status for r in runs] == ["cancelled", "completed"]
+    return conversation, active
+
+
+class TestRollback:
+    async def test_the_active_run_is_cancelled_and_its_messages_and_files_undone(
+        self, app, tcp, caller
+    ) -> None:
+        conversation, active = await cut_short(app, tcp, caller, "rollback")
+        assert await files_of(tcp, caller, conversation) == {
+            "a.txt": b"original",
+            "keep.txt": b"keep me",
+        }
+        async with app.state.resources.sessionmaker() as session:
+            left = list(await session.scalars(select(Message).order_by(Message.seq)))
+            backups = list(await session.scalars(select(RunFileBackup)))
+        assert [m.content for m in left if m.role == "user"] == ["instead"]
+        assert all(m.run_id != uuid.UUID(active) for m in left)
+        assert backups == []  # used up
+        # The next run sees the files as they were.
+        use_tools(app, WorkspaceTools)
+        ran = await tcp.post(
+            f"/v1/conversations/{conversation}/runs",
+            json={"input": "read a.txt"},
+            headers=caller.headers(Accept="text/event-stream"),
+        )
+        assert "original" in ran.text
+
+    async def test_an_interrupt_keeps_the_same_changes(self, app, tcp, caller) -> None:
+        """The contrast: without a rollback the cut-short run's work stays."""
+        conversation, _ = await cut_short(app, tcp, caller, "interrupt")
+        assert await files_of(tcp, caller, conversation) == {
+            "a.txt": b"changed",
+            "new.txt": b"fresh",
+        }
+        async with app.state.resources.sessionmaker() as session:
+            asked = list(
+                await session.scalars(
+                    select(Message.content).where(Message.role == "user").order_by(Message.seq)
+                )
+            )
+        assert asked == [CHANGES, "instead"]
+
+    async def test_what_a_run_kept_goes_once_a_later_run_ends(self, app, tcp, caller) -> None:
+        conversation = await new_conversation(tcp, caller)
+        await tcp.put(
+            f"/v1/conversations/{conversation}/files/a.txt", content=b"v1", headers=caller.headers()
+        )
+        await post(tcp, caller, conversation, "write a.txt: v2", "enqueue")
+        await post(tcp, caller, conversation, "write b.txt: other", "enqueue")
+        runs = await all_ended(app, conversation, 2)
+        async with app.state.resources.sessionmaker() as session:
+            kept = list(await session.scalars(select(RunFileBackup)))
+        # The first run's copy of a.txt is no longer needed; the second's note of b.txt is.
+        assert [(k.run_id, k.path, k.backup_key) for k in kept] == [(runs[1].id, "b.txt", None)]

@@ -19,7 +19,7 @@ from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.scope import Principal
 from atelier.resources import Resources
 from atelier.workspace import cleanup
-from atelier.workspace.service import conversation_prefix
+from atelier.workspace.service import conversation_prefix, undo_prefix
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
@@ -136,11 +136,17 @@ async def remove(
     # start (or upload into the prefix) while the rows go.
     async with resources.runs.exclusive(conversation_id), resources.sessionmaker() as session:
         conversation = await service.get_owned(session, principal, conversation_id, kind)
-        prefix = conversation_prefix(resources.settings, conversation.tenant_id, conversation.id)
-        # Rows go (messages, runs, files cascade) and the prefix is remembered, in one transaction.
+        prefixes = [
+            conversation_prefix(resources.settings, conversation.tenant_id, conversation.id),
+            undo_prefix(resources.settings, conversation.tenant_id, conversation.id),
+        ]
+        # Rows go (messages, runs, files cascade) and the prefixes are remembered, in one
+        # transaction.
         await session.execute(sql_delete(Conversation).where(Conversation.id == conversation.id))
-        await cleanup.schedule(session, prefix)
+        for prefix in prefixes:
+            await cleanup.schedule(session, prefix)
         await session.commit()
     # After the commit: delete the objects now; failures stay scheduled for the periodic task.
-    background.add_task(cleanup.run_prefix, resources.sessionmaker, resources.storage, prefix)
+    for prefix in prefixes:
+        background.add_task(cleanup.run_prefix, resources.sessionmaker, resources.storage, prefix)
     background.add_task(resources.runs.forget_workspace, conversation_id)

@@ -4,6 +4,7 @@ so, under the ids the row recorded."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from atelier.runs import service
+from atelier.runs import rollback, service
 from atelier.runs.events import (
     ErrorCode,
     FileChanged,
@@ -57,6 +58,10 @@ async def close(
                 recorder, session, sync, directory, status, error
             )
             final_id = recorder.events.last_id + len(collected.changes) + (title is not None) + 1
+            if sync is not None:
+                await rollback.forget_earlier(
+                    session, sync.settings, recorder.conversation, recorder.run_id
+                )
             await service.end_run(
                 session, recorder.run_id, final_status, final_error, last_event_id=final_id
             )
@@ -82,8 +87,19 @@ async def collect(
     whose files storage refused (some or all) ends failed, with those it took."""
     if sync is None or directory is None:
         return Collected([], {}, None), status, error
+    # What the files were before the run changed them, should the run be rolled back.
+    back_up = functools.partial(
+        rollback.back_up,
+        session,
+        sync.storage,
+        sync.settings,
+        recorder.conversation,
+        recorder.run_id,
+    )
     try:
-        collected = await sync.collect_and_upload(session, recorder.conversation, directory)
+        collected = await sync.collect_and_upload(
+            session, recorder.conversation, directory, before=back_up
+        )
     except DBAPIError:
         raise
     except Exception:  # the local copy could not be read: the row still ends

@@ -73,10 +73,11 @@ class Recorder:
         owner_id: str,
         abandoned_after: float,
         admit: Callable[[AsyncSession, service.Claimed], Awaitable[Admitted]],
+        undo: Callable[[AsyncSession, service.Claimed], Awaitable[None]] | None = None,
     ) -> Opened:
         """Claim the conversation, store the run and the user's message, and read what the
         run needs, in one transaction. ``admit`` may refuse the run (a ProblemError),
-        which leaves nothing behind."""
+        which leaves nothing behind; ``undo`` first rolls back the run this one cut in on."""
         async with self.sessions() as session:
             claimed, abandoned = await service.claim(
                 session,
@@ -88,6 +89,8 @@ class Recorder:
                 queued=request.queued_run_id is not None,
             )
             admitted = await admit(session, claimed)
+            if undo is not None:
+                await undo(session, claimed)
             model = admitted.model
             await service.open_run(
                 session,

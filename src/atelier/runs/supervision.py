@@ -25,7 +25,7 @@ from atelier.conversations.messages import Fenced
 from atelier.coordination.lease import Lease
 from atelier.db.base import utcnow
 from atelier.llm.base import ModelError, ToolCall
-from atelier.runs import closing, pausing
+from atelier.runs import closing, pausing, rollback
 from atelier.runs.admission import admit
 from atelier.runs.approvals import Decision
 from atelier.runs.closing import Ending
@@ -165,6 +165,11 @@ class RunTask:
             # Under the lock, an active run this quiet has lost its lease: its process died.
             abandoned_after=settings.run_lease_seconds / 2,
             admit=functools.partial(admit, self.env, request),
+            undo=None
+            if request.rolls_back is None
+            else functools.partial(
+                rollback.undo, self.env.storage, self.env.settings, request.rolls_back
+            ),
         )
         if opened.conversation.title is None and opened.conversation.user_seq == 1:
             self._title = start_title(self.env, opened, request.text)

@@ -41,6 +41,18 @@ def conversation_prefix(
     return f"{settings.s3_prefix}/{tenant_id}/{conversation_id}/"
 
 
+def undo_prefix(
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    run_id: uuid.UUID | None = None,
+) -> str:
+    """Where the objects a run replaced or deleted are kept, should it be rolled back:
+    beside the workspaces, never under one (no workspace path can reach them)."""
+    base = f"{settings.s3_prefix}/undo/{tenant_id}/{conversation_id}/"
+    return base if run_id is None else f"{base}{run_id}/"
+
+
 def object_key(settings: Settings, conversation: Workspace, path: str) -> str:
     return conversation_prefix(settings, conversation.tenant_id, conversation.id) + path
 

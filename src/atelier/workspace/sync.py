@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -88,10 +88,15 @@ class WorkspaceSync:
         return len(stale)
 
     async def collect_and_upload(
-        self, session: AsyncSession, conversation: service.Workspace, directory: Path
+        self,
+        session: AsyncSession,
+        conversation: service.Workspace,
+        directory: Path,
+        before: Callable[[list[FileChange]], Awaitable[None]] | None = None,
     ) -> Collected:
         """Upload what changed in ``directory`` since it was materialised and record it in
-        ``session``. Every change storage accepted is recorded, even when another failed."""
+        ``session``. Every change storage accepted is recorded, even when another failed.
+        ``before`` sees the changes first; if it raises StorageError, none is made."""
         manifest, local = await asyncio.to_thread(_look, directory, create=False)
         changes: list[FileChange] = []
         for path, stat in sorted(local.items()):
@@ -100,6 +105,11 @@ class WorkspaceSync:
             elif _changed(manifest[path], stat):
                 changes.append(FileChange(path, stat.size, "modified"))
         changes += [FileChange(path, 0, "deleted") for path in sorted(set(manifest) - set(local))]
+        if before is not None and changes:
+            try:
+                await before(changes)
+            except StorageError as exc:
+                return Collected([], {}, exc)
 
         gate = asyncio.Semaphore(CONCURRENCY)
 
