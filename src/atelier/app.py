@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 
 from atelier import __version__
 from atelier.agents.endpoints import router as agents_router
+from atelier.budgets.endpoints import router as budgets_router
 from atelier.chats.endpoints import router as chats_router
 from atelier.conversations.endpoints import router as conversations_router
 from atelier.db import models as _all_tables  # noqa: F401  (every mapper, for every FK)
@@ -123,6 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(models_router)
     app.include_router(usage_router)
     app.include_router(webhooks_router)
+    app.include_router(budgets_router)
     return app
 
 

@@ -1,6 +1,7 @@
 """Imports every domain's tables so ``Base.metadata`` is complete (Alembic, tests)."""
 
 from atelier.agents.models import Agent, AgentVersion
+from atelier.budgets.models import Budget, BudgetPeriod, BudgetReservation
 from atelier.conversations.models import Conversation, Message
 from atelier.db.base import Base
 from atelier.idempotency.models import IdempotentRequest
@@ -17,6 +18,9 @@ __all__ = [
     "ApiKey",
     "Approval",
     "Base",
+    "Budget",
+    "BudgetPeriod",
+    "BudgetReservation",
     "CatalogModel",
     "Conversation",
     "ConversationFile",

@@ -60,6 +60,13 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
+def estimate_request(request: ModelRequest) -> int:
+    """About how many tokens a request's prompt is: its instructions and messages."""
+    return estimate_tokens(request.system) + sum(
+        estimate_tokens(_text_of(message)) for message in request.messages
+    )
+
+
 class OfflineModel:
     provider = "offline"
 
@@ -67,9 +74,7 @@ class OfflineModel:
         self.delay = delay_seconds
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        prompt_tokens = estimate_tokens(request.system) + sum(
-            estimate_tokens(_text_of(message)) for message in request.messages
-        )
+        prompt_tokens = estimate_request(request)
         last = request.messages[-1] if request.messages else ChatMessage("user", "")
         call = _next_command(request.messages, {t.name for t in request.tools})
         if call is not None:

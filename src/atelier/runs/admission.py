@@ -1,6 +1,6 @@
 """Whether a run may start, decided once its conversation is claimed (and before anything
-of it is kept): its agent version, its model, that model's provider, and the
-conversation's context."""
+of it is kept): its agent version, its model, that model's provider, the conversation's
+context, and its budgets."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents import service as agents
 from atelier.agents.service import ResolvedAgent
+from atelier.budgets import enforcement as budgets
 from atelier.http.errors import ProblemError
 from atelier.llm.context import context_usage
 from atelier.llm.models import CatalogModel
@@ -22,6 +23,14 @@ from atelier.runs.service import Claimed
 class Admitted:
     model: CatalogModel
     agent: ResolvedAgent | None  # None: a chat turn (the chat agent)
+    budgets: tuple[budgets.Binding, ...] = ()  # what binds its spending
+
+
+def payer(conversation: Claimed, agent: ResolvedAgent | None) -> budgets.Payer:
+    agent_id = agent.agent_id if agent else None
+    return budgets.Payer(
+        conversation.tenant_id, conversation.api_key_id, conversation.user_id, agent_id
+    )
 
 
 async def admit(
@@ -51,4 +60,6 @@ async def admit(
             f"about {estimate} tokens do not fit {model.id}'s window of "
             f"{model.context_window}; start a new conversation",
         )
-    return Admitted(model, agent)
+    # Last, as it is the one refusal a client can do nothing about but wait or pay.
+    bindings = await budgets.admit(session, payer(conversation, agent), model.currency)
+    return Admitted(model, agent, bindings)

@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     SHUTDOWN = "shutdown"
     CONVERSATION_DELETED = "conversation_deleted"
     NOT_STARTED = "not_started"  # a queued run that could not start when its turn came
+    BUDGET_EXCEEDED = "budget_exceeded"  # a budget had nothing left for the next model call
     STREAM_FAILED = "stream_failed"  # this stream (not the run) could not go on
     # A chat turn's names for a run that timed out or was cancelled.
     MODEL_TIMEOUT = "model_timeout"
@@ -137,6 +138,8 @@ class Usage(_Event):
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
     cost: Decimal | None
+    # The call was cut short before the provider said: the counts are our estimate.
+    estimated: bool = False
 
     @field_serializer("cost")
     def _money(self, value: Decimal | None) -> str | None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
+from atelier.budgets import enforcement as budgets
 from atelier.llm.base import (
     ChatMessage,
     ChatModel,
@@ -22,7 +24,7 @@ from atelier.llm.base import (
     UsageReport,
 )
 from atelier.llm.models import CatalogModel
-from atelier.llm.offline import estimate_tokens
+from atelier.llm.offline import estimate_request, estimate_tokens
 from atelier.runs.approvals import Decision
 from atelier.runs.events import (
     ErrorCode,
@@ -34,6 +36,8 @@ from atelier.runs.outcome import COMPLETED, AwaitingApproval, Outcome
 from atelier.runs.recorder import Recorder
 from atelier.runs.spec import AgentSpec
 from atelier.runs.tools import Tools
+from atelier.usage.cost import Prices
+from atelier.usage.cost import cost as charge
 
 COMPACT_AFTER = 256  # pieces of a streamed reply kept apart before they are joined
 
@@ -48,6 +52,7 @@ class Transcript:
     calls: list[ToolCall] = field(default_factory=list)  # stored, results not yet
     results: list[ToolResult] = field(default_factory=list)
     produced: int = 0  # output tokens so far
+    prompt_tokens: int = 0  # our estimate of what the call under way was sent
 
 
 class AgentLoop:
@@ -87,7 +92,18 @@ class AgentLoop:
                 return Outcome.failed(
                     ErrorCode.OUTPUT_LIMIT, "the run used its whole output token budget"
                 )
-            calls = await self._call_model(budget)
+            request = self._request(budget)
+            worst_case = charge(
+                UsageReport(input_tokens=estimate_request(request), output_tokens=budget),
+                Prices.of(self.model),
+            )
+            refused = await self.recorder.reserve(worst_case or Decimal(0))
+            if refused is not None:
+                return Outcome.failed(
+                    ErrorCode.BUDGET_EXCEEDED,
+                    budgets.exceeded(refused.id, refused.scope, refused.period).detail,
+                )
+            calls = await self._call_model(request)
             if not calls:
                 return COMPLETED
             waiting = [
@@ -128,21 +144,23 @@ class AgentLoop:
             )
         await self.save_results()
 
-    async def _call_model(self, budget: int) -> list[ToolCall]:
+    def _request(self, max_tokens: int) -> ModelRequest:
+        return ModelRequest(
+            model=self.model.provider_model_id,
+            messages=self.transcript.messages,
+            system=self.spec.instructions,
+            tools=self.tools.specs if self.tools is not None else [],
+            max_tokens=max_tokens,
+        )
+
+    async def _call_model(self, request: ModelRequest) -> list[ToolCall]:
         transcript, emit = self.transcript, self.recorder.events.emit
         transcript.streaming, transcript.usage = [], UsageReport()
+        transcript.prompt_tokens = estimate_request(request)
         calls: list[ToolCall] = []
         stop: str | None = None
         self.progress()
-        stream = self.provider.stream(
-            ModelRequest(
-                model=self.model.provider_model_id,
-                messages=transcript.messages,
-                system=self.spec.instructions,
-                tools=self.tools.specs if self.tools is not None else [],
-                max_tokens=budget,
-            )
-        )
+        stream = self.provider.stream(request)
         try:
             async for event in stream:
                 self.progress()
@@ -166,7 +184,12 @@ class AgentLoop:
         reply = "".join(transcript.streaming)
         # A reply the output limit cut off is kept, and marked for what it is.
         await self.recorder.reply(
-            reply, calls, transcript.usage, incomplete=stop == "max_tokens", stop_reason=stop
+            reply,
+            calls,
+            transcript.usage,
+            incomplete=stop == "max_tokens",
+            stop_reason=stop,
+            prompt_tokens=transcript.prompt_tokens,
         )
         transcript.streaming = None
         transcript.produced += transcript.usage.output_tokens or estimate_tokens(reply)
@@ -190,6 +213,7 @@ class AgentLoop:
                 transcript.usage,
                 incomplete=True,
                 stop_reason=None,
+                prompt_tokens=transcript.prompt_tokens,
             )
             transcript.streaming = None
         if transcript.calls:

@@ -16,6 +16,7 @@ from sqlalchemy import Row, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents import service as agents
+from atelier.budgets import enforcement as budgets
 from atelier.conversations import messages
 from atelier.conversations.messages import Fenced
 from atelier.conversations.models import Conversation
@@ -24,6 +25,7 @@ from atelier.db.base import utcnow
 from atelier.llm.base import ToolCall
 from atelier.llm.catalog import ModelCatalog
 from atelier.runs import approvals, closing, service
+from atelier.runs.admission import payer
 from atelier.runs.approvals import Decision
 from atelier.runs.environment import RunEnvironment
 from atelier.runs.events import (
@@ -116,13 +118,14 @@ async def reopen(
         agent = await agents.resolve(
             session, claimed.tenant_id, run.agent_id, run.agent_version or 1
         )
+        model = catalog.resolve(run.model_id)
+        # Spent meanwhile: it does not go on (its next call could not hold anything).
+        bindings = await budgets.admit(session, payer(claimed, agent), model.currency)
         history, calls = await messages.waiting_history(session, claimed.id)
         files = await file_etags(session, claimed)
         decided = await approvals.decisions(session, recorder.run_id)
         await session.commit()
-    recorder.opened = Opened(
-        claimed, catalog.resolve(run.model_id), agent, history, files, abandoned=None
-    )
+    recorder.opened = Opened(claimed, model, agent, history, files, None, bindings)
     for call in calls:
         if (decision := decided.get(call.id)) is not None:
             verdict: Literal["approve", "deny"] = "approve" if decision.approved else "deny"
@@ -218,5 +221,6 @@ async def _unpause_run(
         run.agent_version,
         conversation.estimated_context_tokens,
         0,  # not a new exchange: no title to make
+        run.api_key_id,
     )
     return run, claimed

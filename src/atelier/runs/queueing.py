@@ -94,7 +94,8 @@ class RunQueue:
                 queued = await next_in_line(session, conversation_id)
             if queued is None:
                 return
-            owner = Principal(queued.tenant_id, "", uuid.UUID(int=0), queued.user_id)
+            key = queued.api_key_id or uuid.UUID(int=0)  # 0: no key (the key was deleted)
+            owner = Principal(queued.tenant_id, "", key, queued.user_id)
             request = RunRequest(
                 owner,
                 conversation_id,
@@ -193,6 +194,7 @@ async def enqueue(
             conversation_id=request.conversation_id,
             tenant_id=principal.tenant_id,
             user_id=principal.user_id,
+            api_key_id=principal.key_id,
             model_id=request.model_id or "",  # chosen when it starts
             input=request.text,
             status=RunStatus.QUEUED,

@@ -7,6 +7,7 @@ id it is announced under, so a stream that lost the event log can send it again.
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.agents.service import ResolvedAgent
+from atelier.budgets import enforcement as budgets
 from atelier.conversations import messages
 from atelier.conversations.models import Message
 from atelier.db.engine import unreachable
@@ -33,12 +35,15 @@ from atelier.runs.events import (
     Usage,
 )
 from atelier.runs.log import RunEventLog
+from atelier.usage.cost import Prices
+from atelier.usage.cost import cost as charge
 from atelier.usage.service import record_usage
 from atelier.workspace.service import file_etags
 
 log = structlog.get_logger("atelier.runs")
 T = TypeVar("T")
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+BUDGET_WAIT_FIRST, BUDGET_WAIT_MAX = 0.02, 1.0  # a call waits for others' holds to settle
 NOT_RUN = "not run: the run ended first"
 
 
@@ -52,6 +57,7 @@ class Opened:
     history: list[ChatMessage]
     files: dict[str, str]  # path -> etag, when the run works on the workspace
     abandoned: uuid.UUID | None  # a dead process's run this one found and failed
+    budgets: tuple[budgets.Binding, ...] = ()  # what binds its spending
 
 
 class Recorder:
@@ -106,7 +112,9 @@ class Recorder:
             history = await messages.history(session, claimed.id)
             files = await file_etags(session, claimed) if request.kind == "agent" else {}
             await session.commit()
-        self.opened = Opened(claimed, model, admitted.agent, history, files, abandoned)
+        self.opened = Opened(
+            claimed, model, admitted.agent, history, files, abandoned, admitted.budgets
+        )
         self.events.emit(
             RunStarted(run_id=str(self.run_id), conversation_id=str(claimed.id), model_id=model.id)
         )
@@ -125,23 +133,37 @@ class Recorder:
         *,
         incomplete: bool,
         stop_reason: str | None,
+        prompt_tokens: int = 0,
     ) -> None:
-        """An assistant reply and its model call's usage."""
+        """An assistant reply and its model call's usage (``prompt_tokens``: our estimate of
+        what it was sent). A call cut short before the provider said what it used is
+        recorded with our estimate, marked so; its budgets are charged either way."""
         assert self.opened is not None
         conversation, model = self.conversation, self.opened.model
         message_event, usage_event = self.events.last_id + 1, self.events.last_id + 2
         output = usage.output_tokens if usage.output_tokens is not None else estimate_tokens(text)
+        unreported = usage.input_tokens is None and usage.output_tokens is None
+        guess = UsageReport(input_tokens=prompt_tokens, output_tokens=output)
+        estimated = unreported and incomplete and stop_reason is None
         async with self.sessions() as session:
             cost = await record_usage(
                 session,
                 tenant_id=conversation.tenant_id,
                 user_id=conversation.user_id,
                 model=model,
-                usage=usage,
+                usage=guess if estimated else usage,
                 conversation_id=conversation.id,
                 run_id=self.run_id,
                 event_id=usage_event,
+                api_key_id=conversation.api_key_id,
+                agent_id=self.opened.agent.agent_id if self.opened.agent else None,
+                estimated=estimated,
             )
+            if estimated:
+                usage = guess
+            if self.opened.budgets:
+                spent = cost if cost is not None else charge(guess, Prices.of(model))
+                await budgets.settle(session, self.run_id, self.opened.budgets, spent or Decimal(0))
             charged = cost or Decimal(0)
             message = await messages.append(
                 session,
@@ -173,8 +195,30 @@ class Recorder:
                 cache_read_tokens=usage.cache_read_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
                 cost=cost,
+                estimated=estimated,
             )
         )
+
+    async def reserve(self, worst_case: Decimal) -> budgets.Binding | None:
+        """Hold the next model call's worst case against the run's budgets, waiting while
+        other calls hold what it needs; the budget that is spent, if one is (then nothing
+        is held)."""
+        assert self.opened is not None
+        if not self.opened.budgets:
+            return None
+        pause = BUDGET_WAIT_FIRST
+        while True:
+            async with self.sessions() as session:
+                refused = await budgets.reserve(
+                    session, self.run_id, self.opened.budgets, worst_case
+                )
+                if refused is None:
+                    await session.commit()
+                    return None
+            if refused.spent:
+                return refused.binding
+            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, BUDGET_WAIT_MAX)
 
     async def tool_results(
         self, calls: list[ToolCall], results: list[ToolResult]

@@ -50,6 +50,7 @@ class Claimed:
     agent_version: int | None  # None: the agent's latest version
     estimated_context_tokens: int
     user_seq: int  # the seq of the run's user message
+    api_key_id: uuid.UUID | None = None  # the key the run was asked for with
 
 
 async def claim(
@@ -128,6 +129,7 @@ async def claim(
         agent_version,
         context_tokens,
         seq,
+        principal.key_id if principal.key_id.int else None,  # 0: a queued run of no key
     )
     return claimed, abandoned
 
@@ -176,6 +178,7 @@ async def open_run(
                 agent_id=agent.agent_id if agent else None,
                 agent_version=agent.version if agent else None,
                 input=text,
+                api_key_id=conversation.api_key_id,
                 status=RunStatus.RUNNING,
                 input_tokens=0,
                 output_tokens=0,

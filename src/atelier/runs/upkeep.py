@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atelier.budgets import enforcement as budgets
 from atelier.conversations.models import Conversation
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.db.base import utcnow
@@ -60,6 +61,7 @@ class Upkeep:
         )
         supervisor.daemon(self._every(self._reap_interval, self.decided), "approval-expiry")
         supervisor.daemon(self._every(self._reap_interval, self.queued), "run-queue")
+        supervisor.daemon(self._every(self._reap_interval, self.abandoned_holds), "budget-holds")
         keys = IdempotencyStore(self.env.sessions)
         supervisor.daemon(
             self._every(self._sweep_interval, keys.forget_expired), "idempotency-expiry"
@@ -144,6 +146,13 @@ class Upkeep:
         for run_id in ready:
             await self.resume(run_id)
         return len(ready)
+
+    async def abandoned_holds(self) -> int:
+        """Release what dead runs' model calls held of their budgets."""
+        async with self.env.sessions() as session:
+            released = await budgets.release_abandoned(session)
+            await session.commit()
+        return released
 
     async def queued(self) -> int:
         """Start the queued runs of conversations nobody handed over (a process died)."""

@@ -29,6 +29,11 @@ class UsageRecord(IdMixin, Base):
     run_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("runs.id", ondelete="SET NULL"), index=True
     )
+    # The key the run was started with, and the agent it ran (reports group by them).
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     model_id: Mapped[str] = mapped_column(String(128))
     provider: Mapped[str] = mapped_column(String(32))
     input_tokens: Mapped[int | None] = mapped_column(BigInteger)
@@ -36,6 +41,8 @@ class UsageRecord(IdMixin, Base):
     cache_read_tokens: Mapped[int | None] = mapped_column(BigInteger)
     cache_write_tokens: Mapped[int | None] = mapped_column(BigInteger)
     cost: Mapped[Decimal | None] = mapped_column(Price)
+    # The call was cut short before the provider said what it used: the tokens are ours.
+    estimated: Mapped[bool] = mapped_column(default=False)
     currency: Mapped[str] = mapped_column(String(3))
     # The prices this record was costed with (a snapshot: catalog prices may change later).
     input_price_per_mtok: Mapped[Decimal] = mapped_column(Price)

@@ -17,7 +17,7 @@ from atelier.llm.models import CatalogModel
 from atelier.usage.cost import Prices, cost
 from atelier.usage.models import UsageRecord
 
-GroupBy = Literal["day", "model", "user", "conversation"]
+GroupBy = Literal["day", "model", "user", "conversation", "api_key", "agent"]
 
 
 async def record_usage(
@@ -30,6 +30,9 @@ async def record_usage(
     conversation_id: uuid.UUID | None = None,
     run_id: uuid.UUID | None = None,
     event_id: int | None = None,
+    api_key_id: uuid.UUID | None = None,
+    agent_id: uuid.UUID | None = None,
+    estimated: bool = False,
 ) -> Decimal | None:
     """Record one model call with the prices it was costed at; returns its cost (None when
     the provider reported no tokens: unknown, not zero)."""
@@ -42,6 +45,8 @@ async def record_usage(
             user_id=user_id,
             conversation_id=conversation_id,
             run_id=run_id,
+            api_key_id=api_key_id,
+            agent_id=agent_id,
             model_id=model.id,
             provider=model.provider,
             input_tokens=usage.input_tokens,
@@ -49,6 +54,7 @@ async def record_usage(
             cache_read_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens,
             cost=charged,
+            estimated=estimated,
             currency=prices.currency,
             input_price_per_mtok=prices.input_per_mtok,
             output_price_per_mtok=prices.output_per_mtok,
@@ -93,6 +99,10 @@ async def report(
         key = UsageRecord.model_id
     elif group_by == "user":
         key = UsageRecord.user_id
+    elif group_by == "api_key":
+        key = UsageRecord.api_key_id
+    elif group_by == "agent":
+        key = UsageRecord.agent_id
     else:
         key = UsageRecord.conversation_id
     query = select(
@@ -105,8 +115,8 @@ async def report(
         func.count(),
         func.count() - func.count(UsageRecord.cost),
     ).where(UsageRecord.tenant_id == tenant_id)
-    if group_by == "conversation":
-        query = query.where(UsageRecord.conversation_id.is_not(None))
+    if group_by in ("conversation", "api_key", "agent"):
+        query = query.where(key.is_not(None))  # calls of none (chat turns have no agent)
     if start is not None:
         query = query.where(UsageRecord.created_at >= start)
     if end is not None:

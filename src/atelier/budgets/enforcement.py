@@ -1,0 +1,251 @@
+"""Budgets at work: which ones bind a run, the refusal before it starts, and the hold each
+model call takes on them -- its worst case, reserved in SQL under the counter row's lock
+before the call, settled to what it cost when it ends.
+
+A call may start when its worst case fits beside what is spent and held -- or, when less
+than a worst case is left, alone (nothing else held): so the end of a budget can still be
+used, one call at a time, and runs racing on it overspend it by at most one call's cost.
+A call that finds the budget held by others waits for them; one that finds it spent
+ends its run. Functions flush; the caller's unit of work commits (a refused reservation
+is rolled back with the others).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, case, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.budgets.models import Budget, BudgetPeriod, BudgetReservation
+from atelier.db.base import utcnow
+from atelier.http.errors import ProblemError
+from atelier.runs.events import ACTIVE_STATUSES
+from atelier.runs.models import Run
+from atelier.usage.money import money_str
+from atelier.webhooks import outbox
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the one period of a "total" budget
+
+
+def period_start(period: str, now: datetime) -> datetime:
+    if period == "day":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "month":
+        return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return EPOCH
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A budget that binds a run, as the run needs it (no session needed to read it)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    scope: str
+    subject: str | None
+    period: str
+    limit: Decimal
+    currency: str
+    thresholds: tuple[Decimal, ...]
+
+    @classmethod
+    def of(cls, budget: Budget) -> Binding:
+        return cls(
+            budget.id,
+            budget.tenant_id,
+            budget.scope,
+            budget.subject,
+            budget.period,
+            budget.limit,
+            budget.currency,
+            tuple(Decimal(t) for t in budget.thresholds),
+        )
+
+
+@dataclass(frozen=True)
+class Payer:
+    """Whose spend a run is: its tenant, key, end user and agent."""
+
+    tenant_id: uuid.UUID
+    api_key_id: uuid.UUID | None
+    user_id: str
+    agent_id: uuid.UUID | None
+
+
+def _binding(payer: Payer) -> Any:
+    scopes = [
+        Budget.scope == "tenant",
+        and_(Budget.scope == "user", Budget.subject == payer.user_id),
+    ]
+    if payer.api_key_id is not None:
+        scopes.append(and_(Budget.scope == "api_key", Budget.subject == str(payer.api_key_id)))
+    if payer.agent_id is not None:
+        scopes.append(and_(Budget.scope == "agent", Budget.subject == str(payer.agent_id)))
+    return and_(Budget.tenant_id == payer.tenant_id, or_(*scopes))
+
+
+async def admit(session: AsyncSession, payer: Payer, currency: str) -> tuple[Binding, ...]:
+    """The budgets (in ``currency``) that bind the run, in one statement; ``402
+    budget_exceeded`` if one of them is spent for its current period."""
+    now = utcnow()
+    current = case(
+        (Budget.period == "day", period_start("day", now)),
+        (Budget.period == "month", period_start("month", now)),
+        else_=EPOCH,
+    )
+    rows = await session.execute(
+        select(Budget, BudgetPeriod.spent)
+        .outerjoin(
+            BudgetPeriod,
+            and_(BudgetPeriod.budget_id == Budget.id, BudgetPeriod.period_start == current),
+        )
+        .where(_binding(payer), Budget.currency == currency)
+        .order_by(Budget.id)
+    )
+    bindings = []
+    for budget, spent in rows:
+        if spent is not None and spent >= budget.limit:
+            raise exceeded(budget.id, budget.scope, budget.period)
+        bindings.append(Binding.of(budget))
+    return tuple(bindings)
+
+
+def exceeded(budget_id: uuid.UUID, scope: str, period: str) -> ProblemError:
+    detail = f"the {scope} budget {budget_id} is spent" + (
+        "" if period == "total" else f" for this {period}"
+    )
+    return ProblemError(402, "budget_exceeded", detail, extra={"budget_id": str(budget_id)})
+
+
+@dataclass(frozen=True)
+class Refusal:
+    binding: Binding
+    spent: bool  # else held by other calls now: it may fit once they settle
+
+
+async def reserve(
+    session: AsyncSession, run_id: uuid.UUID, bindings: tuple[Binding, ...], amount: Decimal
+) -> Refusal | None:
+    """Hold ``amount`` of every budget for the run's next call; why a budget would not,
+    if one would not (then the caller rolls back: nothing is held)."""
+    now = utcnow()
+    for binding in bindings:  # in id order: two runs never wait on each other's rows
+        start = period_start(binding.period, now)
+        await _ensure_period(session, binding.id, start)
+        used = BudgetPeriod.spent + BudgetPeriod.reserved
+        held = await session.scalar(
+            update(BudgetPeriod)
+            .where(
+                BudgetPeriod.budget_id == binding.id,
+                BudgetPeriod.period_start == start,
+                or_(
+                    used + amount <= binding.limit,
+                    and_(BudgetPeriod.reserved == 0, BudgetPeriod.spent < binding.limit),
+                ),
+            )
+            .values(reserved=BudgetPeriod.reserved + amount)
+            .returning(BudgetPeriod.budget_id)
+        )
+        if held is None:
+            spent = await session.scalar(
+                select(BudgetPeriod.spent).where(
+                    BudgetPeriod.budget_id == binding.id, BudgetPeriod.period_start == start
+                )
+            )
+            return Refusal(binding, spent is None or spent >= binding.limit)
+        session.add(
+            BudgetReservation(
+                run_id=run_id,
+                budget_id=binding.id,
+                period_start=start,
+                amount=amount,
+                created_at=now,
+            )
+        )
+    await session.flush()
+    return None
+
+
+async def settle(
+    session: AsyncSession, run_id: uuid.UUID, bindings: tuple[Binding, ...], cost: Decimal
+) -> None:
+    """The run's call ended having cost ``cost``: its holds become spending, counted in
+    the periods they were taken in; a threshold crossed is told once (webhooks)."""
+    held = await session.execute(
+        delete(BudgetReservation)
+        .where(BudgetReservation.run_id == run_id)
+        .returning(
+            BudgetReservation.budget_id, BudgetReservation.period_start, BudgetReservation.amount
+        )
+    )
+    by_id = {binding.id: binding for binding in bindings}
+    for budget_id, start, amount in sorted(held.all()):  # in id order, as they were taken
+        spent = await session.scalar(
+            update(BudgetPeriod)
+            .where(BudgetPeriod.budget_id == budget_id, BudgetPeriod.period_start == start)
+            .values(reserved=BudgetPeriod.reserved - amount, spent=BudgetPeriod.spent + cost)
+            .returning(BudgetPeriod.spent)
+        )
+        binding = by_id.get(budget_id)
+        if spent is not None and binding is not None:
+            await _crossed(session, binding, start, spent - cost, spent)
+
+
+async def release_abandoned(session: AsyncSession) -> int:
+    """Holds of runs that ended without settling (their process died) or are gone."""
+    alive = select(Run.id).where(Run.status.in_(ACTIVE_STATUSES))
+    held = await session.execute(
+        delete(BudgetReservation)
+        .where(BudgetReservation.run_id.not_in(alive))
+        .returning(
+            BudgetReservation.budget_id, BudgetReservation.period_start, BudgetReservation.amount
+        )
+    )
+    released = held.all()
+    for budget_id, start, amount in released:
+        await session.execute(
+            update(BudgetPeriod)
+            .where(BudgetPeriod.budget_id == budget_id, BudgetPeriod.period_start == start)
+            .values(reserved=BudgetPeriod.reserved - amount)
+        )
+    return len(released)
+
+
+async def _ensure_period(session: AsyncSession, budget_id: uuid.UUID, start: datetime) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(BudgetPeriod)
+        .values(budget_id=budget_id, period_start=start, spent=0, reserved=0)
+        .on_conflict_do_nothing()
+    )
+
+
+async def _crossed(
+    session: AsyncSession, binding: Binding, start: datetime, before: Decimal, after: Decimal
+) -> None:
+    """Tell of the thresholds ``before -> after`` crossed: each once per period, as only
+    the one update that crosses it sees both sides."""
+    report = {
+        "budget_id": str(binding.id),
+        "scope": binding.scope,
+        "subject": binding.subject,
+        "period": binding.period,
+        "period_start": start.isoformat(),
+        "limit": money_str(binding.limit),
+        "spent": money_str(after),
+        "currency": binding.currency,
+    }
+    for threshold in binding.thresholds:
+        line = binding.limit * threshold
+        if before < line <= after:
+            data = report | {"threshold": str(threshold)}
+            await outbox.record(session, binding.tenant_id, "budget.threshold", data)
+    if before < binding.limit <= after:
+        await outbox.record(session, binding.tenant_id, "budget.exceeded", report)
