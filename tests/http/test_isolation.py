@@ -39,6 +39,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/conversations/{conversation_id}/fork"): {"json": {"at_seq": 1}},
     ("post", "/v1/webhooks"): {"json": {"url": PUBLIC_URL, "events": ["budget.exceeded"]}},
     ("patch", "/v1/webhooks/{webhook_id}"): {"json": {"url": PUBLIC_URL + "/mine"}},
+    ("post", "/v1/budgets"): {"json": {"scope": "tenant", "period": "day", "limit": "0"}},
+    ("patch", "/v1/budgets/{budget_id}"): {"json": {"limit": "0"}},
 }
 # Tenant-wide by contract (agents): another tenant gets 404, another user of the same
 # tenant may use them.
@@ -48,6 +50,7 @@ TENANT_WIDE = {
     "/v1/webhooks/{webhook_id}",
     "/v1/webhooks/{webhook_id}/rotate-secret",
     "/v1/webhooks/{webhook_id}/deliveries",
+    "/v1/budgets/{budget_id}",
 }
 # Operations that name none of Alice's resources: they must answer, but only with the
 # caller's own (empty) data.
@@ -65,13 +68,18 @@ UNOWNED = {
     ("post", "/v1/agents"),
     ("get", "/v1/webhooks"),
     ("post", "/v1/webhooks"),
+    ("get", "/v1/budgets"),
+    ("post", "/v1/budgets"),
 }
 
 
 class Owned:
-    def __init__(self, conversation: str, run: str, chat: str, agent: str, webhook: str) -> None:
+    def __init__(
+        self, conversation: str, run: str, chat: str, agent: str, webhook: str, budget: str
+    ) -> None:
         self.ids = {
             "webhook_id": webhook,
+            "budget_id": budget,
             "conversation_id": conversation,
             "run_id": run,
             "chat_id": chat,
@@ -109,7 +117,14 @@ async def alice(client: httpx.AsyncClient, caller: Caller) -> Owned:
             headers=caller.headers(),
         )
     ).json()["id"]
-    return Owned(conversation, events[0][2]["run_id"], chat, agent, webhook)
+    budget = (
+        await client.post(
+            "/v1/budgets",
+            json={"scope": "user", "subject": "alice", "period": "day", "limit": "1000"},
+            headers=caller.headers(),
+        )
+    ).json()["id"]
+    return Owned(conversation, events[0][2]["run_id"], chat, agent, webhook, budget)
 
 
 def operations(app) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
@@ -137,6 +152,7 @@ async def snapshot(client: httpx.AsyncClient, caller: Caller, owned: Owned) -> l
         f"/v1/agents/{ids['agent_id']}/versions",
         f"/v1/webhooks/{ids['webhook_id']}",
         f"/v1/webhooks/{ids['webhook_id']}/deliveries",
+        f"/v1/budgets/{ids['budget_id']}",
     ]
     states = []
     for url in urls:
@@ -178,7 +194,7 @@ async def test_every_operation_refuses_other_tenants_and_other_users(
                 assert response.status_code < 400, (who, method, template, response.text)
                 for name, secret in alice.ids.items():
                     if name in ("number", "call_id") or (
-                        who == "another user" and name in ("agent_id", "webhook_id")
+                        who == "another user" and name in ("agent_id", "webhook_id", "budget_id")
                     ):
                         continue  # no secret; the tenant's agents are every user's
                     assert secret not in response.text, (who, method, template)

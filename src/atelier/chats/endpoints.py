@@ -89,6 +89,7 @@ async def list_messages(
             },
             "description": "the reply, or its event stream",
         },
+        402: {"description": "budget_exceeded: a budget that binds the turn is spent"},
         409: {"description": "conversation_busy: a reply is still being made (see Retry-After)"},
         502: {"description": "the model failed; the partial reply is saved"},
     },

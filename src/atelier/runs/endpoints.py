@@ -65,6 +65,7 @@ def last_event_id(header: str | None, after: int | None) -> int:
     status_code=202,
     responses={
         **EVENT_STREAM,
+        402: {"description": "budget_exceeded: a budget that binds the run is spent"},
         409: {"description": "conversation_busy: a run is active (see Retry-After)"},
         413: {"description": "context_window_exceeded: the input does not fit the model"},
     },
