@@ -18,7 +18,7 @@ from atelier.usage.models import UsageRecord
 from tests.chats.test_chats import use_remote_model
 from tests.conftest import Caller
 from tests.live import serve_started
-from tests.llm.peers import Peer
+from tests.llm.peers import Peer, sse
 from tests.llm.test_providers import (
     PROVIDERS,
     anthropic_model,
@@ -50,7 +50,8 @@ async def test_a_call_that_breaks_off_fails_and_keeps_its_partial_reply(
     app: FastAPI, caller: Caller, provider: str
 ) -> None:
     """Three pieces, then the failure as an unnamed event and no end marker: an incomplete
-    reply, the counts the provider gave (none: unknown, not 0), ``error`` model_error."""
+    reply, the counts the provider gave -- or, where it gave none, our estimate, marked so
+    (never nothing) -- and ``error`` model_error."""
     opener: Any = OPENERS[provider]
     async with opener(Peer(frames=broken_off(provider))) as model:
         await use_remote_model(app, model, provider_model_id="m-1")
@@ -67,15 +68,12 @@ async def test_a_call_that_breaks_off_fails_and_keeps_its_partial_reply(
     if provider == "anthropic":  # message_start had counted the prompt before the failure
         assert (usage["input_tokens"], usage["output_tokens"]) == (12, 1)
         assert usage["cost"] is not None
+        assert usage["estimated"] is False
     else:
-        assert set(usage.values()) == {None}
-        assert set(usage) == {
-            "input_tokens",
-            "output_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "cost",
-        }
+        assert usage["estimated"] is True
+        assert usage["input_tokens"] > 0
+        assert usage["output_tokens"] == 1  # "abc", as we count
+        assert usage["cost"] is not None
     async with app.state.resources.sessionmaker() as session:
         stored = await session.scalar(select(Message).where(Message.role == "assistant"))
         records = list(await session.scalars(select(UsageRecord)))
@@ -85,10 +83,11 @@ async def test_a_call_that_breaks_off_fails_and_keeps_its_partial_reply(
 
 
 @pytest.mark.parametrize("provider", ["openai", "bedrock"])
-async def test_the_usage_report_says_a_cost_is_unknown(
+async def test_a_call_that_broke_off_unreported_is_an_estimate_in_the_report(
     app: FastAPI, client: httpx.AsyncClient, caller: Caller, provider: str
 ) -> None:
-    """A failed call that reported no tokens is counted apart, never summed as zero."""
+    """A failed call whose provider reported no tokens is charged as our estimate, marked
+    as one: never nothing."""
     opener: Any = OPENERS[provider]
     async with opener(Peer(frames=broken_off(provider))) as model:
         await use_remote_model(app, model, provider_model_id="m-1")
@@ -97,5 +96,29 @@ async def test_the_usage_report_says_a_cost_is_unknown(
     report = await client.get("/v1/usage", params={"group_by": "model"}, headers=caller.headers())
     rows = {row["key"]: row for row in report.json()["data"]}
     assert rows["remote"]["requests"] == 1
+    assert rows["remote"]["unpriced_requests"] == 0
+    assert rows["remote"]["cost"] is not None
+    async with app.state.resources.sessionmaker() as session:
+        (record,) = list(await session.scalars(select(UsageRecord)))
+    assert record.estimated is True
+
+
+async def test_a_call_that_ended_unreported_has_an_unknown_cost(
+    app: FastAPI, client: httpx.AsyncClient, caller: Caller
+) -> None:
+    """A call that ended well but whose provider said nothing of its tokens is counted
+    apart, never summed as zero (not estimated: it was not cut short)."""
+    frames = [
+        *(sse({"choices": [{"index": 0, "delta": {"content": t}}]}) for t in ("a", "b")),
+        sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        b"data: [DONE]\n\n",
+    ]
+    async with openai_model(Peer(frames=frames)) as model:
+        await use_remote_model(app, model, provider_model_id="m-1")
+        async with serve_started(app) as url:
+            events = await chat_turn(url, caller)
+    assert events[-1][0] == "done"
+    report = await client.get("/v1/usage", params={"group_by": "model"}, headers=caller.headers())
+    rows = {row["key"]: row for row in report.json()["data"]}
     assert rows["remote"]["unpriced_requests"] == 1
     assert rows["remote"]["cost"] is None

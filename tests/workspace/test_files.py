@@ -494,15 +494,17 @@ class TestDeleteConversation:
         assert await file_rows(app) == 0
         assert len(stored_keys(settings, request)) == 3  # not yet: storage failed
         async with app.state.resources.sessionmaker() as session:
-            job = await session.scalar(select(StorageCleanup))
-            assert job is not None
-            assert job.attempts == 1
-            assert "storage is down" in (job.last_error or "")
-            job.next_attempt_at = job.created_at  # due now, not after the back-off
+            # The workspace's prefix, and the one of the copies rollbacks would restore.
+            jobs = list(await session.scalars(select(StorageCleanup)))
+            assert len(jobs) == 2
+            for job in jobs:
+                assert job.attempts == 1
+                assert "storage is down" in (job.last_error or "")
+                job.next_attempt_at = job.created_at  # due now, not after the back-off
             await session.commit()
 
         monkeypatch.setattr(storage, "delete_prefix", real)
-        assert await cleanup.run_due(app.state.resources.sessionmaker, storage) == 1
+        assert await cleanup.run_due(app.state.resources.sessionmaker, storage) == 2
         assert stored_keys(settings, request) == []
         async with app.state.resources.sessionmaker() as session:
             assert await session.scalar(select(func.count()).select_from(StorageCleanup)) == 0

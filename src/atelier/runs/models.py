@@ -32,9 +32,8 @@ class Run(IdMixin, Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(String(128))
     # The key it was asked for with (budgets and reports per key; None: before budgets).
-    api_key_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("api_keys.id", ondelete="SET NULL")
-    )
+    # No foreign key: a key revoked while its run starts must not fail the run.
+    api_key_id: Mapped[uuid.UUID | None]
     status: Mapped[str] = mapped_column(String(32), default="queued")
     # Queued runs start in order, those that interrupted the active run first.
     priority: Mapped[int] = mapped_column(default=0)

@@ -122,4 +122,5 @@ def _usage(record: UsageRecord) -> Usage:
         cache_read_tokens=record.cache_read_tokens,
         cache_write_tokens=record.cache_write_tokens,
         cost=record.cost,
+        estimated=record.estimated,
     )

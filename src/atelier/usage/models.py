@@ -29,11 +29,10 @@ class UsageRecord(IdMixin, Base):
     run_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("runs.id", ondelete="SET NULL"), index=True
     )
-    # The key the run was started with, and the agent it ran (reports group by them).
-    api_key_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("api_keys.id", ondelete="SET NULL")
-    )
-    agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    # The key the run was started with, and the agent it ran (reports group by them). No
+    # foreign keys: a record outlives them, and still says whose it was.
+    api_key_id: Mapped[uuid.UUID | None]
+    agent_id: Mapped[uuid.UUID | None]
     model_id: Mapped[str] = mapped_column(String(128))
     provider: Mapped[str] = mapped_column(String(32))
     input_tokens: Mapped[int | None] = mapped_column(BigInteger)

@@ -85,38 +85,14 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("estimated", sa.Boolean(), nullable=False, server_default=sa.false())
         )
-        batch.create_foreign_key(
-            op.f("fk_usage_records_api_key_id_api_keys"),
-            "api_keys",
-            ["api_key_id"],
-            ["id"],
-            ondelete="SET NULL",
-        )
-        batch.create_foreign_key(
-            op.f("fk_usage_records_agent_id_agents"),
-            "agents",
-            ["agent_id"],
-            ["id"],
-            ondelete="SET NULL",
-        )
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("api_key_id", sa.Uuid(), nullable=True))
-        batch.create_foreign_key(
-            op.f("fk_runs_api_key_id_api_keys"),
-            "api_keys",
-            ["api_key_id"],
-            ["id"],
-            ondelete="SET NULL",
-        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("runs") as batch:
-        batch.drop_constraint(op.f("fk_runs_api_key_id_api_keys"), type_="foreignkey")
         batch.drop_column("api_key_id")
     with op.batch_alter_table("usage_records") as batch:
-        batch.drop_constraint(op.f("fk_usage_records_agent_id_agents"), type_="foreignkey")
-        batch.drop_constraint(op.f("fk_usage_records_api_key_id_api_keys"), type_="foreignkey")
         batch.drop_column("estimated")
         batch.drop_column("agent_id")
         batch.drop_column("api_key_id")
