@@ -22,10 +22,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench._cores import client_on_its_core, on_server_core
-from bench.edge import free_port
+from bench._cores import client_on_its_core
 from bench.handover import stream
-from bench.runs import drop, prepare, wait_ready
+from bench.runs import one_atelier, prepare
 
 ROUNDS = 100
 
@@ -74,23 +73,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         env, free_key = prepare(database, workdir)
         bound_key = new_key(env, "bound")
-        port = free_port()
-        atelier = subprocess.Popen(
-            [sys.executable, "-m", "atelier.cli", "serve", "--port", str(port)],
-            env=env,
-            preexec_fn=on_server_core(),
-        )
-        try:
-            wait_ready(f"http://127.0.0.1:{port}")
+        with one_atelier(env, database) as port:
             free = {"Authorization": f"Bearer {free_key}", "X-User-ID": "bench"}
             bound = {"Authorization": f"Bearer {bound_key}", "X-User-ID": "bench"}
             asyncio.run(bind(port, bound))
             asyncio.run(rounds(port, free, bound))  # warm up
             without, within = asyncio.run(rounds(port, free, bound))
-        finally:
-            atelier.terminate()
-            atelier.wait(60)
-            drop(database)
     print(f"budget enforcement, {ROUNDS} runs each, one process on one core (ms, p50)")
     for index, name in ((0, "run.started"), (1, "first token")):
         off = statistics.median(r[index] for r in without) * 1000

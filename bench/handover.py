@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,9 +22,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench._cores import client_on_its_core, on_server_core
-from bench.edge import free_port
-from bench.runs import drop, prepare, wait_ready
+from bench._cores import client_on_its_core
+from bench.runs import one_atelier, prepare
 
 ROUNDS = 30
 TERMINAL = (b"run.completed", b"run.failed", b"run.cancelled", b"run.timed_out")
@@ -91,22 +89,11 @@ def main() -> None:
     database = f"atelier_handover_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as workdir:
         env, key = prepare(database, workdir)
-        port = free_port()
-        atelier = subprocess.Popen(
-            [sys.executable, "-m", "atelier.cli", "serve", "--port", str(port)],
-            env=env,
-            preexec_fn=on_server_core(),
-        )
-        try:
-            wait_ready(f"http://127.0.0.1:{port}")
+        with one_atelier(env, database) as port:
             headers = {"Authorization": f"Bearer {key}", "X-User-ID": "bench"}
             asyncio.run(rounds(port, headers, queued=True))  # warm up
             queued = asyncio.run(rounds(port, headers, queued=True))
             waited = asyncio.run(rounds(port, headers, queued=False))
-        finally:
-            atelier.terminate()
-            atelier.wait(60)
-            drop(database)
     q50, w50 = statistics.median(queued) * 1000, statistics.median(waited) * 1000
     q95 = statistics.quantiles(queued, n=20)[-1] * 1000
     w95 = statistics.quantiles(waited, n=20)[-1] * 1000

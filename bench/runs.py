@@ -15,6 +15,7 @@ Needs PostgreSQL (ATELIER_BENCH_POSTGRES_URL, default the local server) and Redi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -69,6 +71,25 @@ def prepare(database: str, workdir: str) -> tuple[dict[str, str], str]:
         text=True,
     ).stdout.strip()
     return env, key
+
+
+@contextlib.contextmanager
+def one_atelier(env: dict[str, str], database: str) -> Iterator[int]:
+    """An Atelier process on the server's core, ready; its port. Then stopped, and its
+    database dropped."""
+    port = free_port()
+    atelier = subprocess.Popen(
+        [sys.executable, "-m", "atelier.cli", "serve", "--port", str(port)],
+        env=env,
+        preexec_fn=on_server_core(),
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}")
+        yield port
+    finally:
+        atelier.terminate()
+        atelier.wait(60)
+        drop(database)
 
 
 def drop(database: str) -> None:

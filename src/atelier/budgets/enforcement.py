@@ -200,6 +200,10 @@ async def settle(
 async def release_abandoned(session: AsyncSession) -> int:
     """Holds of runs that ended without settling (their process died) or are gone."""
     alive = select(Run.id).where(Run.status.in_(ACTIVE_STATUSES))
+    # A look first, which writes nothing: there is rarely anything to release.
+    orphan = select(BudgetReservation.run_id).where(BudgetReservation.run_id.not_in(alive))
+    if await session.scalar(orphan.limit(1)) is None:
+        return 0
     held = await session.execute(
         delete(BudgetReservation)
         .where(BudgetReservation.run_id.not_in(alive))

@@ -9,6 +9,8 @@ Redirects are checked the same way: each one is a new connection.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -21,6 +23,11 @@ from pydantic import HttpUrl
 
 class NonPublicAddress(httpcore.ConnectError):
     """The host resolves to an address tenants may not reach."""
+
+
+# Tenants' host names are resolved on threads of their own: a slow DNS answer for one of
+# them never holds the default executor's threads, which file I/O needs.
+RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="tenant-dns")
 
 
 def http_url(value: str, what: str) -> str:
@@ -44,8 +51,9 @@ def is_public(address: str) -> bool:
 async def resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
     """The addresses ``host`` resolves to; ``NonPublicAddress`` if one of them is not
     public (and private ones are not allowed)."""
+    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = await asyncio.get_running_loop().run_in_executor(RESOLVER, lookup)
     except OSError as exc:
         raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
     addresses = [str(info[4][0]) for info in found]

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import and_, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook as Signer
 
@@ -118,9 +118,13 @@ class WebhookSender:
 
     async def _take(self, session: AsyncSession) -> list[tuple[WebhookDelivery, Webhook]]:
         now = utcnow()
+        is_due = and_(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+        # A look first, which writes nothing: most polls find nothing to send.
+        if await session.scalar(select(WebhookDelivery.event_id).where(is_due).limit(1)) is None:
+            return []
         due = (
             select(WebhookDelivery.event_id, WebhookDelivery.webhook_id)
-            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+            .where(is_due)
             .order_by(WebhookDelivery.next_attempt_at)
             .limit(BATCH)
             .with_for_update(skip_locked=True)
