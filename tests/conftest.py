@@ -148,8 +148,10 @@ def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _truncate_all(url: str) -> None:
-    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-    asyncio.run(_admin_on(url, f"TRUNCATE {tables} CASCADE"))
+    # DELETE, children first, not TRUNCATE: a test leaves a few rows, and TRUNCATE makes
+    # every table a new file (about 200 ms for 19 tables, per test; DELETE: about 1 ms).
+    tables = reversed(Base.metadata.sorted_tables)
+    asyncio.run(_admin_on(url, "; ".join(f'DELETE FROM "{table.name}"' for table in tables)))
 
 
 async def _admin_on(url: str, sql: str) -> None:

@@ -68,14 +68,24 @@ class WebhookSender:
         self.sessions = sessions
         self.sealer = sealer
         self.settings = settings
-        self.client = tenant_client(
-            allow_private=settings.webhook_allow_private,
-            timeout=settings.webhook_timeout_seconds,
-            headers={"user-agent": USER_AGENT},
-        )
+        self._client: httpx.AsyncClient | None = None
+
+    async def client(self) -> httpx.AsyncClient:
+        """Made at the first delivery, on a worker thread: its TLS context (the CA bundle,
+        read and parsed) costs tens of milliseconds, which the event loop does not wait
+        for, and a process that never sends one does not pay at start."""
+        if self._client is None:
+            self._client = await asyncio.to_thread(
+                tenant_client,
+                allow_private=self.settings.webhook_allow_private,
+                timeout=self.settings.webhook_timeout_seconds,
+                headers={"user-agent": USER_AGENT},
+            )
+        return self._client
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def run_forever(self) -> None:
         """Every process sends what is due, and forgets month-old deliveries now and then."""
@@ -109,7 +119,8 @@ class WebhookSender:
             await session.commit()
         if not taken:
             return 0
-        attempts = await asyncio.gather(*(self._send(d, w) for d, w in taken))
+        client = await self.client()
+        attempts = await asyncio.gather(*(self._send(client, d, w) for d, w in taken))
         async with self.sessions() as session:
             for (delivery, _), attempt in zip(taken, attempts, strict=True):
                 await self._record(session, delivery, attempt)
@@ -152,7 +163,9 @@ class WebhookSender:
         by_id = {hook.id: hook for hook in hooks}
         return [(d, by_id[d.webhook_id]) for d in deliveries if d.webhook_id in by_id]
 
-    async def _send(self, delivery: WebhookDelivery, hook: Webhook) -> Attempt:
+    async def _send(
+        self, client: httpx.AsyncClient, delivery: WebhookDelivery, hook: Webhook
+    ) -> Attempt:
         body = body_of(delivery)
         msg_id = message_id(delivery.event_id)
         now = utcnow()
@@ -173,7 +186,7 @@ class WebhookSender:
             # the whole attempt (httpx's bounds each read: a trickle could go on for ever).
             async with (
                 asyncio.timeout(self.settings.webhook_timeout_seconds),
-                self.client.stream("POST", hook.url, content=body, headers=headers) as got,
+                client.stream("POST", hook.url, content=body, headers=headers) as got,
             ):
                 return Attempt(got.status_code, None)
         except (httpx.TimeoutException, TimeoutError):
