@@ -21,6 +21,7 @@ from atelier.runs.models import Run
 from atelier.usage.models import UsageRecord
 from tests.chats.test_chats import set_catalog
 from tests.conftest import Caller, make_caller
+from tests.live import serve_started
 from tests.runs.helpers import SSE, new_conversation, parse_sse, run_streamed, start, wait_ended
 from tests.webhooks.receiver import receiving
 
@@ -124,27 +125,32 @@ class TestEndpoints:
 
 class TestBeforeARun:
     async def test_a_spent_budget_refuses_runs_and_chat_turns_before_anything_is_written(
-        self, app, client, caller, priced
+        self, app, caller, priced
     ) -> None:
-        conversation = await new_conversation(client, caller)
-        chat = (await client.post("/v1/chats", json={}, headers=caller.headers())).json()["id"]
-        spent = await budget(client, caller, scope="user", subject="alice", period="day", limit="0")
-        for path, body in (
-            (f"/v1/conversations/{conversation}/runs", {"input": "hello"}),
-            (f"/v1/chats/{chat}/messages", {"content": "hello"}),
-        ):
-            for accept in ({}, SSE):
-                response = await client.post(path, json=body, headers=caller.headers(**accept))
-                assert response.status_code == 402, response.text
-                assert response.headers["content-type"] == "application/problem+json"
-                assert response.json()["code"] == "budget_exceeded"
-                assert response.json()["budget_id"] == spent["id"]
-        async with app.state.resources.sessionmaker() as session:
-            assert await session.scalar(select(func.count()).select_from(Run)) == 0
-            assert await session.scalar(select(func.count()).select_from(Message)) == 0
-        # Another user of the tenant is not bound by alice's budget.
-        other = await start(client, caller, conversation, "hello", user="bob")
-        assert other.status_code == 404  # (alice's conversation) -- not 402
+        """Over a real socket: the refusal is plain HTTP, also when a stream was asked for."""
+        async with serve_started(app) as url, httpx.AsyncClient(base_url=url) as client:
+            conversation = await new_conversation(client, caller)
+            chat = (await client.post("/v1/chats", json={}, headers=caller.headers())).json()
+            spent = await budget(
+                client, caller, scope="user", subject="alice", period="day", limit="0"
+            )
+            for path, body in (
+                (f"/v1/conversations/{conversation}/runs", {"input": "hello"}),
+                (f"/v1/chats/{chat['id']}/messages", {"content": "hello"}),
+            ):
+                for accept in ({}, SSE):
+                    response = await client.post(path, json=body, headers=caller.headers(**accept))
+                    assert response.status_code == 402, response.text
+                    assert response.headers["content-type"] == "application/problem+json"
+                    assert response.json()["code"] == "budget_exceeded"
+                    assert response.json()["budget_id"] == spent["id"]
+            async with app.state.resources.sessionmaker() as session:
+                assert await session.scalar(select(func.count()).select_from(Run)) == 0
+                assert await session.scalar(select(func.count()).select_from(Message)) == 0
+            # Another user of the tenant is not bound by alice's budget.
+            bobs = await client.post("/v1/conversations", json={}, headers=caller.headers("bob"))
+            other = await start(client, caller, bobs.json()["id"], "hello", user="bob")
+            assert other.status_code == 202, other.text
 
     async def test_a_new_budget_starts_with_what_was_spent_in_its_period(
         self, app, client, caller, priced

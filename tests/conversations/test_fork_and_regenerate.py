@@ -153,18 +153,19 @@ class TestFork:
 
 
 class TestRegenerate:
-    async def test_the_earlier_answer_is_kept_but_superseded(self, app, client, caller) -> None:
-        conversation = await new_conversation(client, caller)
-        await run_streamed(client, caller, conversation, "first")
-        first = await run_streamed(client, caller, conversation, "what now")
-        run_id = first[0][2]["run_id"]
-        response = await client.post(
-            f"/v1/conversations/{conversation}/runs/{run_id}/regenerate",
-            headers=caller.headers(**SSE),
-        )
-        assert response.status_code == 200, response.text
-        assert "event: run.completed" in response.text
-        found = await messages(client, caller, conversation)
+    async def test_the_earlier_answer_is_kept_but_superseded(self, app, caller) -> None:
+        async with serve_started(app) as url, httpx.AsyncClient(base_url=url) as client:
+            conversation = await new_conversation(client, caller)
+            await run_streamed(client, caller, conversation, "first")
+            first = await run_streamed(client, caller, conversation, "what now")
+            run_id = first[0][2]["run_id"]
+            response = await client.post(
+                f"/v1/conversations/{conversation}/runs/{run_id}/regenerate",
+                headers=caller.headers(**SSE),
+            )
+            assert response.status_code == 200, response.text
+            assert "event: run.completed" in response.text
+            found = await messages(client, caller, conversation)
         superseded = [m for m in found if m["superseded"]]
         assert {m["run_id"] for m in superseded} == {run_id}
         assert [m["role"] for m in superseded] == ["user", "assistant"]
