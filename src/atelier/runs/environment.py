@@ -42,6 +42,9 @@ class RunRequest:
     queued_run_id: uuid.UUID | None = None  # the queued run this request starts
     supersedes: uuid.UUID | None = None  # regenerate: the run this one answers again
     rolls_back: uuid.UUID | None = None  # the run undone before this one starts
+    instructions: str | None = None  # in place of the agent's, for this run only
+    # Its own endpoint, told of its end (URL checked already): webhooks.service.for_run.
+    webhook: dict[str, str] | None = None
 
 
 @dataclass

@@ -42,6 +42,8 @@ class Run(IdMixin, Base):
     agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     agent_version: Mapped[int | None]
     input: Mapped[str] = mapped_column(Text)
+    # Its own instructions, in place of its agent's (a Responses API request's).
+    instructions: Mapped[str | None] = mapped_column(Text)
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost: Mapped[Decimal] = mapped_column(Price, default=Decimal(0))

@@ -125,7 +125,9 @@ async def reopen(
         files = await file_etags(session, claimed)
         decided = await approvals.decisions(session, recorder.run_id)
         await session.commit()
-    recorder.opened = Opened(claimed, model, agent, history, files, None, bindings)
+    recorder.opened = Opened(
+        claimed, model, agent, history, files, None, bindings, run.instructions
+    )
     for call in calls:
         if (decision := decided.get(call.id)) is not None:
             verdict: Literal["approve", "deny"] = "approve" if decision.approved else "deny"

@@ -105,6 +105,7 @@ class RunQueue:
                 queued_run_id=queued.id,
                 supersedes=queued.supersedes,
                 rolls_back=queued.rolls_back,
+                instructions=queued.instructions,
             )
             try:
                 run, _ = await self.manager.accept(request)
@@ -187,7 +188,7 @@ async def enqueue(
     )
     if owned is None:
         raise service.ConversationGone
-    run_id = uuid.uuid4()
+    run_id, now = uuid.uuid4(), utcnow()
     await session.execute(
         insert(Run).values(
             id=run_id,
@@ -204,9 +205,12 @@ async def enqueue(
             priority=1 if first else 0,
             supersedes=request.supersedes,
             rolls_back=rolls_back,
-            created_at=utcnow(),
+            instructions=request.instructions,
+            created_at=now,
         )
     )
+    if request.webhook is not None:
+        await service.add_run_webhook(session, principal.tenant_id, run_id, request.webhook, now)
     return run_id
 
 

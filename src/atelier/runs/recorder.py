@@ -58,6 +58,7 @@ class Opened:
     files: dict[str, str]  # path -> etag, when the run works on the workspace
     abandoned: uuid.UUID | None  # a dead process's run this one found and failed
     budgets: tuple[budgets.Binding, ...] = ()  # what binds its spending
+    instructions: str | None = None  # its own, in place of its agent's
 
 
 class Recorder:
@@ -108,12 +109,21 @@ class Recorder:
                 owner_id=owner_id,
                 queued=request.queued_run_id is not None,
                 supersedes=request.supersedes,
+                instructions=request.instructions,
+                webhook=request.webhook,
             )
             history = await messages.history(session, claimed.id)
             files = await file_etags(session, claimed) if request.kind == "agent" else {}
             await session.commit()
         self.opened = Opened(
-            claimed, model, admitted.agent, history, files, abandoned, admitted.budgets
+            claimed,
+            model,
+            admitted.agent,
+            history,
+            files,
+            abandoned,
+            admitted.budgets,
+            request.instructions,
         )
         self.events.emit(
             RunStarted(run_id=str(self.run_id), conversation_id=str(claimed.id), model_id=model.id)

@@ -24,6 +24,7 @@ from atelier.runs.events import ACTIVE_STATUSES, ErrorCode, RunError, RunStatus
 from atelier.runs.models import Run
 from atelier.usage.money import money_str
 from atelier.webhooks import outbox
+from atelier.webhooks.models import Webhook
 
 WORKER_LOST = "the process running it stopped"
 
@@ -145,6 +146,8 @@ async def open_run(
     owner_id: str,
     queued: bool = False,
     supersedes: uuid.UUID | None = None,
+    instructions: str | None = None,
+    webhook: dict[str, str] | None = None,
 ) -> None:
     """Insert the run (already running, with the agent version it runs) -- or start the
     queued one -- and the user's message it answers; a regenerated run's earlier messages
@@ -188,8 +191,11 @@ async def open_run(
                 created_at=now,
                 started_at=now,
                 supersedes=supersedes,
+                instructions=instructions,
             )
         )
+        if webhook is not None:
+            await add_run_webhook(session, conversation.tenant_id, run_id, webhook, now)
     if supersedes is not None:
         await session.execute(
             update(Message)
@@ -206,6 +212,27 @@ async def open_run(
             run_id=run_id,
             incomplete=False,
             created_at=now,
+        )
+    )
+
+
+async def add_run_webhook(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    run_id: uuid.UUID,
+    webhook: dict[str, str],
+    now: datetime,
+) -> None:
+    """The run's own endpoint, committed with the run: it cannot miss the run's end."""
+    await session.execute(
+        insert(Webhook).values(
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            run_id=run_id,
+            enabled=True,
+            created_at=now,
+            updated_at=now,
+            **webhook,
         )
     )
 
@@ -296,7 +323,7 @@ async def end_run(
         "output_tokens": ended.output_tokens,
         "cost": money_str(ended.cost),
     }
-    await outbox.record(session, ended.tenant_id, f"run.{status}", report)
+    await outbox.record(session, ended.tenant_id, f"run.{status}", report, run_id=run_id)
     return True
 
 

@@ -35,13 +35,15 @@ class AgentSpec:
     approval: Approval = field(default_factory=Approval)  # calls that wait for a person
 
 
-def workspace_agent(settings: Settings, agent: AgentDefinition | None = None) -> AgentSpec:
-    """A run of an agent version: its instructions and tools, its limits capped by the
-    server's."""
+def workspace_agent(
+    settings: Settings, agent: AgentDefinition | None = None, instructions: str | None = None
+) -> AgentSpec:
+    """A run of an agent version: its instructions (or the run's own) and tools, its
+    limits capped by the server's."""
     agent = agent or AgentDefinition()
     limits = agent.limits
     return AgentSpec(
-        instructions=agent.instructions or WORKSPACE_INSTRUCTIONS,
+        instructions=instructions or agent.instructions or WORKSPACE_INSTRUCTIONS,
         workspace=True,
         max_steps=_capped(limits.max_steps, settings.run_max_steps),
         max_output_tokens=_capped(limits.max_output_tokens, settings.run_max_output_tokens),

@@ -104,7 +104,7 @@ class RunTask:
                 spec = (
                     chat_agent(settings, opened.model)
                     if opened.agent is None
-                    else workspace_agent(settings, opened.agent.definition)
+                    else workspace_agent(settings, opened.agent.definition, opened.instructions)
                 )
                 async with self._workdir(spec) as workdir:
                     outcome = await self._supervise(opened, spec, workdir)

@@ -27,6 +27,11 @@ class Webhook(IdMixin, Base):
     secret: Mapped[str] = mapped_column(Text)
     previous_secret: Mapped[str | None] = mapped_column(Text)
     rotated_at: Mapped[datetime | None]
+    # One run's own endpoint (a LangGraph run's ``webhook``): told only of that run's end,
+    # not listed, gone with the run.
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, get_args
 
-from sqlalchemy import JSON, Integer, String, Uuid, insert, literal, select
+from sqlalchemy import JSON, Integer, String, Uuid, insert, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.db.base import UTCDateTime, utcnow
@@ -17,10 +17,16 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 
 async def record(
-    session: AsyncSession, tenant_id: uuid.UUID, event_type: str, data: dict[str, Any]
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    run_id: uuid.UUID | None = None,
 ) -> None:
-    """One delivery per enabled endpoint of the tenant that wants ``event_type``: one
-    statement, which writes nothing when none does."""
+    """One delivery per enabled endpoint of the tenant that wants ``event_type`` (and,
+    for news of a run, that run's own endpoint): one statement, which writes nothing when
+    none does."""
     assert event_type in EVENT_TYPES
     now = utcnow()
     wanted = select(
@@ -36,6 +42,9 @@ async def record(
         Webhook.tenant_id == tenant_id,
         Webhook.enabled.is_(True),
         Webhook.events.contains(f",{event_type},", autoescape=True),
+        Webhook.run_id.is_(None)
+        if run_id is None
+        else or_(Webhook.run_id.is_(None), Webhook.run_id == run_id),
     )
     columns = [
         "event_id",

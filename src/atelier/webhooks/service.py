@@ -80,7 +80,9 @@ async def create(
 
 async def get(session: AsyncSession, tenant_id: uuid.UUID, webhook_id: uuid.UUID) -> Webhook:
     hook = await session.scalar(
-        select(Webhook).where(Webhook.id == webhook_id, Webhook.tenant_id == tenant_id)
+        select(Webhook).where(
+            Webhook.id == webhook_id, Webhook.tenant_id == tenant_id, Webhook.run_id.is_(None)
+        )
     )
     if hook is None:
         raise ProblemError(404, "not_found", "no such webhook")
@@ -89,7 +91,9 @@ async def get(session: AsyncSession, tenant_id: uuid.UUID, webhook_id: uuid.UUID
 
 async def list_all(session: AsyncSession, tenant_id: uuid.UUID) -> list[Webhook]:
     rows = await session.scalars(
-        select(Webhook).where(Webhook.tenant_id == tenant_id).order_by(Webhook.created_at)
+        select(Webhook)
+        .where(Webhook.tenant_id == tenant_id, Webhook.run_id.is_(None))
+        .order_by(Webhook.created_at)
     )
     return list(rows)
 
@@ -169,6 +173,13 @@ def present(hook: Webhook) -> WebhookOut:
         created_at=hook.created_at,
         updated_at=hook.updated_at,
     )
+
+
+def for_run(sealer: Sealer, url: str) -> dict[str, str]:
+    """A run's own endpoint (its URL checked already), as ``RunRequest.webhook``: told of
+    the run's end only, signed with a secret of its own."""
+    ends = ("run.completed", "run.failed", "run.cancelled", "run.timed_out")
+    return {"url": url, "events": _stored(ends), "secret": _seal(sealer, new_secret())}
 
 
 def _stored(events: Sequence[str]) -> str:

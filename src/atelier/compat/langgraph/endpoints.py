@@ -1,0 +1,579 @@
+"""``/langgraph``: the LangGraph Agent Server API that ``langgraph-sdk`` calls, on the
+same agents, conversations and runs as ``/v1`` (docs/compat.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier import __version__
+from atelier.agents import service as agents
+from atelier.agents.models import Agent
+from atelier.compat.langgraph import present
+from atelier.compat.langgraph.schemas import RunCreate, Search, ThreadCreate, ThreadPatch
+from atelier.compat.langgraph.translate import STREAM_MODES, LangGraphTranslator
+from atelier.compat.stream import translated
+from atelier.conversations import service as conversations
+from atelier.conversations.endpoints import remove
+from atelier.conversations.models import Conversation, Message
+from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep, UserPrincipalDep
+from atelier.http.errors import ProblemError
+from atelier.http.scope import Principal
+from atelier.resources import Resources
+from atelier.runs import approvals
+from atelier.runs.endpoints import event_stream, last_event_id
+from atelier.runs.environment import RunRequest
+from atelier.runs.events import RunStatus
+from atelier.runs.models import Approval, Run
+from atelier.webhooks import service as webhooks
+
+router = APIRouter(prefix="/langgraph", tags=["langgraph"])
+HEARTBEAT_SECONDS = 15.0  # a long wait's body starts with blank lines, JSON's whitespace
+
+
+@router.get("/info")
+async def info() -> dict[str, Any]:
+    return {"version": __version__, "flags": {"assistants": True, "crons": False}}
+
+
+# -- assistants (agents) --------------------------------------------------------------------
+
+
+async def _assistant(session: AsyncSession, tenant_id: uuid.UUID, key: str) -> Agent:
+    """An agent by id, or by name (LangGraph's graph id)."""
+    try:
+        which = Agent.id == uuid.UUID(key)
+    except ValueError:
+        which = Agent.name == key
+    agent = await session.scalar(
+        select(Agent).where(Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None), which)
+    )
+    if agent is None:
+        raise ProblemError(404, "not_found", "no such assistant")
+    return agent
+
+
+@router.get("/assistants/{assistant_id}")
+async def get_assistant(
+    assistant_id: Annotated[str, Path(max_length=64)], principal: PrincipalDep, session: SessionDep
+) -> dict[str, Any]:
+    agent = await _assistant(session, principal.tenant_id, assistant_id)
+    latest = await agents.latest(session, agent)
+    return present.assistant(agent, latest.definition, latest.version)
+
+
+@router.post("/assistants/search")
+async def search_assistants(
+    principal: PrincipalDep, session: SessionDep, body: Search | None = None
+) -> list[dict[str, Any]]:
+    body = body or Search()
+    found = [
+        present.assistant(agent, version.definition, version.version)
+        for agent, version in await agents.list_live(session, principal.tenant_id)
+        if body.graph_id in (None, agent.name)
+        and body.name in (None, agent.name)
+        and _matches(version.definition.get("metadata", {}), body.metadata)
+    ]
+    return found[body.offset : body.offset + body.limit]
+
+
+@router.post("/assistants/count")
+async def count_assistants(
+    principal: PrincipalDep, session: SessionDep, body: Search | None = None
+) -> int:
+    return len(
+        await search_assistants(
+            principal,
+            session,
+            Search(**(body or Search()).model_dump() | {"limit": 1000, "offset": 0}),
+        )
+    )
+
+
+def _matches(metadata: dict[str, Any], wanted: dict[str, Any] | None) -> bool:
+    return all(metadata.get(key) == value for key, value in (wanted or {}).items())
+
+
+# -- threads (conversations) ----------------------------------------------------------------
+
+
+async def _thread(session: AsyncSession, principal: Principal, thread_id: str) -> Conversation:
+    try:
+        conversation_id = uuid.UUID(thread_id)
+    except ValueError as exc:
+        raise ProblemError(404, "not_found", "no such thread") from exc
+    try:
+        return await conversations.get_owned(session, principal, conversation_id)
+    except ProblemError as exc:
+        raise ProblemError(404, "not_found", "no such thread") from exc
+
+
+async def _active(session: AsyncSession, conversation: Conversation) -> Run | None:
+    if conversation.active_run_id is None:
+        return None
+    return await session.get(Run, conversation.active_run_id)
+
+
+async def _pending(session: AsyncSession, run: Run | None) -> list[Approval]:
+    if run is None or run.status != RunStatus.AWAITING_APPROVAL:
+        return []
+    rows = await session.scalars(
+        select(Approval)
+        .where(Approval.run_id == run.id, Approval.status == approvals.PENDING)
+        .order_by(Approval.created_at, Approval.call_id)
+    )
+    return list(rows)
+
+
+async def _messages(session: AsyncSession, conversation: Conversation) -> list[Message]:
+    rows = await session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation.id, Message.superseded.is_(False))
+        .order_by(Message.seq)
+    )
+    return list(rows)
+
+
+async def _present_thread(session: AsyncSession, conversation: Conversation) -> dict[str, Any]:
+    active = await _active(session, conversation)
+    interrupts = [present.interrupt(a) for a in await _pending(session, active)]
+    state = present.values(await _messages(session, conversation))
+    return present.thread(conversation, present.thread_status(active), state, interrupts)
+
+
+@router.post("/threads")
+async def create_thread(
+    principal: UserPrincipalDep, session: SessionDep, body: ThreadCreate | None = None
+) -> dict[str, Any]:
+    body = body or ThreadCreate()
+    if body.thread_id is not None:
+        existing = await session.get(Conversation, body.thread_id)
+        if existing is not None:
+            owned = (existing.tenant_id, existing.user_id, existing.kind) == (
+                principal.tenant_id,
+                principal.user_id,
+                "agent",
+            )
+            if body.if_exists == "do_nothing" and owned:
+                return await _present_thread(session, existing)
+            raise ProblemError(409, "thread_exists", "a thread with this id exists")
+    conversation = Conversation(
+        id=body.thread_id or uuid.uuid4(),
+        tenant_id=principal.tenant_id,
+        user_id=principal.user_id,
+        kind="agent",
+        metadata_=body.metadata or {},
+    )
+    session.add(conversation)
+    await session.flush()
+    return present.thread(conversation, "idle", {"messages": []})
+
+
+@router.get("/threads/{thread_id}")
+async def get_thread(
+    thread_id: str, principal: UserPrincipalDep, session: SessionDep
+) -> dict[str, Any]:
+    return await _present_thread(session, await _thread(session, principal, thread_id))
+
+
+@router.patch("/threads/{thread_id}")
+async def update_thread(
+    thread_id: str, body: ThreadPatch, principal: UserPrincipalDep, session: SessionDep
+) -> dict[str, Any]:
+    """LangGraph merges the metadata sent into the thread's."""
+    conversation = await _thread(session, principal, thread_id)
+    if body.metadata:
+        conversation.metadata_ = {**conversation.metadata_, **body.metadata}
+    await session.flush()
+    return await _present_thread(session, conversation)
+
+
+@router.delete("/threads/{thread_id}", status_code=204)
+async def delete_thread(
+    thread_id: str,
+    principal: UserPrincipalDep,
+    resources: ResourcesDep,
+    background: BackgroundTasks,
+) -> Response:
+    async with resources.sessionmaker() as session:
+        conversation = await _thread(session, principal, thread_id)
+    await remove(resources, principal, conversation.id, "agent", background)
+    return Response(status_code=204)
+
+
+@router.post("/threads/search")
+async def search_threads(
+    principal: UserPrincipalDep, session: SessionDep, body: Search | None = None
+) -> list[dict[str, Any]]:
+    """Newest first; ``metadata`` and ``status`` filter what the page holds (the thread's
+    values are left out: read a thread for them)."""
+    body = body or Search()
+    rows = await session.scalars(
+        select(Conversation)
+        .where(
+            Conversation.tenant_id == principal.tenant_id,
+            Conversation.user_id == principal.user_id,
+            Conversation.kind == "agent",
+        )
+        .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+        .offset(body.offset)
+        .limit(body.limit)
+    )
+    found = []
+    for conversation in rows:
+        status = "busy" if conversation.active_run_id else "idle"
+        if _matches(conversation.metadata_, body.metadata) and body.status in (None, status):
+            found.append(present.thread(conversation, status))
+    return found
+
+
+@router.get("/threads/{thread_id}/state")
+async def get_state(
+    thread_id: str, principal: UserPrincipalDep, session: SessionDep
+) -> dict[str, Any]:
+    conversation = await _thread(session, principal, thread_id)
+    pending = await _pending(session, await _active(session, conversation))
+    rows = await _messages(session, conversation)
+    return present.state(conversation, rows, [present.interrupt(a) for a in pending])
+
+
+@router.post("/threads/{thread_id}/history")
+async def get_history(
+    thread_id: str, principal: UserPrincipalDep, session: SessionDep
+) -> list[dict[str, Any]]:
+    """Atelier keeps the present state only: the history is that one checkpoint."""
+    return [await get_state(thread_id, principal, session)]
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+def _modes(sent: list[str] | str | None, default: tuple[str, ...] = ("values",)) -> list[str]:
+    modes = [sent] if isinstance(sent, str) else list(sent or default)
+    unknown = sorted(set(modes) - STREAM_MODES)
+    if unknown:
+        raise ProblemError(
+            422,
+            "unsupported_stream_mode",
+            f"stream modes {', '.join(unknown)} are not supported here; "
+            f"use {', '.join(sorted(STREAM_MODES))}",
+        )
+    return modes
+
+
+def _location(
+    thread_id: uuid.UUID, run_id: uuid.UUID, tail: str, modes: tuple[str, ...] = ()
+) -> str:
+    # Relative to the API's root, as the LangGraph server sends it: the SDK joins it to its
+    # base URL (which ends in /langgraph).
+    query = "&".join(f"stream_mode={mode}" for mode in modes)
+    return f"/threads/{thread_id}/runs/{run_id}{tail}" + (f"?{query}" if query else "")
+
+
+async def _begin(
+    resources: Resources, principal: Principal, thread_id: str, body: RunCreate
+) -> tuple[uuid.UUID, uuid.UUID, int]:
+    """Start the run the body asks for -- or, for a resume, decide the calls the thread's
+    waiting run waits on -- and say which run, and after which of its events it is new."""
+    async with resources.sessionmaker() as session:
+        conversation = await _thread(session, principal, thread_id)
+        agent = await _assistant(session, principal.tenant_id, body.assistant_id)
+        if body.command is not None:
+            return conversation.id, *await _resume(resources, session, conversation, body)
+        try:
+            text = body.text()
+        except ValueError as exc:
+            raise ProblemError(422, "invalid_input", str(exc)) from exc
+        if conversation.agent_id != agent.id:  # the thread runs the assistant asked for
+            conversation.agent_id, conversation.agent_version = agent.id, None
+            await session.commit()
+    hook = None
+    if body.webhook is not None:
+        settings = resources.settings
+        await webhooks.check_url(body.webhook, allow_private=settings.webhook_allow_private)
+        hook = webhooks.for_run(resources.sealer, body.webhook)
+    request = RunRequest(
+        principal,
+        conversation.id,
+        "agent",
+        text,
+        None,
+        strategy=body.multitask_strategy,
+        webhook=hook,
+    )
+    return conversation.id, await resources.runs.start(request), 0
+
+
+async def _resume(
+    resources: Resources, session: AsyncSession, conversation: Conversation, body: RunCreate
+) -> tuple[uuid.UUID, int]:
+    run = await _active(session, conversation)
+    pending = await _pending(session, run)
+    if run is None or not pending:
+        raise ProblemError(409, "nothing_to_resume", "the thread waits for no decision")
+    decisions = _decisions(body.command.resume if body.command else None, pending)
+    paused = run.paused_event_id or 0
+    for call_id, approved, reason in decisions:
+        await resources.runs.decide(run, call_id, approved, reason)
+    return run.id, paused
+
+
+def _decisions(resume: Any, pending: list[Approval]) -> list[tuple[str, bool, str | None]]:
+    """A resume value as decisions on the calls waiting: ``{call_id: decision}``, or
+    LangChain's ``{"decisions": [...]}`` (in the calls' order), or one decision for all.
+    A decision is ``"approve"``/``"reject"``/``"deny"``, ``{"type": ...,
+    "message": ...}``, ``{"decision": ..., "reason": ...}`` or a boolean."""
+    ids = [approval.call_id for approval in pending]
+    if isinstance(resume, dict) and resume and set(resume) <= set(ids):
+        chosen = [(call_id, resume[call_id]) for call_id in ids if call_id in resume]
+    elif isinstance(resume, dict) and isinstance(resume.get("decisions"), list):
+        if len(resume["decisions"]) != len(ids):
+            raise _bad_resume(f"send {len(ids)} decisions, one per waiting call")
+        chosen = list(zip(ids, resume["decisions"], strict=True))
+    else:
+        chosen = [(call_id, resume) for call_id in ids]
+    return [(call_id, *_decision(value)) for call_id, value in chosen]
+
+
+def _decision(value: Any) -> tuple[bool, str | None]:
+    reason = None
+    if isinstance(value, dict):
+        reason = value.get("message") or value.get("reason")
+        value = value.get("type", value.get("decision"))
+    if isinstance(value, bool):
+        return value, None
+    if value in ("approve", "accept"):
+        return True, None
+    if value in ("reject", "deny"):
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
+            raise _bad_resume("a reason is a string of at most 2000 characters")
+        return False, reason
+    raise _bad_resume("a decision is approve or reject")
+
+
+def _bad_resume(detail: str) -> ProblemError:
+    return ProblemError(422, "invalid_resume", detail)
+
+
+def _stream(
+    resources: Resources,
+    thread_id: uuid.UUID,
+    run_id: uuid.UUID,
+    modes: list[str],
+    *,
+    after_frame: int = 0,
+    after_native: int = 0,
+    cancel_on_disconnect: bool = False,
+) -> Response:
+    translator = LangGraphTranslator(resources.sessionmaker, thread_id, run_id, frozenset(modes))
+    frames = translated(
+        resources.runs.events(run_id, 0),
+        translator,
+        after_frame=after_frame,
+        after_native=after_native,
+    )
+
+    async def cancelled_when_left() -> AsyncIterator[Any]:
+        try:
+            async for batch in frames:
+                yield batch
+        finally:
+            if cancel_on_disconnect and not translator.done:
+                await resources.runs.cancel(run_id)
+
+    location = _location(thread_id, run_id, "/stream", tuple(modes))
+    response = event_stream(cancelled_when_left(), location)
+    response.headers["content-location"] = _location(thread_id, run_id, "")
+    return response
+
+
+async def _ended(
+    resources: Resources, thread_id: uuid.UUID, run_id: uuid.UUID, principal: Principal
+) -> dict[str, Any]:
+    """The thread's values once the run ended (or stopped for a person's decision);
+    ``__error__`` says how it failed."""
+    translator = LangGraphTranslator(resources.sessionmaker, thread_id, run_id, frozenset())
+    async for _ in translated(resources.runs.events(run_id, 0), translator):
+        pass
+    async with resources.sessionmaker() as session:
+        conversation = await conversations.get_owned(session, principal, thread_id)
+        run = await session.get(Run, run_id)
+        pending = await _pending(session, run)
+        state = present.values(await _messages(session, conversation))
+    if pending:
+        state["__interrupt__"] = [present.interrupt(a) for a in pending]
+    if run is not None and run.error is not None and run.status != RunStatus.COMPLETED:
+        state["__error__"] = {"error": run.error.code, "message": run.error.message}
+    return state
+
+
+def _json_when_done(work: Awaitable[dict[str, Any]], headers: dict[str, str]) -> Response:
+    """The body once ``work`` is done; blank lines meanwhile, so that nothing between
+    takes a long wait for a dead connection (JSON allows leading whitespace)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
+                if not task.done():
+                    yield b"\n"
+            yield json.dumps(task.result(), ensure_ascii=False).encode()
+        finally:
+            task.cancel()
+
+    return StreamingResponse(body(), media_type="application/json", headers=headers)
+
+
+@router.post("/threads/{thread_id}/runs")
+async def create_run(
+    thread_id: str, body: RunCreate, principal: UserPrincipalDep, resources: ResourcesDep
+) -> Response:
+    conversation_id, run_id, _ = await _begin(resources, principal, thread_id, body)
+    async with resources.sessionmaker() as session:
+        run = await session.get(Run, run_id)
+        assert run is not None
+        out = present.run(run, run.agent_id)
+    return Response(
+        json.dumps(out),
+        media_type="application/json",
+        headers={"content-location": _location(conversation_id, run_id, "")},
+    )
+
+
+@router.post("/threads/{thread_id}/runs/stream")
+async def stream_run(
+    thread_id: str, body: RunCreate, principal: UserPrincipalDep, resources: ResourcesDep
+) -> Response:
+    modes = _modes(body.stream_mode)
+    conversation_id, run_id, after = await _begin(resources, principal, thread_id, body)
+    return _stream(
+        resources,
+        conversation_id,
+        run_id,
+        modes,
+        after_native=after,
+        cancel_on_disconnect=body.on_disconnect == "cancel",
+    )
+
+
+@router.post("/threads/{thread_id}/runs/wait")
+async def wait_run(
+    thread_id: str, body: RunCreate, principal: UserPrincipalDep, resources: ResourcesDep
+) -> Response:
+    conversation_id, run_id, _ = await _begin(resources, principal, thread_id, body)
+    headers = {
+        "location": _location(conversation_id, run_id, "/join"),
+        "content-location": _location(conversation_id, run_id, ""),
+    }
+    return _json_when_done(_ended(resources, conversation_id, run_id, principal), headers)
+
+
+async def _owned_run(
+    session: AsyncSession, principal: Principal, thread_id: str, run_id: str
+) -> Run:
+    conversation = await _thread(session, principal, thread_id)
+    try:
+        wanted = uuid.UUID(run_id)
+    except ValueError as exc:
+        raise ProblemError(404, "not_found", "no such run") from exc
+    run = await session.scalar(
+        select(Run).where(Run.id == wanted, Run.conversation_id == conversation.id)
+    )
+    if run is None:
+        raise ProblemError(404, "not_found", "no such run")
+    return run
+
+
+@router.get("/threads/{thread_id}/runs")
+async def list_runs(
+    thread_id: str,
+    principal: UserPrincipalDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+) -> list[dict[str, Any]]:
+    conversation = await _thread(session, principal, thread_id)
+    query = select(Run).where(Run.conversation_id == conversation.id)
+    if status is not None:
+        wanted = [native for native, theirs in present.RUN_STATUS.items() if theirs == status]
+        query = query.where(Run.status.in_(wanted))
+    rows = await session.scalars(
+        query.order_by(Run.created_at.desc(), Run.id.desc()).offset(offset).limit(limit)
+    )
+    return [present.run(run, run.agent_id) for run in rows]
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}")
+async def get_run(
+    thread_id: str, run_id: str, principal: UserPrincipalDep, session: SessionDep
+) -> dict[str, Any]:
+    run = await _owned_run(session, principal, thread_id, run_id)
+    return present.run(run, run.agent_id)
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+async def cancel_run(
+    thread_id: str,
+    run_id: str,
+    principal: UserPrincipalDep,
+    resources: ResourcesDep,
+    wait: Annotated[bool, Query()] = False,
+    action: Annotated[str, Query(max_length=16)] = "interrupt",
+) -> Response:
+    """Interrupt: the run stops and keeps what it did. Rollback is not supported here (422):
+    start the next run with ``multitask_strategy="rollback"`` to undo the active one."""
+    if action != "interrupt":
+        raise ProblemError(422, "unsupported_action", "only action=interrupt is supported")
+    async with resources.sessionmaker() as session:
+        run = await _owned_run(session, principal, thread_id, run_id)
+    if run.status in ("queued", "running", "awaiting_approval"):
+        await resources.runs.cancel(run.id)
+    if not wait:
+        return Response(status_code=202)
+    await _ended(resources, run.conversation_id, run.id, principal)
+    return Response(status_code=204)
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/join")
+async def join_run(
+    thread_id: str, run_id: str, principal: UserPrincipalDep, resources: ResourcesDep
+) -> Response:
+    async with resources.sessionmaker() as session:
+        run = await _owned_run(session, principal, thread_id, run_id)
+    return _json_when_done(_ended(resources, run.conversation_id, run.id, principal), {})
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/stream")
+async def join_stream(
+    thread_id: str,
+    run_id: str,
+    principal: UserPrincipalDep,
+    resources: ResourcesDep,
+    stream_mode: Annotated[list[str] | None, Query(max_length=8)] = None,
+    cancel_on_disconnect: Annotated[bool, Query()] = False,
+    last_event_id_header: Annotated[
+        str | None, Header(alias="last-event-id", max_length=32)
+    ] = None,
+) -> Response:
+    """The run's stream from its start, or after the frame of ``Last-Event-ID``."""
+    after = last_event_id(last_event_id_header, None)
+    async with resources.sessionmaker() as session:
+        run = await _owned_run(session, principal, thread_id, run_id)
+    return _stream(
+        resources,
+        run.conversation_id,
+        run.id,
+        _modes(stream_mode),
+        after_frame=after,
+        cancel_on_disconnect=cancel_on_disconnect,
+    )

@@ -1,0 +1,320 @@
+"""The LangGraph API as the official ``langgraph-sdk`` client sees it, over a real socket,
+on both backends: the same runs as ``/v1``, streamed, resumed, cancelled, waited on."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
+from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
+
+from tests.conftest import Caller, make_caller
+from tests.live import serve_started
+from tests.runs.helpers import BlockingTools, use_tools
+from tests.webhooks.receiver import receiving
+
+LONG = " ".join(f"word{i}" for i in range(60))
+MODES = ["values", "messages-tuple", "updates"]
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    # Replies stream word by word at a pace a client can drop out of mid-stream.
+    return {
+        "offline_model_delay_seconds": 0.01,
+        "webhook_allow_private": True,
+        "webhook_poll_seconds": 0.05,
+    }
+
+
+@pytest.fixture
+async def served(app: FastAPI) -> AsyncIterator[str]:
+    async with serve_started(app) as url:
+        yield url
+
+
+def sdk(url: str, caller: Caller, user: str = "alice") -> LangGraphClient:
+    """The SDK as a frontend configures it: its API key, and the end user's id."""
+    return get_client(url=f"{url}/langgraph", api_key=caller.key, headers={"X-User-ID": user})
+
+
+@pytest.fixture
+def lg(served: str, caller: Caller) -> LangGraphClient:
+    return sdk(served, caller)
+
+
+@pytest.fixture
+async def native(served: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=served, timeout=30) as http:
+        yield http
+
+
+def said(parts: list[Any]) -> str:
+    """The reply's text as the ``messages-tuple`` chunks streamed it."""
+    return "".join(
+        p.data[0]["content"]
+        for p in parts
+        if p.event == "messages" and p.data[0]["type"] == "AIMessageChunk"
+    )
+
+
+def ask(text: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": text}]}
+
+
+class TestStreaming:
+    async def test_a_run_streams_its_metadata_chunks_updates_and_values(
+        self, lg: LangGraphClient, native: httpx.AsyncClient, caller: Caller
+    ) -> None:
+        thread = await lg.threads.create(metadata={"project": "x"})
+        parts = [
+            part
+            async for part in lg.runs.stream(
+                thread["thread_id"], "default", input=ask(LONG), stream_mode=MODES
+            )
+        ]
+        assert parts[0].event == "metadata"
+        run_id = parts[0].data["run_id"]
+        final = [p for p in parts if p.event == "values"][-1].data["messages"]
+        assert [m["type"] for m in final] == ["human", "ai"]
+        assert final[0]["content"] == LONG
+        reply = final[1]
+        assert said(parts) == reply["content"]
+        assert reply["content"]
+        # Every chunk names the message it becomes.
+        chunk_ids = {p.data[0]["id"] for p in parts if p.event == "messages"}
+        assert chunk_ids == {reply["id"]}
+        updates = [p.data for p in parts if p.event == "updates"]
+        assert updates == [{"agent": {"messages": [reply]}}]
+        # Ids number the frames, for Last-Event-ID.
+        ids = [int(p.id) for p in parts]
+        assert ids == list(range(1, len(parts) + 1))
+
+        # The same run, through the SDK's other calls and through the native API.
+        run = await lg.runs.get(thread["thread_id"], run_id)
+        assert run["status"] == "success"
+        assert [r["run_id"] for r in await lg.runs.list(thread["thread_id"])] == [run_id]
+        state = await lg.threads.get_state(thread["thread_id"])
+        assert state["values"]["messages"] == final
+        assert state["next"] == []
+        got = await lg.threads.get(thread["thread_id"])
+        assert (got["status"], got["metadata"]) == ("idle", {"project": "x"})
+        headers = caller.headers("alice")
+        stored = await native.get(
+            f"/v1/conversations/{thread['thread_id']}/messages", headers=headers
+        )
+        assert [m["content"] for m in stored.json()["data"]] == [LONG, reply["content"]]
+        as_native = await native.get(
+            f"/v1/conversations/{thread['thread_id']}/runs/{run_id}", headers=headers
+        )
+        assert as_native.json()["status"] == "completed"
+
+    async def test_a_reconnect_with_the_last_event_id_repeats_and_misses_nothing(
+        self, lg: LangGraphClient
+    ) -> None:
+        thread = await lg.threads.create()
+        first: list[Any] = []
+        async for part in lg.runs.stream(
+            thread["thread_id"], "default", input=ask(LONG), stream_mode=MODES
+        ):
+            first.append(part)
+            if sum(p.event == "messages" for p in first) == 3:
+                break  # the client drops out mid-reply
+        run_id = first[0].data["run_id"]
+        rest = [
+            part
+            async for part in lg.runs.join_stream(
+                thread["thread_id"], run_id, stream_mode=MODES, last_event_id=first[-1].id
+            )
+        ]
+        ids = [int(p.id) for p in first + rest]
+        assert ids == list(range(1, len(ids) + 1))  # none twice, none skipped
+        final = [p for p in rest if p.event == "values"][-1].data["messages"][-1]
+        assert said(first + rest) == final["content"]
+        assert len(said(first)) < len(final["content"])
+
+    async def test_a_run_started_natively_is_joined_through_the_sdk(
+        self, lg: LangGraphClient, native: httpx.AsyncClient, caller: Caller
+    ) -> None:
+        thread = await lg.threads.create()
+        started = await native.post(
+            f"/v1/conversations/{thread['thread_id']}/runs",
+            json={"input": "hello"},
+            headers=caller.headers("alice"),
+        )
+        assert started.status_code == 202, started.text
+        run_id = started.json()["id"]
+        parts = [
+            p
+            async for p in lg.runs.join_stream(
+                thread["thread_id"], run_id, stream_mode="messages-tuple"
+            )
+        ]
+        state = await lg.threads.get_state(thread["thread_id"])
+        assert said(parts) == state["values"]["messages"][-1]["content"]
+        assert (await lg.runs.join(thread["thread_id"], run_id))["messages"][-1]["type"] == "ai"
+
+
+class TestBackgroundAndCancel:
+    async def test_a_background_run_is_waited_for_and_its_values_returned(
+        self, lg: LangGraphClient
+    ) -> None:
+        thread = await lg.threads.create()
+        run = await lg.runs.create(thread["thread_id"], "default", input=ask("hi there"))
+        assert run["status"] in ("pending", "running")
+        values = await lg.runs.join(thread["thread_id"], run["run_id"])
+        assert [m["type"] for m in values["messages"]] == ["human", "ai"]
+        waited = await lg.runs.wait(thread["thread_id"], "default", input=ask("again"))
+        assert [m["type"] for m in waited["messages"]] == ["human", "ai", "human", "ai"]
+        assert (await lg.runs.get(thread["thread_id"], run["run_id"]))["status"] == "success"
+
+    async def test_a_run_cancelled_from_another_client_ends_interrupted(
+        self, app: FastAPI, served: str, caller: Caller, lg: LangGraphClient
+    ) -> None:
+        use_tools(app, tools := BlockingTools())
+        thread = await lg.threads.create()
+        run = await lg.runs.create(thread["thread_id"], "default", input=ask("list files"))
+        await asyncio.wait_for(tools.entered.wait(), 10)
+        # Busy: another run is refused, as LangGraph refuses it, unless it may wait.
+        with pytest.raises(ConflictError):
+            await lg.runs.create(thread["thread_id"], "default", input=ask("more"))
+        queued = await lg.runs.create(
+            thread["thread_id"], "default", input=ask("later"), multitask_strategy="enqueue"
+        )
+        assert queued["status"] == "pending"
+        assert (await lg.threads.get(thread["thread_id"]))["status"] == "busy"
+
+        other = sdk(served, caller)
+        await other.runs.cancel(thread["thread_id"], run["run_id"], wait=True)
+        assert tools.cancelled.is_set()
+        assert (await lg.runs.get(thread["thread_id"], run["run_id"]))["status"] == "interrupted"
+        tools.release.set()
+        done = await lg.runs.join(thread["thread_id"], queued["run_id"])
+        assert done["messages"][-1]["type"] == "ai"
+
+    async def test_a_run_webhook_hears_of_its_end(self, lg: LangGraphClient) -> None:
+        async with receiving() as receiver:
+            thread = await lg.threads.create()
+            await lg.runs.wait(
+                thread["thread_id"], "default", input=ask("hi"), webhook=receiver.url
+            )
+            (got,) = await receiver.wait_for(1)
+        import json
+
+        body = json.loads(got.body)
+        assert body["type"] == "run.completed"
+        assert body["data"]["conversation_id"] == thread["thread_id"]
+
+
+class TestInterrupts:
+    async def test_a_call_that_needs_approval_interrupts_and_a_resume_goes_on(
+        self, lg: LangGraphClient, native: httpx.AsyncClient, caller: Caller
+    ) -> None:
+        agent = await native.post(
+            "/v1/agents",
+            json={"name": "careful", "approval": {"require": ["write_*"]}},
+            headers=caller.headers(None),
+        )
+        assert agent.status_code == 201, agent.text
+        (assistant,) = await lg.assistants.search(graph_id="careful")
+        assert assistant["assistant_id"] == agent.json()["id"]
+        thread = await lg.threads.create()
+        parts = [
+            p
+            async for p in lg.runs.stream(
+                thread["thread_id"], "careful", input=ask("write a.txt: hi"), stream_mode=MODES
+            )
+        ]
+        run_id = parts[0].data["run_id"]
+        (interrupt,) = parts[-1].data["__interrupt__"]
+        request = interrupt["value"]["action_requests"][0]
+        assert (request["name"], request["args"]) == (
+            "write_file",
+            {"path": "a.txt", "content": "hi"},
+        )
+        state = await lg.threads.get_state(thread["thread_id"])
+        assert [i["id"] for i in state["interrupts"]] == [interrupt["id"]]
+        assert (await lg.threads.get(thread["thread_id"]))["status"] == "interrupted"
+
+        resumed = [
+            p
+            async for p in lg.runs.stream(
+                thread["thread_id"],
+                "careful",
+                command={"resume": {"decisions": [{"type": "approve"}]}},
+                stream_mode=MODES,
+            )
+        ]
+        assert resumed[0].data["run_id"] == run_id  # the same run goes on
+        final = [p for p in resumed if p.event == "values"][-1].data["messages"]
+        assert [m["type"] for m in final] == ["human", "ai", "tool", "ai"]
+        assert final[2]["status"] == "success"
+        assert (await lg.runs.get(thread["thread_id"], run_id))["status"] == "success"
+        read = await native.get(
+            f"/v1/conversations/{thread['thread_id']}/files/a.txt",
+            headers=caller.headers("alice"),
+        )
+        assert read.content == b"hi"
+
+    async def test_a_denied_call_is_not_made(
+        self, lg: LangGraphClient, native: httpx.AsyncClient, caller: Caller
+    ) -> None:
+        await native.post(
+            "/v1/agents",
+            json={"name": "careful", "approval": {"require": ["write_*"]}},
+            headers=caller.headers(None),
+        )
+        thread = await lg.threads.create()
+        async for _ in lg.runs.stream(thread["thread_id"], "careful", input=ask("write a.txt: hi")):
+            pass
+        values = await lg.runs.wait(thread["thread_id"], "careful", command={"resume": "reject"})
+        assert values["messages"][2]["status"] == "error"
+        with pytest.raises(httpx.HTTPStatusError) as refused:  # nothing waits any more
+            await lg.runs.wait(thread["thread_id"], "careful", command={"resume": "approve"})
+        assert refused.value.response.status_code == 409
+
+
+class TestRefusals:
+    async def test_what_cannot_be_honoured_is_refused_clearly(
+        self, lg: LangGraphClient, served: str, caller: Caller
+    ) -> None:
+        thread = await lg.threads.create()
+        with pytest.raises(NotFoundError):
+            await lg.runs.create(thread["thread_id"], "no-such-agent", input=ask("hi"))
+        with pytest.raises(NotFoundError):
+            await lg.threads.get(str(uuid.uuid4()))
+        with pytest.raises(UnprocessableEntityError):
+            await lg.runs.create(
+                thread["thread_id"], "default", input=ask("hi"), interrupt_before=["tools"]
+            )
+        with pytest.raises(UnprocessableEntityError):
+            await lg.runs.create(thread["thread_id"], "default", input={"messages": []})
+        response = await httpx.AsyncClient().post(
+            f"{served}/langgraph/threads/{thread['thread_id']}/runs/stream",
+            json={"assistant_id": "default", "input": ask("hi"), "stream_mode": ["debug"]},
+            headers=caller.headers("alice"),
+        )
+        assert response.status_code == 422
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "unsupported_stream_mode"
+
+    async def test_another_user_sees_no_thread_of_alice(
+        self, lg: LangGraphClient, served: str, caller: Caller, app: FastAPI
+    ) -> None:
+        thread = await lg.threads.create()
+        bob = sdk(served, caller, user="bob")
+        with pytest.raises(NotFoundError):
+            await bob.threads.get(thread["thread_id"])
+        with pytest.raises(NotFoundError):
+            await bob.runs.create(thread["thread_id"], "default", input=ask("hi"))
+        assert await bob.threads.search() == []
+        stranger = sdk(served, await make_caller(app))
+        with pytest.raises(NotFoundError):
+            await stranger.threads.get_state(thread["thread_id"])
