@@ -3,14 +3,12 @@ same agents, conversations and runs as ``/v1`` (docs/compat.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Response
-from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +18,7 @@ from atelier.agents.models import Agent
 from atelier.compat.langgraph import present
 from atelier.compat.langgraph.schemas import RunCreate, Search, ThreadCreate, ThreadPatch
 from atelier.compat.langgraph.translate import STREAM_MODES, LangGraphTranslator
-from atelier.compat.stream import translated
+from atelier.compat.stream import json_when_done, run_through, translated
 from atelier.conversations import service as conversations
 from atelier.conversations.endpoints import remove
 from atelier.conversations.models import Conversation, Message
@@ -36,7 +34,6 @@ from atelier.runs.models import Approval, Run
 from atelier.webhooks import service as webhooks
 
 router = APIRouter(prefix="/langgraph", tags=["langgraph"])
-HEARTBEAT_SECONDS = 15.0  # a long wait's body starts with blank lines, JSON's whitespace
 
 
 @router.get("/info")
@@ -401,8 +398,7 @@ async def _ended(
     """The thread's values once the run ended (or stopped for a person's decision);
     ``__error__`` says how it failed."""
     translator = LangGraphTranslator(resources.sessionmaker, thread_id, run_id, frozenset())
-    async for _ in translated(resources.runs.events(run_id, 0), translator):
-        pass
+    await run_through(resources.runs.events(run_id, 0), translator)
     async with resources.sessionmaker() as session:
         conversation = await conversations.get_owned(session, principal, thread_id)
         run = await session.get(Run, run_id)
@@ -413,24 +409,6 @@ async def _ended(
     if run is not None and run.error is not None and run.status != RunStatus.COMPLETED:
         state["__error__"] = {"error": run.error.code, "message": run.error.message}
     return state
-
-
-def _json_when_done(work: Awaitable[dict[str, Any]], headers: dict[str, str]) -> Response:
-    """The body once ``work`` is done; blank lines meanwhile, so that nothing between
-    takes a long wait for a dead connection (JSON allows leading whitespace)."""
-
-    async def body() -> AsyncIterator[bytes]:
-        task = asyncio.ensure_future(work)
-        try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
-                if not task.done():
-                    yield b"\n"
-            yield json.dumps(task.result(), ensure_ascii=False).encode()
-        finally:
-            task.cancel()
-
-    return StreamingResponse(body(), media_type="application/json", headers=headers)
 
 
 @router.post("/threads/{thread_id}/runs")
@@ -474,7 +452,7 @@ async def wait_run(
         "location": _location(conversation_id, run_id, "/join"),
         "content-location": _location(conversation_id, run_id, ""),
     }
-    return _json_when_done(_ended(resources, conversation_id, run_id, principal), headers)
+    return json_when_done(_ended(resources, conversation_id, run_id, principal), headers)
 
 
 async def _owned_run(
@@ -550,7 +528,7 @@ async def join_run(
 ) -> Response:
     async with resources.sessionmaker() as session:
         run = await _owned_run(session, principal, thread_id, run_id)
-    return _json_when_done(_ended(resources, run.conversation_id, run.id, principal), {})
+    return json_when_done(_ended(resources, run.conversation_id, run.id, principal), {})
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream")

@@ -14,11 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.compat.langgraph import present
-from atelier.compat.stream import START, Frame
+from atelier.compat.stream import START, Frame, paused_after
 from atelier.conversations.models import Message
-from atelier.runs import approvals
-from atelier.runs.events import TERMINAL_TYPES, RunStatus
-from atelier.runs.models import Approval, Run
+from atelier.runs.events import TERMINAL_TYPES
 
 STREAM_MODES = frozenset({"values", "updates", "messages-tuple", "custom"})
 CUSTOM = frozenset({"tool.started", "tool.completed", "file.changed", "usage", "title.updated"})
@@ -133,14 +131,7 @@ class LangGraphTranslator:
             frames.append(Frame("updates", {"__interrupt__": [this]}))
         # The stream ends once every call the run waits on was told (as a LangGraph run
         # ends at an interrupt); a resume decides them and follows the same run.
-        async with self.sessions() as session:
-            status = await session.scalar(select(Run.status).where(Run.id == self.run_id))
-            waiting = await session.scalar(
-                select(func.count())
-                .select_from(Approval)
-                .where(Approval.run_id == self.run_id, Approval.status == approvals.PENDING)
-            )
-        if status == RunStatus.AWAITING_APPROVAL and waiting == len(self.interrupts):
+        if await paused_after(self.sessions, self.run_id, len(self.interrupts)):
             self.done = True
             return frames + self._values(self.interrupts)
         return frames

@@ -1,0 +1,388 @@
+"""``/openai/v1/responses``: the Responses API that the ``openai`` client calls, on the
+same agents, conversations and runs as ``/v1`` (docs/compat.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Query, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.agents.models import Agent
+from atelier.compat.openai import present
+from atelier.compat.openai.schemas import ApprovalResponse, MessageItem, ResponseCreate
+from atelier.compat.openai.translate import ResponsesTranslator
+from atelier.compat.stream import json_when_done, run_through, translated
+from atelier.conversations import forking
+from atelier.conversations import service as conversations
+from atelier.conversations.endpoints import remove
+from atelier.conversations.models import Conversation, Message
+from atelier.conversations.schemas import AgentConversationWrite
+from atelier.http.deps import PrincipalDep, ResourcesDep
+from atelier.http.errors import ProblemError
+from atelier.http.scope import Principal
+from atelier.http.sse import EventStreamResponse
+from atelier.resources import Resources
+from atelier.runs import approvals
+from atelier.runs.endpoints import stream_failed
+from atelier.runs.environment import RunRequest
+from atelier.runs.events import RunStatus
+from atelier.runs.models import Approval, Run
+
+router = APIRouter(prefix="/openai/v1", tags=["openai"])
+
+
+def _caller(principal: Principal, user: str | None = None) -> Principal:
+    """The end user: ``X-User-ID``, else the body's ``user``."""
+    if principal.user_id is None and user is not None:
+        principal = dataclasses.replace(principal, user_id=user)
+    if principal.user_id is None:
+        raise ProblemError(
+            400, "user_id_required", "send the end user's id in X-User-ID (or as user)"
+        )
+    return principal
+
+
+async def _owned(session: AsyncSession, principal: Principal, response: str) -> Run:
+    run_id = present.run_id_of(response)
+    run = await session.scalar(
+        select(Run)
+        .join(Conversation, Conversation.id == Run.conversation_id)
+        .where(
+            Run.id == run_id,
+            Conversation.tenant_id == principal.tenant_id,
+            Conversation.user_id == principal.user_id,
+            Conversation.kind == "agent",
+        )
+    )
+    if run is None:
+        raise ProblemError(404, "not_found", "no such response")
+    return run
+
+
+async def _agent(session: AsyncSession, tenant_id: uuid.UUID, model: str) -> Agent | None:
+    """The agent ``model`` names (by name or id), if it names one."""
+    try:
+        which = Agent.id == uuid.UUID(model)
+    except ValueError:
+        which = Agent.name == model
+    return await session.scalar(
+        select(Agent).where(Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None), which)
+    )
+
+
+async def _shell(session: AsyncSession, run: Run) -> dict[str, Any]:
+    """The response as it is before any output (what its stream's first events carry)."""
+    return await _snapshot(session, run, status="in_progress", items=[], usage=None)
+
+
+async def _snapshot(session: AsyncSession, run: Run, **given: Any) -> dict[str, Any]:
+    """The response from what the run stored."""
+    conversation = await session.get(Conversation, run.conversation_id)
+    previous = await session.scalar(
+        select(Run.id)
+        .where(Run.conversation_id == run.conversation_id, Run.created_at < run.created_at)
+        .order_by(Run.created_at.desc())
+        .limit(1)
+    )
+    status = RunStatus(run.status)
+    if "items" not in given:
+        rows = await session.scalars(
+            select(Message)
+            .where(Message.run_id == run.id, Message.role != "user")
+            .order_by(Message.seq)
+        )
+        asked = await session.scalars(
+            select(Approval).where(Approval.run_id == run.id).order_by(Approval.created_at)
+        )
+        given["items"] = present.output(run.id, rows, list(asked))
+    ended = status not in (RunStatus.QUEUED, RunStatus.RUNNING)
+    return present.response(
+        run,
+        status=given.get("status", present.STATUS[status]),
+        items=given["items"],
+        usage_=given.get("usage", present.usage(run.input_tokens, run.output_tokens))
+        if ended or "usage" in given
+        else None,
+        error_=present.error(run, status) if "status" not in given else None,
+        previous=previous,
+        metadata=conversation.metadata_ if conversation is not None else {},
+    )
+
+
+async def _present(resources: Resources, run_id: uuid.UUID) -> dict[str, Any]:
+    async with resources.sessionmaker() as session:
+        run = await session.get(Run, run_id)
+        assert run is not None
+        return await _snapshot(session, run)
+
+
+def _stream(
+    resources: Resources,
+    run_id: uuid.UUID,
+    shell: dict[str, Any],
+    *,
+    after_frame: int = 0,
+    after_native: int = 0,
+) -> Response:
+    translator = ResponsesTranslator(resources.sessionmaker, run_id, shell)
+    frames = translated(
+        resources.runs.events(run_id, 0),
+        translator,
+        after_frame=after_frame,
+        after_native=after_native,
+        numbered=False,  # the Responses API numbers its events in their data
+    )
+    return EventStreamResponse(frames, on_failure=stream_failed)
+
+
+async def _finished(
+    resources: Resources, run_id: uuid.UUID, shell: dict[str, Any]
+) -> dict[str, Any]:
+    """The response once its run ended (or stopped to wait for a person)."""
+    translator = ResponsesTranslator(resources.sessionmaker, run_id, shell)
+    await run_through(resources.runs.events(run_id, 0), translator)
+    return await _present(resources, run_id)
+
+
+@router.post("/responses")
+async def create_response(
+    body: ResponseCreate, principal: PrincipalDep, resources: ResourcesDep
+) -> Response:
+    principal = _caller(principal, body.user)
+    items = (
+        [MessageItem(role="user", content=body.input)]
+        if isinstance(body.input, str)
+        else body.input
+    )
+    decisions = [item for item in items if isinstance(item, ApprovalResponse)]
+    said = [item for item in items if isinstance(item, MessageItem)]
+    if decisions:
+        if said or body.previous_response_id is None:
+            raise ProblemError(
+                422,
+                "invalid_input",
+                "approval responses go alone, with the previous_response_id that asked",
+            )
+        return await _decided(resources, principal, body, decisions)
+    asked = [item.text for item in said if item.role == "user"]
+    if len(asked) != 1 or any(item.role == "assistant" for item in said):
+        raise ProblemError(
+            422,
+            "invalid_input",
+            "send one user message; continue a conversation with previous_response_id",
+        )
+    if not asked[0].strip():
+        raise ProblemError(422, "invalid_input", "the user message is empty")
+    guidance = [body.instructions or ""] + [i.text for i in said if i.role != "user"]
+    instructions = "\n\n".join(part for part in guidance if part) or None
+
+    conversation_id, model_id = await _conversation(resources, principal, body)
+    request = RunRequest(
+        principal, conversation_id, "agent", asked[0], model_id, instructions=instructions
+    )
+    run_id = await resources.runs.start(request)
+    async with resources.sessionmaker() as session:
+        run = await session.get(Run, run_id)
+        assert run is not None
+        shell = await _shell(session, run)
+        shell["background"] = body.background
+    if body.stream:
+        return _stream(resources, run_id, shell)
+    if body.background:
+        return JSONResponse({**await _present(resources, run_id), "background": True})
+    return json_when_done(_finished(resources, run_id, shell))
+
+
+async def _conversation(
+    resources: Resources, principal: Principal, body: ResponseCreate
+) -> tuple[uuid.UUID, str | None]:
+    """The conversation the response continues (a fork, if the previous response is not
+    the conversation's last), or a new one; and the catalog model, if ``model`` names one
+    rather than an agent."""
+    async with resources.sessionmaker() as session:
+        agent = await _agent(session, principal.tenant_id, body.model)
+        model_id = None
+        if agent is None:
+            resources.catalog.resolve(body.model)  # 400 when it names neither
+            model_id = body.model
+        if body.previous_response_id is None:
+            write = AgentConversationWrite(
+                metadata=body.metadata, agent_id=agent.id if agent else None
+            )
+            conversation = await conversations.create(session, principal, write)
+            await session.commit()
+            return conversation.id, model_id
+        previous = await _owned(session, principal, body.previous_response_id)
+        conversation = await conversations.get_owned(session, principal, previous.conversation_id)
+        latest = await session.scalar(
+            select(Run.id)
+            .where(Run.conversation_id == conversation.id)
+            .order_by(Run.created_at.desc())
+            .limit(1)
+        )
+        if latest != previous.id:  # a branch from an earlier response
+            at_seq = await session.scalar(
+                select(Message.seq)
+                .where(Message.run_id == previous.id)
+                .order_by(Message.seq.desc())
+                .limit(1)
+            )
+            conversation = await forking.fork(
+                session,
+                resources.storage,
+                resources.settings,
+                principal,
+                conversation.id,
+                at_seq or 0,
+            )
+        if agent is not None and conversation.agent_id != agent.id:
+            conversation.agent_id, conversation.agent_version = agent.id, None
+        try:
+            await session.commit()
+        except BaseException:
+            if latest != previous.id:
+                await forking.forget(resources.storage, resources.settings, conversation)
+            raise
+        return conversation.id, model_id
+
+
+async def _decided(
+    resources: Resources,
+    principal: Principal,
+    body: ResponseCreate,
+    decisions: list[ApprovalResponse],
+) -> Response:
+    """Decisions on the calls a response asked about: the same response goes on."""
+    assert body.previous_response_id is not None
+    async with resources.sessionmaker() as session:
+        run = await _owned(session, principal, body.previous_response_id)
+        shell = await _shell(session, run)
+    if run.status != RunStatus.AWAITING_APPROVAL:
+        raise ProblemError(409, "nothing_to_resume", "that response waits for no decision")
+    paused = run.paused_event_id or 0
+    for decision in decisions:
+        call_id = decision.approval_request_id.removeprefix("mcpr_")
+        await resources.runs.decide(run, call_id, decision.approve, decision.reason)
+    async with resources.sessionmaker() as session:
+        waiting = await session.scalar(
+            select(Approval.id).where(
+                Approval.run_id == run.id, Approval.status == approvals.PENDING
+            )
+        )
+    if waiting is not None:  # more to decide: the response still waits
+        return JSONResponse(await _present(resources, run.id))
+    if body.stream:
+        return _stream(resources, run.id, shell, after_native=paused)
+    if body.background:
+        return JSONResponse(await _present(resources, run.id))
+    return json_when_done(_finished(resources, run.id, shell))
+
+
+@router.get("/responses/{response_id}")
+async def retrieve_response(
+    response_id: str,
+    principal: PrincipalDep,
+    resources: ResourcesDep,
+    stream: Annotated[bool, Query()] = False,
+    starting_after: Annotated[int | None, Query(ge=0, le=2**53)] = None,
+) -> Response:
+    """The response; with ``stream``, its events from the start (or after
+    ``starting_after``), live until it ends."""
+    principal = _caller(principal)
+    async with resources.sessionmaker() as session:
+        run = await _owned(session, principal, response_id[:64])
+        if not stream:
+            return JSONResponse(await _snapshot(session, run))
+        shell = await _shell(session, run)
+    after = starting_after + 1 if starting_after is not None else 0
+    return _stream(resources, run.id, shell, after_frame=after)
+
+
+@router.post("/responses/{response_id}/cancel")
+async def cancel_response(
+    response_id: str, principal: PrincipalDep, resources: ResourcesDep
+) -> Response:
+    """Stops the run (it keeps what it did) and answers once it has ended."""
+    principal = _caller(principal)
+    async with resources.sessionmaker() as session:
+        run = await _owned(session, principal, response_id[:64])
+        shell = await _shell(session, run)
+    if run.status in ("queued", "running", "awaiting_approval"):
+        await resources.runs.cancel(run.id)
+        translator = ResponsesTranslator(resources.sessionmaker, run.id, shell)
+        await run_through(resources.runs.events(run.id, 0), translator)
+    return JSONResponse(await _present(resources, run.id))
+
+
+@router.delete("/responses/{response_id}")
+async def delete_response(
+    response_id: str,
+    principal: PrincipalDep,
+    resources: ResourcesDep,
+    background: BackgroundTasks,
+) -> dict[str, Any]:
+    """A response is a run of a conversation, and runs are not deleted one by one: this
+    deletes the conversation (the whole chain of responses, and its files)."""
+    principal = _caller(principal)
+    async with resources.sessionmaker() as session:
+        run = await _owned(session, principal, response_id[:64])
+    await remove(resources, principal, run.conversation_id, "agent", background)
+    return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+
+@router.get("/responses/{response_id}/input_items")
+async def list_input_items(
+    response_id: str,
+    principal: PrincipalDep,
+    resources: ResourcesDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+) -> dict[str, Any]:
+    """What the response was given: the user's message, and the decisions it was sent."""
+    principal = _caller(principal)
+    async with resources.sessionmaker() as session:
+        run = await _owned(session, principal, response_id[:64])
+        asked = await session.scalar(
+            select(Message).where(Message.run_id == run.id, Message.role == "user").limit(1)
+        )
+        decided = await session.scalars(
+            select(Approval)
+            .where(Approval.run_id == run.id, Approval.status != approvals.PENDING)
+            .order_by(Approval.decided_at)
+        )
+        items: list[dict[str, Any]] = []
+        if asked is not None:
+            items.append(
+                {
+                    "type": "message",
+                    "id": f"msg_{run.id.hex}_{asked.seq}",
+                    "role": "user",
+                    "status": "completed",
+                    "content": [{"type": "input_text", "text": asked.content}],
+                }
+            )
+        items += [
+            {
+                "type": "mcp_approval_response",
+                "id": f"mcpa_{a.call_id}",
+                "approval_request_id": f"mcpr_{a.call_id}",
+                "approve": a.status == approvals.APPROVED,
+                "reason": a.reason,
+            }
+            for a in decided
+        ]
+    if order == "desc":
+        items.reverse()
+    page = items[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > limit,
+    }

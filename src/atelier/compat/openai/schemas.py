@@ -1,0 +1,86 @@
+"""Request bodies of the Responses API, as far as Atelier honours them. Sampling hints
+(``temperature``, ``top_p``, ``reasoning``, ``max_output_tokens``...) are accepted and
+left to the agent's own limits; what would change the contract and cannot be honoured
+(client-side ``tools``, ``store=false``, structured ``text`` formats, ``conversation``)
+is refused (422), never silently dropped (docs/compat.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from atelier.conversations.schemas import NO_NUL
+from atelier.runs.schemas import MAX_INPUT_CHARS
+
+
+class InputText(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["input_text", "text", "output_text"]
+    text: str = Field(max_length=MAX_INPUT_CHARS, pattern=NO_NUL)
+
+
+class MessageItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["message"] = "message"
+    role: Literal["user", "system", "developer", "assistant"]
+    content: str | Annotated[list[InputText], Field(max_length=100)]
+
+    @field_validator("content")
+    @classmethod
+    def _fits(cls, value: str | list[InputText]) -> str | list[InputText]:
+        text = value if isinstance(value, str) else "".join(part.text for part in value)
+        if len(text) > MAX_INPUT_CHARS or "\x00" in text:
+            raise ValueError(f"a message is text of at most {MAX_INPUT_CHARS} characters, no NUL")
+        return value
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ApprovalResponse(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["mcp_approval_response"]
+    approval_request_id: str = Field(min_length=6, max_length=140)
+    approve: bool
+    reason: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
+
+
+class ResponseCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=128)
+    input: str | Annotated[list[ApprovalResponse | MessageItem], Field(max_length=100)]
+    instructions: str | None = Field(default=None, max_length=100_000, pattern=NO_NUL)
+    previous_response_id: str | None = Field(default=None, max_length=64)
+    stream: bool = False
+    background: bool = False
+    metadata: (
+        dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None
+    ) = Field(default=None, max_length=16)
+    user: str | None = Field(default=None, min_length=1, max_length=128)
+    store: Literal[True] = True  # every response is kept (it is a run)
+    tools: list[Any] = Field(default_factory=list, max_length=0)  # the agent's tools only
+    conversation: None = None
+    text: dict[str, Any] | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _text_fits(cls, value: str | list[Any]) -> str | list[Any]:
+        if isinstance(value, str) and (len(value) > MAX_INPUT_CHARS or "\x00" in value):
+            raise ValueError(f"input is text of at most {MAX_INPUT_CHARS} characters, no NUL")
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _plain_text(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        kind = ((value or {}).get("format") or {}).get("type", "text")
+        if kind != "text":
+            raise ValueError("only text output is supported (no structured formats)")
+        return value

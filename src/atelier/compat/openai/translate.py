@@ -1,0 +1,224 @@
+"""A run's events as a Responses API stream: ``response.created`` and
+``response.in_progress``, then each output item added, filled (text deltas, call
+arguments, MCP call progress) and done, and ``response.completed`` (or ``.failed``)
+with the output and usage; every event numbered by ``sequence_number`` from 0. A run
+that stops to wait for a person completes with its ``mcp_approval_request`` items."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from atelier.compat.openai import present
+from atelier.compat.stream import START, Frame, paused_after
+from atelier.conversations.models import Message
+from atelier.runs.events import RunStatus
+
+
+class ResponsesTranslator:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        run_id: uuid.UUID,
+        shell: dict[str, Any],
+    ) -> None:
+        self.sessions = sessions
+        self.run_id = run_id
+        self.shell = shell  # the response object, as it is before any output
+        self.items: list[dict[str, Any]] = []
+        self.open: int | None = None  # the index of the reply streaming now
+        self.last_seq = 0  # the run's last stored message
+        self.calls: dict[str, int] = {}  # call id -> its call item's index
+        self.tokens = [0, 0, 0]  # input, output, cached
+        self.asked = 0  # approval requests since the run last went on
+        self.number = 0
+        self.done = False
+
+    async def translate(self, name: str, data: dict[str, Any]) -> list[Frame]:
+        if name == START:
+            snapshot = self._snapshot("in_progress")
+            return [
+                self._frame("response.created", response=snapshot),
+                self._frame("response.in_progress", response=snapshot),
+            ]
+        if name == "run.started":
+            async with self.sessions() as session:
+                self.last_seq = (
+                    await session.scalar(
+                        select(func.min(Message.seq)).where(
+                            Message.run_id == self.run_id, Message.role == "user"
+                        )
+                    )
+                    or 0
+                )
+            return []
+        if name == "message.delta":
+            frames = self._open_reply() if self.open is None else []
+            return [*frames, self._text_delta(data["text"])]
+        if name == "message.completed":
+            self.last_seq = max(self.last_seq, data["seq"])
+            if data["role"] != "assistant":
+                return []
+            frames = []
+            if self.open is None and data["content"]:
+                frames = [*self._open_reply(data["seq"]), self._text_delta(data["content"])]
+            return frames + self._close_reply(data["content"], data["incomplete"])
+        if name == "tool.started":
+            return self._call(data["call_id"], data["name"], data["input"])
+        if name == "tool.completed":
+            return self._result(data["call_id"], data["name"], data["output"], data["is_error"])
+        if name == "approval.requested":
+            return await self._approval(data)
+        if name == "approval.resolved":
+            self.asked = 0
+        if name == "usage":
+            self.tokens[0] += data["input_tokens"] or 0
+            self.tokens[1] += data["output_tokens"] or 0
+            self.tokens[2] += data.get("cache_read_tokens") or 0
+            return []
+        if name in ("run.completed", "run.failed", "run.cancelled", "run.timed_out"):
+            self.done = True
+            status = RunStatus(name.removeprefix("run."))
+            error = data.get("error")
+            if status == RunStatus.COMPLETED:
+                return [self._frame("response.completed", response=self._snapshot("completed"))]
+            failed = self._snapshot(present.STATUS[status], error=_error(status, error))
+            return [self._frame("response.failed", response=failed)]
+        if name == "error":  # this stream broke (the run goes on): retrieve it again
+            self.done = True
+            return [self._frame("error", code=data["code"], message=data["message"], param=None)]
+        return []
+
+    # -- items ------------------------------------------------------------------------------
+
+    def _open_reply(self, seq: int | None = None) -> list[Frame]:
+        item = present.message_item(self.run_id, seq or self.last_seq + 1, "", "in_progress")
+        item["content"] = []
+        self.open = len(self.items)
+        self.items.append(item)
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        return [
+            self._frame("response.output_item.added", output_index=self.open, item=item),
+            self._frame(
+                "response.content_part.added",
+                item_id=item["id"],
+                output_index=self.open,
+                content_index=0,
+                part=part,
+            ),
+        ]
+
+    def _text_delta(self, text: str) -> Frame:
+        assert self.open is not None
+        return self._frame(
+            "response.output_text.delta",
+            item_id=self.items[self.open]["id"],
+            output_index=self.open,
+            content_index=0,
+            delta=text,
+            logprobs=[],
+        )
+
+    def _close_reply(self, text: str, incomplete: bool) -> list[Frame]:
+        if self.open is None:
+            return []
+        index, self.open = self.open, None
+        item_id = self.items[index]["id"]
+        seq = int(item_id.rsplit("_", 1)[1])
+        status = "incomplete" if incomplete else "completed"
+        item = self.items[index] = present.message_item(self.run_id, seq, text, status)
+        where = {"item_id": item_id, "output_index": index, "content_index": 0}
+        return [
+            self._frame("response.output_text.done", **where, text=text, logprobs=[]),
+            self._frame("response.content_part.done", **where, part=item["content"][0]),
+            self._frame("response.output_item.done", output_index=index, item=item),
+        ]
+
+    def _call(self, call_id: str, name: str, args: dict[str, Any]) -> list[Frame]:
+        item = present.call_item(call_id, name, args, "in_progress")
+        index = self.calls[call_id] = len(self.items)
+        self.items.append(item)
+        where = {"item_id": item["id"], "output_index": index}
+        started = {**item, "arguments": "", "status": "in_progress"}
+        frames = [self._frame("response.output_item.added", output_index=index, item=started)]
+        if item["type"] == "function_call":
+            return [
+                *frames,
+                self._frame(
+                    "response.function_call_arguments.delta", **where, delta=item["arguments"]
+                ),
+                self._frame(
+                    "response.function_call_arguments.done",
+                    **where,
+                    name=name,
+                    arguments=item["arguments"],
+                ),
+                self._frame("response.output_item.done", output_index=index, item=item),
+            ]
+        return [
+            *frames,
+            self._frame("response.mcp_call_arguments.delta", **where, delta=item["arguments"]),
+            self._frame("response.mcp_call_arguments.done", **where, arguments=item["arguments"]),
+            self._frame("response.mcp_call.in_progress", **where),
+        ]
+
+    def _result(self, call_id: str, name: str, output: str, is_error: bool) -> list[Frame]:
+        index = self.calls.get(call_id)
+        if index is None:
+            return []
+        item = self.items[index]
+        if item["type"] == "mcp_call":
+            done = self.items[index] = present.finished_mcp(item, output, is_error)
+            where = {"item_id": item["id"], "output_index": index}
+            progress = "response.mcp_call.failed" if is_error else "response.mcp_call.completed"
+            return [
+                self._frame(progress, **where),
+                self._frame("response.output_item.done", output_index=index, item=done),
+            ]
+        result = present.result_item(call_id, name, output)
+        index = len(self.items)
+        self.items.append(result)
+        return [
+            self._frame("response.output_item.added", output_index=index, item=result),
+            self._frame("response.output_item.done", output_index=index, item=result),
+        ]
+
+    async def _approval(self, data: dict[str, Any]) -> list[Frame]:
+        item = present.approval_item(data["call_id"], data["name"], data["input"])
+        index = len(self.items)
+        self.items.append(item)
+        self.asked += 1
+        frames = [
+            self._frame("response.output_item.added", output_index=index, item=item),
+            self._frame("response.output_item.done", output_index=index, item=item),
+        ]
+        if await paused_after(self.sessions, self.run_id, self.asked):
+            self.done = True
+            frames.append(self._frame("response.completed", response=self._snapshot("completed")))
+        return frames
+
+    # -- the response -----------------------------------------------------------------------
+
+    def _snapshot(self, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
+        ended = status != "in_progress"
+        return {
+            **self.shell,
+            "status": status,
+            "output": list(self.items) if ended else [],
+            "usage": present.usage(*self.tokens) if ended else None,
+            "error": error,
+        }
+
+    def _frame(self, kind: str, **fields: Any) -> Frame:
+        frame = Frame(kind, {"type": kind, "sequence_number": self.number, **fields})
+        self.number += 1
+        return frame
+
+
+def _error(status: RunStatus, error: dict[str, Any] | None) -> dict[str, Any]:
+    if error is not None:
+        return {"code": error["code"], "message": error["message"]}
+    return {"code": status.value, "message": f"the run ended {status.value}"}

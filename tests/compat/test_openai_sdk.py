@@ -1,0 +1,248 @@
+"""The Responses API as the official ``openai`` client sees it, over a real socket, on
+both backends: a response is a run, streamed with the event order and sequence numbers
+the SDK's stream helper checks, resumed, cancelled, run in the background, chained."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI
+from openai import AsyncOpenAI
+
+from atelier.runs.models import Run
+from tests.conftest import Caller, make_caller
+from tests.live import serve_started
+from tests.runs.helpers import BlockingTools, use_tools
+
+LONG = " ".join(f"word{i}" for i in range(60))
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return {"offline_model_delay_seconds": 0.01}
+
+
+@pytest.fixture
+async def served(app: FastAPI) -> AsyncIterator[str]:
+    async with serve_started(app) as url:
+        yield url
+
+
+def sdk(url: str, caller: Caller, user: str = "alice") -> AsyncOpenAI:
+    return AsyncOpenAI(
+        base_url=f"{url}/openai/v1",
+        api_key=caller.key,
+        default_headers={"X-User-ID": user},
+        max_retries=0,
+    )
+
+
+@pytest.fixture
+def oa(served: str, caller: Caller) -> AsyncOpenAI:
+    return sdk(served, caller)
+
+
+@pytest.fixture
+async def native(served: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=served, timeout=30) as http:
+        yield http
+
+
+def text_of(events: list[Any]) -> str:
+    return "".join(e.delta for e in events if e.type == "response.output_text.delta")
+
+
+async def conversation_of(app: FastAPI, response_id: str) -> str:
+    async with app.state.resources.sessionmaker() as session:
+        run = await session.get(Run, __import__("uuid").UUID(hex=response_id[5:]))
+        return str(run.conversation_id)
+
+
+class TestStreaming:
+    async def test_the_stream_helper_gets_every_event_in_order_and_the_final_response(
+        self, app: FastAPI, oa: AsyncOpenAI, native: httpx.AsyncClient, caller: Caller
+    ) -> None:
+        async with oa.responses.stream(model="default", input=LONG) as stream:
+            events = [event async for event in stream]
+            final = await stream.get_final_response()
+        kinds = [e.type for e in events]
+        assert kinds[:4] == [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+        ]
+        assert kinds[-4:] == [
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        assert final.status == "completed"
+        assert final.output_text == text_of(events)
+        assert final.output_text
+        assert final.usage is not None
+        assert final.usage.total_tokens > 0
+
+        # The same run, stored and seen natively.
+        conversation = await conversation_of(app, final.id)
+        stored = await native.get(
+            f"/v1/conversations/{conversation}/messages", headers=caller.headers("alice")
+        )
+        assert [m["content"] for m in stored.json()["data"]] == [LONG, final.output_text]
+        again = await oa.responses.retrieve(final.id)
+        assert again.output_text == final.output_text
+        assert again.usage.output_tokens == final.usage.output_tokens
+
+    async def test_a_stream_resumed_after_a_sequence_number_repeats_and_misses_nothing(
+        self, oa: AsyncOpenAI
+    ) -> None:
+        first = []
+        stream = await oa.responses.create(model="default", input=LONG, stream=True)
+        async for event in stream:
+            first.append(event)
+            if sum(e.type == "response.output_text.delta" for e in first) == 3:
+                break  # the client drops out mid-reply
+        await stream.close()
+        response_id = first[0].response.id
+        rest = [
+            e
+            async for e in await oa.responses.retrieve(
+                response_id, stream=True, starting_after=first[-1].sequence_number
+            )
+        ]
+        numbers = [e.sequence_number for e in first + rest]
+        assert numbers == list(range(len(numbers)))
+        final = rest[-1].response
+        assert text_of(first + rest) == final.output[0].content[0].text
+        # The helper, resuming the same way, filters on its side and still completes.
+        async with oa.responses.stream(response_id=response_id, starting_after=5) as resumed:
+            tail = [e async for e in resumed]
+            assert (await resumed.get_final_response()).id == response_id
+        assert tail[0].sequence_number == 6
+
+    async def test_tool_calls_are_output_items(self, oa: AsyncOpenAI) -> None:
+        response = await oa.responses.create(model="default", input="write notes.md: hello")
+        kinds = [item.type for item in response.output]
+        assert kinds == ["function_call", "function_call_output", "message"]
+        call, result = response.output[0], response.output[1]
+        assert (call.name, call.call_id) == ("write_file", result.call_id)
+        assert '"notes.md"' in call.arguments
+
+
+class TestBackgroundAndChains:
+    async def test_a_background_response_is_polled_to_its_end(self, oa: AsyncOpenAI) -> None:
+        started = await oa.responses.create(model="default", input="hi there", background=True)
+        assert started.status in ("queued", "in_progress", "completed")
+        async with asyncio.timeout(20):
+            while (got := await oa.responses.retrieve(started.id)).status != "completed":
+                await asyncio.sleep(0.05)
+        assert got.output_text
+
+    async def test_previous_response_id_continues_the_conversation_and_branches(
+        self, app: FastAPI, oa: AsyncOpenAI, native: httpx.AsyncClient, caller: Caller
+    ) -> None:
+        first = await oa.responses.create(model="default", input="one", instructions="Be brief.")
+        assert first.instructions == "Be brief."
+        second = await oa.responses.create(
+            model="offline", input="two", previous_response_id=first.id
+        )
+        assert second.previous_response_id == first.id
+        conversation = await conversation_of(app, first.id)
+        assert await conversation_of(app, second.id) == conversation
+        items = await oa.responses.input_items.list(second.id)
+        assert [i.content[0].text for i in items.data] == ["two"]
+        # From the first again: a branch, in a copy of the conversation up to it.
+        branch = await oa.responses.create(
+            model="default", input="three", previous_response_id=first.id
+        )
+        branched = await conversation_of(app, branch.id)
+        assert branched != conversation
+        stored = await native.get(
+            f"/v1/conversations/{branched}/messages", headers=caller.headers("alice")
+        )
+        assert [m["content"] for m in stored.json()["data"]][::2] == ["one", "three"]
+
+    async def test_a_response_cancelled_from_another_client(
+        self, app: FastAPI, served: str, caller: Caller, oa: AsyncOpenAI
+    ) -> None:
+        use_tools(app, tools := BlockingTools())
+        started = await oa.responses.create(model="default", input="list files", background=True)
+        await asyncio.wait_for(tools.entered.wait(), 10)
+        cancelled = await sdk(served, caller).responses.cancel(started.id)
+        assert cancelled.status == "cancelled"
+        assert tools.cancelled.is_set()
+        assert (await oa.responses.retrieve(started.id)).status == "cancelled"
+
+    async def test_a_deleted_response_is_gone_with_its_conversation(self, oa: AsyncOpenAI) -> None:
+        response = await oa.responses.create(model="default", input="hi")
+        await oa.responses.delete(response.id)
+        with pytest.raises(openai.NotFoundError):
+            await oa.responses.retrieve(response.id)
+
+
+class TestApprovals:
+    async def test_a_call_waiting_for_approval_is_an_mcp_approval_request(
+        self, oa: AsyncOpenAI, native: httpx.AsyncClient, caller: Caller
+    ) -> None:
+        created = await native.post(
+            "/v1/agents",
+            json={"name": "careful", "approval": {"require": ["write_*"]}},
+            headers=caller.headers(None),
+        )
+        assert created.status_code == 201, created.text
+        async with oa.responses.stream(model="careful", input="write a.txt: hi") as stream:
+            asked = await stream.get_final_response()
+        (request,) = [i for i in asked.output if i.type == "mcp_approval_request"]
+        assert (request.name, request.server_label) == ("write_file", "atelier")
+        approval = {
+            "type": "mcp_approval_response",
+            "approval_request_id": request.id,
+            "approve": True,
+        }
+        async with oa.responses.stream(
+            model="careful", input=[approval], previous_response_id=asked.id
+        ) as stream:
+            done = await stream.get_final_response()
+        assert done.id == asked.id  # the same response (the same run) goes on
+        assert [i.type for i in done.output][-3:] == [
+            "function_call",
+            "function_call_output",
+            "message",
+        ]
+        read = await native.get(
+            f"/v1/conversations/{await _conversation(native, caller, done.id)}/files/a.txt",
+            headers=caller.headers("alice"),
+        )
+        assert read.content == b"hi"
+
+
+async def _conversation(native: httpx.AsyncClient, caller: Caller, response_id: str) -> str:
+    listed = await native.get("/v1/conversations", headers=caller.headers("alice"))
+    return str(listed.json()["data"][0]["id"])
+
+
+class TestRefusals:
+    async def test_what_cannot_be_honoured_is_refused_clearly(
+        self, oa: AsyncOpenAI, served: str, caller: Caller, app: FastAPI
+    ) -> None:
+        tool = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+        with pytest.raises(openai.UnprocessableEntityError):
+            await oa.responses.create(model="default", input="hi", tools=[tool])
+        with pytest.raises(openai.UnprocessableEntityError):
+            await oa.responses.create(model="default", input="hi", store=False)
+        with pytest.raises(openai.BadRequestError):
+            await oa.responses.create(model="no-such-model", input="hi")
+        mine = await oa.responses.create(model="default", input="hi")
+        with pytest.raises(openai.NotFoundError):
+            await sdk(served, caller, user="bob").responses.retrieve(mine.id)
+        with pytest.raises(openai.NotFoundError):
+            await sdk(served, await make_caller(app)).responses.retrieve(mine.id)
+        with pytest.raises(openai.NotFoundError):
+            await oa.responses.retrieve("resp_not-a-run")
