@@ -41,6 +41,17 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("patch", "/v1/webhooks/{webhook_id}"): {"json": {"url": PUBLIC_URL + "/mine"}},
     ("post", "/v1/budgets"): {"json": {"scope": "tenant", "period": "day", "limit": "0"}},
     ("patch", "/v1/budgets/{budget_id}"): {"json": {"limit": "0"}},
+    ("patch", "/langgraph/threads/{thread_id}"): {"json": {"metadata": {"mine": "now"}}},
+    **{
+        ("post", f"/langgraph/threads/{{thread_id}}/runs{tail}"): {
+            "json": {
+                "assistant_id": "default",
+                "input": {"messages": [{"role": "user", "content": "hi"}]},
+            }
+        }
+        for tail in ("", "/stream", "/wait")
+    },
+    ("post", "/openai/v1/responses"): {"json": {"model": "default", "input": "hi"}},
 }
 # Tenant-wide by contract (agents): another tenant gets 404, another user of the same
 # tenant may use them.
@@ -51,6 +62,7 @@ TENANT_WIDE = {
     "/v1/webhooks/{webhook_id}/rotate-secret",
     "/v1/webhooks/{webhook_id}/deliveries",
     "/v1/budgets/{budget_id}",
+    "/langgraph/assistants/{assistant_id}",
 }
 # Operations that name none of Alice's resources: they must answer, but only with the
 # caller's own (empty) data.
@@ -70,6 +82,12 @@ UNOWNED = {
     ("post", "/v1/webhooks"),
     ("get", "/v1/budgets"),
     ("post", "/v1/budgets"),
+    ("get", "/langgraph/info"),
+    ("post", "/langgraph/assistants/search"),
+    ("post", "/langgraph/assistants/count"),
+    ("post", "/langgraph/threads"),
+    ("post", "/langgraph/threads/search"),
+    ("post", "/openai/v1/responses"),
 }
 
 
@@ -81,9 +99,12 @@ class Owned:
             "webhook_id": webhook,
             "budget_id": budget,
             "conversation_id": conversation,
+            "thread_id": conversation,
             "run_id": run,
+            "response_id": f"resp_{run.replace('-', '')}",
             "chat_id": chat,
             "agent_id": agent,
+            "assistant_id": agent,
             "number": "1",
             "call_id": "call_1",
             "path": "secret/plan.txt",
@@ -194,7 +215,8 @@ async def test_every_operation_refuses_other_tenants_and_other_users(
                 assert response.status_code < 400, (who, method, template, response.text)
                 for name, secret in alice.ids.items():
                     if name in ("number", "call_id") or (
-                        who == "another user" and name in ("agent_id", "webhook_id", "budget_id")
+                        who == "another user"
+                        and name in ("agent_id", "assistant_id", "webhook_id", "budget_id")
                     ):
                         continue  # no secret; the tenant's agents are every user's
                     assert secret not in response.text, (who, method, template)

@@ -8,14 +8,25 @@ the first ``n`` frames skipped -- nothing repeated, nothing missing.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fastapi.responses import StreamingResponse
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.responses import Response
+
 from atelier.http.sse import EventBatch, ServerSentEvent
+from atelier.runs import approvals
+from atelier.runs.events import RunStatus
+from atelier.runs.models import Approval, Run
 
 START = "start"  # the name a translator's first, made-up event goes by (native id 0)
+HEARTBEAT_SECONDS = 15.0  # a long wait's body starts with blank lines, JSON's whitespace
 
 
 @dataclass(frozen=True)
@@ -80,3 +91,44 @@ async def translated(
         aclose = getattr(native, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def run_through(native: AsyncIterator[EventBatch], translator: Translator) -> None:
+    """Follow the run until the translation ends (its end, or a pause the API stops at)."""
+    async for _ in translated(native, translator):
+        pass
+
+
+async def paused_after(
+    sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID, told: int
+) -> bool:
+    """Whether the run waits for a person on exactly the ``told`` calls it asked about
+    since it last went on: then it said all it will until a decision (a translation ends
+    there, as the other APIs' runs end at an interrupt)."""
+    async with sessions() as session:
+        status = await session.scalar(select(Run.status).where(Run.id == run_id))
+        waiting = await session.scalar(
+            select(func.count())
+            .select_from(Approval)
+            .where(Approval.run_id == run_id, Approval.status == approvals.PENDING)
+        )
+    return status == RunStatus.AWAITING_APPROVAL and waiting == told
+
+
+def json_when_done(work: Awaitable[object], headers: dict[str, str] | None = None) -> Response:
+    """A JSON body once ``work`` is done; a blank line every ``HEARTBEAT_SECONDS`` until
+    then (JSON allows leading whitespace), so that no proxy takes a long wait for a dead
+    connection. The headers go out at once."""
+
+    async def body() -> AsyncIterator[bytes]:
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
+                if not task.done():
+                    yield b"\n"
+            yield json.dumps(task.result(), ensure_ascii=False).encode()
+        finally:
+            task.cancel()
+
+    return StreamingResponse(body(), media_type="application/json", headers=headers)
