@@ -35,7 +35,7 @@ from tests.conftest import free_port, redis_and_s3
 # `make test` replays the same examples on every run (derandomized), so CI never fails
 # on an input it happened to draw that day; `make fuzz` draws new ones, more of them.
 EXPLORE = os.environ.get("ATELIER_FUZZ_EXPLORE") == "1"
-EXAMPLES = int(os.environ.get("ATELIER_FUZZ_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("ATELIER_FUZZ_EXAMPLES", "60"))
 
 
 @dataclass

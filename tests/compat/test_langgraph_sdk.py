@@ -115,6 +115,13 @@ class TestStreaming:
             f"/v1/conversations/{thread['thread_id']}/runs/{run_id}", headers=headers
         )
         assert as_native.json()["status"] == "completed"
+        # ... and resumable there, after any of its native events.
+        resumed = await native.get(
+            f"/v1/conversations/{thread['thread_id']}/runs/{run_id}/events",
+            headers={**headers, "Last-Event-ID": "1"},
+        )
+        assert "event: run.completed" in resumed.text
+        assert "event: run.started" not in resumed.text
 
     async def test_a_reconnect_with_the_last_event_id_repeats_and_misses_nothing(
         self, lg: LangGraphClient

@@ -5,7 +5,8 @@ the SDK's stream helper checks, resumed, cancelled, run in the background, chain
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from openai import AsyncOpenAI
 
 from atelier.runs.models import Run
+from tests.agents.mcp_server import McpServerProcess
 from tests.conftest import Caller, make_caller
 from tests.live import serve_started
 from tests.runs.helpers import BlockingTools, use_tools
@@ -24,7 +26,13 @@ LONG = " ".join(f"word{i}" for i in range(60))
 
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
-    return {"offline_model_delay_seconds": 0.01}
+    return {"offline_model_delay_seconds": 0.01, "mcp_allow_private": True}
+
+
+@pytest.fixture(scope="module")
+def crm() -> Iterator[McpServerProcess]:
+    with McpServerProcess() as server:
+        yield server
 
 
 @pytest.fixture
@@ -59,7 +67,7 @@ def text_of(events: list[Any]) -> str:
 
 async def conversation_of(app: FastAPI, response_id: str) -> str:
     async with app.state.resources.sessionmaker() as session:
-        run = await session.get(Run, __import__("uuid").UUID(hex=response_id[5:]))
+        run = await session.get(Run, uuid.UUID(hex=response_id[5:]))
         return str(run.conversation_id)
 
 
@@ -134,6 +142,49 @@ class TestStreaming:
         call, result = response.output[0], response.output[1]
         assert (call.name, call.call_id) == ("write_file", result.call_id)
         assert '"notes.md"' in call.arguments
+
+    async def test_an_mcp_tool_call_is_an_mcp_call_item(
+        self, oa: AsyncOpenAI, native: httpx.AsyncClient, caller: Caller, crm: McpServerProcess
+    ) -> None:
+        server = {"name": "crm", "url": crm.url}
+        agent = {"name": "support", "tools": [], "mcp_servers": [server]}
+        created = await native.post("/v1/agents", json=agent, headers=caller.headers(None))
+        assert created.status_code == 201, created.text
+        ask = 'call crm__find_customer {"email": "ann@example.com"}'
+        async with oa.responses.stream(model="support", input=ask) as stream:
+            kinds = [e.type async for e in stream]
+            response = await stream.get_final_response()
+        call = response.output[0]
+        assert (call.type, call.server_label, call.name) == ("mcp_call", "crm", "find_customer")
+        assert "Ann Lee" in call.output
+        assert "response.mcp_call.completed" in kinds
+
+    async def test_runs_cross_between_the_apis(
+        self, app: FastAPI, oa: AsyncOpenAI, native: httpx.AsyncClient, caller: Caller
+    ) -> None:
+        headers = caller.headers("alice")
+        # A response, resumed through the native API's event stream.
+        response = await oa.responses.create(model="default", input="hello")
+        conversation = await conversation_of(app, response.id)
+        run_id = str(uuid.UUID(hex=response.id[5:]))
+        events = await native.get(
+            f"/v1/conversations/{conversation}/runs/{run_id}/events",
+            headers={**headers, "Last-Event-ID": "1"},
+        )
+        assert "event: run.completed" in events.text
+        assert "event: run.started" not in events.text
+        # A native run, as a response.
+        started = await native.post(
+            f"/v1/conversations/{conversation}/runs", json={"input": "again"}, headers=headers
+        )
+        assert started.status_code == 202, started.text
+        native_id = uuid.UUID(started.json()["id"])
+        streamed = [
+            e async for e in await oa.responses.retrieve(f"resp_{native_id.hex}", stream=True)
+        ]
+        assert streamed[-1].type == "response.completed"
+        assert streamed[-1].response.previous_response_id == response.id
+        assert text_of(streamed) == streamed[-1].response.output[0].content[0].text
 
 
 class TestBackgroundAndChains:
