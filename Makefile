@@ -6,7 +6,7 @@ UV ?= uv
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: run test lint audit audit-mutants bench fuzz migrate sync uv clean
+.PHONY: run test lint audit audit-mutants bench fuzz migrate screenshot sync uv clean
 
 uv:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || pip install --quiet uv
@@ -44,6 +44,10 @@ audit-mutants: sync
 # New random inputs for the API fuzzer; `make test` replays a fixed set.
 fuzz: sync
 	ATELIER_FUZZ_EXPLORE=1 ATELIER_FUZZ_EXAMPLES=$${EXAMPLES:-1000} $(VENV)/bin/pytest tests/test_fuzz.py
+
+# The README's picture of the console (docs/console.png), taken in the distribution's Chromium.
+screenshot: sync
+	$(VENV)/bin/python scripts/console_screenshot.py
 
 bench: sync
 	@for script in bench/[!_]*.py; do echo "== $$script"; $(VENV)/bin/python $$script || exit 1; done

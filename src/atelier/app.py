@@ -18,6 +18,7 @@ from atelier.budgets.endpoints import router as budgets_router
 from atelier.chats.endpoints import router as chats_router
 from atelier.compat.langgraph.endpoints import router as langgraph_router
 from atelier.compat.openai.endpoints import router as openai_router
+from atelier.console.endpoints import router as console_router
 from atelier.conversations.endpoints import router as conversations_router
 from atelier.db import models as _all_tables  # noqa: F401  (every mapper, for every FK)
 from atelier.db.migrate import head_revision, schema_revision
@@ -129,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(budgets_router)
     app.include_router(langgraph_router)
     app.include_router(openai_router)
+    app.include_router(console_router)
     return app
 
 

@@ -356,6 +356,20 @@ class TestUsageReport:
         ).json()["data"]
         assert sum(r["requests"] for r in by_day) == 4
         assert sum(Decimal(r["cost"]) for r in by_day) == Decimal("0.000040")
+        # Per day, split by user: each day's bar in a chart, stacked by user.
+        split = (
+            await client.get(
+                "/v1/usage",
+                params={"group_by": "day", "split_by": "user"},
+                headers=caller.headers(),
+            )
+        ).json()["data"]
+        assert {(r["split"], r["requests"]) for r in split} == {("alice", 3), ("bob", 1)}
+        assert {r["key"] for r in split} == {r["key"] for r in by_day}
+        same = await client.get(
+            "/v1/usage", params={"group_by": "user", "split_by": "user"}, headers=caller.headers()
+        )
+        assert same.status_code == 400
         empty = await client.get(
             "/v1/usage", params={"from": "2099-01-01T00:00:00Z"}, headers=caller.headers()
         )

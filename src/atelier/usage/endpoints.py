@@ -24,6 +24,7 @@ class UsageRow(BaseModel):
     cost: Decimal | None  # of the priced calls; null when none of them was priced
     requests: int
     unpriced_requests: int  # calls whose provider reported no tokens: their cost is unknown
+    split: str | None = None  # with split_by: the second dimension's value
 
     @field_serializer("cost")
     def _money(self, value: Decimal | None) -> str | None:
@@ -55,10 +56,15 @@ async def get_usage(
     session: SessionDep,
     resources: ResourcesDep,
     group_by: GroupBy = "day",
+    split_by: GroupBy | None = None,
     start: Annotated[datetime | None, Query(alias="from")] = None,
     end: Annotated[datetime | None, Query(alias="to")] = None,
 ) -> UsageReportOut:
-    rows = await report(session, principal.tenant_id, group_by, _utc(start), _utc(end))
+    """Usage per ``group_by``; with ``split_by``, per value of that second dimension
+    within each group too (``group_by=day&split_by=model``: a chart's stacked bars)."""
+    if split_by == group_by:
+        raise ProblemError(400, "invalid_split", "split_by must differ from group_by")
+    rows = await report(session, principal.tenant_id, group_by, _utc(start), _utc(end), split_by)
     return UsageReportOut(
         data=[UsageRow.model_validate(row, from_attributes=True) for row in rows],
         currency=resources.settings.default_currency,

@@ -75,6 +75,7 @@ class UsageSum:
     cost: Decimal | None  # of the priced calls; None when no call in the group was
     requests: int
     unpriced_requests: int  # calls the provider reported no tokens for: cost unknown
+    split: str | None = None  # the second dimension's value, when the report has one
 
 
 async def report(
@@ -83,30 +84,17 @@ async def report(
     group_by: GroupBy,
     start: datetime | None,
     end: datetime | None,
+    split_by: GroupBy | None = None,
 ) -> list[UsageSum]:
-    """The tenant's usage per group, summed in SQL. An unknown cost is never counted as
-    zero: the calls without one are counted apart."""
-    key: Any
-    if group_by == "day":
-        dialect = session.get_bind().dialect.name
-        # Both store UTC: SQLite as ISO text, PostgreSQL as timestamptz.
-        key = (
-            func.to_char(func.timezone("UTC", UsageRecord.created_at), "YYYY-MM-DD")
-            if dialect == "postgresql"
-            else func.substr(UsageRecord.created_at, 1, 10)
-        )
-    elif group_by == "model":
-        key = UsageRecord.model_id
-    elif group_by == "user":
-        key = UsageRecord.user_id
-    elif group_by == "api_key":
-        key = UsageRecord.api_key_id
-    elif group_by == "agent":
-        key = UsageRecord.agent_id
-    else:
-        key = UsageRecord.conversation_id
+    """The tenant's usage per group (and, with ``split_by``, per value of a second
+    dimension within each group: per day and model, say), summed in SQL. An unknown cost
+    is never counted as zero: the calls without one are counted apart."""
+    dialect = session.get_bind().dialect.name
+    keys = [_dimension(group_by, dialect)]
+    if split_by is not None:
+        keys.append(_dimension(split_by, dialect))
     query = select(
-        key.label("key"),
+        *(key.label(f"key{i}") for i, key in enumerate(keys)),
         func.coalesce(func.sum(UsageRecord.input_tokens), 0),
         func.coalesce(func.sum(UsageRecord.output_tokens), 0),
         func.coalesce(func.sum(UsageRecord.cache_read_tokens), 0),
@@ -115,23 +103,47 @@ async def report(
         func.count(),
         func.count() - func.count(UsageRecord.cost),
     ).where(UsageRecord.tenant_id == tenant_id)
-    if group_by in ("conversation", "api_key", "agent"):
-        query = query.where(key.is_not(None))  # calls of none (chat turns have no agent)
+    for dimension, key in zip((group_by, split_by), keys, strict=False):
+        if dimension in ("conversation", "api_key", "agent"):
+            query = query.where(key.is_not(None))  # calls of none (chat turns have no agent)
     if start is not None:
         query = query.where(UsageRecord.created_at >= start)
     if end is not None:
         query = query.where(UsageRecord.created_at < end)
-    rows = await session.execute(query.group_by(key).order_by(key))
-    return [
-        UsageSum(
-            str(k),
-            int(i),
-            int(o),
-            int(r),
-            int(w),
-            None if c is None else Decimal(c),
-            int(n),
-            int(u),
+    rows = await session.execute(query.group_by(*keys).order_by(*keys))
+    width = len(keys)
+    sums = []
+    for row in rows:
+        tokens_in, tokens_out, cache_read, cache_write, charged, calls, unpriced = row[width:]
+        sums.append(
+            UsageSum(
+                str(row[0]),
+                int(tokens_in),
+                int(tokens_out),
+                int(cache_read),
+                int(cache_write),
+                None if charged is None else Decimal(charged),
+                int(calls),
+                int(unpriced),
+                str(row[1]) if split_by is not None else None,
+            )
         )
-        for k, i, o, r, w, c, n, u in rows
-    ]
+    return sums
+
+
+def _dimension(group_by: GroupBy, dialect: str) -> Any:
+    if group_by == "day":
+        # Both store UTC: SQLite as ISO text, PostgreSQL as timestamptz.
+        return (
+            func.to_char(func.timezone("UTC", UsageRecord.created_at), "YYYY-MM-DD")
+            if dialect == "postgresql"
+            else func.substr(UsageRecord.created_at, 1, 10)
+        )
+    columns = {
+        "model": UsageRecord.model_id,
+        "user": UsageRecord.user_id,
+        "api_key": UsageRecord.api_key_id,
+        "agent": UsageRecord.agent_id,
+        "conversation": UsageRecord.conversation_id,
+    }
+    return columns[group_by]

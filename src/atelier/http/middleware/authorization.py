@@ -8,8 +8,19 @@ from atelier.http.errors import send_problem
 from atelier.http.scope import principal, state
 
 OPEN_PATHS = frozenset(
-    {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    {
+        "/",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        "/console",
+    }
 )
+OPEN_PREFIX = "/console/"  # the console's own files: it signs in with a key afterwards
 _FAILURES = {
     "missing_api_key": "send an API key as 'Authorization: Bearer <key>' or 'X-API-Key'",
     "invalid_api_key": "the API key is not valid or has been revoked",
@@ -21,7 +32,8 @@ class AuthorizationMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
             await self.app(scope, receive, send)
             return
         caller = principal(scope)

@@ -14,6 +14,12 @@ _DOCS_CSP = (
     b"worker-src 'self' blob:; frame-ancestors 'none'"
 )
 _DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+# The console: its own scripts and styles only (no inline script or style, nothing from
+# elsewhere); it talks to this origin alone.
+_CONSOLE_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    b"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 class SecurityHeadersMiddleware:
@@ -27,13 +33,21 @@ class SecurityHeadersMiddleware:
         ]
         self.api_headers = [*common, (b"content-security-policy", _API_CSP)]
         self.docs_headers = [*common, (b"content-security-policy", _DOCS_CSP)]
+        self.console_headers = [*common, (b"content-security-policy", _CONSOLE_CSP)]
         self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = self.docs_headers if scope["path"] in _DOCS_PATHS else self.api_headers
+        path = scope["path"]
+        extra = (
+            self.docs_headers
+            if path in _DOCS_PATHS
+            else self.console_headers
+            if path.startswith("/console/")
+            else self.api_headers
+        )
         # Only over https: HSTS sent over plain http is ignored, and it must not pin a dev setup.
         if self.hsts and scope.get("scheme") == "https":
             extra = [*extra, (b"strict-transport-security", b"max-age=63072000; includeSubDomains")]

@@ -1,0 +1,83 @@
+// The console's shell: sign-in, navigation (in the URL's fragment, which never holds
+// the key), and the views.
+import { credentials, signIn, signOut } from "./session.js";
+import { api } from "./api.js";
+import { h, clear, guarded, notify } from "./dom.js";
+import { conversationsView } from "./conversations.js";
+import { chatsView } from "./chats.js";
+import { agentsView } from "./agents.js";
+import { usageView } from "./usage.js";
+
+const main = document.getElementById("main");
+let leaving = null; // the open view's clean-up (streams to stop)
+
+function signInView() {
+  const key = h("input", { id: "key", type: "password", autocomplete: "off", required: true });
+  const user = h("input", { id: "user", autocomplete: "username", required: true, value: "me" });
+  const form = h(
+    "form",
+    {
+      class: "card sign-in",
+      onsubmit: guarded(async (event) => {
+        event.preventDefault();
+        signIn(key.value.trim(), user.value.trim());
+        try {
+          await api("/v1/models");
+        } catch (error) {
+          signOut();
+          throw error;
+        }
+        location.hash = "#/conversations";
+        route();
+      }),
+    },
+    h("h1", {}, "Sign in"),
+    h("p", { class: "muted" }, "The key stays in this tab only. `make run` saved one in .atelier/dev-api-key."),
+    h("label", { for: "key" }, "API key"),
+    key,
+    h("label", { for: "user" }, "User id"),
+    user,
+    h("button", { type: "submit" }, "Sign in"),
+  );
+  clear(main, form);
+  key.focus();
+}
+
+async function route() {
+  if (leaving) {
+    leaving();
+    leaving = null;
+  }
+  const who = credentials();
+  document.getElementById("nav").hidden = !who;
+  document.getElementById("sign-out").hidden = !who;
+  document.getElementById("who").textContent = who ? who.user : "";
+  if (!who) {
+    signInView();
+    return;
+  }
+  const [, section = "conversations", id] = location.hash.split("/");
+  for (const link of document.querySelectorAll("#nav a")) {
+    link.classList.toggle("active", link.getAttribute("href") === `#/${section}`);
+  }
+  const views = {
+    conversations: conversationsView,
+    chats: chatsView,
+    agents: agentsView,
+    usage: usageView,
+  };
+  const view = views[section] || conversationsView;
+  try {
+    leaving = await view(main, id);
+  } catch (error) {
+    notify(error.message);
+  }
+}
+
+document.getElementById("sign-out").addEventListener("click", () => {
+  signOut();
+  location.hash = "";
+  route();
+});
+window.addEventListener("hashchange", route);
+route();
