@@ -6,9 +6,12 @@ failed request. Each scenario leaves a screenshot in ``artifacts/console/``."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import os
 import shutil
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from atelier.llm.base import ModelRequest, Stop, StreamEvent, TextDelta
+from atelier.llm.titles import TITLE_PROMPT
 from tests.conftest import Caller
 from tests.live import serve_started
 from tests.runs.helpers import BlockingTools, use_tools
@@ -24,7 +29,6 @@ from tests.runs.helpers import BlockingTools, use_tools
 playwright_api = pytest.importorskip("playwright.async_api")
 
 ARTIFACTS = Path(os.environ.get("ATELIER_ARTIFACTS_DIR", "artifacts")) / "console"
-LONG = " ".join(f"word{i}" for i in range(80))
 
 
 def chromium_path() -> str | None:
@@ -180,24 +184,98 @@ async def test_a_run_streams_to_its_end_and_shows_its_tool_calls_and_files(
     assert shown == stored
 
 
-async def test_a_reload_mid_run_resumes_with_nothing_repeated_or_missed(console: Console) -> None:
+class HeldReply:
+    """A model whose reply stops after ``hold_after`` words until ``release`` is set (a
+    title request is answered at once)."""
+
+    provider = "scripted"
+
+    def __init__(self, words: int, hold_after: int) -> None:
+        self.words = [f"word{i} " for i in range(words)]
+        self.hold_after = hold_after
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        if request.system == TITLE_PROMPT:
+            yield TextDelta("A title")
+        else:
+            for index, word in enumerate(self.words):
+                if index == self.hold_after:
+                    self.held.set()
+                    await self.release.wait()
+                yield TextDelta(word)
+        yield Stop("end_turn")
+
+
+async def test_a_reload_mid_run_resumes_with_nothing_repeated_or_missed(
+    console: Console, app: FastAPI
+) -> None:
+    app.state.resources.models.providers["offline"] = model = HeldReply(60, hold_after=20)
     await console.sign_in()
     conversation = await console.new_conversation()
-    await console.ask(LONG)
-    text = console.page.locator("#live .msg.assistant .text").first
-    await console.page.wait_for_function(
-        "() => (document.querySelector('#live .msg.assistant .text')?.textContent || '').split(' ').length > 10"
+    await console.ask("tell me")
+    await asyncio.wait_for(model.held.wait(), 30)
+    text = "(document.querySelector('#live .msg.assistant .text')?.textContent || '')"
+    shown = f"() => {text}"
+    # Functions, not expressions: the console's CSP forbids eval (Playwright's way with those).
+    await console.page.wait_for_function(f"() => {text}.split(' ').length > 20")
+    before = await console.page.evaluate(shown)
+    resumed_after: list[str] = []
+    console.page.on(
+        "request",
+        lambda request: (
+            resumed_after.append(request.headers.get("last-event-id", ""))
+            if request.url.endswith("/events")
+            else None
+        ),
     )
-    before = await text.inner_text()
     await console.page.reload()
-    await console.page.wait_for_selector("#run-status")
+    # What the stream showed is back before the run goes on ...
+    await console.page.wait_for_function(f"() => {text} === {json.dumps(before)}")
+    model.release.set()
     await console.run_ended()
-    after = await console.page.locator("#live .msg.assistant .text").first.inner_text()
+    after = await console.page.evaluate(shown)
     (reply,) = [m for m in await stored_messages(console, conversation) if m["role"] == "assistant"]
+    # ... and it goes on from the last event shown: nothing twice, nothing missing.
     assert after == reply["content"]
     assert after.startswith(before)
     assert len(before) < len(after)
+    assert resumed_after
+    assert int(resumed_after[0]) > 20
     await console.screenshot("reload")
+
+
+async def test_conversations_renamed_and_deleted_files_downloaded_and_deleted(
+    console: Console, tmp_path: Path
+) -> None:
+    await console.sign_in()
+    conversation = await console.new_conversation()
+    await console.page.fill("#title", "Quarterly report")
+    await console.page.press("#title", "Tab")
+    link = f"#conversation-list a[href='#/conversations/{conversation}']"
+    await console.page.wait_for_selector(f"{link}:has-text('Quarterly report')")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("some notes\n")
+    await console.page.set_input_files("#file-input", str(notes))
+    await console.page.wait_for_selector("#files li[data-path='notes.txt']")
+    async with console.page.expect_download() as downloading:
+        await console.page.click("button[aria-label='Download notes.txt']")
+    download = await downloading.value
+    assert Path(await download.path()).read_text() == "some notes\n"
+    async with console.page.expect_download() as zipping:
+        await console.page.click("#download-zip")
+    archive = await zipping.value
+    with zipfile.ZipFile(await archive.path()) as opened:
+        assert opened.read("notes.txt") == b"some notes\n"
+    await console.page.click("button[aria-label='Delete notes.txt']")
+    await console.page.wait_for_selector("#files li[data-path='notes.txt']", state="detached")
+    console.page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await console.page.click("#delete-conversation")
+    await console.page.wait_for_selector(link, state="detached")
+    async with console.api() as api:
+        gone = await api.get(f"/v1/conversations/{conversation}")
+    assert gone.status_code == 404
 
 
 async def test_cancel_stops_the_run(console: Console, app: FastAPI) -> None:
