@@ -69,6 +69,49 @@ def ask(text: str) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}]}
 
 
+class CuttingProxy:
+    """A TCP proxy in front of the server that cuts the first connection carrying
+    ``count`` SSE frames of ``marker``, as a proxy timeout or a restart would."""
+
+    def __init__(self, upstream: str, marker: bytes, count: int) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.marker, self.count = marker, count
+        self.cut = False
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *_: object) -> None:
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+
+        async def to_server() -> None:
+            while data := await reader.read(65536):
+                up_writer.write(data)
+                await up_writer.drain()
+            up_writer.close()
+
+        async def to_client() -> None:
+            seen = b""
+            while data := await up_reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+                if not self.cut:
+                    seen += data
+                    if seen.count(self.marker) >= self.count:
+                        self.cut = True
+                        writer.transport.abort()
+                        up_writer.close()
+                        return
+            writer.close()
+
+        await asyncio.gather(to_server(), to_client(), return_exceptions=True)
+
+
 class TestStreaming:
     async def test_a_run_streams_its_metadata_chunks_updates_and_values(
         self, lg: LangGraphClient, native: httpx.AsyncClient, caller: Caller
@@ -146,6 +189,27 @@ class TestStreaming:
         final = [p for p in rest if p.event == "values"][-1].data["messages"][-1]
         assert said(first + rest) == final["content"]
         assert len(said(first)) < len(final["content"])
+
+    async def test_the_sdk_reconnects_by_itself_when_the_connection_is_cut(
+        self, served: str, caller: Caller
+    ) -> None:
+        proxy = CuttingProxy(served, b"event: messages", 3)
+        async with proxy as proxied:
+            lg = sdk(proxied, caller)
+            thread = await lg.threads.create()
+            parts = [
+                part
+                async for part in lg.runs.stream(
+                    thread["thread_id"], "default", input=ask(LONG), stream_mode=MODES
+                )
+            ]
+        # The SDK saw the connection drop, asked the run, and followed the Location with
+        # its Last-Event-ID: every frame once, in order, and the whole reply.
+        assert proxy.cut
+        ids = [int(p.id) for p in parts]
+        assert ids == list(range(1, len(ids) + 1))
+        final = [p for p in parts if p.event == "values"][-1].data["messages"][-1]
+        assert said(parts) == final["content"]
 
     async def test_a_run_started_natively_is_joined_through_the_sdk(
         self, lg: LangGraphClient, native: httpx.AsyncClient, caller: Caller
