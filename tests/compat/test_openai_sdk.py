@@ -297,3 +297,16 @@ class TestRefusals:
             await sdk(served, await make_caller(app)).responses.retrieve(mine.id)
         with pytest.raises(openai.NotFoundError):
             await oa.responses.retrieve("resp_not-a-run")
+
+    async def test_a_refused_response_leaves_no_conversation_behind(
+        self, oa: AsyncOpenAI, native: httpx.AsyncClient, caller: Caller
+    ) -> None:
+        spent = {"scope": "tenant", "period": "day", "limit": "0"}
+        assert (
+            await native.post("/v1/budgets", json=spent, headers=caller.headers(None))
+        ).is_success
+        with pytest.raises(openai.APIStatusError) as refused:
+            await oa.responses.create(model="default", input="hi")
+        assert refused.value.status_code == 402
+        listed = await native.get("/v1/conversations", headers=caller.headers("alice"))
+        assert listed.json()["data"] == []

@@ -417,9 +417,11 @@ class TestRateLimits:
             ]
             codes = [r.status_code for r in responses]
             health = await http.get("/health")
+            console = [(await http.get("/console/app.js")).status_code for _ in range(5)]
         # Untrusted X-Forwarded-For is ignored: all four share 127.0.0.1's bucket.
         assert codes == [401, 401, 429, 429]
         assert health.status_code == 200  # operational endpoints are never limited
+        assert console == [200] * 5  # nor are the console's files, loaded before any key
 
     async def test_forwarded_for_is_believed_only_from_trusted_proxies(
         self, unstarted_app: FastAPI, settings: Settings

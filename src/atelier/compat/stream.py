@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import structlog
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,6 +26,7 @@ from atelier.runs import approvals
 from atelier.runs.events import RunStatus
 from atelier.runs.models import Approval, Run
 
+log = structlog.get_logger("atelier.compat")
 START = "start"  # the name a translator's first, made-up event goes by (native id 0)
 HEARTBEAT_SECONDS = 15.0  # a long wait's body starts with blank lines, JSON's whitespace
 
@@ -115,10 +117,15 @@ async def paused_after(
     return status == RunStatus.AWAITING_APPROVAL and waiting == told
 
 
-def json_when_done(work: Awaitable[object], headers: dict[str, str] | None = None) -> Response:
+def json_when_done(
+    work: Awaitable[object],
+    headers: dict[str, str],
+    on_error: Callable[[Exception], object],
+) -> Response:
     """A JSON body once ``work`` is done; a blank line every ``HEARTBEAT_SECONDS`` until
     then (JSON allows leading whitespace), so that no proxy takes a long wait for a dead
-    connection. The headers go out at once."""
+    connection. The headers go out at once, so a failure after them is ``on_error``'s
+    body, not a cut connection."""
 
     async def body() -> AsyncIterator[bytes]:
         task = asyncio.ensure_future(work)
@@ -127,7 +134,12 @@ def json_when_done(work: Awaitable[object], headers: dict[str, str] | None = Non
                 await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
                 if not task.done():
                     yield b"\n"
-            yield json.dumps(task.result(), ensure_ascii=False).encode()
+            try:
+                result = task.result()
+            except Exception as exc:
+                log.exception("a waited-for answer failed after its headers")
+                result = on_error(exc)
+            yield json.dumps(result, ensure_ascii=False).encode()
         finally:
             task.cancel()
 

@@ -289,7 +289,9 @@ async def _begin(
             text = body.text()
         except ValueError as exc:
             raise ProblemError(422, "invalid_input", str(exc)) from exc
-        if conversation.agent_id != agent.id:  # the thread runs the assistant asked for
+        # The thread runs the assistant asked for -- unless this run is refused as busy.
+        refused = conversation.active_run_id is not None and body.multitask_strategy == "reject"
+        if conversation.agent_id != agent.id and not refused:
             conversation.agent_id, conversation.agent_version = agent.id, None
             await session.commit()
     hook = None
@@ -411,6 +413,13 @@ async def _ended(
     return state
 
 
+def _failed(exc: Exception) -> dict[str, Any]:
+    """LangGraph's way of saying a waited-for run could not be answered."""
+    if isinstance(exc, ProblemError):
+        return {"__error__": {"error": exc.code, "message": exc.detail}}
+    return {"__error__": {"error": "internal_error", "message": "the run's end is unknown"}}
+
+
 @router.post("/threads/{thread_id}/runs")
 async def create_run(
     thread_id: str, body: RunCreate, principal: UserPrincipalDep, resources: ResourcesDep
@@ -452,7 +461,7 @@ async def wait_run(
         "location": _location(conversation_id, run_id, "/join"),
         "content-location": _location(conversation_id, run_id, ""),
     }
-    return json_when_done(_ended(resources, conversation_id, run_id, principal), headers)
+    return json_when_done(_ended(resources, conversation_id, run_id, principal), headers, _failed)
 
 
 async def _owned_run(
@@ -528,7 +537,7 @@ async def join_run(
 ) -> Response:
     async with resources.sessionmaker() as session:
         run = await _owned_run(session, principal, thread_id, run_id)
-    return json_when_done(_ended(resources, run.conversation_id, run.id, principal), {})
+    return json_when_done(_ended(resources, run.conversation_id, run.id, principal), {}, _failed)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream")

@@ -16,7 +16,7 @@ from atelier.agents.models import Agent
 from atelier.compat.openai import present
 from atelier.compat.openai.schemas import ApprovalResponse, MessageItem, ResponseCreate
 from atelier.compat.openai.translate import ResponsesTranslator
-from atelier.compat.stream import json_when_done, run_through, translated
+from atelier.compat.stream import run_through, translated
 from atelier.conversations import forking
 from atelier.conversations import service as conversations
 from atelier.conversations.endpoints import remove
@@ -34,6 +34,7 @@ from atelier.runs.events import RunStatus
 from atelier.runs.models import Approval, Run
 
 router = APIRouter(prefix="/openai/v1", tags=["openai"])
+MAX_INSTRUCTIONS = 100_000
 
 
 def _caller(principal: Principal, user: str | None = None) -> Principal:
@@ -180,12 +181,21 @@ async def create_response(
         raise ProblemError(422, "invalid_input", "the user message is empty")
     guidance = [body.instructions or ""] + [i.text for i in said if i.role != "user"]
     instructions = "\n\n".join(part for part in guidance if part) or None
+    if instructions is not None and len(instructions) > MAX_INSTRUCTIONS:
+        raise ProblemError(422, "invalid_input", "the instructions are too long")
 
-    conversation_id, model_id = await _conversation(resources, principal, body)
+    conversation_id, model_id, made = await _conversation(resources, principal, body)
     request = RunRequest(
         principal, conversation_id, "agent", asked[0], model_id, instructions=instructions
     )
-    run_id = await resources.runs.start(request)
+    try:
+        run_id = await resources.runs.start(request)
+    except Exception:
+        if made:  # refused (a budget, a busy conversation...): nothing is left behind
+            cleanup = BackgroundTasks()
+            await remove(resources, principal, conversation_id, "agent", cleanup)
+            await cleanup()
+        raise
     async with resources.sessionmaker() as session:
         run = await session.get(Run, run_id)
         assert run is not None
@@ -195,15 +205,15 @@ async def create_response(
         return _stream(resources, run_id, shell)
     if body.background:
         return JSONResponse({**await _present(resources, run_id), "background": True})
-    return json_when_done(_finished(resources, run_id, shell))
+    return JSONResponse(await _finished(resources, run_id, shell))
 
 
 async def _conversation(
     resources: Resources, principal: Principal, body: ResponseCreate
-) -> tuple[uuid.UUID, str | None]:
+) -> tuple[uuid.UUID, str | None, bool]:
     """The conversation the response continues (a fork, if the previous response is not
-    the conversation's last), or a new one; and the catalog model, if ``model`` names one
-    rather than an agent."""
+    the conversation's last), or a new one; the catalog model, if ``model`` names one
+    rather than an agent; and whether the conversation was made now."""
     async with resources.sessionmaker() as session:
         agent = await _agent(session, principal.tenant_id, body.model)
         model_id = None
@@ -216,7 +226,7 @@ async def _conversation(
             )
             conversation = await conversations.create(session, principal, write)
             await session.commit()
-            return conversation.id, model_id
+            return conversation.id, model_id, True
         previous = await _owned(session, principal, body.previous_response_id)
         conversation = await conversations.get_owned(session, principal, previous.conversation_id)
         latest = await session.scalar(
@@ -248,7 +258,7 @@ async def _conversation(
             if latest != previous.id:
                 await forking.forget(resources.storage, resources.settings, conversation)
             raise
-        return conversation.id, model_id
+        return conversation.id, model_id, latest != previous.id
 
 
 async def _decided(
@@ -280,7 +290,7 @@ async def _decided(
         return _stream(resources, run.id, shell, after_native=paused)
     if body.background:
         return JSONResponse(await _present(resources, run.id))
-    return json_when_done(_finished(resources, run.id, shell))
+    return JSONResponse(await _finished(resources, run.id, shell))
 
 
 @router.get("/responses/{response_id}")

@@ -21,7 +21,10 @@ from atelier.http.scope import client_ip, principal
 from atelier.settings import Settings
 
 # Operational endpoints are polled by load balancers and scrapers; they are never limited.
-_EXEMPT = frozenset({"/health", "/ready", "/metrics"})
+# Nor are the console's own files (a dozen small fixed files per page load, before any
+# key): what the console then does is limited as any caller's calls are.
+_EXEMPT = frozenset({"/health", "/ready", "/metrics", "/", "/console"})
+_EXEMPT_PREFIX = "/console/"
 # Starting work or moving bytes costs more than reading.
 _EXPENSIVE = (
     ("POST", re.compile(r"^/v1/conversations/[^/]+/runs/?$")),
@@ -49,7 +52,13 @@ class RateLimitMiddleware:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.enabled or scope["path"] in _EXEMPT:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or not self.enabled
+            or path in _EXEMPT
+            or path.startswith(_EXEMPT_PREFIX)
+        ):
             await self.app(scope, receive, send)
             return
         caller = principal(scope)
