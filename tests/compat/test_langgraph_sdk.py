@@ -234,6 +234,14 @@ class TestStreaming:
 
 
 class TestBackgroundAndCancel:
+    async def test_a_run_may_create_its_thread(self, lg: LangGraphClient) -> None:
+        thread_id = str(uuid.uuid4())
+        values = await lg.runs.wait(thread_id, "default", input=ask("hi"), if_not_exists="create")
+        assert [m["type"] for m in values["messages"]] == ["human", "ai"]
+        assert (await lg.threads.get(thread_id))["thread_id"] == thread_id
+        with pytest.raises(NotFoundError):  # without it, a missing thread is missing
+            await lg.runs.create(str(uuid.uuid4()), "default", input=ask("hi"))
+
     async def test_a_background_run_is_waited_for_and_its_values_returned(
         self, lg: LangGraphClient
     ) -> None:

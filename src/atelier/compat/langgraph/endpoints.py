@@ -161,17 +161,31 @@ async def create_thread(
             )
             if body.if_exists == "do_nothing" and owned:
                 return await _present_thread(session, existing)
-            raise ProblemError(409, "thread_exists", "a thread with this id exists")
+            raise _exists()
+    conversation = await _new_thread(session, principal, body.thread_id, body.metadata)
+    return present.thread(conversation, "idle", {"messages": []})
+
+
+async def _new_thread(
+    session: AsyncSession,
+    principal: Principal,
+    thread_id: uuid.UUID | None,
+    metadata: dict[str, Any] | None = None,
+) -> Conversation:
     conversation = Conversation(
-        id=body.thread_id or uuid.uuid4(),
+        id=thread_id or uuid.uuid4(),
         tenant_id=principal.tenant_id,
         user_id=principal.user_id,
         kind="agent",
-        metadata_=body.metadata or {},
+        metadata_=metadata or {},
     )
     session.add(conversation)
     await session.flush()
-    return present.thread(conversation, "idle", {"messages": []})
+    return conversation
+
+
+def _exists() -> ProblemError:
+    return ProblemError(409, "thread_exists", "a thread with this id exists")
 
 
 @router.get("/threads/{thread_id}")
@@ -281,8 +295,13 @@ async def _begin(
     """Start the run the body asks for -- or, for a resume, decide the calls the thread's
     waiting run waits on -- and say which run, and after which of its events it is new."""
     async with resources.sessionmaker() as session:
-        conversation = await _thread(session, principal, thread_id)
         agent = await _assistant(session, principal.tenant_id, body.assistant_id)
+        try:
+            conversation = await _thread(session, principal, thread_id)
+        except ProblemError:
+            if body.if_not_exists != "create" or body.command is not None:
+                raise
+            conversation = await _created_for_run(session, principal, thread_id)
         if body.command is not None:
             return conversation.id, *await _resume(resources, session, conversation, body)
         try:
@@ -309,6 +328,21 @@ async def _begin(
         webhook=hook,
     )
     return conversation.id, await resources.runs.start(request), 0
+
+
+async def _created_for_run(
+    session: AsyncSession, principal: Principal, thread_id: str
+) -> Conversation:
+    """``if_not_exists="create"``: the thread the run names, made now."""
+    try:
+        wanted = uuid.UUID(thread_id)
+    except ValueError as exc:
+        raise ProblemError(422, "invalid_thread_id", "a thread id is a UUID") from exc
+    if await session.get(Conversation, wanted) is not None:
+        raise _exists()  # someone else's: it is not ours to run
+    conversation = await _new_thread(session, principal, wanted)
+    await session.commit()
+    return conversation
 
 
 async def _resume(

@@ -70,7 +70,7 @@ class RunCreate(BaseModel):
     webhook: str | None = Field(default=None, min_length=1, max_length=2048)
     multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
     on_disconnect: Literal["cancel", "continue"] = "continue"
-    if_not_exists: Literal["reject"] = "reject"  # "create": not supported (422)
+    if_not_exists: Literal["reject", "create"] = "reject"
     # What would change a run and has no meaning here: refused when given.
     interrupt_before: None = None
     interrupt_after: None = None
