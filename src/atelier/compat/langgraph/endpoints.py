@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atelier import __version__
 from atelier.agents import service as agents
 from atelier.agents.models import Agent
+from atelier.agents.schemas import DEFAULT_AGENT
 from atelier.compat.langgraph import present
 from atelier.compat.langgraph.schemas import RunCreate, Search, ThreadCreate, ThreadPatch
 from atelier.compat.langgraph.translate import STREAM_MODES, LangGraphTranslator
@@ -309,8 +310,10 @@ async def _begin(
         except ValueError as exc:
             raise ProblemError(422, "invalid_input", str(exc)) from exc
         # The thread runs the assistant asked for -- unless this run is refused as busy.
+        # (A thread that names none runs the tenant's default agent.)
         refused = conversation.active_run_id is not None and body.multitask_strategy == "reject"
-        if conversation.agent_id != agent.id and not refused:
+        current = conversation.agent_id or (agent.id if agent.name == DEFAULT_AGENT else None)
+        if current != agent.id and not refused:
             conversation.agent_id, conversation.agent_version = agent.id, None
             await session.commit()
     hook = None

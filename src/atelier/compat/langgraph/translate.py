@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.compat.langgraph import present
-from atelier.compat.stream import START, Frame, paused_after
+from atelier.compat.stream import START, Frame, Template, paused_after
 from atelier.conversations.models import Message
 from atelier.runs.events import TERMINAL_TYPES
 
@@ -37,6 +37,7 @@ class LangGraphTranslator:
         self.messages: list[dict[str, Any]] = []  # the thread's, as of the last step
         self.last_seq = 0  # the last stored message of the run
         self.streamed = False  # whether the reply under way sent chunks
+        self.delta: Template | None = None  # the reply's chunk frame, with a hole for text
         self.interrupts: list[dict[str, Any]] = []
         self.done = False
 
@@ -50,7 +51,9 @@ class LangGraphTranslator:
             self.streamed = True
             if "messages-tuple" not in self.modes:
                 return []
-            return [self._chunk(data["text"], [])]
+            if self.delta is None:  # the first chunk of this reply: its frame, once
+                self.delta = Template(self._chunk(Template.HOLE, []).data)  # type: ignore[arg-type]
+            return [Frame("messages", self.delta.fill(data["text"]))]
         if name == "message.completed":
             return await self._completed(data)
         if name == "approval.requested":
@@ -70,23 +73,26 @@ class LangGraphTranslator:
         return []
 
     async def _load_thread(self) -> None:
+        """The thread as the run found it: its messages up to the run's question."""
+        asked = (
+            select(func.min(Message.seq))
+            .where(Message.run_id == self.run_id, Message.role == "user")
+            .scalar_subquery()
+        )
         async with self.sessions() as session:
-            user_seq = await session.scalar(
-                select(func.min(Message.seq)).where(
-                    Message.run_id == self.run_id, Message.role == "user"
+            rows = list(
+                await session.scalars(
+                    select(Message)
+                    .where(
+                        Message.conversation_id == self.conversation_id,
+                        Message.seq <= asked,
+                        Message.superseded.is_(False),
+                    )
+                    .order_by(Message.seq)
                 )
             )
-            self.last_seq = user_seq or 0
-            rows = await session.scalars(
-                select(Message)
-                .where(
-                    Message.conversation_id == self.conversation_id,
-                    Message.seq <= self.last_seq,
-                    Message.superseded.is_(False),
-                )
-                .order_by(Message.seq)
-            )
-            self.messages = present.values(rows)["messages"]
+        self.last_seq = rows[-1].seq if rows else 0
+        self.messages = present.values(rows)["messages"]
 
     async def _completed(self, data: dict[str, Any]) -> list[Frame]:
         async with self.sessions() as session:
@@ -117,7 +123,7 @@ class LangGraphTranslator:
                     Frame("messages", [message, self._metadata(present.TOOLS_NODE)])
                     for message in converted
                 ]
-        self.streamed = False
+        self.streamed, self.delta = False, None
         if "updates" in self.modes and row.role != "user":
             node = present.AGENT_NODE if row.role == "assistant" else present.TOOLS_NODE
             frames.append(Frame("updates", {node: {"messages": converted}}))

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.compat.openai import present
-from atelier.compat.stream import START, Frame, paused_after
+from atelier.compat.stream import START, Frame, Template, paused_after
 from atelier.conversations.models import Message
 from atelier.runs.events import RunStatus
 
@@ -30,6 +30,7 @@ class ResponsesTranslator:
         self.shell = shell  # the response object, as it is before any output
         self.items: list[dict[str, Any]] = []
         self.open: int | None = None  # the index of the reply streaming now
+        self.delta: Template | None = None  # its delta frame, with holes
         self.last_seq = 0  # the run's last stored message
         self.calls: dict[str, int] = {}  # call id -> its call item's index
         self.tokens = [0, 0, 0]  # input, output, cached
@@ -113,19 +114,26 @@ class ResponsesTranslator:
 
     def _text_delta(self, text: str) -> Frame:
         assert self.open is not None
-        return self._frame(
-            "response.output_text.delta",
-            item_id=self.items[self.open]["id"],
-            output_index=self.open,
-            content_index=0,
-            delta=text,
-            logprobs=[],
-        )
+        if self.delta is None:  # the first delta of this reply: its frame, once
+            self.delta = Template(
+                {
+                    "type": "response.output_text.delta",
+                    "sequence_number": Template.HOLE,
+                    "item_id": self.items[self.open]["id"],
+                    "output_index": self.open,
+                    "content_index": 0,
+                    "delta": Template.HOLE,
+                    "logprobs": [],
+                }
+            )
+        frame = Frame("response.output_text.delta", self.delta.fill(self.number, text))
+        self.number += 1
+        return frame
 
     def _close_reply(self, text: str, incomplete: bool) -> list[Frame]:
         if self.open is None:
             return []
-        index, self.open = self.open, None
+        index, self.open, self.delta = self.open, None, None
         item_id = self.items[index]["id"]
         seq = int(item_id.rsplit("_", 1)[1])
         status = "incomplete" if incomplete else "completed"
