@@ -211,6 +211,21 @@ class TestStreaming:
         final = [p for p in parts if p.event == "values"][-1].data["messages"][-1]
         assert said(parts) == final["content"]
 
+    async def test_an_idempotency_key_gives_the_same_stream_and_no_second_run(
+        self, lg: LangGraphClient
+    ) -> None:
+        thread = await lg.threads.create()
+        once = {"Idempotency-Key": "lg-stream-1"}
+        streams = []
+        for _ in range(2):
+            parts = lg.runs.stream(
+                thread["thread_id"], "default", input=ask("hi"), stream_mode=MODES, headers=once
+            )
+            streams.append([(p.id, p.event, p.data) async for p in parts])
+        first, again = streams
+        assert again == first
+        assert len(await lg.runs.list(thread["thread_id"])) == 1
+
     async def test_a_run_started_natively_is_joined_through_the_sdk(
         self, lg: LangGraphClient, native: httpx.AsyncClient, caller: Caller
     ) -> None:

@@ -135,6 +135,20 @@ class TestStreaming:
             assert (await resumed.get_final_response()).id == response_id
         assert tail[0].sequence_number == 6
 
+    async def test_an_idempotency_key_gives_the_same_stream_and_no_second_run(
+        self, oa: AsyncOpenAI, native: httpx.AsyncClient, caller: Caller
+    ) -> None:
+        once = {"Idempotency-Key": "oa-stream-1"}
+        streams = []
+        for _ in range(2):
+            stream = await oa.responses.create(
+                model="default", input="hi", stream=True, extra_headers=once
+            )
+            streams.append([e.to_dict() async for e in stream])
+        assert streams[1] == streams[0]
+        listed = await native.get("/v1/conversations", headers=caller.headers("alice"))
+        assert len(listed.json()["data"]) == 1
+
     async def test_tool_calls_are_output_items(self, oa: AsyncOpenAI) -> None:
         response = await oa.responses.create(model="default", input="write notes.md: hello")
         kinds = [item.type for item in response.output]

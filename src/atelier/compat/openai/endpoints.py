@@ -138,7 +138,9 @@ def _stream(
         after_native=after_native,
         numbered=False,  # the Responses API numbers its events in their data
     )
-    return EventStreamResponse(frames, on_failure=stream_failed)
+    # Where the same stream is read again from its start (an Idempotency-Key's replay).
+    location = f"{router.prefix}/responses/{present.response_id(run_id)}?stream=true"
+    return EventStreamResponse(frames, headers={"location": location}, on_failure=stream_failed)
 
 
 async def _finished(

@@ -172,12 +172,20 @@ async def _again(
     await send({"type": "http.response.body", "body": answer.body})
 
 
+# APIs whose Locations are relative to their own root, as their clients join them to a base
+# URL that ends in it (the LangGraph SDK does).
+ROOT_RELATIVE = ("/langgraph",)
+
+
 async def _stream_again(
     app: ASGIApp, scope: Scope, receive: Receive, send: Send, answer: Answer
 ) -> None:
     """An event stream, given again from the start of what its Location names."""
     location = dict(answer.headers).get("location", "")
     path, _, query = location.partition("?")
+    for root in ROOT_RELATIVE:
+        if scope["path"].startswith(f"{root}/") and not path.startswith(f"{root}/"):
+            path = root + path
     dropped = {b"content-type", b"content-length", HEADER, b"last-event-id"}
     again = {
         **scope,
