@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 from openai import AsyncOpenAI
 
+from atelier.llm.titles import TITLE_PROMPT
 from atelier.runs.models import Run
 from tests.agents.mcp_server import McpServerProcess
 from tests.conftest import Caller, make_caller
@@ -252,9 +253,23 @@ class TestBackgroundAndChains:
             await oa.responses.retrieve(response.id)
 
 
+class Told:
+    """The offline model, noting the instructions of every call (titles aside)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.provider = model.provider
+        self.systems: list[str] = []
+
+    def stream(self, request: Any) -> Any:
+        if request.system != TITLE_PROMPT:
+            self.systems.append(request.system)
+        return self.model.stream(request)
+
+
 class TestApprovals:
     async def test_a_call_waiting_for_approval_is_an_mcp_approval_request(
-        self, oa: AsyncOpenAI, native: httpx.AsyncClient, caller: Caller
+        self, app: FastAPI, oa: AsyncOpenAI, native: httpx.AsyncClient, caller: Caller
     ) -> None:
         created = await native.post(
             "/v1/agents",
@@ -262,7 +277,11 @@ class TestApprovals:
             headers=caller.headers(None),
         )
         assert created.status_code == 201, created.text
-        async with oa.responses.stream(model="careful", input="write a.txt: hi") as stream:
+        providers = app.state.resources.models.providers
+        providers["offline"] = told = Told(providers["offline"])
+        async with oa.responses.stream(
+            model="careful", input="write a.txt: hi", instructions="Mind the files."
+        ) as stream:
             asked = await stream.get_final_response()
         (request,) = [i for i in asked.output if i.type == "mcp_approval_request"]
         assert (request.name, request.server_label) == ("write_file", "atelier")
@@ -276,6 +295,8 @@ class TestApprovals:
         ) as stream:
             done = await stream.get_final_response()
         assert done.id == asked.id  # the same response (the same run) goes on
+        # Its own instructions held on both sides of the wait (the run was taken up again).
+        assert told.systems == ["Mind the files.", "Mind the files."]
         assert [i.type for i in done.output][-3:] == [
             "function_call",
             "function_call_output",
