@@ -304,6 +304,7 @@ class TestCost:
                 "cost": "0.012507",
                 "requests": 1,
                 "unpriced_requests": 0,
+                "split": None,  # no split_by
             }
         ]
 

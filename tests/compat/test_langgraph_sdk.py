@@ -368,6 +368,10 @@ class TestInterrupts:
         thread = await lg.threads.create()
         async for _ in lg.runs.stream(thread["thread_id"], "careful", input=ask("write a.txt: hi")):
             pass
+        nul = {"resume": {"type": "reject", "message": "no\x00"}}  # PostgreSQL holds no NUL
+        with pytest.raises(httpx.HTTPStatusError) as bad:
+            await lg.runs.wait(thread["thread_id"], "careful", command=nul)
+        assert bad.value.response.status_code == 422
         values = await lg.runs.wait(thread["thread_id"], "careful", command={"resume": "reject"})
         assert values["messages"][2]["status"] == "error"
         with pytest.raises(httpx.HTTPStatusError) as refused:  # nothing waits any more

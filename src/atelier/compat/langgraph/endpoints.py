@@ -295,6 +295,11 @@ async def _begin(
 ) -> tuple[uuid.UUID, uuid.UUID, int]:
     """Start the run the body asks for -- or, for a resume, decide the calls the thread's
     waiting run waits on -- and say which run, and after which of its events it is new."""
+    hook = None
+    if body.webhook is not None:  # checked before anything is written
+        settings = resources.settings
+        await webhooks.check_url(body.webhook, allow_private=settings.webhook_allow_private)
+        hook = webhooks.for_run(resources.sealer, body.webhook)
     async with resources.sessionmaker() as session:
         agent = await _assistant(session, principal.tenant_id, body.assistant_id)
         try:
@@ -316,11 +321,6 @@ async def _begin(
         if current != agent.id and not refused:
             conversation.agent_id, conversation.agent_version = agent.id, None
             await session.commit()
-    hook = None
-    if body.webhook is not None:
-        settings = resources.settings
-        await webhooks.check_url(body.webhook, allow_private=settings.webhook_allow_private)
-        hook = webhooks.for_run(resources.sealer, body.webhook)
     request = RunRequest(
         principal,
         conversation.id,
@@ -389,8 +389,10 @@ def _decision(value: Any) -> tuple[bool, str | None]:
     if value in ("approve", "accept"):
         return True, None
     if value in ("reject", "deny"):
-        if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
-            raise _bad_resume("a reason is a string of at most 2000 characters")
+        if reason is not None and (
+            not isinstance(reason, str) or len(reason) > 2000 or "\x00" in reason
+        ):
+            raise _bad_resume("a reason is text of at most 2000 characters (no NUL)")
         return False, reason
     raise _bad_resume("a decision is approve or reject")
 

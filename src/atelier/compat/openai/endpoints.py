@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.models import Agent
+from atelier.agents.schemas import DEFAULT_AGENT
 from atelier.compat.openai import present
 from atelier.compat.openai.schemas import ApprovalResponse, MessageItem, ResponseCreate
 from atelier.compat.openai.translate import ResponsesTranslator
@@ -252,7 +253,12 @@ async def _conversation(
                 conversation.id,
                 at_seq or 0,
             )
-        if agent is not None and conversation.agent_id != agent.id:
+        # The conversation runs the agent asked for from now on (one that names none runs
+        # the default) -- unless it is busy, and this response is refused anyway.
+        current = conversation.agent_id or (
+            agent.id if agent is not None and agent.name == DEFAULT_AGENT else None
+        )
+        if agent is not None and current != agent.id and conversation.active_run_id is None:
             conversation.agent_id, conversation.agent_version = agent.id, None
         try:
             await session.commit()
