@@ -347,6 +347,16 @@ class TestInterrupts:
             )
         ]
         assert resumed[0].data["run_id"] == run_id  # the same run goes on
+        # One numbering across the wait: the whole run read again from its start gives the
+        # frames the first stream gave, then those the resume gave, under the same ids.
+        replay = [
+            (p.id, p.event, p.data)
+            async for p in lg.runs.join_stream(thread["thread_id"], run_id, stream_mode=MODES)
+        ]
+        before = [(p.id, p.event, p.data) for p in parts]
+        after = [(p.id, p.event, p.data) for p in resumed[1:]]
+        assert replay[: len(before)] == before
+        assert replay[-len(after) :] == after
         final = [p for p in resumed if p.event == "values"][-1].data["messages"]
         assert [m["type"] for m in final] == ["human", "ai", "tool", "ai"]
         assert final[2]["status"] == "success"

@@ -253,6 +253,17 @@ class TestBackgroundAndChains:
             await oa.responses.retrieve(response.id)
 
 
+def raw(event: Any) -> dict[str, Any]:
+    """An event as sent: the stream helper adds its snapshots, and parses the response a
+    completion carries (compared by its status and items)."""
+    sent = {k: v for k, v in event.to_dict().items() if k not in ("snapshot", "parsed")}
+    if sent["type"] == "response.completed":
+        response = sent.pop("response")
+        sent["status"] = response["status"]
+        sent["items"] = [(item["type"], item.get("id")) for item in response["output"]]
+    return sent
+
+
 class Told:
     """The offline model, noting the instructions of every call (titles aside)."""
 
@@ -282,6 +293,7 @@ class TestApprovals:
         async with oa.responses.stream(
             model="careful", input="write a.txt: hi", instructions="Mind the files."
         ) as stream:
+            first = [raw(e) async for e in stream]
             asked = await stream.get_final_response()
         (request,) = [i for i in asked.output if i.type == "mcp_approval_request"]
         assert (request.name, request.server_label) == ("write_file", "atelier")
@@ -293,8 +305,15 @@ class TestApprovals:
         async with oa.responses.stream(
             model="careful", input=[approval], previous_response_id=asked.id
         ) as stream:
+            then = [raw(e) async for e in stream]
             done = await stream.get_final_response()
         assert done.id == asked.id  # the same response (the same run) goes on
+        # One numbering across the wait: the response read again from its start gives the
+        # events of the first stream, then those of the second, under the same numbers.
+        replay = [raw(e) async for e in await oa.responses.retrieve(done.id, stream=True)]
+        assert [e["sequence_number"] for e in replay] == list(range(len(replay)))
+        assert replay[: len(first)] == first
+        assert replay[-(len(then) - 2) :] == then[2:]  # after its created and in_progress
         # Its own instructions held on both sides of the wait (the run was taken up again).
         assert told.systems == ["Mind the files.", "Mind the files."]
         assert [i.type for i in done.output][-3:] == [

@@ -39,9 +39,19 @@ class LangGraphTranslator:
         self.streamed = False  # whether the reply under way sent chunks
         self.delta: Template | None = None  # the reply's chunk frame, with a hole for text
         self.interrupts: list[dict[str, Any]] = []
+        self.unflushed = False  # interrupts told whose values frame is still to come
         self.done = False
 
     async def translate(self, name: str, data: dict[str, Any]) -> list[Frame]:
+        # The interrupts' frame comes where the run stopped to wait: live, as soon as it
+        # waits (the stream ends there); in a replay, before whatever came next. Either
+        # way the same frames under the same numbers.
+        if self.unflushed and name != "approval.requested":
+            self.unflushed = False
+            return self._values(self.interrupts) + await self._translate(name, data)
+        return await self._translate(name, data)
+
+    async def _translate(self, name: str, data: dict[str, Any]) -> list[Frame]:
         if name == START:
             return [Frame("metadata", {"run_id": str(self.run_id), "attempt": 1})]
         if name == "run.started":
@@ -132,13 +142,14 @@ class LangGraphTranslator:
     async def _interrupted(self, data: dict[str, Any]) -> list[Frame]:
         this = present.interrupt(data)
         self.interrupts.append(this)
+        self.unflushed = True
         frames = []
         if "updates" in self.modes:
             frames.append(Frame("updates", {"__interrupt__": [this]}))
         # The stream ends once every call the run waits on was told (as a LangGraph run
         # ends at an interrupt); a resume decides them and follows the same run.
         if await paused_after(self.sessions, self.run_id, len(self.interrupts)):
-            self.done = True
+            self.done, self.unflushed = True, False
             return frames + self._values(self.interrupts)
         return frames
 

@@ -35,10 +35,21 @@ class ResponsesTranslator:
         self.calls: dict[str, int] = {}  # call id -> its call item's index
         self.tokens = [0, 0, 0]  # input, output, cached
         self.asked = 0  # approval requests since the run last went on
+        self.unflushed = False  # requests told whose pause is still to be said
         self.number = 0
         self.done = False
 
     async def translate(self, name: str, data: dict[str, Any]) -> list[Frame]:
+        # The response completes where the run stopped to wait for a person: live, as soon
+        # as it waits (the stream ends there); in a replay, before whatever came next.
+        # Either way the same events under the same sequence numbers.
+        if self.unflushed and name != "approval.requested":
+            self.unflushed = False
+            paused = self._frame("response.completed", response=self._snapshot("completed"))
+            return [paused, *await self._translate(name, data)]
+        return await self._translate(name, data)
+
+    async def _translate(self, name: str, data: dict[str, Any]) -> list[Frame]:
         if name == START:
             snapshot = self._snapshot("in_progress")
             return [
@@ -199,12 +210,13 @@ class ResponsesTranslator:
         index = len(self.items)
         self.items.append(item)
         self.asked += 1
+        self.unflushed = True
         frames = [
             self._frame("response.output_item.added", output_index=index, item=item),
             self._frame("response.output_item.done", output_index=index, item=item),
         ]
         if await paused_after(self.sessions, self.run_id, self.asked):
-            self.done = True
+            self.done, self.unflushed = True, False
             frames.append(self._frame("response.completed", response=self._snapshot("completed")))
         return frames
 
