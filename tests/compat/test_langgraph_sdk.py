@@ -40,9 +40,21 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
         yield url
 
 
+OPENED: list[LangGraphClient] = []  # closed after each test, in its event loop
+
+
 def sdk(url: str, caller: Caller, user: str = "alice") -> LangGraphClient:
     """The SDK as a frontend configures it: its API key, and the end user's id."""
-    return get_client(url=f"{url}/langgraph", api_key=caller.key, headers={"X-User-ID": user})
+    client = get_client(url=f"{url}/langgraph", api_key=caller.key, headers={"X-User-ID": user})
+    OPENED.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+async def _clients_closed() -> AsyncIterator[None]:
+    yield
+    while OPENED:
+        await OPENED.pop().aclose()
 
 
 @pytest.fixture
