@@ -270,8 +270,8 @@ def raw(event: Any) -> dict[str, Any]:
     completion carries (compared by its status and items)."""
     if event.type == "response.completed":
         items = [(item.type, getattr(item, "id", None)) for item in event.response.output]
-        kept = (event.sequence_number, event.response.status, items)
-        return {"type": event.type, "kept": kept}
+        number, status = event.sequence_number, event.response.status
+        return {"type": event.type, "sequence_number": number, "status": status, "items": items}
     return {k: v for k, v in event.to_dict().items() if k not in ("snapshot", "parsed")}
 
 
