@@ -58,13 +58,15 @@ class Console:
         self.caller = caller
         self.backend = backend
         self.problems: list[str] = []
+        self.expect_refusal: int | None = None  # a status a scenario provokes on purpose
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
         page.on("requestfailed", self._failed)
         page.on("response", self._response)
 
     def _console(self, message: Any) -> None:
-        if message.type == "error":
+        provoked = f"status of {self.expect_refusal}"  # Chromium's note of a refused fetch
+        if message.type == "error" and provoked not in message.text:
             self.problems.append(f"console: {message.text}")
 
     def _failed(self, request: Any) -> None:
@@ -73,7 +75,7 @@ class Console:
             self.problems.append(f"request failed: {request.url} {failure}")
 
     def _response(self, response: Any) -> None:
-        if response.status >= 400:
+        if response.status >= 400 and response.status != self.expect_refusal:
             self.problems.append(f"HTTP {response.status}: {response.url}")
 
     async def sign_in(self) -> None:
@@ -309,6 +311,22 @@ async def test_approval_prompts_approve_and_deny(console: Console) -> None:
     async with console.api() as api:
         listed = (await api.get(f"/v1/conversations/{conversation}/files")).json()["data"]
     assert [f["path"] for f in listed] == ["a.txt"]
+
+
+async def test_a_refused_run_says_why_and_gives_the_text_back(console: Console) -> None:
+    async with console.api() as api:
+        spent = {"scope": "tenant", "period": "day", "limit": "0"}
+        assert (await api.post("/v1/budgets", json=spent)).status_code == 201
+    await console.sign_in()
+    await console.new_conversation()
+    console.expect_refusal = 402
+    await console.ask("this costs money")
+    await console.page.wait_for_selector("#notice:not([hidden])")
+    assert "budget" in (await console.page.inner_text("#notice")).lower()
+    assert await console.page.input_value("#composer") == "this costs money"
+    assert await console.page.locator("#messages .msg.user").count() == 0
+    assert await console.page.locator("#run-status").count() == 0
+    await console.screenshot("refused")
 
 
 async def test_the_composer_works_from_the_keyboard_alone(console: Console) -> None:

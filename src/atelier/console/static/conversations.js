@@ -162,11 +162,18 @@ class OpenConversation {
       this.conversation = await api(this.base, { method: "PATCH", json: { agent_id: agent } });
     }
     this.input.value = "";
-    this.messages.append(renderMessage({ role: "user", content: text }));
+    const question = renderMessage({ role: "user", content: text });
+    this.messages.append(question);
     const body = { input: text };
     if (this.model.value) body.model_id = this.model.value;
-    this.startLive(null, (live) =>
-      stream(`${this.base}/runs`, { method: "POST", json: body, signal: live.abort.signal, onEvent: (e) => live.apply(e) }),
+    this.startLive(
+      null,
+      (live) => stream(`${this.base}/runs`, { method: "POST", json: body, signal: live.abort.signal, onEvent: (e) => live.apply(e) }),
+      () => {
+        // Refused (a busy conversation, a spent budget): nothing was asked; the text is back.
+        question.remove();
+        this.input.value = text;
+      },
     );
   }
 
@@ -182,7 +189,7 @@ class OpenConversation {
     );
   }
 
-  startLive(state, connect) {
+  startLive(state, connect, refused = () => {}) {
     this.cancel.hidden = false;
     this.send.disabled = true;
     const live = new LiveRun(this.liveArea, this.base, state, {
@@ -196,7 +203,13 @@ class OpenConversation {
     this.live = live;
     live
       .run(connect)
-      .catch((error) => notify(error.message))
+      .catch((error) => {
+        if (!live.state.run) {
+          clear(this.liveArea); // no run: nothing to show of it
+          refused();
+        }
+        notify(error.message);
+      })
       .finally(() => {
         if (live.state.ended) forgetLiveState(this.id);
         this.live = null;
