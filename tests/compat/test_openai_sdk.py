@@ -247,6 +247,35 @@ class TestBackgroundAndChains:
         )
         assert [m["content"] for m in stored.json()["data"]][::2] == ["one", "three"]
 
+    async def test_input_as_message_items(self, oa: AsyncOpenAI) -> None:
+        response = await oa.responses.create(
+            model="default",
+            instructions="Be brief.",
+            input=[
+                {"role": "developer", "content": "Answer in English."},
+                {
+                    "type": "message",
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "two "},
+                        {"type": "input_text", "text": "parts"},
+                    ],
+                },
+            ],
+        )
+        assert response.instructions == "Be brief.\n\nAnswer in English."
+        items = await oa.responses.input_items.list(response.id)
+        assert [i.content[0].text for i in items.data] == ["two parts"]
+        with pytest.raises(openai.UnprocessableEntityError):  # history: not this way
+            await oa.responses.create(
+                model="default",
+                input=[
+                    {"role": "user", "content": "one"},
+                    {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": "two"},
+                ],
+            )
+
     async def test_a_response_cancelled_from_another_client(
         self, app: FastAPI, served: str, caller: Caller, oa: AsyncOpenAI
     ) -> None:
