@@ -286,8 +286,11 @@ async def test_cancel_stops_the_run(console: Console, app: FastAPI) -> None:
     await console.new_conversation()
     await console.ask("list files")
     await console.page.wait_for_selector("#live details.call")
+    badge = "#conversation-list li.current .badge"
+    assert await console.page.inner_text(badge) == "running"
     await console.page.click("#cancel")
     await console.run_ended("cancelled")
+    await console.page.wait_for_selector(badge, state="detached")
     assert tools.cancelled.is_set()
     await console.screenshot("cancel")
 

@@ -192,6 +192,7 @@ class OpenConversation {
   startLive(state, connect, refused = () => {}) {
     this.cancel.hidden = false;
     this.send.disabled = true;
+    markRunning(this.id, true);
     const live = new LiveRun(this.liveArea, this.base, state, {
       save: (s) => saveLiveState(this.id, s),
       filesChanged: () => this.refreshFiles(),
@@ -211,6 +212,7 @@ class OpenConversation {
         notify(error.message);
       })
       .finally(() => {
+        markRunning(this.id, false);
         if (live.state.ended) forgetLiveState(this.id);
         this.live = null;
         this.cancel.hidden = true;
@@ -316,6 +318,14 @@ class OpenConversation {
 function retitle(id, title) {
   const link = document.querySelector(`#conversation-list a[href="#/conversations/${id}"]`);
   if (link) link.textContent = title || "Untitled";
+}
+
+// The conversation's "running" badge in the list, as its run starts and ends.
+function markRunning(id, running) {
+  const item = document.querySelector(`#conversation-list a[href="#/conversations/${id}"]`)?.parentElement;
+  if (!item) return;
+  item.querySelector(".badge")?.remove();
+  if (running) item.append(h("span", { class: "badge" }, "running"));
 }
 
 function encodePath(path) {
