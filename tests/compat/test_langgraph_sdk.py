@@ -424,6 +424,13 @@ class TestRefusals:
         assert response.status_code == 422
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["code"] == "unsupported_stream_mode"
+        # What the fuzzer found: text PostgreSQL cannot hold, a webhook that is no URL.
+        for hostile in ({"assistant_id": "de\x00fault"}, {"webhook": "not a url"}):
+            with pytest.raises(UnprocessableEntityError):
+                await lg.runs.create(
+                    thread["thread_id"],
+                    **{"assistant_id": "default", "input": ask("hi"), **hostile},
+                )
 
     async def test_another_user_sees_no_thread_of_alice(
         self, lg: LangGraphClient, served: str, caller: Caller, app: FastAPI

@@ -384,6 +384,8 @@ class TestRefusals:
             await oa.responses.create(model="default", input="hi", store=False)
         with pytest.raises(openai.BadRequestError):
             await oa.responses.create(model="no-such-model", input="hi")
+        with pytest.raises(openai.UnprocessableEntityError):  # PostgreSQL text holds no NUL
+            await oa.responses.create(model="de\x00fault", input="hi")
         mine = await oa.responses.create(model="default", input="hi")
         with pytest.raises(openai.NotFoundError):
             await sdk(served, caller, user="bob").responses.retrieve(mine.id)

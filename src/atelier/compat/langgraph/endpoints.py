@@ -23,6 +23,7 @@ from atelier.compat.stream import json_when_done, run_through, translated
 from atelier.conversations import service as conversations
 from atelier.conversations.endpoints import remove
 from atelier.conversations.models import Conversation, Message
+from atelier.conversations.schemas import NO_NUL
 from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
@@ -61,7 +62,9 @@ async def _assistant(session: AsyncSession, tenant_id: uuid.UUID, key: str) -> A
 
 @router.get("/assistants/{assistant_id}")
 async def get_assistant(
-    assistant_id: Annotated[str, Path(max_length=64)], principal: PrincipalDep, session: SessionDep
+    assistant_id: Annotated[str, Path(max_length=64, pattern=NO_NUL)],
+    principal: PrincipalDep,
+    session: SessionDep,
 ) -> dict[str, Any]:
     agent = await _assistant(session, principal.tenant_id, assistant_id)
     latest = await agents.latest(session, agent)

@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from atelier.conversations.schemas import MAX_METADATA_BYTES
+from atelier.conversations.schemas import MAX_METADATA_BYTES, NO_NUL
+from atelier.http.outbound import http_url
 from atelier.runs.schemas import MAX_INPUT_CHARS
 
 StreamModes = list[str] | str | None
@@ -62,7 +63,7 @@ class Command(BaseModel):
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    assistant_id: str = Field(min_length=1, max_length=64)
+    assistant_id: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
     input: dict[str, Any] | None = None
     command: Command | None = None
     stream_mode: StreamModes = None
@@ -79,6 +80,11 @@ class RunCreate(BaseModel):
     after_seconds: None = None
 
     _metadata = field_validator("metadata")(_bounded)
+
+    @field_validator("webhook")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        return None if value is None else http_url(value, "webhook")
 
     @model_validator(mode="after")
     def _input_or_command(self) -> RunCreate:

@@ -47,7 +47,7 @@ class ApprovalResponse(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["mcp_approval_response"]
-    approval_request_id: str = Field(min_length=6, max_length=140)
+    approval_request_id: str = Field(min_length=6, max_length=140, pattern=NO_NUL)
     approve: bool
     reason: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
 
@@ -55,16 +55,16 @@ class ApprovalResponse(BaseModel):
 class ResponseCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1, max_length=128)
+    model: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
     input: str | Annotated[list[ApprovalResponse | MessageItem], Field(max_length=100)]
     instructions: str | None = Field(default=None, max_length=100_000, pattern=NO_NUL)
-    previous_response_id: str | None = Field(default=None, max_length=64)
+    previous_response_id: str | None = Field(default=None, max_length=64, pattern=NO_NUL)
     stream: bool = False
     background: bool = False
     metadata: (
         dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None
     ) = Field(default=None, max_length=16)
-    user: str | None = Field(default=None, min_length=1, max_length=128)
+    user: str | None = Field(default=None, min_length=1, max_length=128, pattern=NO_NUL)
     store: Literal[True] = True  # every response is kept (it is a run)
     tools: list[Any] = Field(default_factory=list, max_length=0)  # the agent's tools only
     conversation: None = None
