@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,8 +14,8 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
+from tests.compat.conftest import opened
 from tests.conftest import Caller, make_caller
-from tests.live import serve_started
 from tests.runs.helpers import BlockingTools, use_tools
 from tests.webhooks.receiver import receiving
 
@@ -34,38 +33,15 @@ def settings_overrides() -> dict[str, object]:
     }
 
 
-@pytest.fixture
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    async with serve_started(app) as url:
-        yield url
-
-
-OPENED: list[LangGraphClient] = []  # closed after each test, in its event loop
-
-
 def sdk(url: str, caller: Caller, user: str = "alice") -> LangGraphClient:
     """The SDK as a frontend configures it: its API key, and the end user's id."""
     client = get_client(url=f"{url}/langgraph", api_key=caller.key, headers={"X-User-ID": user})
-    OPENED.append(client)
-    return client
-
-
-@pytest.fixture(autouse=True)
-async def _clients_closed() -> AsyncIterator[None]:
-    yield
-    while OPENED:
-        await OPENED.pop().aclose()
+    return opened(client)
 
 
 @pytest.fixture
 def lg(served: str, caller: Caller) -> LangGraphClient:
     return sdk(served, caller)
-
-
-@pytest.fixture
-async def native(served: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=served, timeout=30) as http:
-        yield http
 
 
 def said(parts: list[Any]) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,8 +18,8 @@ from openai import AsyncOpenAI
 from atelier.llm.titles import TITLE_PROMPT
 from atelier.runs.models import Run
 from tests.agents.mcp_server import McpServerProcess
+from tests.compat.conftest import opened
 from tests.conftest import Caller, make_caller
-from tests.live import serve_started
 from tests.runs.helpers import BlockingTools, use_tools
 
 LONG = " ".join(f"word{i}" for i in range(60))
@@ -36,15 +36,6 @@ def crm() -> Iterator[McpServerProcess]:
         yield server
 
 
-@pytest.fixture
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    async with serve_started(app) as url:
-        yield url
-
-
-OPENED: list[AsyncOpenAI] = []  # closed after each test, in its event loop
-
-
 def sdk(url: str, caller: Caller, user: str = "alice") -> AsyncOpenAI:
     client = AsyncOpenAI(
         base_url=f"{url}/openai/v1",
@@ -52,26 +43,12 @@ def sdk(url: str, caller: Caller, user: str = "alice") -> AsyncOpenAI:
         default_headers={"X-User-ID": user},
         max_retries=0,
     )
-    OPENED.append(client)
-    return client
-
-
-@pytest.fixture(autouse=True)
-async def _clients_closed() -> AsyncIterator[None]:
-    yield
-    while OPENED:
-        await OPENED.pop().close()
+    return opened(client)
 
 
 @pytest.fixture
 def oa(served: str, caller: Caller) -> AsyncOpenAI:
     return sdk(served, caller)
-
-
-@pytest.fixture
-async def native(served: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=served, timeout=30) as http:
-        yield http
 
 
 def text_of(events: list[Any]) -> str:

@@ -115,6 +115,17 @@ async def list_live(
     return [(agent, version) for agent, version in rows]
 
 
+async def find(session: AsyncSession, tenant_id: uuid.UUID, key: str) -> Agent | None:
+    """A live agent of the tenant by its id, or by its name (how other APIs name one)."""
+    try:
+        which = Agent.id == uuid.UUID(key)
+    except ValueError:
+        which = Agent.name == key
+    return await session.scalar(
+        select(Agent).where(Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None), which)
+    )
+
+
 async def latest(session: AsyncSession, agent: Agent) -> AgentVersion:
     return await _version(session, agent.id, agent.latest_version)
 

@@ -48,13 +48,7 @@ async def info() -> dict[str, Any]:
 
 async def _assistant(session: AsyncSession, tenant_id: uuid.UUID, key: str) -> Agent:
     """An agent by id, or by name (LangGraph's graph id)."""
-    try:
-        which = Agent.id == uuid.UUID(key)
-    except ValueError:
-        which = Agent.name == key
-    agent = await session.scalar(
-        select(Agent).where(Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None), which)
-    )
+    agent = await agents.find(session, tenant_id, key)
     if agent is None:
         raise ProblemError(404, "not_found", "no such assistant")
     return agent

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from atelier.agents.models import Agent
+from atelier.agents import service as agents
 from atelier.agents.schemas import DEFAULT_AGENT
 from atelier.compat.openai import present
 from atelier.compat.openai.schemas import ApprovalResponse, MessageItem, ResponseCreate
@@ -64,17 +64,6 @@ async def _owned(session: AsyncSession, principal: Principal, response: str) -> 
     if run is None:
         raise ProblemError(404, "not_found", "no such response")
     return run
-
-
-async def _agent(session: AsyncSession, tenant_id: uuid.UUID, model: str) -> Agent | None:
-    """The agent ``model`` names (by name or id), if it names one."""
-    try:
-        which = Agent.id == uuid.UUID(model)
-    except ValueError:
-        which = Agent.name == model
-    return await session.scalar(
-        select(Agent).where(Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None), which)
-    )
 
 
 async def _shell(session: AsyncSession, run: Run) -> dict[str, Any]:
@@ -218,7 +207,7 @@ async def _conversation(
     the conversation's last), or a new one; the catalog model, if ``model`` names one
     rather than an agent; and whether the conversation was made now."""
     async with resources.sessionmaker() as session:
-        agent = await _agent(session, principal.tenant_id, body.model)
+        agent = await agents.find(session, principal.tenant_id, body.model)
         model_id = None
         if agent is None:
             resources.catalog.resolve(body.model)  # 400 when it names neither
