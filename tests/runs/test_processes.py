@@ -9,9 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -40,18 +42,22 @@ class Server:
     def __init__(self, deployment: Deployment, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # What it prints goes to a file: a server that dies says why in the failure.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "atelier.cli", "serve", "--port", str(self.port)],
             env={**deployment.env, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     async def ready(self) -> None:
         async with httpx.AsyncClient(base_url=self.url) as http, asyncio.timeout(30):
             while True:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.process.returncode}")
+                    raise RuntimeError(
+                        f"server exited with {self.process.returncode}:\n{self.output()}"
+                    )
                 try:
                     if (await http.get("/ready")).status_code == 200:
                         return
@@ -59,10 +65,15 @@ class Server:
                     pass
                 await asyncio.sleep(0.1)
 
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-4000:].decode(errors="replace")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(10)
+        self.log.close()
 
 
 @pytest.fixture
@@ -71,8 +82,9 @@ def database_url(postgres) -> str:
 
 
 @pytest.fixture
-async def deployment(database_url: str, redis_url, moto) -> Deployment:
-    """A migrated database with one tenant and key, a Redis prefix and a bucket."""
+async def deployment(database_url: str, redis_url, moto, tmp_path: Path) -> Deployment:
+    """A migrated database with one tenant and key, a Redis prefix and a bucket; its
+    servers share one fresh data directory, as the workers of one host do."""
     url = database_url
     engine = create_async_engine(url)
     await migrate(engine)
@@ -96,6 +108,7 @@ async def deployment(database_url: str, redis_url, moto) -> Deployment:
         "ATELIER_OFFLINE_MODEL_DELAY_SECONDS": "0.1",
         "ATELIER_RUN_LEASE_SECONDS": str(LEASE_SECONDS),
         "ATELIER_LOG_LEVEL": "WARNING",
+        "ATELIER_DATA_DIR": str(tmp_path / "data"),
     }
     return Deployment(env=env, key=issued.secret)
 

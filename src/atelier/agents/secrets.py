@@ -4,8 +4,10 @@ once, when it is made)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -53,16 +55,24 @@ class Sealer:
 
 
 def _made_key(path: Path) -> str:
+    """The development key in `path`, made on first use. Processes starting together
+    (`--workers`, a fresh clone's test servers) agree on one: the key is written whole
+    to a private file first and linked into place, so `path` never exists half-written
+    and the first link wins."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key().decode()
-    try:  # created exclusively, readable by us only: two processes agree on the first
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(key)
-    return key
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(Fernet.generate_key().decode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process linked its key first
+            os.link(draft, path)
+    finally:
+        draft.unlink()
+    return path.read_text().strip()
