@@ -80,6 +80,7 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
         models = await ModelRegistry.open(settings, stack)
         sessionmaker = create_sessionmaker(engine)
         workspaces = await WorkspaceCache.open(settings.run_dir, settings.workspace_cache_bytes)
+        stack.callback(workspaces.close)
         titles = TitleGenerator(models)
         catalog = ModelCatalog({})  # filled by the app once the schema is checked
         supervisor = Supervisor()

@@ -208,7 +208,8 @@ class Settings(BaseSettings):
 
     @property
     def run_dir(self) -> Path:
-        """Where runs materialise their workspaces (one directory per conversation, reused)."""
+        """Where runs materialise their workspaces: a directory per process, in it one per
+        conversation, reused."""
         return self.data_dir / "runs"
 
     @property

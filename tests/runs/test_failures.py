@@ -320,7 +320,7 @@ async def test_deleting_a_conversation_cancels_its_run_first(app, client, caller
     assert gone.status_code == 404
     async with app.state.resources.sessionmaker() as session:
         assert await session.get(Run, uuid.UUID(run["id"])) is None
-    workspace_copy = app.state.resources.settings.run_dir / conversation
+    workspace_copy = app.state.resources.workspaces.root / conversation
     async with asyncio.timeout(5):
         while workspace_copy.exists():
             await asyncio.sleep(0.02)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -56,15 +57,79 @@ class TestEviction:
     async def test_copies_left_by_a_previous_process_are_taken_over_oldest_first(
         self, tmp_path: Path
     ) -> None:
-        root = tmp_path / "runs"
+        previous = await WorkspaceCache.open(tmp_path / "runs", max_bytes=10_000)
         old, new = uuid.uuid4(), uuid.uuid4()
-        fill(root / str(old), 600)
-        fill(root / str(new), 600)
-        os.utime(root / str(old), (1_000_000, 1_000_000))
-        cache = await WorkspaceCache.open(root, max_bytes=1000)
-        assert not (root / str(old)).exists()
-        assert (root / str(new)).exists()
+        fill(previous.root / str(old), 600)
+        fill(previous.root / str(new), 600)
+        os.utime(previous.root / str(old), (1_000_000, 1_000_000))
+        previous.close()
+        cache = await WorkspaceCache.open(tmp_path / "runs", max_bytes=1000)
+        assert cache.root == previous.root
+        assert not (cache.root / str(old)).exists()
+        assert (cache.root / str(new)).exists()
         assert cache.copies() == [new]
+
+
+class TestProcessesOfOneHost:
+    """Workers share the data directory; each works in a directory of its own."""
+
+    async def test_each_claims_its_own_directory(self, tmp_path: Path) -> None:
+        first = await WorkspaceCache.open(tmp_path / "runs", max_bytes=1000)
+        second = await WorkspaceCache.open(tmp_path / "runs", max_bytes=1000)
+        assert first.root != second.root
+        second.close()
+        # The free directory is claimed again; the held one never is.
+        third = await WorkspaceCache.open(tmp_path / "runs", max_bytes=1000)
+        assert third.root == second.root
+        first.close()
+        third.close()
+
+    async def test_one_never_evicts_a_copy_another_is_working_in(self, tmp_path: Path) -> None:
+        # Both once had this conversation; now the other process runs it while this one
+        # goes over its budget. Sharing one directory, this one deleted the run's files.
+        here = await WorkspaceCache.open(tmp_path / "runs", max_bytes=1000)
+        there = await WorkspaceCache.open(tmp_path / "runs", max_bytes=1000)
+        shared, filler = uuid.uuid4(), uuid.uuid4()
+        async with here.use(shared) as directory:
+            await asyncio.to_thread(fill, directory, 600)
+        async with there.use(shared) as working:
+            await asyncio.to_thread(fill, working, 600)
+            async with here.use(filler) as directory:
+                await asyncio.to_thread(fill, directory, 600)
+            assert not (here.root / str(shared)).exists()  # evicted here...
+            assert (working / "data.bin").exists()  # ...and the run there goes on
+            await there.forget([filler])
+            assert (here.root / str(filler)).exists()
+        here.close()
+        there.close()
+
+    async def test_a_dead_process_gives_its_directory_up(self, tmp_path: Path) -> None:
+        claim = (
+            "import asyncio, sys\n"
+            "from pathlib import Path\n"
+            "from atelier.workspace.cache import WorkspaceCache\n"
+            "cache = asyncio.run(WorkspaceCache.open(Path(sys.argv[1]), 1000))\n"
+            "print(cache.root, flush=True)\n"
+            "sys.stdin.read()\n"
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            claim,
+            str(tmp_path / "runs"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        theirs = Path((await process.stdout.readline()).decode().strip())
+        ours = await WorkspaceCache.open(tmp_path / "runs", max_bytes=1000)
+        assert ours.root != theirs
+        process.kill()  # no clean-up runs: the kernel drops the lock with the process
+        await process.wait()
+        after = await WorkspaceCache.open(tmp_path / "runs", max_bytes=1000)
+        assert after.root == theirs
+        ours.close()
+        after.close()
 
 
 @pytest.mark.parametrize("settings_overrides", [{"workspace_cache_bytes": 1}])

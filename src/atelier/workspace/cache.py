@@ -1,5 +1,10 @@
 """This process's materialised copies of workspaces, where runs work on the files.
 
+The processes of one host (``--workers``) share the data directory, so each claims a
+directory of its own under it, held by an advisory lock for as long as it lives: no
+process evicts or removes a copy another one is working in. A restarted process claims
+a free directory and keeps the copies found there.
+
 A copy is kept after its run (the next run of the conversation then fetches only what
 changed), so the copies are bounded: past ``max_bytes`` the least recently used ones are
 removed, never one a run is using. A deleted conversation's copy is removed here when
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import uuid
@@ -24,20 +30,29 @@ log = structlog.get_logger("atelier.workspace")
 
 
 class WorkspaceCache:
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, claim: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self._claim = claim  # the locked descriptor that keeps `root` this process's
         self._sizes: OrderedDict[str, int] = OrderedDict()  # least recently used first
         self._in_use: Counter[str] = Counter()
 
     @classmethod
-    async def open(cls, root: Path, max_bytes: int) -> WorkspaceCache:
-        """Take over the copies a previous process left here, oldest first."""
-        cache = cls(await asyncio.to_thread(_resolved_dir, root), max_bytes)
+    async def open(cls, parent: Path, max_bytes: int) -> WorkspaceCache:
+        """Claim a directory under `parent` no live process holds and take over the
+        copies a previous process left there, oldest first."""
+        root, claim = await asyncio.to_thread(_claim, parent)
+        cache = cls(root, max_bytes, claim)
         for name, size in await asyncio.to_thread(_existing, cache.root):
             cache._sizes[name] = size
         await cache._evict()
         return cache
+
+    def close(self) -> None:
+        """Give the directory up, copies and all, for the next process to claim."""
+        if self._claim >= 0:
+            os.close(self._claim)  # closing the descriptor releases its lock
+            self._claim = -1
 
     @property
     def used_bytes(self) -> int:
@@ -97,9 +112,22 @@ class WorkspaceCache:
             log.info("workspace copy evicted", conversation_id=name, bytes=size)
 
 
-def _resolved_dir(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    return root.resolve()
+def _claim(parent: Path) -> tuple[Path, int]:
+    """The first `parent/process-N` whose lock file no live process holds, and the
+    descriptor holding its lock (the kernel releases it when this process dies)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    slot = 0
+    while True:
+        descriptor = os.open(parent / f"process-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            slot += 1
+            continue
+        directory = parent / f"process-{slot}"
+        directory.mkdir(exist_ok=True)
+        return directory.resolve(), descriptor
 
 
 def _existing(root: Path) -> list[tuple[str, int]]:
