@@ -5,6 +5,8 @@ within the lease; SIGTERM leaves no run `running`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -49,6 +51,7 @@ class Server:
             env={**deployment.env, **env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its workers too, when it has some, go with it
         )
 
     async def ready(self) -> None:
@@ -70,8 +73,8 @@ class Server:
         return self.log.read()[-4000:].decode(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
         self.log.close()
 
@@ -304,3 +307,55 @@ async def test_one_idempotency_key_sent_to_two_processes_at_once_acts_once(
                 assert retry.json()["code"] == "idempotency_key_in_use"
             runs = (await on_b.get(path, headers=d.headers())).json()["data"]
             assert [run["id"] for run in runs] == list(started)
+
+
+async def test_workers_of_one_host_start_together_on_a_fresh_data_directory(
+    deployment: Deployment, servers
+) -> None:
+    """`--workers 2` on a machine that has never run Atelier: both workers make or read the
+    development secrets key and claim a workspace-copy directory of their own at the same
+    moment; runs on either work on their own copies."""
+    d = deployment
+    server = servers(ATELIER_WORKERS="2")
+    await server.ready()
+    copies = Path(d.env["ATELIER_DATA_DIR"]) / "runs"
+    async with asyncio.timeout(30):
+        while len(held_claims(copies)) < 2:
+            await asyncio.sleep(0.1)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+
+        async def write_then_read(number: int) -> str:
+            conversation = (
+                await http.post("/v1/conversations", json={}, headers=d.headers())
+            ).json()["id"]
+            run = await http.post(
+                f"/v1/conversations/{conversation}/runs",
+                json={"input": f"write note.txt: number {number}\nread note.txt"},
+                headers=d.headers(),
+            )
+            assert run.status_code == 202, run.text
+            path = f"/v1/conversations/{conversation}/runs/{run.json()['id']}/events"
+            ends = [
+                name async for _, name, _ in events(http, path, d.headers()) if name in TERMINAL
+            ]
+            assert ends == ["run.completed"]
+            note = await http.get(
+                f"/v1/conversations/{conversation}/files/note.txt", headers=d.headers()
+            )
+            return note.text
+
+        notes = await asyncio.gather(*(write_then_read(n) for n in range(8)))
+    assert notes == [f"number {n}" for n in range(8)]
+    assert len(held_claims(copies)) == 2  # neither worker died along the way
+
+
+def held_claims(copies: Path) -> list[str]:
+    """The workspace-copy directories a live process holds (their lock is taken)."""
+    held = []
+    for lock in copies.glob("process-*.lock") if copies.is_dir() else []:
+        with lock.open("rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(lock.stem)
+    return held
