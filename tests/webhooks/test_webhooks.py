@@ -302,6 +302,13 @@ class TestDelivery:
 
 
 class TestOutbox:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, object]:
+        # The app's own sender sleeps through the test: only the two senders below take
+        # from the outbox (with a third taking some, they could find nothing left and stop
+        # before its deliveries arrived).
+        return {**FAST, "webhook_poll_seconds": 60}
+
     async def test_two_senders_send_each_delivery_once(self, app, caller) -> None:
         """Two senders (two processes' worth) take from the same outbox at once."""
         resources = app.state.resources
