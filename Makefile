@@ -25,8 +25,13 @@ run: sync
 migrate: sync
 	$(VENV)/bin/atelier migrate
 
+# Two pytest workers: most tests wait on sockets, servers and subprocesses, so two halve
+# the suite's time on a two-core machine. Each worker has its own databases, bucket
+# server and Redis key prefixes. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: sync
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS)
 
 lint: sync
 	$(VENV)/bin/ruff check .
