@@ -11,6 +11,29 @@ import time
 from urllib.parse import urlsplit
 
 
+async def post_for_stream(
+    port: int, path: str, headers: dict[str, str], body: dict
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """POST ``body`` over HTTP/1.0 (the stream is the rest of the connection); the
+    reader is past a 200 status line. The caller closes the writer."""
+    payload = json.dumps(body).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = [
+        f"POST {path} HTTP/1.0",
+        "Host: 127.0.0.1",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        "Accept: text/event-stream",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    writer.write("\r\n".join(head).encode() + b"\r\n\r\n" + payload)
+    status = await reader.readline()
+    if b" 200 " not in status:
+        writer.close()
+        raise RuntimeError(f"{path}: {status!r} {await reader.read(500)!r}")
+    return reader, writer
+
+
 async def stream_events(
     url: str, headers: dict[str, str], body: dict, first_name: str = ""
 ) -> tuple[int, float]:

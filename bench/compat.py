@@ -13,20 +13,17 @@ response's conversation) before the first text -- 6 ms -- and the whole stream w
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench._cores import client_on_its_core
-from bench.runs import one_atelier, prepare
+from bench._sse import post_for_stream
+from bench.runs import deployed
 
 ROUNDS = 30
 WORDS = 400
@@ -39,23 +36,10 @@ async def timed(
 ) -> tuple[float, float, int]:
     """POST ``body`` for an event stream: seconds to the first text event, to the end of
     the stream, and the bytes of the stream."""
-    payload = json.dumps(body).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = [
-        f"POST {path} HTTP/1.0",
-        "Host: 127.0.0.1",
-        "Content-Type: application/json",
-        f"Content-Length: {len(payload)}",
-        "Accept: text/event-stream",
-        *(f"{k}: {v}" for k, v in headers.items()),
-    ]
     sent = time.perf_counter()
-    writer.write("\r\n".join(head).encode() + b"\r\n\r\n" + payload)
+    reader, writer = await post_for_stream(port, path, headers, body)
     first, size = 0.0, 0
     try:
-        status = await reader.readline()
-        if b" 200 " not in status:
-            raise RuntimeError(f"{path}: {status!r} {await reader.read(500)!r}")
         while line := await reader.readline():  # HTTP/1.0: the stream ends with the body
             size += len(line)
             if not first and line.startswith(FIRST_TEXT):
@@ -87,14 +71,9 @@ async def rounds(port: int, headers: dict[str, str]) -> dict[str, list[tuple[flo
 
 
 def main() -> None:
-    client_on_its_core()
-    database = f"atelier_compat_{uuid.uuid4().hex[:8]}"
-    with tempfile.TemporaryDirectory() as workdir:
-        env, key = prepare(database, workdir)
-        with one_atelier(env, database) as port:
-            headers = {"Authorization": f"Bearer {key}", "X-User-ID": "bench"}
-            asyncio.run(rounds(port, headers))  # warm up
-            found = asyncio.run(rounds(port, headers))
+    with deployed("compat") as (port, headers):
+        asyncio.run(rounds(port, headers))  # warm up
+        found = asyncio.run(rounds(port, headers))
     print(
         f"compatibility surfaces, {ROUNDS} runs each of a {WORDS}-word reply, one process on one core"
     )

@@ -10,20 +10,17 @@ with a short run and a second one. Target: the hand-over's p50 within 20 ms.
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench._cores import client_on_its_core
-from bench.runs import one_atelier, prepare
+from bench._sse import post_for_stream
+from bench.runs import deployed
 
 ROUNDS = 30
 TERMINAL = (b"run.completed", b"run.failed", b"run.cancelled", b"run.timed_out")
@@ -31,22 +28,9 @@ TERMINAL = (b"run.completed", b"run.failed", b"run.cancelled", b"run.timed_out")
 
 async def stream(port: int, path: str, headers: dict[str, str], body: dict) -> dict[bytes, float]:
     """POST ``body`` for an event stream; when (perf_counter) each event name first came."""
-    payload = json.dumps(body).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = [
-        f"POST {path} HTTP/1.0",
-        "Host: 127.0.0.1",
-        "Content-Type: application/json",
-        f"Content-Length: {len(payload)}",
-        "Accept: text/event-stream",
-        *(f"{k}: {v}" for k, v in headers.items()),
-    ]
-    writer.write("\r\n".join(head).encode() + b"\r\n\r\n" + payload)
+    reader, writer = await post_for_stream(port, path, headers, body)
     seen: dict[bytes, float] = {}
     try:
-        status = await reader.readline()
-        if b" 200 " not in status:
-            raise RuntimeError(f"{path}: {status!r} {await reader.read(500)!r}")
         while line := await reader.readline():
             if line.startswith(b"event: "):
                 name = line[7:].strip()
@@ -85,15 +69,10 @@ async def rounds(port: int, headers: dict[str, str], queued: bool) -> list[float
 
 
 def main() -> None:
-    client_on_its_core()
-    database = f"atelier_handover_{uuid.uuid4().hex[:8]}"
-    with tempfile.TemporaryDirectory() as workdir:
-        env, key = prepare(database, workdir)
-        with one_atelier(env, database) as port:
-            headers = {"Authorization": f"Bearer {key}", "X-User-ID": "bench"}
-            asyncio.run(rounds(port, headers, queued=True))  # warm up
-            queued = asyncio.run(rounds(port, headers, queued=True))
-            waited = asyncio.run(rounds(port, headers, queued=False))
+    with deployed("handover") as (port, headers):
+        asyncio.run(rounds(port, headers, queued=True))  # warm up
+        queued = asyncio.run(rounds(port, headers, queued=True))
+        waited = asyncio.run(rounds(port, headers, queued=False))
     q50, w50 = statistics.median(queued) * 1000, statistics.median(waited) * 1000
     q95 = statistics.quantiles(queued, n=20)[-1] * 1000
     w95 = statistics.quantiles(waited, n=20)[-1] * 1000

@@ -92,6 +92,18 @@ def one_atelier(env: dict[str, str], database: str) -> Iterator[int]:
         drop(database)
 
 
+@contextlib.contextmanager
+def deployed(name: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """A fresh deployment (database, data directory, key) served by one Atelier process,
+    the client on its own core: the port, and the headers of the key's user."""
+    client_on_its_core()
+    database = f"atelier_{name}_{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as workdir:
+        env, key = prepare(database, workdir)
+        with one_atelier(env, database) as port:
+            yield port, {"Authorization": f"Bearer {key}", "X-User-ID": "bench"}
+
+
 def drop(database: str) -> None:
     async def go() -> None:
         admin = await asyncpg.connect(f"{POSTGRES}/postgres")

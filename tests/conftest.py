@@ -318,6 +318,15 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+@pytest.fixture
+async def served(app: FastAPI) -> AsyncIterator[str]:
+    """The app served by uvicorn on a loopback port: its base URL, for real clients."""
+    from tests.live import serve_started  # imported here: tests.live imports this module
+
+    async with serve_started(app) as url:
+        yield url
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

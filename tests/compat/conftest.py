@@ -1,5 +1,5 @@
-"""What both SDK suites share: a real server, a plain client beside the SDK, and SDK
-clients closed after each test in its own event loop."""
+"""What both SDK suites share: a plain client beside the SDK on the served app (`served`,
+from tests/conftest.py), and SDK clients closed after each test in its own event loop."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-
-from tests.live import serve_started
 
 OPENED: list[Any] = []  # SDK clients a test made, closed after it
 
@@ -26,12 +23,6 @@ async def _clients_closed() -> AsyncIterator[None]:
     while OPENED:
         client = OPENED.pop()
         await (client.aclose() if hasattr(client, "aclose") else client.close())
-
-
-@pytest.fixture
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    async with serve_started(app) as url:
-        yield url
 
 
 @pytest.fixture

@@ -20,11 +20,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from tests.conftest import Caller
-from tests.live import serve_started
 
 MiB = 1024 * 1024
 TERMINAL = {"run.completed", "run.failed", "run.cancelled", "run.timed_out"}
@@ -37,14 +35,8 @@ def settings_overrides() -> dict[str, object]:
 
 
 @pytest.fixture
-async def base_url(app: FastAPI) -> AsyncIterator[str]:
-    async with serve_started(app) as url:
-        yield url
-
-
-@pytest.fixture
-async def http(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+async def http(served: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=served, timeout=30) as client:
         yield client
 
 
@@ -88,11 +80,11 @@ def auth(caller: Caller, **extra: str) -> list[str]:
 
 class TestUploads:
     async def test_curl_form_upload_of_a_small_file(
-        self, base_url, caller, conversation, tmp_path: Path
+        self, served, caller, conversation, tmp_path: Path
     ) -> None:
         """`curl -F file=@notes.txt`: the whole body arrives in one chunk."""
         (tmp_path / "notes.txt").write_text("Buy milk.\n")
-        url = f"{base_url}/v1/conversations/{conversation}/files"
+        url = f"{served}/v1/conversations/{conversation}/files"
         status, _, body = await curl("-F", f"file=@{tmp_path / 'notes.txt'}", *auth(caller), url)
         assert status == 201, body
         assert json.loads(body)["path"] == "notes.txt"
@@ -106,10 +98,10 @@ class TestUploads:
         assert back == b"Buy milk.\n"
 
     async def test_httpx_form_uploads_on_fresh_connections(
-        self, base_url, caller, conversation
+        self, served, caller, conversation
     ) -> None:
         for n in range(5):
-            async with httpx.AsyncClient(base_url=base_url) as fresh:
+            async with httpx.AsyncClient(base_url=served) as fresh:
                 response = await fresh.post(
                     f"/v1/conversations/{conversation}/files",
                     files={"file": (f"n{n}.txt", b"tiny\n", "text/plain")},
@@ -119,10 +111,10 @@ class TestUploads:
             assert response.json()["size"] == 5
 
     async def test_curl_put_creates_then_replaces(
-        self, base_url, caller, conversation, tmp_path: Path
+        self, served, caller, conversation, tmp_path: Path
     ) -> None:
         (tmp_path / "a.csv").write_text("a,b\n1,2\n")
-        url = f"{base_url}/v1/conversations/{conversation}/files/data/a.csv"
+        url = f"{served}/v1/conversations/{conversation}/files/data/a.csv"
         created, _, body = await curl("-T", str(tmp_path / "a.csv"), *auth(caller), url)
         assert created == 201, body
         assert json.loads(body)["content_type"] == "text/csv"
@@ -130,7 +122,7 @@ class TestUploads:
         assert replaced == 200
 
     async def test_20_mib_up_both_ways_and_back(
-        self, base_url, http, caller, conversation, tmp_path: Path
+        self, served, http, caller, conversation, tmp_path: Path
     ) -> None:
         data = os.urandom(20 * MiB)
         digest = hashlib.sha256(data).hexdigest()
@@ -146,7 +138,7 @@ class TestUploads:
             headers=caller.headers(),
         )
         assert put.status_code == 201, put.text
-        url = f"{base_url}/v1/conversations/{conversation}/files"
+        url = f"{served}/v1/conversations/{conversation}/files"
         status, _, answer = await curl(
             "-F", "path=form.bin", "-F", f"file=@{tmp_path / 'big.bin'}", *auth(caller), url
         )
@@ -157,13 +149,13 @@ class TestUploads:
 
 
 class TestDownloads:
-    async def test_range_etag_and_not_modified(self, base_url, http, caller, conversation) -> None:
+    async def test_range_etag_and_not_modified(self, served, http, caller, conversation) -> None:
         await http.put(
             f"/v1/conversations/{conversation}/files/r.txt",
             content=b"0123456789abcdef",
             headers=caller.headers(),
         )
-        url = f"{base_url}/v1/conversations/{conversation}/files/r.txt"
+        url = f"{served}/v1/conversations/{conversation}/files/r.txt"
         status, headers, body = await curl("-r", "4-9", *auth(caller), url)
         assert (status, body) == (206, b"456789")
         assert headers["content-range"] == "bytes 4-9/16"
@@ -173,7 +165,7 @@ class TestDownloads:
         status, _, body = await curl(*auth(caller, **{"If-None-Match": full["etag"]}), url)
         assert (status, body) == (304, b"")
 
-    async def test_workspace_zip(self, base_url, http, caller, conversation) -> None:
+    async def test_workspace_zip(self, served, http, caller, conversation) -> None:
         files = {"a.txt": b"alpha", "dir/b.bin": os.urandom(300_000)}
         for path, data in files.items():
             await http.put(
@@ -181,7 +173,7 @@ class TestDownloads:
                 content=data,
                 headers=caller.headers(),
             )
-        url = f"{base_url}/v1/conversations/{conversation}/workspace.zip"
+        url = f"{served}/v1/conversations/{conversation}/workspace.zip"
         status, headers, body = await curl(*auth(caller), url)
         assert status == 200
         assert headers["content-type"] == "application/zip"
@@ -244,7 +236,7 @@ class TestStreams:
         assert stored[-1]["content"] == text
 
     async def test_cancel_from_another_client_ends_the_stream(
-        self, base_url, http, caller, conversation
+        self, served, http, caller, conversation
     ) -> None:
         runs = f"/v1/conversations/{conversation}/runs"
         seen: list[str] = []
@@ -255,7 +247,7 @@ class TestStreams:
             if len(seen) == 3:
                 run_id = (await http.get(runs, headers=caller.headers())).json()["data"][0]["id"]
                 status, _, body = await curl(
-                    "-X", "POST", *auth(caller), f"{base_url}{runs}/{run_id}/cancel"
+                    "-X", "POST", *auth(caller), f"{served}{runs}/{run_id}/cancel"
                 )
                 assert status == 202, body
         assert seen[-1] == "run.cancelled"
@@ -274,7 +266,7 @@ class TestProblems:
         ],
     )  # fmt: skip
     async def test_errors_are_problem_json(
-        self, base_url, caller, conversation, args, status, code
+        self, served, caller, conversation, args, status, code
     ) -> None:
         path = {
             404: f"/v1/conversations/{'0' * 8}-0000-4000-8000-{'0' * 12}",
@@ -282,16 +274,16 @@ class TestProblems:
             400: f"/v1/conversations/{conversation}/runs/{'0' * 8}-0000-4000-8000-{'0' * 12}/events",
         }.get(status, "/v1/conversations")
         expanded = [a for arg in args for a in (auth(caller) if arg == "{auth}" else [arg])]
-        got, headers, body = await curl(*expanded, base_url + path)
+        got, headers, body = await curl(*expanded, served + path)
         assert got == status, body
         assert headers["content-type"] == "application/problem+json"
         assert json.loads(body)["code"] == code
 
     async def test_an_oversize_upload_is_413_and_leaves_nothing(
-        self, base_url, http, caller, conversation, tmp_path: Path
+        self, served, http, caller, conversation, tmp_path: Path
     ) -> None:
         (tmp_path / "huge.bin").write_bytes(b"x" * (33 * MiB))
-        url = f"{base_url}/v1/conversations/{conversation}/files"
+        url = f"{served}/v1/conversations/{conversation}/files"
         status, headers, body = await curl(
             "-F", f"file=@{tmp_path / 'huge.bin'}", *auth(caller), url
         )

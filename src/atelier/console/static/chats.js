@@ -1,24 +1,17 @@
 // Chats: plain model conversations, no tools; a reply streams as it is written.
 import { api, stream } from "./api.js";
-import { clear, guarded, h } from "./dom.js";
+import { clear, guarded, h, listBesideDetail } from "./dom.js";
 import { renderMessage } from "./conversations.js";
 
 export async function chatsView(main, id) {
-  const list = h("ul", { class: "list", id: "chat-list" });
-  const detail = h("section", { class: "detail", id: "chat" });
-  const create = h(
-    "button",
-    {
-      type: "button",
-      id: "new-chat",
-      onclick: guarded(async () => {
-        const made = await api("/v1/chats", { method: "POST", json: {} });
-        location.hash = `#/chats/${made.id}`;
-      }),
+  const { list, detail } = listBesideDetail(main, {
+    name: "chat",
+    label: "New chat",
+    create: async () => {
+      const made = await api("/v1/chats", { method: "POST", json: {} });
+      location.hash = `#/chats/${made.id}`;
     },
-    "New chat",
-  );
-  clear(main, h("div", { class: "columns" }, h("aside", { class: "sidebar" }, create, list), detail));
+  });
   const page = await api("/v1/chats?limit=100");
   clear(
     list,

@@ -1,26 +1,19 @@
 // Conversations: the list; one conversation's messages, files and composer; its run,
 // streamed live and picked up again after a reload from the last event shown.
 import { api, download, stream, upload } from "./api.js";
-import { bytes, clear, guarded, h, notify } from "./dom.js";
+import { bytes, clear, guarded, h, listBesideDetail, notify } from "./dom.js";
 import { forgetLiveState, liveState, saveLiveState } from "./session.js";
 import { LiveRun } from "./live.js";
 
 export async function conversationsView(main, id) {
-  const list = h("ul", { class: "list", id: "conversation-list" });
-  const detail = h("section", { class: "detail", id: "conversation" });
-  const create = h(
-    "button",
-    {
-      type: "button",
-      id: "new-conversation",
-      onclick: guarded(async () => {
-        const made = await api("/v1/conversations", { method: "POST", json: {} });
-        location.hash = `#/conversations/${made.id}`;
-      }),
+  const { list, detail } = listBesideDetail(main, {
+    name: "conversation",
+    label: "New conversation",
+    create: async () => {
+      const made = await api("/v1/conversations", { method: "POST", json: {} });
+      location.hash = `#/conversations/${made.id}`;
     },
-    "New conversation",
-  );
-  clear(main, h("div", { class: "columns" }, h("aside", { class: "sidebar" }, create, list), detail));
+  });
   const page = await api("/v1/conversations?limit=100");
   clear(
     list,

@@ -50,3 +50,13 @@ export function guarded(action) {
     }
   };
 }
+
+// A list beside a detail, above the list a button that makes a new item: the layout of
+// the conversations and the chats views. `name` names the elements' ids.
+export function listBesideDetail(main, { name, label, create }) {
+  const list = h("ul", { class: "list", id: `${name}-list` });
+  const detail = h("section", { class: "detail", id: name });
+  const button = h("button", { type: "button", id: `new-${name}`, onclick: guarded(create) }, label);
+  clear(main, h("div", { class: "columns" }, h("aside", { class: "sidebar" }, button, list), detail));
+  return { list, detail };
+}
