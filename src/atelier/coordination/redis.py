@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from atelier.coordination.base import (
@@ -110,6 +113,11 @@ class RedisCoordination:
             socket_timeout=2.0,
             health_check_interval=30,
             max_connections=1000,  # blocking XREADs of SSE followers each hold one
+            # A pooled connection Redis closed (a restart, a failover, an idle timeout) is
+            # found dead when it is used: reconnect and send the command once more, instead
+            # of failing one request per stale connection. Only a closed connection is
+            # retried, never a timeout (the command may have run).
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._prefix = key_prefix
         self._gcra = self.client.register_script(_GCRA)
