@@ -37,8 +37,14 @@ def undecided(run_id: uuid.UUID | Any) -> Exists:
 
 
 async def request(
-    session: AsyncSession, run_id: uuid.UUID, calls: list[ToolCall], expires_at: datetime
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    calls: list[ToolCall],
+    expires_at: datetime,
+    *,
+    first_event_id: int,
 ) -> None:
+    """Pending approvals of ``calls``, announced by events numbered from ``first_event_id``."""
     now = utcnow()
     await session.execute(
         insert(Approval),
@@ -52,8 +58,9 @@ async def request(
                 "status": PENDING,
                 "created_at": now,
                 "expires_at": expires_at,
+                "event_id": first_event_id + number,
             }
-            for call in calls
+            for number, call in enumerate(calls)
         ],
     )
 

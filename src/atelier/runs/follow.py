@@ -1,12 +1,14 @@
 """Following a run's events, from any process, up to its one terminal event.
 
 A run of this process is followed from memory; any other from the shared log. Ids
-never name two different events. Where the shared log lost events (an outage, or a
-Redis that came back empty), the durable ones -- stored messages and usage, each saved
-with the id of its event -- are sent again from the database under their own ids, and
-the terminal event comes from the run's row with the id the run gave it; what was not
-durable (deltas, tool progress) is skipped, never invented. A follower never hangs on a
-run that has ended: it asks the run's row whenever the log is quiet or unreachable.
+never name two different events, and a follower sends every event the log has, in
+order: a blip of Redis or of the database only delays it. Where the shared log lost
+events for good (a Redis that came back empty, a process that died before shipping), the
+durable ones -- stored messages, usage and approval requests, each saved with the id of
+its event -- are sent again from the database under their own ids, and the terminal
+event comes from the run's row with the id the run gave it; what was not durable (deltas,
+tool progress) is logged as lost, never invented. A follower never hangs on a run that
+has ended: it asks the run's row whenever the log is quiet or unreachable.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from atelier.http.sse import EventBatch, ServerSentEvent
 from atelier.runs.events import (
     TERMINAL_TYPES,
 )
-from atelier.runs.log import RunEventLog, log_name
+from atelier.runs.log import DRAIN_SECONDS, FLUSH_LINGER_SECONDS, RunEventLog, log_name
 from atelier.runs.replay import recover, run_state
 
 log = structlog.get_logger("atelier.runs")
@@ -36,6 +38,8 @@ CHECK_ROW_EVERY = 5  # quiet reads between looks at the run's row
 OUTAGE_PAUSE_SECONDS = 1.0
 COALESCE_SECONDS = 0.001
 SETTLE_SECONDS = 10.0  # how long a follower trusts a run's own end over its row's
+# How long after its row ended (or paused) a run's process may still ship its last events.
+SHIPPING_SECONDS = DRAIN_SECONDS + FLUSH_LINGER_SECONDS + 2.0
 Sessions = async_sessionmaker[AsyncSession]
 
 
@@ -95,6 +99,8 @@ async def follow_local(
                     recorded=state.last_event_id,
                 )
                 recovered = await recover(sessions, run_log.run_id, last, state.last_event_id)
+                if recovered is None:
+                    continue
                 yield EventBatch([*recovered, state.terminal(run_log.run_id)])
                 return
             continue
@@ -104,6 +110,10 @@ async def follow_local(
             missing_until = min(events[0].id - 1, run_log.dropped) if events else run_log.dropped
             if missing_until > last:  # the shared log lost them
                 recovered = await recover(sessions, run_log.run_id, last, missing_until)
+                if recovered is None:
+                    await asyncio.sleep(OUTAGE_PAUSE_SECONDS)
+                    continue
+                _lost(run_log.run_id, last, missing_until, recovered)
                 if recovered:
                     yield EventBatch(recovered)
                 last = missing_until
@@ -126,6 +136,14 @@ async def follow_shared(
 ) -> AsyncIterator[EventBatch]:
     """A run of any process, from the shared log, falling back to the database.
 
+    The log is the word on every event the run gave: a row that ended (or stopped to wait
+    for approvals) does not end the stream while its process may still be shipping the
+    events before that point, which it does for up to ``DRAIN_SECONDS`` -- a blip of the
+    log, a slow close, a busy Redis only make them later. Only past that, or for a gap in
+    the log itself (a Redis that came back empty), does the database fill in what it kept
+    (messages, usage, approval requests) under their own ids; what it did not keep is
+    logged as lost, never silently skipped.
+
     ``settle_seconds``: how long after its row ended a run that recorded no final id may
     still send its terminal event (its process may be slow); past that the row's word is
     final.
@@ -143,6 +161,10 @@ async def follow_shared(
             quiet = 0
             if events[0].id > last + 1:  # a gap the shared log lost
                 recovered = await recover(sessions, run_id, last, events[0].id - 1)
+                if recovered is None:  # the database did not answer: read again
+                    await asyncio.sleep(OUTAGE_PAUSE_SECONDS)
+                    continue
+                _lost(run_id, last, events[0].id - 1, recovered)
                 if recovered:
                     yield EventBatch(recovered)
             batch, done = _to_sse(events)
@@ -152,22 +174,62 @@ async def follow_shared(
                 return
             continue
         quiet += 1
-        if not outage and quiet % CHECK_ROW_EVERY != 1:
+        if not outage and (quiet - 1) % CHECK_ROW_EVERY:
             continue
         state = await run_state(sessions, run_id)
-        if state is None or state.active:
+        if state is None or (state.active and not state.waiting):
             continue
-        if state.last_event_id is None and state.age_seconds < settle_seconds:
+        if state.waiting:
+            # It waits for approvals, held by no process: what it said before stopping is
+            # owed by the log, else (its process died before shipping it) by the database.
+            until = state.paused_event_id
+            if until is None or until <= last or state.age_seconds < SHIPPING_SECONDS:
+                continue
+            recovered = await recover(sessions, run_id, last, until)
+            if recovered is None:
+                continue
+            _lost(run_id, last, until, recovered)
+            if recovered:
+                yield EventBatch(recovered)
+            last = until
+            continue
+        final = state.last_event_id
+        if final is None and state.age_seconds < settle_seconds:
             continue  # its terminal event may still come through the log
-        if not outage and state.last_event_id is not None and quiet < 2:
-            continue  # one more full read of the log before the database's word
-        recovered = await recover(sessions, run_id, last, state.last_event_id)
+        if final is not None and state.age_seconds < SHIPPING_SECONDS:
+            continue  # its process is still shipping what it said before the end
+        recovered = await recover(sessions, run_id, last, final)
+        if recovered is None:
+            continue
+        if final is not None:
+            _lost(run_id, last, final - 1, recovered)
         yield EventBatch([*recovered, state.terminal(run_id)])
         return
 
 
+def _lost(run_id: uuid.UUID, after: int, until: int, recovered: Sequence[ServerSentEvent]) -> None:
+    """Say so when the shared log lost events the database did not keep (deltas, tool
+    progress): the stream goes on without them, and an operator can see it did."""
+    lost = until - after - len(recovered)
+    if lost > 0:
+        log.warning(
+            "run events lost from the shared log; sent what the database kept",
+            run_id=str(run_id),
+            after=after,
+            until=until,
+            lost=lost,
+        )
+
+
 async def _shared(coordination: Coordination, name: str, after: int) -> list[LogEvent]:
-    try:
-        return await coordination.read_events(name, after, 0)
-    except CoordinationUnavailable:
-        return []
+    """The shared log from ``after``. A blip of Redis is waited out (skipping to what
+    memory still holds would lose what the follower has not seen); an outage longer than
+    ``SHIPPING_SECONDS`` leaves it to the database."""
+    give_up = asyncio.get_running_loop().time() + SHIPPING_SECONDS
+    while True:
+        try:
+            return await coordination.read_events(name, after, 0)
+        except CoordinationUnavailable:
+            if asyncio.get_running_loop().time() >= give_up:
+                return []
+            await asyncio.sleep(OUTAGE_PAUSE_SECONDS)

@@ -92,6 +92,8 @@ class Approval(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     decided_at: Mapped[datetime | None]
+    # The id of its approval.requested event: sent again from here if the log lost it.
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class RunFileBackup(Base):

@@ -77,8 +77,11 @@ async def suspend(
             )
             if collected.error is not None:
                 return None
-            paused = events.last_id + len(collected.changes) + len(calls)
-            await approvals.request(session, recorder.run_id, calls, expires_at)
+            first_call = events.last_id + len(collected.changes) + 1
+            paused = first_call + len(calls) - 1
+            await approvals.request(
+                session, recorder.run_id, calls, expires_at, first_event_id=first_call
+            )
             run = await _pause_run(session, recorder.run_id, paused)
             if run is None:
                 raise Fenced

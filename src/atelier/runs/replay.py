@@ -1,6 +1,7 @@
 """What a follower gets from the database when the event log cannot say: the run's row
-(is it still going? how did it end, under which id?) and its durable events -- stored
-messages and usage, each under the id of the event that announced it."""
+(is it still going? how did it end, or where did it stop to wait, under which id?) and its
+durable events -- stored messages, usage and approval requests, each under the id of the
+event that announced it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from atelier.db.base import utcnow
 from atelier.http.sse import ServerSentEvent
 from atelier.runs.events import (
     ACTIVE_STATUSES,
+    ApprovalRequested,
     ErrorCode,
     MessageCompleted,
     RunError,
@@ -25,7 +27,7 @@ from atelier.runs.events import (
     Usage,
     ended,
 )
-from atelier.runs.models import Run
+from atelier.runs.models import Approval, Run
 from atelier.usage.models import UsageRecord
 
 log = structlog.get_logger("atelier.runs")
@@ -38,14 +40,23 @@ class RunState:
     error: RunError | None
     last_event_id: int | None
     ended_at: datetime | None
+    # A run waiting for approvals: the id of its last event, and since when it waits.
+    paused_event_id: int | None = None
+    paused_at: datetime | None = None
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES or (self.status is not None and not self.ended_at)
 
     @property
+    def waiting(self) -> bool:
+        return self.status == RunStatus.AWAITING_APPROVAL
+
+    @property
     def age_seconds(self) -> float:
-        return (utcnow() - self.ended_at).total_seconds() if self.ended_at else float("inf")
+        """How long ago the run ended (or, waiting, stopped to wait)."""
+        since = self.paused_at if self.waiting else self.ended_at
+        return (utcnow() - since).total_seconds() if since else float("inf")
 
     def terminal(self, run_id: uuid.UUID) -> ServerSentEvent:
         error: RunError | None
@@ -72,13 +83,21 @@ async def run_state(sessions: Sessions, run_id: uuid.UUID) -> RunState | None:
         return None
     if run is None:
         return RunState(None, None, None, utcnow())
-    return RunState(RunStatus(run.status), run.error, run.last_event_id, run.ended_at)
+    return RunState(
+        RunStatus(run.status),
+        run.error,
+        run.last_event_id,
+        run.ended_at,
+        run.paused_event_id,
+        run.heartbeat_at,
+    )
 
 
 async def recover(
     sessions: Sessions, run_id: uuid.UUID, after: int, until: int | None
-) -> list[ServerSentEvent]:
-    """The run's durable events numbered in (after, until], from the database."""
+) -> list[ServerSentEvent] | None:
+    """The run's durable events numbered in (after, until], from the database; None if it
+    did not answer (the follower asks again: it never skips what it could not read)."""
     top = until if until is not None else 2**62
     try:
         async with sessions() as session:
@@ -94,13 +113,19 @@ async def recover(
                     UsageRecord.event_id <= top,
                 )
             )
-            found: list[tuple[int, MessageCompleted | Usage]] = [
+            found: list[tuple[int, MessageCompleted | Usage | ApprovalRequested]] = [
                 (m.event_id, _completed(m)) for m in messages if m.event_id is not None
             ]
             found += [(u.event_id, _usage(u)) for u in usages if u.event_id is not None]
+            asked = await session.scalars(
+                select(Approval).where(
+                    Approval.run_id == run_id, Approval.event_id > after, Approval.event_id <= top
+                )
+            )
+            found += [(a.event_id, _asked(a)) for a in asked if a.event_id is not None]
     except SQLAlchemyError:
-        log.warning("run events unrecoverable", run_id=str(run_id), after=after, until=until)
-        return []
+        log.warning("run events unreadable; retrying", run_id=str(run_id), after=after)
+        return None
     return [ServerSentEvent(e.data, e.type, number) for number, e in sorted(found)]
 
 
@@ -113,6 +138,10 @@ def _completed(message: Message) -> MessageCompleted:
         incomplete=message.incomplete,
         stop_reason=message.stop_reason,
     )
+
+
+def _asked(approval: Approval) -> ApprovalRequested:
+    return ApprovalRequested(call_id=approval.call_id, name=approval.name, input=approval.input)
 
 
 def _usage(record: UsageRecord) -> Usage:
