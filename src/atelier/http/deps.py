@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atelier.db import undo
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
 from atelier.http.scope import principal as principal_of
@@ -44,8 +45,14 @@ async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
         try:
             yield session
             await session.commit()
+            undo.committed(session)
         except BaseException:
-            await session.rollback()
+            try:
+                await session.rollback()
+            finally:
+                # Even when the rollback fails too (the connection is gone): objects
+                # written for rows that were not committed are removed.
+                await undo.not_committed(session)
             raise
 
 

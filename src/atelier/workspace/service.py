@@ -7,6 +7,7 @@ downloading the object (BUG-006).
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atelier.db import undo
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.settings import Settings
@@ -160,13 +162,11 @@ async def upload(
         ) from exc
     except StorageError as exc:
         raise storage_unavailable(exc) from exc
-    try:
-        return await record(session, conversation, path, info, source)
-    except BaseException:
-        if existing is None:
-            # No object without a row: the row did not make it, so neither may the bytes.
-            await _forget(storage, key)
-        raise
+    if existing is None:
+        # No object without a row: if the row is not committed (recording fails, or the
+        # commit itself does), neither may the bytes stay.
+        undo.unless_committed(session, functools.partial(_forget, storage, key))
+    return await record(session, conversation, path, info, source)
 
 
 async def record(
