@@ -1,6 +1,7 @@
 import asyncio
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -96,5 +97,40 @@ class TestSqliteWriters:
             await asyncio.gather(*(write() for _ in range(20)))
             async with engine.connect() as connection:
                 assert (await connection.execute(text("SELECT n FROM counter"))).scalar() == 20
+        finally:
+            await engine.dispose()
+
+
+class TestPostgresConnectionsLeftMidOperation:
+    """A connection whose protocol is still inside another operation (what a connection
+    terminated mid-query, or a query abandoned half way, leaves behind) is thrown away
+    at its first error, never handed out again: the error counts as a lost connection,
+    so a run's unit of work retries on a fresh one."""
+
+    async def test_it_is_discarded_and_the_error_is_a_lost_connection(self, postgres) -> None:
+        from sqlalchemy.exc import DBAPIError
+
+        from atelier.db.engine import create_sessionmaker, unreachable
+
+        url = str(await asyncio.to_thread(postgres.create, "midop"))
+        engine = create_engine(Settings(environment="test", database_url=url))
+        sessions = create_sessionmaker(engine)
+        try:
+            async with sessions() as session:
+                connection = await session.connection()
+                raw = (await connection.get_raw_connection()).driver_connection
+                broken_pid = raw.get_server_pid()
+                # Its protocol is now busy with an operation nobody will finish reading.
+                busy = asyncio.ensure_future(raw.execute("SELECT pg_sleep(0.3)"))
+                await asyncio.sleep(0.05)
+                with pytest.raises(DBAPIError) as refused:
+                    await session.execute(text("SAVEPOINT sa_savepoint_1"))
+                assert unreachable(refused.value)
+                assert refused.value.connection_invalidated
+                await asyncio.gather(busy, return_exceptions=True)
+            for _ in range(3):
+                async with sessions() as session:
+                    pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar()
+                    assert pid != broken_pid
         finally:
             await engine.dispose()

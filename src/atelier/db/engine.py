@@ -50,7 +50,23 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=1800,
     )
     _ping_when_idle(engine)
+    _discard_connections_left_mid_operation(engine)
     return engine
+
+
+# What asyncpg says of a connection whose protocol is still inside an earlier operation: a
+# connection terminated mid-query (it got the server's error, never its end), or a query
+# abandoned half way. The socket may still look open, so SQLAlchemy would hand it out
+# again, where every statement fails the same way.
+_LEFT_MID_OPERATION = ("another operation is in progress", "cannot switch to state")
+
+
+def _discard_connections_left_mid_operation(engine: AsyncEngine) -> None:
+    def on_error(context: Any) -> None:
+        if any(sign in str(context.original_exception) for sign in _LEFT_MID_OPERATION):
+            context.is_disconnect = True  # invalidated: closed, and replaced in the pool
+
+    event.listen(engine.sync_engine, "handle_error", on_error)
 
 
 # A connection that sat idle this long is pinged before use: idle is when a database
