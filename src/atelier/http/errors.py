@@ -36,6 +36,13 @@ _CODES_BY_STATUS = {
 }
 
 
+class BrokenOff(Exception):
+    """A response that started cannot finish, on purpose: raised out of its body, it makes
+    the server abort the connection, so the client sees a failed transfer, never a short
+    body that looks whole. Logged once, as a warning, by the request's middleware -- not as
+    an error: it is what the service means to do."""
+
+
 class ProblemError(Exception):
     """Raised anywhere below the endpoint; rendered as problem+json by the app."""
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from atelier.http.errors import BrokenOff
 from atelier.settings import Settings
 
 _API_KEY = re.compile(r"atl_[0-9a-f]{12}_[A-Za-z0-9_-]{4,}")
@@ -82,6 +83,14 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.error").addFilter(_not_broken_off)
+
+
+def _not_broken_off(record: logging.LogRecord) -> bool:
+    """The server's "Exception in ASGI application" for a response broken off on purpose
+    (``BrokenOff``): our middleware already logged it once, as a warning."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, BrokenOff)
 
 
 class _ToWriter(logging.handlers.QueueHandler):

@@ -16,7 +16,7 @@ from stream_zip import ZIP_AUTO, async_stream_zip
 
 from atelier.conversations.service import get_owned
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
-from atelier.http.errors import ProblemError
+from atelier.http.errors import BrokenOff, ProblemError
 from atelier.http.multipart import MultipartReader
 from atelier.workspace import service
 from atelier.workspace.base import Storage, StorageError
@@ -222,10 +222,9 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-class DownloadBrokeOff(Exception):
-    """Storage failed after the response started. Raised out of the body, it makes the
-    server abort the connection: the client sees a failed transfer, never a short file that
-    looks whole (or a zip that is valid with a member cut short)."""
+class DownloadBrokeOff(BrokenOff):
+    """Storage failed after the response started: the client sees a failed transfer, never
+    a short file that looks whole (or a zip that is valid with a member cut short)."""
 
 
 async def _opened(
@@ -250,8 +249,7 @@ async def _body(key: str, first: bytes, stream: AsyncIterator[bytes]) -> AsyncIt
         async for chunk in stream:
             yield chunk
     except StorageError as exc:
-        log.error("download broke off: storage failed mid-body", key=key, error=str(exc))
-        raise DownloadBrokeOff(key) from exc
+        raise DownloadBrokeOff(f"storage failed mid-body: {exc}") from exc
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
 
@@ -260,7 +258,7 @@ async def _opened_mid_zip(storage: Storage, key: str) -> AsyncIterator[bytes]:
     try:
         return await _opened(storage, key, None, None)
     except ProblemError as exc:  # the response has started: it can only break off now
-        raise DownloadBrokeOff(key) from exc
+        raise DownloadBrokeOff(f"{key}: {exc.detail}") from exc
 
 
 @router.delete("/files/{path:path}", status_code=204)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import aiohttp
 import structlog
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
@@ -48,7 +49,8 @@ def _translated_errors(key: str) -> Iterator[None]:
         if code in _NOT_FOUND:
             raise ObjectNotFound(key) from exc
         raise StorageError(f"S3 refused {key!r}: {code}") from exc
-    except (TimeoutError, BotoCoreError, OSError) as exc:
+    except (TimeoutError, BotoCoreError, OSError, aiohttp.ClientError) as exc:
+        # aiohttp's own: a body cut off mid-read (ClientPayloadError) is no OSError.
         raise StorageError(f"S3 unreachable for {key!r}: {type(exc).__name__}") from exc
 
 

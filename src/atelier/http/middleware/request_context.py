@@ -20,7 +20,7 @@ import structlog
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from atelier.http.errors import send_problem
+from atelier.http.errors import BrokenOff, send_problem
 from atelier.http.scope import principal, state
 
 _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -55,6 +55,10 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_request_id)
+        except BrokenOff as exc:
+            log.warning("response broken off", path=scope["path"], reason=str(exc))
+            response["status"] = "aborted"  # the client got less than it was promised
+            raise  # the server aborts the connection (and does not log it: see logging)
         except Exception:
             log.exception("unhandled error", method=scope["method"], path=scope["path"])
             if response["started"]:
