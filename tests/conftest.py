@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import httpx
@@ -29,6 +30,9 @@ from atelier.db.migrate import migrate
 from atelier.db.models import Base
 from atelier.settings import Settings
 from atelier.tenants.service import create_api_key, create_tenant
+
+if TYPE_CHECKING:
+    from tests.faults import RedisServer
 
 POSTGRES_URL = os.environ.get(
     "ATELIER_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -110,6 +114,21 @@ def postgres() -> Iterator[PostgresDatabases]:
     databases = PostgresDatabases()
     yield databases
     databases.drop_all()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, that it may stop and start again."""
+    from tests.faults import RedisServer  # here: tests.faults imports this module
+
+    if shutil.which("redis-server") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("redis-server is needed to stop and start a Redis")
+        pytest.skip("redis-server is not installed")
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,9 @@ that goes away mid-transfer, PostgreSQL connections killed mid-run."""
 from __future__ import annotations
 
 import asyncio
-import shutil
+import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -19,7 +19,7 @@ from atelier.llm.fakes import ScriptedModel
 from atelier.runs.tools import WorkspaceTools
 from atelier.workspace.models import ConversationFile
 from tests.chats.test_chats import use_model
-from tests.conftest import REQUIRE_SERVICES, Caller, asyncpg_dsn, make_caller
+from tests.conftest import Caller, asyncpg_dsn, make_caller
 from tests.faults import RedisServer, TcpProxy
 from tests.runs.helpers import (
     messages,
@@ -33,18 +33,6 @@ from tests.runs.helpers import (
 from tests.workspace.helpers import open_multipart_uploads, stored_keys
 
 pytestmark = pytest.mark.parametrize("backend", ["services"])
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("redis-server is needed to stop and start a Redis")
-        pytest.skip("redis-server is not installed")
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 async def file_rows(app, path: str) -> int:
@@ -272,7 +260,7 @@ class TestDownloadsWhileS3GoesAway:
             assert response.json()["code"] == "storage_unavailable"
 
     async def test_an_outage_mid_body_breaks_the_transfer_off(
-        self, app, client, caller, s3_proxy
+        self, app, client, caller, s3_proxy, caplog
     ) -> None:
         import httpx
 
@@ -299,6 +287,10 @@ class TestDownloadsWhileS3GoesAway:
                 with pytest.raises(httpx.HTTPError):
                     await download()
                 assert 0 < sum(received) < 8 * 1024 * 1024, path
+        # What the service did on purpose is one warning each, not an error for an alert.
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+        broken_off = [r for r in caplog.records if "response broken off" in r.getMessage()]
+        assert len(broken_off) == 2
         aborted = app.state.metrics.http_requests.labels("GET", _route(app, path), "aborted")
         assert aborted._value.get() == 1  # the zip's; the file's counted under its own route
 
@@ -487,3 +479,41 @@ class TestS3RefusesSomeFiles:
             f"/v1/conversations/{conversation}/files", headers=caller.headers()
         )
         assert [f["path"] for f in listing.json()["data"]] == ["a.txt"]
+
+
+class TestPostgresFailsAtAnUploadsCommit:
+    async def test_the_object_goes_with_the_row_that_did_not_commit(
+        self, app, client, caller, settings, request, monkeypatch
+    ) -> None:
+        """The file's row is written, then its connection is terminated before the commit:
+        the client is told to retry, and storage keeps no object without a row."""
+        from atelier.workspace import service
+
+        record = service.record
+
+        async def then_the_connection_dies(*args, **kwargs):  # type: ignore[no-untyped-def]
+            recorded = await record(*args, **kwargs)
+            await kill_backends(settings)
+            return recorded
+
+        monkeypatch.setattr(service, "record", then_the_connection_dies)
+        conversation = await new_conversation(client, caller)
+        put = await client.put(
+            f"/v1/conversations/{conversation}/files/up39.bin",
+            content=b"x" * 4096,
+            headers=caller.headers(),
+        )
+        assert put.status_code == 503, put.text
+        assert put.json()["code"] == "database_unavailable"
+        monkeypatch.setattr(service, "record", record)
+        assert await file_rows(app, "up39.bin") == 0
+        assert [k for k in stored_keys(settings, request) if k.endswith("/up39.bin")] == []
+        # The retry the client was asked for stores it, row and object.
+        again = await client.put(
+            f"/v1/conversations/{conversation}/files/up39.bin",
+            content=b"x" * 4096,
+            headers=caller.headers(),
+        )
+        assert again.status_code == 201, again.text
+        assert await file_rows(app, "up39.bin") == 1
+        assert [k for k in stored_keys(settings, request) if k.endswith("/up39.bin")] != []

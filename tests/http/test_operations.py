@@ -20,6 +20,7 @@ class TestReady:
             "database": "ok",
             "coordination": "ok",
             "storage": "ok",
+            "secrets": "ok",
         }
 
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from atelier.db.base import utcnow
 from atelier.webhooks import outbox
 from atelier.webhooks.delivery import WebhookSender
 from atelier.webhooks.models import Webhook, WebhookDelivery
@@ -364,3 +365,51 @@ class TestOutbox:
             await session.rollback()
         async with resources.sessionmaker() as session:
             assert (await session.scalars(select(WebhookDelivery))).first() is None
+
+
+@pytest.mark.parametrize("backend", ["services"])  # processes that share one database
+class TestProcessesWithOtherKeys:
+    """Two processes of one deployment with different data directories and no
+    ATELIER_SECRETS_KEY: each made its own development key, so one cannot open what the
+    other sealed. That process says so on /ready, and a delivery it takes up is left for
+    a process that can sign it -- no attempt counted, nothing sent unsigned."""
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, object]:
+        return {**FAST, "webhook_poll_seconds": 60}  # the test decides who sends, and when
+
+    async def test_the_other_process_is_not_ready_and_spends_no_attempt(
+        self, app, client, caller, settings, tmp_path
+    ) -> None:
+        from atelier.app import create_app
+
+        async with receiving() as receiver:
+            created = await hook(client, caller, receiver.url)
+            other = create_app(settings.model_copy(update={"data_dir": tmp_path / "other"}))
+            async with other.router.lifespan_context(other):
+                transport = httpx.ASGITransport(app=other)
+                async with httpx.AsyncClient(transport=transport, base_url="http://o") as there:
+                    ready = await there.get("/ready")
+                    assert ready.status_code == 503
+                    assert ready.json()["checks"]["secrets"].startswith(
+                        "unavailable: no configured key opens these secrets"
+                    )
+                    assert (await client.get("/ready")).status_code == 200
+                    # The other process takes the delivery up first: it cannot sign it.
+                    async with other.state.resources.sessionmaker() as session:
+                        await outbox.record(
+                            session, caller.tenant_id, "run.completed", {"run_id": "r1"}
+                        )
+                        await session.commit()
+                    assert await other.state.resources.webhooks.send_due() == 1
+            (delivery,) = await deliveries(client, caller, created["id"])
+            assert (delivery["status"], delivery["attempts"]) == ("pending", 0)
+            assert "no configured key" in delivery["last_error"]
+            assert receiver.received == []
+            # The process that sealed it sends it when it is due again.
+            async with app.state.resources.sessionmaker() as session:
+                await session.execute(update(WebhookDelivery).values(next_attempt_at=utcnow()))
+                await session.commit()
+            assert await app.state.resources.webhooks.send_due() == 1
+            (got,) = await receiver.wait_for(1)
+            got.verified(created["secret"])

@@ -9,11 +9,14 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from atelier.agents.models import AgentVersion
+from atelier.agents.secrets import SecretsUnavailable
 from atelier.http.deps import ResourcesDep
 from atelier.http.errors import problem_response
 from atelier.resources import Resources
+from atelier.webhooks.models import Webhook
 
 router = APIRouter(tags=["operations"])
 READY_CHECK_TIMEOUT = 2.0
@@ -58,10 +61,31 @@ def _ready_checks(resources: Resources) -> dict[str, Callable[[], Awaitable[obje
         async with resources.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
+    async def secrets() -> None:
+        """This process's keys open the deployment's newest sealed secrets: a process
+        with another key (no ATELIER_SECRETS_KEY, another data directory) would fail
+        every webhook and MCP call it takes up."""
+        async with resources.sessionmaker() as session:
+            newest = [
+                await session.scalar(
+                    select(Webhook.secret).order_by(Webhook.created_at.desc()).limit(1)
+                ),
+                await session.scalar(
+                    select(AgentVersion.secrets)
+                    .where(AgentVersion.secrets.is_not(None))
+                    .order_by(AgentVersion.created_at.desc())
+                    .limit(1)
+                ),
+            ]
+        for sealed in newest:
+            if sealed is not None:
+                resources.sealer.open_text(sealed)
+
     return {
         "database": database,
         "coordination": resources.coordination.ping,
         "storage": resources.storage.ping,
+        "secrets": secrets,
     }
 
 
@@ -71,6 +95,8 @@ async def _run_checks(checks: dict[str, Callable[[], Awaitable[object]]]) -> dic
             await asyncio.wait_for(check(), READY_CHECK_TIMEOUT)
         except TimeoutError:
             return "timeout"
+        except SecretsUnavailable as exc:
+            return f"unavailable: {exc}; every process needs the same ATELIER_SECRETS_KEY"
         except Exception as exc:
             return f"unavailable: {type(exc).__name__}"
         return "ok"

@@ -35,12 +35,16 @@ LEASE_MARGIN_SECONDS = 5
 KEPT_FOR = timedelta(days=30)  # delivered and failed deliveries are listed this long
 FORGET_EVERY_POLLS = 600
 USER_AGENT = "Atelier-Webhooks/1"
+UNSIGNED_RETRY = timedelta(seconds=30)  # a delivery this process could not sign waits this
 
 
 @dataclass(frozen=True)
 class Attempt:
     status_code: int | None
     error: str | None
+    # Not sent at all: this process's keys cannot open the hook's secret. Not the
+    # receiver's failure, so no attempt is counted; a process that can open it sends it.
+    unsigned: bool = False
 
     @property
     def delivered(self) -> bool:
@@ -174,7 +178,8 @@ class WebhookSender:
                 Signer(secret).sign(msg_id, now, body) for secret in self._secrets(hook, now)
             )
         except SecretsUnavailable as exc:
-            return Attempt(None, str(exc))
+            log.warning("webhook not sent: this process cannot open its secret", error=str(exc))
+            return Attempt(None, str(exc), unsigned=True)
         headers = {
             "content-type": "application/json",
             "webhook-id": msg_id,
@@ -205,6 +210,27 @@ class WebhookSender:
         self, session: AsyncSession, delivery: WebhookDelivery, attempt: Attempt
     ) -> None:
         now = utcnow()
+        values: dict[str, Any]
+        window = timedelta(seconds=self.settings.webhook_retry_window_seconds)
+        if attempt.unsigned and now + UNSIGNED_RETRY <= delivery.created_at + window:
+            # Left for a process that can open its secret (the ready check fails here).
+            values = {"last_error": attempt.error, "next_attempt_at": now + UNSIGNED_RETRY}
+        elif attempt.unsigned:
+            values = {"last_error": attempt.error, "status": "failed"}
+        else:
+            values = self._attempted(delivery, attempt, now)
+        await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.event_id == delivery.event_id,
+                WebhookDelivery.webhook_id == delivery.webhook_id,
+            )
+            .values(**values)
+        )
+
+    def _attempted(
+        self, delivery: WebhookDelivery, attempt: Attempt, now: datetime
+    ) -> dict[str, Any]:
         attempts = delivery.attempts + 1
         values: dict[str, Any] = {
             "attempts": attempts,
@@ -223,11 +249,4 @@ class WebhookSender:
                 log.warning("webhook delivery failed for good", event_type=delivery.event_type)
             else:
                 values["next_attempt_at"] = later
-        await session.execute(
-            update(WebhookDelivery)
-            .where(
-                WebhookDelivery.event_id == delivery.event_id,
-                WebhookDelivery.webhook_id == delivery.webhook_id,
-            )
-            .values(**values)
-        )
+        return values
