@@ -172,11 +172,34 @@ class TestPrivateAddressesAreRefused:
     def settings_overrides(self) -> dict[str, object]:
         return {"mcp_allow_private": False, "mcp_call_timeout_seconds": 2}
 
-    @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
-    async def test_loopback_after_dns_resolution(self, client, caller, crm, host) -> None:
-        """A literal loopback address and a name that resolves to one: both refused."""
+    @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.000.000.001", "0177.0.0.1"])
+    async def test_refused_when_the_agent_is_saved(self, client, caller, crm, host) -> None:
+        """A literal loopback address, a name that resolves to one, and spellings that
+        one parser reads as loopback and another refuses: 4xx, never stored, never 500."""
         url = crm.url.replace("127.0.0.1", host)
+        body = {"name": "crm-agent", "mcp_servers": [{"name": "crm", "url": url}]}
+        created = await client.post("/v1/agents", json=body, headers=caller.headers())
+        assert created.status_code in (400, 422), created.text
+        expected = "mcp_url_not_allowed" if host in ("127.0.0.1", "localhost") else None
+        assert created.json()["code"] == (expected or "validation_error")
+        listed = await client.get("/v1/agents", headers=caller.headers())
+        assert "crm-agent" not in {a["name"] for a in listed.json()["data"]}
+
+    @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+    async def test_loopback_after_dns_resolution(
+        self, client, caller, crm, host, monkeypatch
+    ) -> None:
+        """Public when the agent was saved, loopback when a run connects (DNS answers
+        change): refused again at connection."""
+        from atelier.agents import service
+
+        async def public_then(url: str, *, allow_private: bool) -> None:
+            return None
+
+        url = crm.url.replace("127.0.0.1", host)
+        monkeypatch.setattr(service, "check_public", public_then)
         agent = await crm_agent(client, caller, url)
+        monkeypatch.undo()
         conversation = await new_conversation(client, caller, agent_id=agent["id"])
         with capture_logs() as logs:
             events = await run_streamed(client, caller, conversation, "call crm__whoami {}")

@@ -401,7 +401,13 @@ class TestRefusals:
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["code"] == "unsupported_stream_mode"
         # What the fuzzer found: text PostgreSQL cannot hold, a webhook that is no URL.
-        for hostile in ({"assistant_id": "de\x00fault"}, {"webhook": "not a url"}):
+        # And webhooks one URL parser reads as loopback and the sending client refuses.
+        for hostile in (
+            {"assistant_id": "de\x00fault"},
+            {"webhook": "not a url"},
+            {"webhook": "http://127.000.000.001:8080/h"},
+            {"webhook": "http://0177.0.0.1/h"},
+        ):
             with pytest.raises(UnprocessableEntityError):
                 await lg.runs.create(
                     thread["thread_id"],

@@ -166,6 +166,26 @@ class TestPrivateDestinations:
         async with app.state.resources.sessionmaker() as session:
             assert (await session.scalars(select(Webhook))).first() is None
 
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://127.000.000.001:8080/h",  # pydantic reads these as 127.0.0.1;
+            "http://0177.0.0.1/h",  # httpx, which would connect, refuses them
+            "http://\u2460\u2461\u2466.0.0.1/h",
+            "http://user:pw@hooks.example.com/h",  # credentials belong in no URL
+        ],
+    )
+    async def test_urls_one_parser_reads_otherwise_are_a_422(self, app, client, caller, url):
+        response = await client.post(
+            "/v1/webhooks",
+            json={"url": url, "events": ["run.failed"]},
+            headers=caller.headers(None),
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["loc"][:2] == ["body", "url"]
+        async with app.state.resources.sessionmaker() as session:
+            assert (await session.scalars(select(Webhook))).first() is None
+
     async def test_a_change_to_a_private_url_is_refused(self, client, caller) -> None:
         created = await hook(client, caller, PUBLIC)
         response = await client.patch(

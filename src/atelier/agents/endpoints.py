@@ -25,6 +25,7 @@ async def create_agent(
     body: AgentCreate, principal: PrincipalDep, session: SessionDep, resources: ResourcesDep
 ) -> AgentOut:
     service.check_model(resources.catalog, body)
+    await service.check_mcp_urls(body, allow_private=resources.settings.mcp_allow_private)
     agent, first = await service.create(session, principal.tenant_id, body, resources.sealer)
     return service.present(agent, first)
 
@@ -50,6 +51,7 @@ async def update_agent(
     resources: ResourcesDep,
 ) -> AgentOut:
     service.check_model(resources.catalog, body)
+    await service.check_mcp_urls(body, allow_private=resources.settings.mcp_allow_private)
     agent, latest = await service.change(
         session, principal.tenant_id, agent_id, body, resources.sealer
     )

@@ -25,6 +25,7 @@ from atelier.agents.schemas import (
 from atelier.agents.secrets import Sealer, SecretsUnavailable
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
+from atelier.http.outbound import UrlNotAllowed, check_public
 from atelier.llm.catalog import ModelCatalog
 
 NOT_FOUND = ProblemError(404, "not_found", "no such agent")
@@ -57,6 +58,18 @@ def check_model(catalog: ModelCatalog, definition: AgentDefinition) -> None:
                 ]
             },
         )
+
+
+async def check_mcp_urls(body: AgentCreate | AgentPatch, *, allow_private: bool) -> None:
+    """Refuse MCP server URLs that resolve to addresses tenants may not reach, when the
+    agent is saved (by the webhooks' rules); connecting checks again."""
+    for server in body.mcp_servers or ():
+        try:
+            await check_public(server.url, allow_private=allow_private)
+        except UrlNotAllowed as exc:
+            raise ProblemError(
+                400, "mcp_url_not_allowed", f"MCP server {server.name!r}: {exc}"
+            ) from exc
 
 
 async def create(

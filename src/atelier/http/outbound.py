@@ -28,17 +28,50 @@ class NonPublicAddress(httpcore.ConnectError):
 # Tenants' host names are resolved on threads of their own: a slow DNS answer for one of
 # them never holds the default executor's threads, which file I/O needs.
 RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="tenant-dns")
+RESOLVE_TIMEOUT_SECONDS = 5.0
 
 
 def http_url(value: str, what: str) -> str:
-    """``value`` if it is an http(s) URL with a host (a pydantic validator's check)."""
+    """``value`` if it is an http(s) URL with a host that the client which will connect
+    to it reads as the validator does (a pydantic validator's check). Pydantic reads
+    ``http://0177.0.0.1/`` as 127.0.0.1, httpx refuses it: such a URL is refused here,
+    never checked against one host and sent to another. Credentials in the URL are
+    refused: they would be shown in answers and logs like the rest of it."""
     try:
         url = HttpUrl(value)
-    except ValueError as exc:
+        sent = httpx.URL(value)
+    except (ValueError, httpx.InvalidURL) as exc:
         raise ValueError(f"{what} must be an http(s) URL") from exc
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in ("http", "https") or not url.host or not sent.host:
         raise ValueError(f"{what} must be an http(s) URL")
+    if sent.userinfo:
+        raise ValueError(f"{what} may not carry credentials (user:password@); send them as headers")
     return value
+
+
+class UrlNotAllowed(Exception):
+    """A tenant's URL whose host is (or resolves to) an address tenants may not reach, or
+    does not resolve at all."""
+
+
+async def check_public(url: str, *, allow_private: bool) -> None:
+    """Refuse a URL whose host is (or resolves to) a loopback, private or link-local
+    address (``UrlNotAllowed``). Connecting checks again, on the address it connects to
+    (DNS may change)."""
+    if allow_private:
+        return
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:  # the schemas refuse these first; never a 500 here
+        raise UrlNotAllowed(f"{url!r} is not a URL this server can connect to") from exc
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+            await resolve(parsed.host, port, allow_private=False)
+    except NonPublicAddress as exc:
+        raise UrlNotAllowed(str(exc)) from exc
+    except (httpcore.ConnectError, TimeoutError) as exc:
+        raise UrlNotAllowed(f"{parsed.host} cannot be resolved") from exc
 
 
 def is_public(address: str) -> bool:

@@ -3,22 +3,19 @@ once) and deliveries. Functions flush; the request's unit of work commits."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import secrets
 import uuid
 from collections.abc import Sequence
 from typing import Literal
 
-import httpcore
-import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.secrets import Sealer, SecretsUnavailable
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
-from atelier.http.outbound import NonPublicAddress, resolve
+from atelier.http.outbound import UrlNotAllowed, check_public
 from atelier.webhooks.models import Webhook, WebhookDelivery
 from atelier.webhooks.schemas import (
     DeliveryOut,
@@ -28,24 +25,14 @@ from atelier.webhooks.schemas import (
     WebhookWithSecret,
 )
 
-RESOLVE_TIMEOUT_SECONDS = 5.0
-
 
 async def check_url(url: str, *, allow_private: bool) -> None:
     """Refuse a URL whose host is (or resolves to) a loopback, private or link-local
     address. Sending checks again, on the address it connects to (DNS may change)."""
-    if allow_private:
-        return
-    parsed = httpx.URL(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
-            await resolve(parsed.host, port, allow_private=False)
-    except NonPublicAddress as exc:
+        await check_public(url, allow_private=allow_private)
+    except UrlNotAllowed as exc:
         raise ProblemError(400, "webhook_url_not_allowed", str(exc)) from exc
-    except (httpcore.ConnectError, TimeoutError) as exc:
-        detail = f"{parsed.host} cannot be resolved"
-        raise ProblemError(400, "webhook_url_not_allowed", detail) from exc
 
 
 def new_secret() -> str:
