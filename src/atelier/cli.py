@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -68,6 +70,7 @@ def serve(
 ) -> None:
     """Run the HTTP service (migrating the embedded database first)."""
     settings = load_settings()
+    private_files(settings.data_dir)
     workers = workers or settings.workers
     if workers > 1 and settings.redis_url is None:
         typer.echo(
@@ -102,6 +105,14 @@ def serve(
         # Open streams get the grace period to end; then the lifespan gives runs theirs.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
     )
+
+
+def private_files(data_dir: Path) -> None:
+    """What the server writes -- the embedded database and its WAL, workspace files, keys --
+    is its own: files 0600, directories 0700, whoever else shares the machine."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
 
 
 def app_from_environment():  # type: ignore[no-untyped-def]  # uvicorn factory entry point

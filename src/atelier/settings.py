@@ -49,6 +49,8 @@ class Settings(BaseSettings):
 
     # Every request body but a file upload (JSON), refused past this while it streams in.
     max_json_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # Answers kept for Idempotency-Keys, per tenant (each up to 1 MiB, for 24 h).
+    max_idempotency_records: int = Field(10_000, ge=1)
 
     # Workspace quotas and upkeep.
     max_file_size: int = Field(100 * 1024 * 1024, ge=1)

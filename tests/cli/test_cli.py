@@ -125,6 +125,21 @@ class TestServeSmoke:
             anonymous = httpx.get(f"{base}/v1/unknown")
             assert anonymous.status_code == 401
             assert httpx.get(f"{base}/ready").status_code == 200
+            # What it writes is its own: an upload, the database and its WAL, the keys.
+            user = {"Authorization": f"Bearer {key}", "X-User-ID": "me"}
+            made = httpx.post(f"{base}/v1/conversations", json={}, headers=user)
+            put = httpx.put(
+                f"{base}/v1/conversations/{made.json()['id']}/files/notes.txt",
+                content=b"private",
+                headers=user,
+            )
+            assert put.status_code == 201
+            data = tmp_path / ".atelier"
+            for path in [data, *data.rglob("*")]:
+                mode = stat.S_IMODE(path.stat().st_mode)
+                assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+            assert any(p.name == "atelier.db-wal" for p in data.rglob("*"))
+            assert any(p.name == "notes.txt" for p in data.rglob("*"))
         finally:
             process.send_signal(signal.SIGTERM)
             output = process.communicate(timeout=30)[0].decode()

@@ -116,7 +116,7 @@ class TestIdempotencyKey:
         assert changed.status_code == 422
         assert (await tcp.get(path, headers=caller.headers())).content == b"v1"
 
-    @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "a\tb"])
+    @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "a\tb", "a b"])
     async def test_a_bad_key_is_400(self, tcp, caller, key) -> None:
         headers = caller.headers()
         response = await tcp.post(
@@ -138,3 +138,79 @@ class TestIdempotencyKey:
         assert mine.json()["id"] != theirs.json()["id"]
         assert "idempotent-replayed" not in theirs.headers
         assert json.loads(theirs.text)["id"]
+
+
+class TestWhatIsKept:
+    """Stored answers hold no secret in the clear, are given again only to the key that
+    made them, go with what they are about, and are capped per tenant."""
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, object]:
+        return {"webhook_allow_private": True, "max_idempotency_records": 5}
+
+    async def test_a_secret_is_kept_sealed_and_given_only_to_its_key(
+        self, app, tcp, caller
+    ) -> None:
+        from atelier.idempotency.models import IdempotentRequest
+        from atelier.tenants.models import Tenant
+        from atelier.tenants.service import create_api_key
+
+        body = {"url": "http://127.0.0.1:9/hook", "events": ["run.completed"]}
+        headers = caller.headers(None, **{"Idempotency-Key": "hook-1"})
+        first = await tcp.post("/v1/webhooks", json=body, headers=headers)
+        assert first.status_code == 201, first.text
+        assert first.headers["cache-control"] == "no-store"
+        secret = first.json()["secret"]
+        async with app.state.resources.sessionmaker() as session:
+            kept = await session.scalar(select(IdempotentRequest.body))
+        assert kept is not None and secret.encode() not in kept and b"whsec_" not in kept
+        again = await tcp.post("/v1/webhooks", json=body, headers=headers)
+        assert (again.headers["idempotent-replayed"], again.json()["secret"]) == ("true", secret)
+        # Another key of the same tenant does not get it.
+        async with app.state.resources.sessionmaker() as session:
+            tenant = await session.get(Tenant, caller.tenant_id)
+            assert tenant is not None
+            other = await create_api_key(session, tenant, "other")
+            await session.commit()
+        stranger = {"Authorization": f"Bearer {other.secret}", "Idempotency-Key": "hook-1"}
+        refused = await tcp.post("/v1/webhooks", json=body, headers=stranger)
+        assert (refused.status_code, refused.json()["code"]) == (422, "idempotency_key_reused")
+        assert secret not in refused.text
+        # Deleted: its stored answer goes with it.
+        gone = await tcp.delete(f"/v1/webhooks/{first.json()['id']}", headers=caller.headers(None))
+        assert gone.status_code == 204
+        made_again = await tcp.post("/v1/webhooks", json=body, headers=headers)
+        assert "idempotent-replayed" not in made_again.headers
+        assert made_again.json()["secret"] != secret
+
+    async def test_a_deleted_conversation_takes_its_answers_with_it(self, app, tcp, caller) -> None:
+        conversation = await new_conversation(tcp, caller)
+        path = f"/v1/conversations/{conversation}/runs"
+        body = {"input": "a private thought"}
+        first = await tcp.post(path, json=body, headers=keyed(caller, "run-1"))
+        assert first.status_code == 202, first.text
+        async with asyncio.timeout(15):
+            while (await tcp.get(f"{path}/{first.json()['id']}", headers=caller.headers())).json()[
+                "status"
+            ] != "completed":
+                await asyncio.sleep(0.05)
+        assert (
+            await tcp.delete(f"/v1/conversations/{conversation}", headers=caller.headers())
+        ).status_code == 204
+        again = await tcp.post(path, json=body, headers=keyed(caller, "run-1"))
+        assert again.status_code == 404
+        assert "a private thought" not in again.text
+
+    async def test_a_tenant_keeps_at_most_its_limit(self, app, tcp, caller) -> None:
+        for number in range(5):
+            made = await tcp.post("/v1/conversations", json={}, headers=keyed(caller, f"c{number}"))
+            assert made.status_code == 201
+        refused = await tcp.post("/v1/conversations", json={}, headers=keyed(caller, "c5"))
+        assert (refused.status_code, refused.json()["code"]) == (409, "limit_reached")
+        assert "ATELIER_MAX_IDEMPOTENCY_RECORDS" in refused.json()["detail"]
+        # A key it already keeps is still answered; a request without a key still works.
+        again = await tcp.post("/v1/conversations", json={}, headers=keyed(caller, "c0"))
+        assert again.headers["idempotent-replayed"] == "true"
+        assert (
+            await tcp.post("/v1/conversations", json={}, headers=caller.headers())
+        ).status_code == 201

@@ -241,6 +241,17 @@ class TestDelivery:
             assert (delivery["attempts"], delivery["last_status_code"]) == (1, 200)
             assert got.headers["webhook-id"] == f"msg_{uuid.UUID(delivery['id']).hex}"
 
+    async def test_no_log_line_carries_the_urls_query(self, client, caller, caplog) -> None:
+        """A token in a webhook URL's query is the tenant's secret: the HTTP client's
+        request lines (INFO) are not written."""
+        async with receiving() as receiver:
+            created = await hook(client, caller, receiver.url + "?token=s3cr3t-t0ken")
+            conversation = await new_conversation(client, caller)
+            await run_streamed(client, caller, conversation, "hello")
+            await receiver.wait_for(1)
+            await settled(client, caller, created["id"])
+        assert not [r for r in caplog.records if "s3cr3t-t0ken" in r.getMessage()]
+
     async def test_failures_are_retried_with_the_same_id_and_body(self, client, caller) -> None:
         async with receiving(script=[500, 503]) as receiver:
             created = await hook(client, caller, receiver.url)

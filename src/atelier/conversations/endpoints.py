@@ -4,7 +4,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Response
-from sqlalchemy import delete as sql_delete
 
 from atelier.agents import service as agents
 from atelier.conversations import forking, service
@@ -140,9 +139,9 @@ async def remove(
             conversation_prefix(resources.settings, conversation.tenant_id, conversation.id),
             undo_prefix(resources.settings, conversation.tenant_id, conversation.id),
         ]
-        # Rows go (messages, runs, files cascade) and the prefixes are remembered, in one
-        # transaction.
-        await session.execute(sql_delete(Conversation).where(Conversation.id == conversation.id))
+        # Rows go (messages, runs, files cascade), answers kept for Idempotency-Keys about
+        # it or its runs with them, and the prefixes are remembered, in one transaction.
+        await service.delete(session, conversation)
         for prefix in prefixes:
             await cleanup.schedule(session, prefix)
         await session.commit()

@@ -13,14 +13,17 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.conversations.models import Conversation, Kind
 from atelier.conversations.schemas import ConversationOut, ConversationPage, ConversationWrite
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
+from atelier.idempotency.store import forget_about
 from atelier.llm.catalog import ModelCatalog
 from atelier.llm.context import context_usage
+from atelier.runs.models import Run
 
 AGENT: Kind = "agent"
 
@@ -175,3 +178,11 @@ def present_page(
     return ConversationPage(
         data=present(conversations, catalog, default_model), next_cursor=next_cursor
     )
+
+
+async def delete(session: AsyncSession, conversation: Conversation) -> None:
+    """The conversation's rows (messages, runs and files cascade), and the answers kept
+    for Idempotency-Keys about it or its runs: a replay gives back nothing deleted."""
+    runs = await session.scalars(select(Run.id).where(Run.conversation_id == conversation.id))
+    await forget_about(session, conversation.tenant_id, [conversation.id, *runs])
+    await session.execute(sql_delete(Conversation).where(Conversation.id == conversation.id))

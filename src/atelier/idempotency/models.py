@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from atelier.db.base import Base, utcnow
@@ -15,7 +15,10 @@ class IdempotentRequest(Base):
     another request) and, once answered, its answer (to give it again)."""
 
     __tablename__ = "idempotent_requests"
-    __table_args__ = (Index("ix_idempotent_requests_expires", "expires_at"),)
+    __table_args__ = (
+        Index("ix_idempotent_requests_expires", "expires_at"),
+        Index("ix_idempotent_requests_subject", "tenant_id", "subject"),
+    )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
@@ -31,5 +34,9 @@ class IdempotentRequest(Base):
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     # The answer was an event stream: it is given again from the place its Location names.
     streamed: Mapped[bool] = mapped_column(default=False)
+    # What the answer is about (a conversation, chat or run): deleting it deletes this.
+    subject: Mapped[uuid.UUID | None]
+    # The body is sealed (agents/secrets.py): the answer carried a secret (no-store).
+    sealed: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]

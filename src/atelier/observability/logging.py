@@ -84,6 +84,10 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.error").addFilter(_not_broken_off)
+    # httpx logs every request's URL at INFO: a tenant's webhook or MCP URL may carry a
+    # token in its query. Its warnings still come through.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def _not_broken_off(record: logging.LogRecord) -> bool:

@@ -62,7 +62,9 @@ class Upkeep:
         supervisor.daemon(self._every(self._reap_interval, self.decided), "approval-expiry")
         supervisor.daemon(self._every(self._reap_interval, self.queued), "run-queue")
         supervisor.daemon(self._every(self._reap_interval, self.abandoned_holds), "budget-holds")
-        keys = IdempotencyStore(self.env.sessions)
+        keys = IdempotencyStore(
+            self.env.sessions, self.env.sealer, self.env.settings.max_idempotency_records
+        )
         supervisor.daemon(
             self._every(self._sweep_interval, keys.forget_expired), "idempotency-expiry"
         )

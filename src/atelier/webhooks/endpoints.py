@@ -17,6 +17,8 @@ from atelier.webhooks.schemas import (
 )
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+# An answer with a secret in it: no cache keeps it (and an Idempotency-Key's is sealed).
+NO_STORE = "no-store"
 REFUSED: dict[int | str, dict[str, Any]] = {
     400: {"description": "webhook_url_not_allowed: a loopback or private address"}
 }
@@ -24,9 +26,14 @@ REFUSED: dict[int | str, dict[str, Any]] = {
 
 @router.post("", status_code=201, responses=REFUSED)
 async def create_webhook(
-    body: WebhookIn, principal: PrincipalDep, session: SessionDep, resources: ResourcesDep
+    body: WebhookIn,
+    principal: PrincipalDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    response: Response,
 ) -> WebhookWithSecret:
     """The answer holds the signing secret: it is never shown again (rotate it if lost)."""
+    response.headers["cache-control"] = NO_STORE
     await service.check_url(body.url, allow_private=resources.settings.webhook_allow_private)
     return await service.create(session, principal.tenant_id, body, resources.sealer)
 
@@ -70,9 +77,14 @@ async def delete_webhook(
 
 @router.post("/{webhook_id}/rotate-secret")
 async def rotate_secret(
-    webhook_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, resources: ResourcesDep
+    webhook_id: uuid.UUID,
+    principal: PrincipalDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    response: Response,
 ) -> WebhookWithSecret:
     """A new secret, shown once; for a day deliveries carry both signatures."""
+    response.headers["cache-control"] = NO_STORE
     return await service.rotate(session, principal.tenant_id, webhook_id, resources.sealer)
 
 

@@ -16,6 +16,7 @@ from atelier.agents.secrets import Sealer, SecretsUnavailable
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.http.outbound import UrlNotAllowed, check_public
+from atelier.idempotency.store import forget_about
 from atelier.webhooks.models import Webhook, WebhookDelivery
 from atelier.webhooks.schemas import (
     DeliveryOut,
@@ -113,7 +114,9 @@ async def rotate(
 
 
 async def delete(session: AsyncSession, tenant_id: uuid.UUID, webhook_id: uuid.UUID) -> None:
+    """The webhook, and the answers kept for Idempotency-Keys about it (its secret)."""
     await session.delete(await get(session, tenant_id, webhook_id))
+    await forget_about(session, tenant_id, [webhook_id])
     await session.flush()
 
 

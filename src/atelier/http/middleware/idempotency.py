@@ -9,21 +9,30 @@ kept unless it says "try again" (5xx, 409, 429). One that comes while the first 
 being answered waits for that answer a little, then gets ``409 idempotency_key_in_use``.
 An event stream is given again from the place its ``Location`` names (the run's events,
 from the first).
+
+Only the API key that made a request gets its answer again (another key of the tenant with
+the same Idempotency-Key is ``422 idempotency_key_reused``); an answer carrying a secret is
+kept sealed; an answer is deleted with the conversation (or chat, or run) it is about; a
+tenant keeps at most ``ATELIER_MAX_IDEMPOTENCY_RECORDS`` answers (``409 limit_reached``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import re
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from atelier.agents.secrets import SecretsUnavailable
 from atelier.http.errors import send_problem
 from atelier.http.scope import principal
-from atelier.idempotency.store import Answer, IdempotencyStore, Seen
+from atelier.idempotency.store import Answer, IdempotencyStore, Seen, TooManyKept
 
 HEADER = b"idempotency-key"
+_VISIBLE = re.compile(r"[\x21-\x7e]{1,255}")
 REPLAYED = (b"idempotent-replayed", b"true")
 WAIT_SECONDS = 10.0
 POLL_SECONDS = 0.05
@@ -41,17 +50,33 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         key = raw.decode("latin-1")
-        if not 1 <= len(key) <= 255 or not (key.isascii() and key.isprintable()):
+        if not _VISIBLE.fullmatch(key):
             await send_problem(
                 send,
                 400,
                 "invalid_idempotency_key",
-                "an Idempotency-Key is 1-255 visible ASCII characters",
+                "an Idempotency-Key is 1-255 visible ASCII characters (no spaces)",
             )
             return
-        store = IdempotencyStore(scope["app"].state.resources.sessionmaker)
-        request = _fingerprint(scope, caller.user_id)
-        seen = await store.claim(caller.tenant_id, key, request)
+        resources = scope["app"].state.resources
+        store = IdempotencyStore(
+            resources.sessionmaker, resources.sealer, resources.settings.max_idempotency_records
+        )
+        request = _fingerprint(scope, caller.user_id, caller.key_id)
+        try:
+            seen = await store.claim(caller.tenant_id, key, request)
+        except TooManyKept:
+            limit = resources.settings.max_idempotency_records
+            await send_problem(
+                send,
+                409,
+                "limit_reached",
+                f"this tenant keeps at most {limit} idempotent answers"
+                " (ATELIER_MAX_IDEMPOTENCY_RECORDS); retry without an Idempotency-Key,"
+                " or once older ones expired",
+                limit="idempotency_records",
+            )
+            return
         if seen is None:
             await _first(self.app, store, caller.tenant_id, key, scope, receive, send)
         else:
@@ -91,7 +116,7 @@ async def _first(
         if message["type"] == "http.response.start":
             start = message
             if _streamed(message) and _worth_keeping(message["status"]):
-                await store.answered(tenant_id, key, _answer(message, b"", True))
+                await store.answered(tenant_id, key, _answer(message, b"", True, scope))
                 kept = True
         elif message["type"] == "http.response.body" and not kept and len(body) <= MAX_KEPT_BODY:
             body.extend(message.get("body", b""))
@@ -111,9 +136,13 @@ async def _first(
         and _worth_keeping(start["status"])
         and len(body) <= MAX_KEPT_BODY
     ):
-        await store.answered(tenant_id, key, _answer(start, bytes(body), False))
-    else:  # nothing worth giving again (or the body was never read): the key is free
-        await store.release(tenant_id, key)
+        try:
+            await store.answered(tenant_id, key, _answer(start, bytes(body), False, scope))
+            return
+        except SecretsUnavailable:  # a secret with no key to seal it: not kept at all
+            pass
+    # Nothing worth giving again (or the body was never read): the key is free.
+    await store.release(tenant_id, key)
 
 
 async def _again(
@@ -204,9 +233,29 @@ async def _stream_again(
     await app(again, receive, replayed)
 
 
-def _answer(start: Message, body: bytes, streamed: bool) -> Answer:
+def _answer(start: Message, body: bytes, streamed: bool, scope: Scope) -> Answer:
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
-    return Answer(start["status"], headers, body, streamed)
+    return Answer(start["status"], headers, body, streamed, _subject(scope["path"], body))
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
+
+
+def _subject(path: str, body: bytes) -> uuid.UUID | None:
+    """What the answer is about, so that it goes when that is deleted: the first id in the
+    path (a conversation, chat or thread), else the id the answer gives what it made (a
+    conversation, chat or thread; a response's run)."""
+    found = _UUID.search(path)
+    if found is None and body.startswith(b"{"):
+        try:
+            made = json.loads(body)
+        except ValueError:
+            made = None
+        if isinstance(made, dict):
+            for field in ("thread_id", "conversation_id", "id"):
+                if isinstance(made.get(field), str) and (found := _UUID.search(made[field])):
+                    break
+    return uuid.UUID(found.group()) if found else None
 
 
 def _worth_keeping(status: int) -> bool:
@@ -221,12 +270,13 @@ def _streamed(start: Message) -> bool:
     return False
 
 
-def _fingerprint(scope: Scope, user_id: str | None) -> str:
+def _fingerprint(scope: Scope, user_id: str | None, key_id: uuid.UUID) -> str:
     parts = [
         scope["method"],
         scope["path"],
         scope.get("query_string", b"").decode("latin-1"),
         user_id or "",
+        str(key_id),  # only the key that made it gets its answer again
     ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
