@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     mcp_call_timeout_seconds: float = Field(30.0, gt=0, le=600)
     mcp_list_timeout_seconds: float = Field(10.0, gt=0, le=120)
     mcp_tools_cache_seconds: float = Field(60.0, ge=0, le=3600)
+    # What a tenant's MCP server may make this process hold, counted while it is read: a
+    # tool call's answer, a server's tool listing (all its pages), and its tools.
+    mcp_max_result_bytes: int = Field(1024 * 1024, ge=1024)
+    mcp_max_list_bytes: int = Field(1024 * 1024, ge=1024)
+    mcp_max_tools: int = Field(128, ge=1, le=10_000)
 
     # Webhooks: sent by every process from the outbox, retried with backoff (base x 1, 60,
     # 360, 1440, 3600, 7200, ...: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h) for a day.

@@ -16,8 +16,16 @@ from mcp.server.fastmcp import Context, FastMCP
 from tests.conftest import free_port
 
 
-def build(port: int) -> FastMCP:
+def build(port: int, extra_tools: int = 0) -> FastMCP:
     server = FastMCP("crm", host="127.0.0.1", port=port, stateless_http=True)
+
+    @server.tool()
+    def flood(mib: int) -> str:
+        """Answers ``mib`` MiB of text: more than anyone should hold."""
+        return "x" * (mib * 1024 * 1024)
+
+    for number in range(extra_tools):  # a listing larger than anyone should hold
+        server.add_tool(lambda: "ok", name=f"extra_{number}", description="d" * 2000)
 
     @server.tool()
     def find_customer(email: str) -> str:
@@ -53,14 +61,21 @@ def build(port: int) -> FastMCP:
 class McpServerProcess:
     """The server in a process of its own (a test may kill it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_tools: int = 0) -> None:
+        self.extra_tools = extra_tools
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> McpServerProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.agents.mcp_server", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "tests.agents.mcp_server",
+                str(self.port),
+                str(self.extra_tools),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -87,4 +102,6 @@ class McpServerProcess:
 
 
 if __name__ == "__main__":
-    build(int(sys.argv[1])).run(transport="streamable-http")
+    build(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0).run(
+        transport="streamable-http"
+    )

@@ -133,6 +133,38 @@ class TestMcpTools:
         assert completed["is_error"] is True
         assert expected in completed["output"]
 
+    async def test_an_answer_past_the_cap_is_a_tool_error_and_is_not_held(
+        self, app, client, caller, crm
+    ) -> None:
+        """A 20 MiB answer against a 1 MiB cap: reading stops there, and the model is told
+        why at once (not when the call's time is up)."""
+        agent = await crm_agent(client, caller, crm.url)
+        conversation = await new_conversation(client, caller, agent_id=agent["id"])
+        events = await run_streamed(client, caller, conversation, 'call crm__flood {"mib": 20}')
+        assert events[-1][1] == "run.completed"
+        (_, _), (_, completed) = tool_events(events)
+        assert completed["is_error"] is True
+        assert "the tool's answer is over 1048576 bytes" in completed["output"]
+
+    @pytest.mark.parametrize(
+        ("tools", "reason"),
+        [(2000, "its tool listing is over 1048576 bytes"), (200, "it lists over 128 tools")],
+    )
+    async def test_a_listing_past_the_cap_is_that_servers_failure(
+        self, client, caller, tools, reason
+    ) -> None:
+        """2,000 tools with 2,000-character descriptions are over the listing's byte cap;
+        200 are over its count cap. The run goes on without that server's tools."""
+        with McpServerProcess(extra_tools=tools) as crowded:
+            agent = await crm_agent(client, caller, crowded.url)
+            conversation = await new_conversation(client, caller, agent_id=agent["id"])
+            with capture_logs() as logs:
+                events = await run_streamed(client, caller, conversation, "call crm__whoami {}")
+        assert events[-1][1] == "run.completed"
+        assert tool_events(events) == []
+        reasons = [e.get("reason", "") for e in logs]
+        assert any(reason in r for r in reasons), reasons
+
     async def test_an_unreachable_server_offers_no_tools_and_the_run_goes_on(
         self, client, caller
     ) -> None:

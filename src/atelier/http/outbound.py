@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import ipaddress
 import socket
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
@@ -29,6 +30,7 @@ class NonPublicAddress(httpcore.ConnectError):
 # them never holds the default executor's threads, which file I/O needs.
 RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="tenant-dns")
 RESOLVE_TIMEOUT_SECONDS = 5.0
+T = TypeVar("T")
 
 
 def http_url(value: str, what: str) -> str:
@@ -130,16 +132,94 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
+class ResponseTooLarge(Exception):
+    """A tenant's peer sent more than it may: reading stopped at the cap."""
+
+
+class ByteCap:
+    """The bytes every answer of one client may add up to, counted as they are read: a
+    peer that sends more makes this process hold the cap, not what it sent. ``tripped``
+    is set when it is passed, so whoever waits on the client can stop at once (a client
+    library may swallow the error the read raised)."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what
+        self.read = 0
+        self.tripped = asyncio.Event()
+
+    @property
+    def reason(self) -> str:
+        return f"{self.what} is over {self.limit} bytes; reading stopped there"
+
+    def count(self, size: int) -> None:
+        self.read += size
+        if self.read > self.limit:
+            self.tripped.set()
+            raise ResponseTooLarge(self.reason)
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, cap: ByteCap) -> None:
+        self.inner = inner
+        self.cap = cap
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.inner:
+            self.cap.count(len(chunk))
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _CappedTransport(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport, cap: ByteCap) -> None:
+        self.inner = inner
+        self.cap = cap
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _CappedStream(response.stream, self.cap)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def within(cap: ByteCap, work: Awaitable[T]) -> T:
+    """``work``, stopped with ``ResponseTooLarge`` as soon as ``cap`` is passed."""
+    task = asyncio.ensure_future(work)
+    tripped = asyncio.ensure_future(cap.tripped.wait())
+    try:
+        await asyncio.wait({task, tripped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        tripped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    if cap.tripped.is_set():
+        raise ResponseTooLarge(cap.reason)
+    return task.result()
+
+
 def tenant_client(
-    *, allow_private: bool, timeout: float, headers: dict[str, str] | None = None
+    *,
+    allow_private: bool,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+    cap: ByteCap | None = None,
 ) -> httpx.AsyncClient:
-    """An httpx client for a tenant's URL: public addresses only, redirects not followed."""
+    """An httpx client for a tenant's URL: public addresses only, redirects not followed,
+    what it reads counted against ``cap``."""
     transport = httpx.AsyncHTTPTransport()
     # httpx takes no network backend; its pool does. (tests/http/test_outbound.py proves
     # the refusal through this client, so an httpx upgrade that moves it fails there.)
     transport._pool = httpcore.AsyncConnectionPool(network_backend=PublicOnlyBackend(allow_private))
     return httpx.AsyncClient(
-        transport=transport,
+        transport=transport if cap is None else _CappedTransport(transport, cap),
         headers=headers,
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,

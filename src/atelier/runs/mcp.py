@@ -4,7 +4,10 @@ A run lists each server's tools when it starts (kept per process for
 ``ATELIER_MCP_TOOLS_CACHE_SECONDS``); the model sees them as ``<server>__<tool>``. Each
 call opens its own session and has ``ATELIER_MCP_CALL_TIMEOUT_SECONDS``. A server that
 cannot be reached, hangs, dies or reports an error gives the model an error result, never
-a failed run. Connections go to public addresses only (``atelier.http.outbound``).
+a failed run. Connections go to public addresses only (``atelier.http.outbound``), and
+what a server sends is counted while it is read: a call's answer past
+``ATELIER_MCP_MAX_RESULT_BYTES`` is a tool error, a listing past
+``ATELIER_MCP_MAX_LIST_BYTES`` or ``ATELIER_MCP_MAX_TOOLS`` is that server's failure.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from mcp.types import CallToolResult
 from atelier.agents.schemas import McpServer
 from atelier.agents.secrets import Sealer, SecretsUnavailable
 from atelier.agents.service import ResolvedAgent
-from atelier.http.outbound import tenant_client
+from atelier.http.outbound import ByteCap, ResponseTooLarge, tenant_client, within
 from atelier.llm.base import ToolCall, ToolResult, ToolSpec
 from atelier.settings import Settings
 
@@ -42,6 +45,10 @@ class ListedTool:
     name: str  # the server's own name for it
     description: str
     parameters: dict[str, Any]
+
+
+class Unavailable(Exception):
+    """An MCP server offers no tools to this run: why, in words a person can act on."""
 
 
 class ToolListCache:
@@ -122,12 +129,13 @@ class McpTools:
         server_name, tool = self.tools[call.name]
         server = self.servers[server_name]
         timeout = self.settings.mcp_call_timeout_seconds
+        cap = ByteCap(self.settings.mcp_max_result_bytes, "the tool's answer")
         try:
             async with asyncio.timeout(timeout):
                 async with _session(
-                    self.settings, server, self.headers.get(server_name, {})
+                    self.settings, server, self.headers.get(server_name, {}), cap
                 ) as session:
-                    result = await session.call_tool(tool, call.arguments)
+                    result = await within(cap, session.call_tool(tool, call.arguments))
         except TimeoutError:
             reason = f"no answer within {timeout:g} s"
         except Exception as exc:  # whatever the server did, the model hears it
@@ -145,17 +153,20 @@ async def _tools_of(
     key = _cache_key(server, headers)
     if (cached := cache.get(key, loop.time())) is not None:
         return cached
+    cap = ByteCap(settings.mcp_max_list_bytes, "its tool listing")
     try:
         async with asyncio.timeout(settings.mcp_list_timeout_seconds):
-            async with _session(settings, server, headers) as session:
+            async with _session(settings, server, headers, cap) as session:
                 listed: list[ListedTool] = []
                 cursor = None
                 for _ in range(MAX_PAGES):
-                    page = await session.list_tools(cursor)
+                    page = await within(cap, session.list_tools(cursor))
                     listed += [
                         ListedTool(t.name, t.description or "", dict(t.inputSchema))
                         for t in page.tools
                     ]
+                    if len(listed) > settings.mcp_max_tools:
+                        raise Unavailable(f"it lists over {settings.mcp_max_tools} tools")
                     if not (cursor := page.nextCursor):
                         break
     except Exception as exc:  # an unavailable server offers no tools
@@ -170,19 +181,20 @@ async def _tools_of(
 
 @asynccontextmanager
 async def _session(
-    settings: Settings, server: McpServer, headers: dict[str, str]
+    settings: Settings, server: McpServer, headers: dict[str, str], cap: ByteCap
 ) -> AsyncIterator[ClientSession]:
     client = tenant_client(
         allow_private=settings.mcp_allow_private,
         timeout=settings.mcp_call_timeout_seconds,
         headers=headers,
+        cap=cap,
     )
     async with (
         client,
         streamable_http_client(server.url, http_client=client) as (read, write, _),
         ClientSession(read, write) as session,
     ):
-        await session.initialize()
+        await within(cap, session.initialize())
         yield session
 
 
@@ -192,6 +204,8 @@ def _reason(exc: BaseException) -> str:
         exc = exc.exceptions[0]
     if isinstance(exc, McpError):
         return exc.error.message
+    if isinstance(exc, Unavailable | ResponseTooLarge):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
