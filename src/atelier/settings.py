@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = Field(1024 * 1024, ge=1024)
     # Answers kept for Idempotency-Keys, per tenant (each up to 1 MiB, for 24 h).
     max_idempotency_records: int = Field(10_000, ge=1)
+    # What else a tenant's requests make us keep, per tenant (agents: per agent).
+    max_agents: int = Field(500, ge=1)
+    max_agent_versions: int = Field(1000, ge=1)
+    max_webhooks: int = Field(50, ge=1)
+    max_budgets: int = Field(200, ge=1)
 
     # Workspace quotas and upkeep.
     max_file_size: int = Field(100 * 1024 * 1024, ge=1)

@@ -14,7 +14,8 @@ from atelier.agents.schemas import (
     AgentVersionList,
     AgentVersionOut,
 )
-from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep
+from atelier.db.paging import MAX_LIMIT
+from atelier.http.deps import Cursor, Limit, PrincipalDep, ResourcesDep, SessionDep
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -26,14 +27,20 @@ async def create_agent(
 ) -> AgentOut:
     service.check_model(resources.catalog, body)
     await service.check_mcp_urls(body, allow_private=resources.settings.mcp_allow_private)
-    agent, first = await service.create(session, principal.tenant_id, body, resources.sealer)
+    agent, first = await service.create(
+        session, principal.tenant_id, body, resources.sealer, resources.settings.max_agents
+    )
     return service.present(agent, first)
 
 
 @router.get("")
-async def list_agents(principal: PrincipalDep, session: SessionDep) -> AgentList:
-    rows = await service.list_live(session, principal.tenant_id)
-    return AgentList(data=[service.present(agent, latest) for agent, latest in rows])
+async def list_agents(
+    principal: PrincipalDep, session: SessionDep, limit: Limit = MAX_LIMIT, cursor: Cursor = None
+) -> AgentList:
+    rows, next_cursor = await service.list_live(session, principal.tenant_id, limit, cursor)
+    return AgentList(
+        data=[service.present(agent, latest) for agent, latest in rows], next_cursor=next_cursor
+    )
 
 
 @router.get("/{agent_id}")
@@ -53,7 +60,12 @@ async def update_agent(
     service.check_model(resources.catalog, body)
     await service.check_mcp_urls(body, allow_private=resources.settings.mcp_allow_private)
     agent, latest = await service.change(
-        session, principal.tenant_id, agent_id, body, resources.sealer
+        session,
+        principal.tenant_id,
+        agent_id,
+        body,
+        resources.sealer,
+        resources.settings.max_agent_versions,
     )
     return service.present(agent, latest)
 
@@ -68,10 +80,18 @@ async def delete_agent(
 
 @router.get("/{agent_id}/versions")
 async def list_versions(
-    agent_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+    agent_id: uuid.UUID,
+    principal: PrincipalDep,
+    session: SessionDep,
+    limit: Limit = MAX_LIMIT,
+    cursor: Cursor = None,
 ) -> AgentVersionList:
-    found = await service.versions(session, principal.tenant_id, agent_id)
-    return AgentVersionList(data=[service.present_version(v) for v in found])
+    found, next_cursor = await service.versions(
+        session, principal.tenant_id, agent_id, limit, cursor
+    )
+    return AgentVersionList(
+        data=[service.present_version(v) for v in found], next_cursor=next_cursor
+    )
 
 
 @router.get("/{agent_id}/versions/{number}")

@@ -164,7 +164,9 @@ class AgentOut(AgentDefinition):
 
 class AgentList(BaseModel):
     data: list[AgentOut]
+    next_cursor: str | None = None
 
 
 class AgentVersionList(BaseModel):
     data: list[AgentVersionOut]
+    next_cursor: str | None = None

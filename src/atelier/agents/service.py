@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,12 +23,15 @@ from atelier.agents.schemas import (
     McpServerIn,
 )
 from atelier.agents.secrets import Sealer, SecretsUnavailable
+from atelier.db import limits, paging
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.http.outbound import UrlNotAllowed, check_public
 from atelier.llm.catalog import ModelCatalog
 
 NOT_FOUND = ProblemError(404, "not_found", "no such agent")
+DEFAULT_MAX_AGENTS = 500  # the settings' defaults, for callers without settings
+DEFAULT_MAX_AGENT_VERSIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,14 @@ async def check_mcp_urls(body: AgentCreate | AgentPatch, *, allow_private: bool)
 
 
 async def create(
-    session: AsyncSession, tenant_id: uuid.UUID, body: AgentCreate, sealer: Sealer
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    body: AgentCreate,
+    sealer: Sealer,
+    limit: int = DEFAULT_MAX_AGENTS,
 ) -> tuple[Agent, AgentVersion]:
+    live = [Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None)]
+    await limits.room_for_one(session, Agent, live, limit, "agents", "ATELIER_MAX_AGENTS")
     definition, secrets = _stored(body, sealer)
     if await _live_named(session, tenant_id, body.name) is not None:
         raise _name_taken(body.name)
@@ -114,18 +123,31 @@ async def get(session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID) 
 
 
 async def list_live(
-    session: AsyncSession, tenant_id: uuid.UUID
-) -> list[tuple[Agent, AgentVersion]]:
-    rows = await session.execute(
-        select(Agent, AgentVersion)
-        .join(
-            AgentVersion,
-            (AgentVersion.agent_id == Agent.id) & (AgentVersion.version == Agent.latest_version),
-        )
-        .where(Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None))
-        .order_by(Agent.name)
+    session: AsyncSession, tenant_id: uuid.UUID, limit: int, cursor: str | None
+) -> tuple[list[tuple[Agent, AgentVersion]], str | None]:
+    """A page of the tenant's live agents by name, each with its latest version."""
+    agents, next_cursor = await paging.page(
+        session,
+        select(Agent).where(Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None)),
+        [Agent.name, Agent.id],
+        limit,
+        cursor,
     )
-    return [(agent, version) for agent, version in rows]
+    latest = (
+        {
+            (v.agent_id, v.version): v
+            for v in await session.scalars(
+                select(AgentVersion).where(
+                    tuple_(AgentVersion.agent_id, AgentVersion.version).in_(
+                        [(a.id, a.latest_version) for a in agents]
+                    )
+                )
+            )
+        }
+        if agents
+        else {}
+    )
+    return [(a, latest[(a.id, a.latest_version)]) for a in agents], next_cursor
 
 
 async def find(session: AsyncSession, tenant_id: uuid.UUID, key: str) -> Agent | None:
@@ -149,8 +171,10 @@ async def change(
     agent_id: uuid.UUID,
     body: AgentPatch,
     sealer: Sealer,
+    max_versions: int = DEFAULT_MAX_AGENT_VERSIONS,
 ) -> tuple[Agent, AgentVersion]:
-    """A new version from the latest one and the fields sent; a rename alone makes none."""
+    """A new version from the latest one and the fields sent; a rename alone makes none.
+    An agent keeps at most ``max_versions`` (its runs name theirs, so none is dropped)."""
     agent = await get(session, tenant_id, agent_id)
     sent = body.model_fields_set
     if "name" in sent and body.name is None:
@@ -162,6 +186,9 @@ async def change(
             raise _name_taken(body.name)
         agent.name = body.name
     fields = sent - {"name"}
+    if fields and agent.latest_version >= max_versions:
+        setting = "ATELIER_MAX_AGENT_VERSIONS; or create a new agent"
+        raise limits.reached("agent_versions", max_versions, setting)
     if fields:
         previous = await latest(session, agent)
         write = AgentWrite.model_validate({**previous.definition, "mcp_servers": []}).model_copy(
@@ -206,13 +233,12 @@ async def delete(session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUI
 
 
 async def versions(
-    session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID
-) -> list[AgentVersion]:
+    session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID, limit: int, cursor: str | None
+) -> tuple[list[AgentVersion], str | None]:
+    """A page of the agent's versions, oldest first."""
     agent = await get(session, tenant_id, agent_id)
-    found = await session.scalars(
-        select(AgentVersion).where(AgentVersion.agent_id == agent.id).order_by(AgentVersion.version)
-    )
-    return list(found)
+    query = select(AgentVersion).where(AgentVersion.agent_id == agent.id)
+    return await paging.page(session, query, [AgentVersion.version], limit, cursor)
 
 
 async def version(

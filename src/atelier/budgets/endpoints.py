@@ -6,7 +6,8 @@ from fastapi import APIRouter, Response
 
 from atelier.budgets import service
 from atelier.budgets.schemas import BudgetIn, BudgetList, BudgetOut, BudgetPatch
-from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep
+from atelier.db.paging import MAX_LIMIT
+from atelier.http.deps import Cursor, Limit, PrincipalDep, ResourcesDep, SessionDep
 
 router = APIRouter(prefix="/v1/budgets", tags=["budgets"])
 
@@ -17,12 +18,17 @@ async def create_budget(
 ) -> BudgetOut:
     """Binds from now on; its current period starts with what was spent in it already."""
     currency = resources.settings.default_currency
-    return await service.create(session, principal.tenant_id, body, currency)
+    return await service.create(
+        session, principal.tenant_id, body, currency, resources.settings.max_budgets
+    )
 
 
 @router.get("")
-async def list_budgets(principal: PrincipalDep, session: SessionDep) -> BudgetList:
-    return BudgetList(data=await service.list_all(session, principal.tenant_id))
+async def list_budgets(
+    principal: PrincipalDep, session: SessionDep, limit: Limit = MAX_LIMIT, cursor: Cursor = None
+) -> BudgetList:
+    found, next_cursor = await service.list_all(session, principal.tenant_id, limit, cursor)
+    return BudgetList(data=found, next_cursor=next_cursor)
 
 
 @router.get("/{budget_id}")

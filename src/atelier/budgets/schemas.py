@@ -74,3 +74,4 @@ class BudgetOut(BaseModel):
 
 class BudgetList(BaseModel):
     data: list[BudgetOut]
+    next_cursor: str | None = None

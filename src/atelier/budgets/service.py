@@ -15,6 +15,7 @@ from atelier.agents.models import Agent
 from atelier.budgets.enforcement import period_start
 from atelier.budgets.models import Budget, BudgetPeriod
 from atelier.budgets.schemas import BudgetIn, BudgetOut, BudgetPatch
+from atelier.db import limits, paging
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.tenants.models import ApiKey
@@ -22,8 +23,14 @@ from atelier.usage.models import UsageRecord
 
 
 async def create(
-    session: AsyncSession, tenant_id: uuid.UUID, body: BudgetIn, default_currency: str
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    body: BudgetIn,
+    default_currency: str,
+    limit: int,
 ) -> BudgetOut:
+    mine = [Budget.tenant_id == tenant_id]
+    await limits.room_for_one(session, Budget, mine, limit, "budgets", "ATELIER_MAX_BUDGETS")
     subject = await _checked_subject(session, tenant_id, body)
     now = utcnow()
     budget = Budget(
@@ -105,11 +112,15 @@ async def get(session: AsyncSession, tenant_id: uuid.UUID, budget_id: uuid.UUID)
     return budget
 
 
-async def list_all(session: AsyncSession, tenant_id: uuid.UUID) -> list[BudgetOut]:
-    budgets = await session.scalars(
-        select(Budget).where(Budget.tenant_id == tenant_id).order_by(Budget.created_at, Budget.id)
+async def list_all(
+    session: AsyncSession, tenant_id: uuid.UUID, limit: int, cursor: str | None
+) -> tuple[list[BudgetOut], str | None]:
+    """A page of the tenant's budgets, oldest first."""
+    query = select(Budget).where(Budget.tenant_id == tenant_id)
+    budgets, next_cursor = await paging.page(
+        session, query, [Budget.created_at, Budget.id], limit, cursor
     )
-    return [await present(session, budget) for budget in budgets]
+    return [await present(session, budget) for budget in budgets], next_cursor
 
 
 async def change(

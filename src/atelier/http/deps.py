@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.db import undo
+from atelier.db.paging import MAX_LIMIT
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
 from atelier.http.scope import principal as principal_of
@@ -60,3 +61,6 @@ ResourcesDep = Annotated[Resources, Depends(get_resources)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 UserPrincipalDep = Annotated[Principal, Depends(get_user_principal)]
 SessionDep = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]
+# A list's page: at most MAX_LIMIT rows after the cursor the previous page gave.
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Cursor = Annotated[str | None, Query(max_length=1024)]

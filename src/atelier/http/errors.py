@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
 from atelier.db.engine import unreachable
+from atelier.db.paging import InvalidCursor
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -148,8 +149,13 @@ async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _invalid_cursor(_request: Request, _exc: Exception) -> JSONResponse:
+    return problem_response(400, "invalid_cursor", "the cursor is not one this API returned")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _problem_error)
+    app.add_exception_handler(InvalidCursor, _invalid_cursor)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DBAPIError, _database_error)

@@ -5,7 +5,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep
+from atelier.db.paging import MAX_LIMIT
+from atelier.http.deps import Cursor, Limit, PrincipalDep, ResourcesDep, SessionDep
 from atelier.webhooks import service
 from atelier.webhooks.schemas import (
     DeliveryList,
@@ -35,13 +36,17 @@ async def create_webhook(
     """The answer holds the signing secret: it is never shown again (rotate it if lost)."""
     response.headers["cache-control"] = NO_STORE
     await service.check_url(body.url, allow_private=resources.settings.webhook_allow_private)
-    return await service.create(session, principal.tenant_id, body, resources.sealer)
+    return await service.create(
+        session, principal.tenant_id, body, resources.sealer, resources.settings.max_webhooks
+    )
 
 
 @router.get("")
-async def list_webhooks(principal: PrincipalDep, session: SessionDep) -> WebhookList:
-    rows = await service.list_all(session, principal.tenant_id)
-    return WebhookList(data=[service.present(hook) for hook in rows])
+async def list_webhooks(
+    principal: PrincipalDep, session: SessionDep, limit: Limit = MAX_LIMIT, cursor: Cursor = None
+) -> WebhookList:
+    rows, next_cursor = await service.list_all(session, principal.tenant_id, limit, cursor)
+    return WebhookList(data=[service.present(hook) for hook in rows], next_cursor=next_cursor)
 
 
 @router.get("/{webhook_id}")
@@ -95,6 +100,9 @@ async def list_deliveries(
     session: SessionDep,
     status: Literal["pending", "delivered", "failed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None,
 ) -> DeliveryList:
-    found = await service.deliveries(session, principal.tenant_id, webhook_id, status, limit)
-    return DeliveryList(data=found)
+    found, next_cursor = await service.deliveries(
+        session, principal.tenant_id, webhook_id, status, limit, cursor
+    )
+    return DeliveryList(data=found, next_cursor=next_cursor)

@@ -69,6 +69,7 @@ class WebhookWithSecret(WebhookOut):
 
 class WebhookList(BaseModel):
     data: list[WebhookOut]
+    next_cursor: str | None = None
 
 
 class DeliveryOut(BaseModel):
@@ -87,3 +88,4 @@ class DeliveryOut(BaseModel):
 
 class DeliveryList(BaseModel):
     data: list[DeliveryOut]
+    next_cursor: str | None = None

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.secrets import Sealer, SecretsUnavailable
+from atelier.db import limits, paging
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.http.outbound import UrlNotAllowed, check_public
@@ -48,8 +49,11 @@ def _seal(sealer: Sealer, secret: str) -> str:
 
 
 async def create(
-    session: AsyncSession, tenant_id: uuid.UUID, body: WebhookIn, sealer: Sealer
+    session: AsyncSession, tenant_id: uuid.UUID, body: WebhookIn, sealer: Sealer, limit: int
 ) -> WebhookWithSecret:
+    """Each endpoint gets every event it chose: a tenant keeps at most ``limit``."""
+    mine = [Webhook.tenant_id == tenant_id, Webhook.run_id.is_(None)]
+    await limits.room_for_one(session, Webhook, mine, limit, "webhooks", "ATELIER_MAX_WEBHOOKS")
     secret = new_secret()
     now = utcnow()
     hook = Webhook(
@@ -77,13 +81,12 @@ async def get(session: AsyncSession, tenant_id: uuid.UUID, webhook_id: uuid.UUID
     return hook
 
 
-async def list_all(session: AsyncSession, tenant_id: uuid.UUID) -> list[Webhook]:
-    rows = await session.scalars(
-        select(Webhook)
-        .where(Webhook.tenant_id == tenant_id, Webhook.run_id.is_(None))
-        .order_by(Webhook.created_at)
-    )
-    return list(rows)
+async def list_all(
+    session: AsyncSession, tenant_id: uuid.UUID, limit: int, cursor: str | None
+) -> tuple[list[Webhook], str | None]:
+    """A page of the tenant's webhooks, oldest first."""
+    query = select(Webhook).where(Webhook.tenant_id == tenant_id, Webhook.run_id.is_(None))
+    return await paging.page(session, query, [Webhook.created_at, Webhook.id], limit, cursor)
 
 
 async def change(
@@ -126,14 +129,20 @@ async def deliveries(
     webhook_id: uuid.UUID,
     status: Literal["pending", "delivered", "failed"] | None,
     limit: int,
-) -> list[DeliveryOut]:
-    """The newest first."""
+    cursor: str | None = None,
+) -> tuple[list[DeliveryOut], str | None]:
+    """A page of its deliveries, the newest first."""
     hook = await get(session, tenant_id, webhook_id)
     query = select(WebhookDelivery).where(WebhookDelivery.webhook_id == hook.id)
     if status is not None:
         query = query.where(WebhookDelivery.status == status)
-    rows = await session.scalars(
-        query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.event_id).limit(limit)
+    rows, next_cursor = await paging.page(
+        session,
+        query,
+        [WebhookDelivery.created_at, WebhookDelivery.event_id],
+        limit,
+        cursor,
+        newest_first=True,
     )
     return [
         DeliveryOut(
@@ -150,7 +159,7 @@ async def deliveries(
             data=row.data,
         )
         for row in rows
-    ]
+    ], next_cursor
 
 
 def present(hook: Webhook) -> WebhookOut:
