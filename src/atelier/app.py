@@ -85,11 +85,17 @@ def create_app(settings: Settings) -> FastAPI:
                 await resources.runs.shutdown(grace_seconds=settings.shutdown_grace_seconds)
                 del app.state.resources
 
+    docs = settings.environment == "development"
     app = FastAPI(
         title="Atelier",
         version=__version__,
         summary="A production backend for AI agents.",
         lifespan=lifespan,
+        # The interactive docs load their script from a CDN, with inline script allowed:
+        # never on an origin where the console keeps a key, so only in development.
+        # /openapi.json is always served.
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
         # Spans and OTel metrics use the global providers when the operator enables them.
         telemetry={
             "tracing": settings.otel_enabled,
@@ -102,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
         middleware=[
             Middleware(RequestContextMiddleware, tag_spans=settings.otel_enabled),
             Middleware(MetricsMiddleware, metrics=metrics),
-            Middleware(SecurityHeadersMiddleware, hsts=settings.hsts),
+            Middleware(SecurityHeadersMiddleware, hsts=settings.hsts, docs=docs),
             Middleware(
                 RequestLimitsMiddleware,
                 max_json_body_bytes=settings.max_json_body_bytes,

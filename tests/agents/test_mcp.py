@@ -177,6 +177,10 @@ class TestMcpTools:
         assert events[-1][1] == "run.completed"
         assert tool_events(events) == []
         assert any(e["event"].startswith("MCP server unavailable") for e in logs)
+        # The client is told too, naming the server and why.
+        (told,) = [data for _, name, data in events if name == "tools.unavailable"]
+        assert told["server"] == "crm"
+        assert "ConnectError" in told["reason"] or "connect" in told["reason"].lower()
 
     async def test_allowed_tools_limit_what_the_model_is_offered(
         self, app, client, caller, crm

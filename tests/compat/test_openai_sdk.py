@@ -363,6 +363,9 @@ class TestRefusals:
             await oa.responses.create(model="no-such-model", input="hi")
         with pytest.raises(openai.UnprocessableEntityError):  # PostgreSQL text holds no NUL
             await oa.responses.create(model="de\x00fault", input="hi")
+        for user in ("bob smith", "bob\n", "b\u00f6b", "x" * 129):  # as X-User-ID refuses
+            with pytest.raises(openai.UnprocessableEntityError):
+                await oa.responses.create(model="default", input="hi", user=user)
         mine = await oa.responses.create(model="default", input="hi")
         with pytest.raises(openai.NotFoundError):
             await sdk(served, caller, user="bob").responses.retrieve(mine.id)

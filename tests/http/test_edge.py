@@ -198,13 +198,36 @@ class TestErrors:
         async with httpx.AsyncClient(base_url=base_url) as http:
             health = await http.get("/health")
             docs = await http.get("/docs")
+            schema = await http.get("/openapi.json")
         assert health.headers["x-content-type-options"] == "nosniff"
         assert health.headers["x-frame-options"] == "DENY"
         assert health.headers["referrer-policy"] == "no-referrer"
         assert health.headers["content-security-policy"].startswith("default-src 'none'")
         assert "strict-transport-security" not in health.headers  # plain http
-        assert docs.status_code == 200
-        assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+        # Docs from a CDN with inline script: never beside the console's key, outside
+        # development (the schema stays).
+        assert docs.status_code == 404
+        assert "cdn.jsdelivr.net" not in docs.headers["content-security-policy"]
+        assert schema.status_code == 200
+
+    async def test_docs_are_served_in_development_only(
+        self, tmp_path, migrated_sqlite_template
+    ) -> None:
+        import shutil
+
+        from atelier.app import create_app
+        from atelier.settings import Settings
+
+        for environment, status in (("development", 200), ("test", 404)):
+            data_dir = tmp_path / environment
+            data_dir.mkdir()
+            shutil.copy(migrated_sqlite_template, data_dir / "atelier.db")
+            app = create_app(Settings(environment=environment, data_dir=data_dir))
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://a") as http:
+                    docs = await http.get("/docs")
+            assert docs.status_code == status, environment
 
     async def test_headers_over_32_kib_are_431(self, live) -> None:
         """RequestLimitsMiddleware: uvicorn's httptools parser has no header limit of its own."""

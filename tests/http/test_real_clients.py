@@ -97,6 +97,22 @@ class TestUploads:
         _, _, back = await curl(*auth(caller), f"{url}/docs/%C3%BCn%C3%AFcode.txt")
         assert back == b"Buy milk.\n"
 
+    async def test_a_path_after_the_file_is_refused_and_nothing_is_stored(
+        self, served, caller, conversation, tmp_path: Path
+    ) -> None:
+        """`curl -F file=@x -F path=docs/x` (FormData built file-first): never stored
+        under the file's own name instead of the path asked for."""
+        (tmp_path / "report.txt").write_text("Q3\n")
+        url = f"{served}/v1/conversations/{conversation}/files"
+        status, _, body = await curl(
+            "-F", f"file=@{tmp_path / 'report.txt'}", "-F", "path=docs/report.txt",
+            *auth(caller), url,
+        )  # fmt: skip
+        assert status == 422, body
+        assert json.loads(body)["code"] == "path_after_file"
+        _, _, listed = await curl(*auth(caller), url)
+        assert json.loads(listed)["data"] == []
+
     async def test_httpx_form_uploads_on_fresh_connections(
         self, served, caller, conversation
     ) -> None:

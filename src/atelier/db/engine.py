@@ -32,6 +32,17 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _begin_before_a_first_savepoint(connection: Any, _name: str) -> None:
+    """The SQLite driver opens a transaction only before DML: a SAVEPOINT that comes first
+    opened none, and its RELEASE committed what was written inside it (an upload whose
+    request then failed kept its file row). Open the transaction first. (Not at every
+    BEGIN: a transaction that reads before it writes would then fail to upgrade its lock
+    when another writer went first.)"""
+    adapted = connection.connection.dbapi_connection  # SQLAlchemy's aiosqlite adapter
+    if not adapted._connection.in_transaction:  # aiosqlite's, which asks sqlite3's
+        connection.exec_driver_sql("BEGIN")
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() == "sqlite":
@@ -40,6 +51,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         engine = create_async_engine(url, echo=settings.database_echo)
         # Bound to *this* engine's pool only, never to the global Pool class (BUG-013).
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+        event.listen(engine.sync_engine, "savepoint", _begin_before_a_first_savepoint)
         _one_writer_at_a_time(engine)
         return engine
     engine = create_async_engine(

@@ -124,9 +124,15 @@ class MultipartReader:
         self.finished = False
 
     async def _next_event(self) -> Event:
+        event = await self._next_or_end()
+        if event is None:
+            raise _bad("the multipart body ended before the file part was complete")
+        return event
+
+    async def _next_or_end(self) -> Event | None:
         while not self.events:
             if self.finished:
-                raise _bad("the multipart body ended before the file part was complete")
+                return None
             try:
                 chunk = await anext(self.body)
             except StopAsyncIteration:
@@ -172,6 +178,30 @@ class MultipartReader:
                     raise _bad(f"form fields before the file are at most {MAX_FIELD_BYTES} bytes")
             elif kind == "end" and (field_name := part.params.get("name")):
                 fields[field_name] = value.decode("utf-8", "replace")
+
+    async def names_after(self) -> list[str]:
+        """The names of the parts after the file, reading the body to its end (what they
+        hold is not kept: at most ``MAX_FIELD_BYTES`` of it is read)."""
+        names: list[str] = []
+        header_name, header_value, part, read = bytearray(), bytearray(), _Part(), 0
+        while (event := await self._next_or_end()) is not None:
+            kind, data = event
+            if kind == "begin":
+                part = _Part()
+            elif kind in ("field", "value"):
+                (header_name if kind == "field" else header_value).extend(data)
+                read += len(data)
+            elif kind == "header":
+                part.headers[bytes(header_name).lower()] = bytes(header_value)
+                header_name.clear()
+                header_value.clear()
+            elif kind == "headers" and (name := part.params.get("name")):
+                names.append(name)
+            elif kind == "data":
+                read += len(data)
+            if read > MAX_FIELD_BYTES:
+                raise _bad(f"the parts after the file are at most {MAX_FIELD_BYTES} bytes")
+        return names
 
     async def _file_chunks(self) -> AsyncIterator[bytes]:
         while True:

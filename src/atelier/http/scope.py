@@ -9,6 +9,10 @@ from typing import Any
 
 from starlette.types import Scope
 
+# An end user's id, however it is given (X-User-ID, the Responses API's `user`, ...): one
+# rule, so that every user is reachable from every API.
+USER_ID_PATTERN = r"^[\x21-\x7e]{1,128}$"
+
 
 @dataclass(frozen=True)
 class Principal:

@@ -101,6 +101,15 @@ class ToolCompleted(_Event):
     is_error: bool
 
 
+class ToolsUnavailable(_Event):
+    """An MCP server of the agent offered no tools when the run started (unreachable,
+    refused, too large an answer): the run goes on without them."""
+
+    type: Literal["tools.unavailable"] = "tools.unavailable"
+    server: str
+    reason: str
+
+
 class FileChanged(_Event):
     type: Literal["file.changed"] = "file.changed"
     path: str
@@ -188,6 +197,7 @@ RunEvent = Annotated[
     | MessageCompleted
     | ToolStarted
     | ToolCompleted
+    | ToolsUnavailable
     | FileChanged
     | ApprovalRequested
     | ApprovalResolved

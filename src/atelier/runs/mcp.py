@@ -76,8 +76,10 @@ class McpTools:
         headers: dict[str, dict[str, str]],
         tools: dict[str, tuple[str, str]],  # model's name -> (server, tool)
         specs: list[ToolSpec],
+        unavailable: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
+        self.unavailable = unavailable or {}  # server -> why it offers no tools
         self.servers = servers
         self.headers = headers
         self.tools = tools
@@ -91,13 +93,15 @@ class McpTools:
         headers: dict[str, dict[str, str]],
         cache: ToolListCache,
     ) -> McpTools:
-        """Every server's tools; a server that does not answer offers none (logged)."""
+        """Every server's tools; a server that does not answer offers none (logged, and
+        kept in ``unavailable`` for the run to say)."""
         lists = await asyncio.gather(
             *(_tools_of(settings, s, headers.get(s.name, {}), cache) for s in servers)
         )
         tools: dict[str, tuple[str, str]] = {}
         specs = []
-        for server, listed in zip(servers, lists, strict=True):
+        unavailable = {s.name: why for s, (_, why) in zip(servers, lists, strict=True) if why}
+        for server, (listed, _) in zip(servers, lists, strict=True):
             for tool in listed:
                 if server.allowed_tools is not None and tool.name not in server.allowed_tools:
                     continue
@@ -109,7 +113,7 @@ class McpTools:
                     continue
                 tools[name] = (server.name, tool.name)
                 specs.append(ToolSpec(name, tool.description, tool.parameters))
-        return cls(settings, {s.name: s for s in servers}, headers, tools, specs)
+        return cls(settings, {s.name: s for s in servers}, headers, tools, specs, unavailable)
 
     @classmethod
     async def of_agent(
@@ -117,13 +121,18 @@ class McpTools:
     ) -> McpTools:
         """The agent version's MCP tools; servers whose headers cannot be opened offer none."""
         servers = agent.definition.mcp_servers
+        sealed_out: dict[str, str] = {}
         try:
             headers = sealer.open(agent.sealed_secrets)
         except SecretsUnavailable:
             log.error("MCP server headers cannot be opened", agent_id=str(agent.agent_id))
+            why = "its headers cannot be opened on this server (ATELIER_SECRETS_KEY)"
+            sealed_out = {server.name: why for server in servers if server.header_names}
             servers = [server for server in servers if not server.header_names]
             headers = {}
-        return await cls.listed(settings, servers, headers, cache)
+        listed = await cls.listed(settings, servers, headers, cache)
+        listed.unavailable = {**sealed_out, **listed.unavailable}
+        return listed
 
     async def call(self, call: ToolCall) -> ToolResult:
         server_name, tool = self.tools[call.name]
@@ -148,11 +157,12 @@ class McpTools:
 
 async def _tools_of(
     settings: Settings, server: McpServer, headers: dict[str, str], cache: ToolListCache
-) -> list[ListedTool]:
+) -> tuple[list[ListedTool], str | None]:
+    """The server's tools, or none and why."""
     loop = asyncio.get_running_loop()
     key = _cache_key(server, headers)
     if (cached := cache.get(key, loop.time())) is not None:
-        return cached
+        return cached, None
     cap = ByteCap(settings.mcp_max_list_bytes, "its tool listing")
     try:
         async with asyncio.timeout(settings.mcp_list_timeout_seconds):
@@ -174,9 +184,9 @@ async def _tools_of(
         log.warning(
             "MCP server unavailable; its tools are not offered", server=server.name, reason=reason
         )
-        return []
+        return [], reason
     cache.put(key, listed, loop.time() + settings.mcp_tools_cache_seconds)
-    return listed
+    return listed, None
 
 
 @asynccontextmanager

@@ -30,7 +30,7 @@ from atelier.runs.admission import admit
 from atelier.runs.approvals import Decision
 from atelier.runs.closing import Ending
 from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
-from atelier.runs.events import ErrorCode, RunCancelled, RunStatus, ended
+from atelier.runs.events import ErrorCode, RunCancelled, RunStatus, ToolsUnavailable, ended
 from atelier.runs.log import RunEventLog
 from atelier.runs.loop import AgentLoop, Transcript
 from atelier.runs.mcp import McpTools
@@ -215,11 +215,12 @@ class RunTask:
             self._materialized = True
             sources.append(enabled(self.env.tools_factory(workdir), spec.tools))
         if opened.agent is not None and opened.agent.definition.mcp_servers:
-            sources.append(
-                await McpTools.of_agent(
-                    self.env.settings, self.env.sealer, opened.agent, self.env.mcp_tool_lists
-                )
+            mcp = await McpTools.of_agent(
+                self.env.settings, self.env.sealer, opened.agent, self.env.mcp_tool_lists
             )
+            for server, reason in mcp.unavailable.items():  # the client hears it too
+                self.events.emit(ToolsUnavailable(server=server, reason=reason))
+            sources.append(mcp)
         tools = Toolbox(sources) if sources else None
         self._agent = AgentLoop(
             spec,

@@ -137,6 +137,15 @@ async def post_file(
         content_type=part.content_type,
         source="user",
     )
+    if "path" not in part.fields and "path" in await reader.names_after():
+        # It came after the file, which is stored by then: never somewhere else than the
+        # client asked (the unit of work takes the upload back).
+        raise ProblemError(
+            422,
+            "path_after_file",
+            "send the 'path' field before the file part (curl: -F path=docs/a.txt -F file=@a.txt;"
+            " FormData: append 'path' first)",
+        )
     return _file_response(upload)
 
 

@@ -19,7 +19,16 @@ from atelier.conversations.models import Message
 from atelier.runs.events import TERMINAL_TYPES
 
 STREAM_MODES = frozenset({"values", "updates", "messages-tuple", "custom"})
-CUSTOM = frozenset({"tool.started", "tool.completed", "file.changed", "usage", "title.updated"})
+CUSTOM = frozenset(
+    {
+        "tool.started",
+        "tool.completed",
+        "tools.unavailable",
+        "file.changed",
+        "usage",
+        "title.updated",
+    }
+)
 
 
 class LangGraphTranslator:

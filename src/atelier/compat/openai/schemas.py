@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from atelier.conversations.schemas import NO_NUL
+from atelier.http.scope import USER_ID_PATTERN
 from atelier.runs.schemas import MAX_INPUT_CHARS
 
 
@@ -64,7 +65,8 @@ class ResponseCreate(BaseModel):
     metadata: (
         dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None
     ) = Field(default=None, max_length=16)
-    user: str | None = Field(default=None, min_length=1, max_length=128, pattern=NO_NUL)
+    # The same rule as X-User-ID's: every user is reachable from every API.
+    user: str | None = Field(default=None, pattern=USER_ID_PATTERN)
     store: Literal[True] = True  # every response is kept (it is a run)
     tools: list[Any] = Field(default_factory=list, max_length=0)  # the agent's tools only
     conversation: None = None

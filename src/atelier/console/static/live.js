@@ -95,6 +95,8 @@ export class LiveRun {
       this.add({ kind: "approval", call: data.call_id, name: data.name, input: data.input, decision: null });
     } else if (event === "approval.resolved") {
       this.update((item) => item.kind === "approval" && item.call === data.call_id, { decision: data.decision });
+    } else if (event === "tools.unavailable") {
+      this.add({ kind: "text", text: `The tools of ${data.server} are unavailable: ${data.reason}`, done: true, notice: true });
     } else if (event === "file.changed") {
       this.hooks.filesChanged();
     } else if (event === "title.updated") {

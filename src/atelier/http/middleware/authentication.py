@@ -14,12 +14,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from atelier.http.errors import send_problem
-from atelier.http.scope import Principal, state
+from atelier.http.scope import USER_ID_PATTERN, Principal, state
 from atelier.resources import Resources
 from atelier.tenants.service import VerifiedKey, key_lookup_prefix, verify_api_key
 
 # Visible ASCII, 1-128 characters: emails, UUIDs and provider ids ("auth0|123") all fit.
-_USER_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_USER_ID = re.compile(USER_ID_PATTERN)
 log = structlog.get_logger("atelier.auth")
 
 

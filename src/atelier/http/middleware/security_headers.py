@@ -23,8 +23,10 @@ _CONSOLE_CSP = (
 
 
 class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, *, hsts: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, hsts: bool = True, docs: bool = False) -> None:
+        """``docs``: the interactive docs are served (development only)."""
         self.app = app
+        self.docs_paths = _DOCS_PATHS if docs else frozenset()
         common = [
             (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"no-referrer"),
@@ -43,7 +45,7 @@ class SecurityHeadersMiddleware:
         path = scope["path"]
         extra = (
             self.docs_headers
-            if path in _DOCS_PATHS
+            if path in self.docs_paths
             else self.console_headers
             if path.startswith("/console/")
             else self.api_headers
