@@ -6,7 +6,7 @@ UV ?= uv
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: run test lint audit audit-mutants bench fuzz migrate screenshot sync uv clean
+.PHONY: run test lint audit audit-mutants mutants bench fuzz migrate screenshot sync uv clean
 
 uv:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || pip install --quiet uv
@@ -41,9 +41,10 @@ lint: sync
 audit: sync
 	$(VENV)/bin/python scripts/audit_tests.py | xargs $(VENV)/bin/pytest
 
-# Every patch in audit/mutants/ brings an audited defect back into a scratch copy; the
-# tests docs/audit.md names for it must fail (BUG=BUG-003 for one row).
-audit-mutants: sync
+# Every patch in audit/mutants/ brings an audited defect back (docs/audit.md), or breaks a
+# feature's rule (docs/features.md), in a scratch copy; the tests its row names must fail
+# (BUG=BUG-003 or BUG=SSRF-1 for one row).
+audit-mutants mutants: sync
 	$(VENV)/bin/python scripts/audit_mutants.py $(BUG)
 
 # New random inputs for the API fuzzer; `make test` replays a fixed set.

@@ -1,10 +1,11 @@
-"""Prove the audit map bites: each patch in audit/mutants/ brings one audited defect back
-(the way the seed describes it, or a variant of it) into a scratch copy of the project;
-the tests docs/audit.md names for that defect's row must then fail. A patch they let
-through -- a surviving mutant -- fails this script, as does a patch that no longer
-applies or that breaks the tests' collection instead of their assertions.
+"""Prove the maps bite: each patch in audit/mutants/ brings one audited defect back (the
+way the seed describes it, or a variant of it) or breaks one rule of a feature, in a
+scratch copy of the project; the tests docs/audit.md or docs/features.md names for that
+row must then fail. A patch they let through -- a surviving mutant -- fails this script,
+as does a patch that no longer applies or that breaks the tests' collection instead of
+their assertions. Two mutants are tested at a time.
 
-    python scripts/audit_mutants.py [BUG-003 ...]   # default: every patch
+    python scripts/audit_mutants.py [BUG-003 SSRF-1 ...]   # default: every patch
 """
 
 from __future__ import annotations
@@ -16,25 +17,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = ROOT / "audit" / "mutants"
 COPIED = ("src", "tests", "docs", "pyproject.toml")
-ROW = re.compile(r"^\| (BUG-\d{3}) \|")
+MAPS = ("audit.md", "features.md")
+ROW = re.compile(r"^\| (BUG-\d{3}|[A-Z]+-\d+) \|")
 NODE = re.compile(r"`(tests/[\w/]+\.py(?:::[\w\[\]-]+)+)`")
-PATCH = re.compile(r"`audit/mutants/((BUG-\d{3})[\w-]*\.patch)`")
+PATCH = re.compile(r"`audit/mutants/([\w-]+\.patch)`")
+AT_ONCE = 2
 FAILED_TESTS = 1  # pytest's exit code when tests ran and some failed: the mutant is killed
 
 
 def rows() -> dict[str, tuple[list[str], list[str]]]:
-    """BUG id -> (its tests, its patches), from docs/audit.md."""
+    """Row id (BUG-003, SSRF-1) -> (its tests, its patches), from both maps."""
     found = {}
-    for line in (ROOT / "docs" / "audit.md").read_text().splitlines():
-        if match := ROW.match(line):
-            tests = list(dict.fromkeys(NODE.findall(line)))
-            patches = [name for name, _ in PATCH.findall(line)]
-            found[match.group(1)] = (tests, patches)
+    for map_name in MAPS:
+        for line in (ROOT / "docs" / map_name).read_text().splitlines():
+            if match := ROW.match(line):
+                tests = list(dict.fromkeys(NODE.findall(line)))
+                found[match.group(1)] = (tests, PATCH.findall(line))
     return found
 
 
@@ -77,16 +81,22 @@ def main(only: list[str]) -> int:
     named = {patch for _, patches in table.values() for patch in patches}
     on_disk = {path.name for path in MUTANTS.glob("*.patch")}
     problems = [f"{name}: in audit/mutants/ but named by no row" for name in on_disk - named]
-    problems += [f"{name}: named in docs/audit.md but missing" for name in named - on_disk]
-    problems += [f"{bug}: names no mutant" for bug, (_, patches) in table.items() if not patches]
+    problems += [f"{name}: named in a map but missing" for name in named - on_disk]
+    problems += [f"{row}: names no mutant" for row, (_, patches) in table.items() if not patches]
+    chosen = [
+        (name, tests)
+        for row, (tests, patches) in sorted(table.items())
+        if not only or row in only
+        for name in patches
+        if name in on_disk
+    ]
     results = []
-    for bug, (tests, patches) in sorted(table.items()):
-        if only and bug not in only:
-            continue
-        for name in patches:
-            if name not in on_disk:
-                continue
-            verdict, seconds, output = run(MUTANTS / name, tests)
+
+    def tried(name: str, tests: list[str]) -> tuple[str, str, float, str]:
+        return name, *run(MUTANTS / name, tests)
+
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        for name, verdict, seconds, output in pool.map(lambda job: tried(*job), chosen):
             results.append((name, verdict, seconds))
             print(f"{verdict:>16}  {seconds:5.0f} s  {name}", flush=True)
             if verdict != "killed":

@@ -7,6 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 AUDIT = (ROOT / "docs" / "audit.md").read_text()
+FEATURES = (ROOT / "docs" / "features.md").read_text()  # the feature map, mutants alike
+FEATURE_ROW = re.compile(r"^\| ([A-Z]+-\d+) \|")
 NODE = re.compile(r"`(tests/[\w/]+\.py(?:::[\w\[\]-]+)+)`")
 
 
@@ -23,7 +25,7 @@ def test_every_fixed_row_names_code_and_a_test() -> None:
 
 
 def test_every_named_test_exists() -> None:
-    nodes = NODE.findall(AUDIT)
+    nodes = NODE.findall(AUDIT) + NODE.findall(FEATURES)
     assert nodes
     for node in nodes:
         path, *names = node.split("::")
@@ -52,6 +54,12 @@ def test_every_row_names_mutants_that_exist_and_every_mutant_is_named() -> None:
             patches = PATCH.findall(row)
             assert patches, f"{bug} names no mutant"
             assert all(p.startswith(bug) for p in patches), row
+            named |= set(patches)
+    for row in FEATURES.splitlines():
+        if FEATURE_ROW.match(row):
+            patches = PATCH.findall(row)
+            assert patches, f"{row[:40]} names no mutant"
+            assert NODE.search(row), f"{row[:40]} names no test"
             named |= set(patches)
     on_disk = {path.name for path in (ROOT / "audit" / "mutants").glob("*.patch")}
     assert named == on_disk

@@ -112,6 +112,22 @@ class TestMcpTools:
         events = await run_streamed(client, caller, conversation, "call crm__whoami {}")
         assert tool_events(events)[-1][1]["output"] == "nobody"
 
+    async def test_a_new_url_without_headers_does_not_get_the_old_ones(
+        self, client, caller, crm
+    ) -> None:
+        """The secret was given for the old URL: a server moved elsewhere with its headers
+        left out sends none there."""
+        agent = await crm_agent(client, caller, crm.url)
+        with McpServerProcess() as elsewhere:
+            moved = {"mcp_servers": [{"name": "crm", "url": elsewhere.url}]}
+            changed = await client.patch(
+                f"/v1/agents/{agent['id']}", json=moved, headers=caller.headers()
+            )
+            assert changed.json()["mcp_servers"][0]["header_names"] == []
+            conversation = await new_conversation(client, caller, agent_id=agent["id"])
+            events = await run_streamed(client, caller, conversation, "call crm__whoami {}")
+        assert tool_events(events)[-1][1]["output"] == "nobody"
+
     @pytest.mark.parametrize(
         ("tool", "expected"),
         [

@@ -353,3 +353,28 @@ class TestLedger:
 async def _streaming(app: FastAPI, run_id: str) -> bool:
     run = app.state.resources.runs.local.get(uuid.UUID(run_id))
     return run is not None and run.events.last_id >= 3
+
+
+async def test_a_spend_that_lands_exactly_on_a_line_tells_it_once(monkeypatch) -> None:
+    """Spend landing on a threshold's line (or the limit) crosses it; the next spend, which
+    starts on the line, does not cross it again."""
+    import uuid
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from atelier.budgets import enforcement
+
+    told: list[tuple[str, str | None]] = []
+
+    async def record(_session, _tenant, event_type, data, **_):  # type: ignore[no-untyped-def]
+        told.append((event_type, data.get("threshold")))
+
+    monkeypatch.setattr(enforcement.outbox, "record", record)
+    binding = enforcement.Binding(
+        uuid.uuid4(), uuid.uuid4(), "tenant", None, "day", Decimal("1"), "USD", (Decimal("0.5"),)
+    )
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    steps = [("0", "0.5"), ("0.5", "0.7"), ("0.7", "1"), ("1", "1.2")]
+    for before, after in steps:
+        await enforcement._crossed(None, binding, start, Decimal(before), Decimal(after))  # type: ignore[arg-type]
+    assert told == [("budget.threshold", "0.5"), ("budget.exceeded", None)]

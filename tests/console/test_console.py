@@ -393,3 +393,10 @@ async def test_the_console_keeps_the_key_out_of_urls_and_runs_no_inline_script(
     await other.goto(f"{console.url}/console/")
     await other.wait_for_selector("#key")
     await context.close()
+    # And kept in this tab's storage only: not where other tabs of the same browser would
+    # find it (localStorage, cookies), which a new context cannot tell apart.
+    stored = await console.page.evaluate(
+        "() => [JSON.stringify(localStorage), document.cookie, JSON.stringify(sessionStorage)]"
+    )
+    assert console.caller.key not in stored[0] + stored[1]
+    assert console.caller.key in stored[2]

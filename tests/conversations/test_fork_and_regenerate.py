@@ -77,6 +77,19 @@ class TestFork:
             await messages(client, caller, source)
         )
 
+    async def test_a_fork_keeps_the_agent_and_the_version_it_was_pinned_to(
+        self, client, caller
+    ) -> None:
+        agent = await client.post("/v1/agents", json={"name": "pinned"}, headers=caller.headers())
+        agent_id = agent.json()["id"]
+        await client.patch(
+            f"/v1/agents/{agent_id}", json={"instructions": "v2"}, headers=caller.headers()
+        )
+        source = await new_conversation(client, caller, agent_id=agent_id, agent_version=1)
+        await run_streamed(client, caller, source, "hello")
+        copy = (await fork(client, caller, source)).json()
+        assert (copy["agent_id"], copy["agent_version"]) == (agent_id, 1)
+
     async def test_files_are_copied_inside_the_storage(self, app, client, caller) -> None:
         storage = app.state.resources.storage
         source = await new_conversation(client, caller)

@@ -53,3 +53,31 @@ async def test_the_client_refuses_a_name_that_resolves_to_loopback() -> None:
         assert reached == []
         async with tenant_client(allow_private=True, timeout=5) as client:
             assert (await client.get(f"http://localhost:{port}/")).text == "internal"
+
+
+async def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch) -> None:
+    """DNS rebinding: a name answers a public address when it is checked and loopback a
+    moment later. The connection is made to the address checked, never to the name again
+    (no packet leaves: the inner connect only records what it was asked)."""
+    import socket
+
+    from atelier.http import outbound
+
+    answers = iter(["93.184.216.34", "127.0.0.1"])  # public first, then loopback
+
+    def rebinding(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        address = next(answers, "127.0.0.1")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    asked: list[str] = []
+
+    async def recorded(host, port, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(host)
+        raise OSError("not connecting anywhere in a test")
+
+    monkeypatch.setattr(outbound.socket, "getaddrinfo", rebinding)
+    backend = outbound.PublicOnlyBackend(allow_private=False)
+    monkeypatch.setattr(backend.inner, "connect_tcp", recorded)
+    with pytest.raises(OSError, match="not connecting"):
+        await backend.connect_tcp("rebind.example", 443)
+    assert asked == ["93.184.216.34"]

@@ -135,3 +135,64 @@ async def test_an_approval_request_the_log_never_got_comes_from_the_database(
     assert rest[0][1] == "approval.resolved"
     assert rest[0][0] == asked[0] + 1
     assert rest[-1][1] == "run.completed"
+
+
+async def test_a_resumed_follower_never_gets_the_event_it_named_again(
+    app, client, caller, elsewhere, monkeypatch
+) -> None:
+    """Recovered from the database after the id the client saw, never from it: the
+    client that resumes after a durable event does not get it twice."""
+    from atelier.runs import follow, log
+
+    monkeypatch.setattr(log, "DRAIN_SECONDS", 0.2)
+    monkeypatch.setattr(follow, "SHIPPING_SECONDS", 1.0)
+    monkeypatch.setattr(follow, "CHECK_ROW_EVERY", 1)
+    monkeypatch.setattr(app.state.resources.runs.env.shipper, "ship", lambda run_log: None)
+    conversation = await new_conversation(client, caller)
+    run = (await start(client, caller, conversation, "hello there")).json()
+    path = f"/v1/conversations/{conversation}/runs/{run['id']}/events"
+    first = parse_sse((await elsewhere.get(path, headers=caller.headers())).text)
+    durable = [n for n, name, _ in first if name in ("message.completed", "usage")]
+    assert len(durable) >= 2, first
+    again = parse_sse(
+        (await elsewhere.get(f"{path}?after={durable[0]}", headers=caller.headers())).text
+    )
+    assert [n for n, _, _ in again if n is not None and n <= durable[0]] == []
+    assert again[-1][1] == "run.completed"
+
+
+async def test_a_run_whose_row_ended_without_an_id_still_ends_its_stream(
+    app, client, caller, elsewhere, monkeypatch
+) -> None:
+    """A reaped run, a deleted conversation: the row ended but recorded no final id, and
+    the log has nothing more. The follower ends with the row's word once its process had
+    time to send its own -- not never."""
+    from sqlalchemy import update
+
+    from atelier.db.base import utcnow
+    from atelier.runs.log import log_name
+    from atelier.runs.models import Run
+
+    monkeypatch.setattr("atelier.runs.queueing.QUEUED_LOOK_SECONDS", 0.1, raising=False)
+    conversation = await new_conversation(client, caller)
+    run = (await start(client, caller, conversation, "hello")).json()
+    path = f"/v1/conversations/{conversation}/runs/{run['id']}/events"
+    ended = parse_sse((await client.get(path, headers=caller.headers())).text)
+    assert ended[-1][1] == "run.completed"
+    await asyncio.sleep(0.5)  # its process has shipped its events and set their retention
+    async with app.state.resources.sessionmaker() as session:
+        await session.execute(
+            update(Run).values(last_event_id=None, ended_at=utcnow().replace(year=2000))
+        )
+        await session.commit()
+    await app.state.resources.coordination.expire_log(
+        log_name(__import__("uuid").UUID(run["id"])), 1
+    )
+    await asyncio.sleep(1.5)
+    tail = parse_sse(
+        (
+            await asyncio.wait_for(elsewhere.get(f"{path}?after=1", headers=caller.headers()), 30)
+        ).text
+    )
+    assert tail[-1][1] == "run.completed"
+    assert tail[-1][0] is None  # no id: never one that names another event

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from atelier.conversations.models import Message
 from atelier.llm.base import ToolCall, ToolResult
-from atelier.runs.models import Run, RunFileBackup
+from atelier.runs.models import Approval, Run, RunFileBackup
 from atelier.runs.tools import WorkspaceTools
 from tests.conftest import Caller
 from tests.live import serve_started
@@ -254,6 +254,48 @@ class TestRollback:
             headers=caller.headers(Accept="text/event-stream"),
         )
         assert "original" in ran.text
+
+    async def test_a_file_changed_on_both_sides_of_an_approval_wait_comes_back_whole(
+        self, app, tcp, caller
+    ) -> None:
+        """The run changes a.txt, waits for a person, changes a.txt again, then is rolled
+        back: a.txt is what it was before the run -- the copy kept at its first change, not
+        the run's own first version."""
+        careful = {"name": "careful", "approval": {"require": ["delete_file"]}}
+        agent = (await tcp.post("/v1/agents", json=careful, headers=caller.headers())).json()
+        conversation = await new_conversation(tcp, caller, agent_id=agent["id"])
+        for path, data in (("a.txt", b"original"), ("keep.txt", b"keep me")):
+            put = await tcp.put(
+                f"/v1/conversations/{conversation}/files/{path}",
+                content=data,
+                headers=caller.headers(),
+            )
+            assert put.status_code == 201
+        use_tools(app, held := HeldAtRead())
+        plan = "write a.txt: first\ndelete keep.txt\nwrite a.txt: second\nread a.txt"
+        active = (await post(tcp, caller, conversation, plan, "reject")).json()["id"]
+        runs = f"/v1/conversations/{conversation}/runs/{active}"
+        async with asyncio.timeout(30):
+            while (await tcp.get(runs, headers=caller.headers())).json()[
+                "status"
+            ] != "awaiting_approval":
+                await asyncio.sleep(0.05)
+        async with app.state.resources.sessionmaker() as session:
+            call = await session.scalar(
+                select(Approval.call_id).where(Approval.run_id == uuid.UUID(active))
+            )
+        decided = await tcp.post(
+            f"{runs}/approvals/{call}", json={"decision": "approve"}, headers=caller.headers()
+        )
+        assert decided.status_code == 200, decided.text
+        await asyncio.wait_for(held.holding.wait(), 30)
+        cutting = await post(tcp, caller, conversation, "instead", "rollback")
+        assert cutting.status_code == 202, cutting.text
+        await all_ended(app, conversation, 2)
+        assert await files_of(tcp, caller, conversation) == {
+            "a.txt": b"original",
+            "keep.txt": b"keep me",
+        }
 
     async def test_an_interrupt_keeps_the_same_changes(self, app, tcp, caller) -> None:
         """The contrast: without a rollback the cut-short run's work stays."""

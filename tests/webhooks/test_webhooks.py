@@ -265,6 +265,42 @@ class TestDelivery:
             (delivery,) = await settled(client, caller, created["id"])
             assert (delivery["status"], delivery["attempts"]) == ("delivered", 3)
 
+    async def test_a_redirect_is_not_a_delivery(self, client, caller) -> None:
+        """A 3xx is not followed (each hop would be a new, unchecked destination) and does
+        not count as delivered: it is retried like any failure."""
+        async with receiving(script=[302]) as receiver:
+            created = await hook(client, caller, receiver.url)
+            conversation = await new_conversation(client, caller)
+            await run_streamed(client, caller, conversation, "hello")
+            await receiver.wait_for(2)
+            (delivery,) = await settled(client, caller, created["id"])
+            assert (delivery["status"], delivery["attempts"]) == ("delivered", 2)
+
+    async def test_the_previous_secret_signs_for_a_day_only(self, app, client, caller) -> None:
+        from datetime import timedelta
+
+        from atelier.db.base import utcnow
+
+        async with receiving() as receiver:
+            created = await hook(client, caller, receiver.url)
+            path = f"/v1/webhooks/{created['id']}/rotate-secret"
+            rotated = (await client.post(path, headers=caller.headers(None))).json()
+            conversation = await new_conversation(client, caller)
+            await run_streamed(client, caller, conversation, "hello")
+            (within_the_day,) = await receiver.wait_for(1)
+            assert len(within_the_day.headers["webhook-signature"].split()) == 2
+            async with app.state.resources.sessionmaker() as session:
+                await session.execute(
+                    update(Webhook).values(rotated_at=utcnow() - timedelta(days=1, minutes=1))
+                )
+                await session.commit()
+            await run_streamed(client, caller, conversation, "hello again")
+            received = await receiver.wait_for(2)
+            assert len(received[1].headers["webhook-signature"].split()) == 1
+            received[1].verified(rotated["secret"])
+            with pytest.raises(Exception, match="signature"):
+                received[1].verified(created["secret"])
+
     async def test_only_the_chosen_events_are_sent(self, client, caller) -> None:
         async with receiving() as receiver:
             await hook(client, caller, receiver.url, ["run.cancelled"])
