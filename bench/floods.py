@@ -26,8 +26,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from bench.edge import free_port
 from tests.agents.mcp_server import McpServerProcess
+
+from bench.edge import free_port
 
 VERSIONS = 200  # of ATELIER_MAX_AGENT_VERSIONS, set to this for the bench
 
