@@ -377,6 +377,62 @@ class TestInterrupts:
         assert refused.value.response.status_code == 409
 
 
+class TestWhatClientsSend:
+    """What the SDKs (and RemoteGraph, useStream) really send, accepted as they send it."""
+
+    async def test_join_stream_without_stream_mode_and_a_last_event_id_of_minus_one(
+        self, lg: LangGraphClient, served: str, caller: Caller
+    ) -> None:
+        thread = await lg.threads.create()
+        run = await lg.runs.create(thread["thread_id"], "default", input=ask("hello"))
+        # The Python SDK sends `stream_mode=` (empty) when it is given none.
+        joined = [p async for p in lg.runs.join_stream(thread["thread_id"], run["run_id"])]
+        assert joined[-1].event == "values"
+        # useStream's joinStream sends `Last-Event-ID: -1` when it has seen nothing.
+        path = f"{served}/langgraph/threads/{thread['thread_id']}/runs/{run['run_id']}/stream"
+        async with httpx.AsyncClient() as http:
+            again = await http.get(path, headers={**caller.headers("alice"), "Last-Event-ID": "-1"})
+        assert again.status_code == 200, again.text
+        assert again.text.startswith("id: 1\nevent: metadata")  # from the very start
+
+    async def test_a_command_with_an_empty_goto_resumes_and_a_real_goto_is_refused_by_name(
+        self, lg: LangGraphClient, native: httpx.AsyncClient, served: str, caller: Caller
+    ) -> None:
+        await native.post(
+            "/v1/agents",
+            json={"name": "careful", "approval": {"require": ["write_*"]}},
+            headers=caller.headers(None),
+        )
+        thread = await lg.threads.create()
+        await lg.runs.wait(thread["thread_id"], "careful", input=ask("write a.txt: hi"))
+        path = f"{served}/langgraph/threads/{thread['thread_id']}/runs/wait"
+        async with httpx.AsyncClient(timeout=30) as http:
+            elsewhere = {
+                "assistant_id": "careful",
+                "command": {"goto": "tools", "resume": "approve"},
+            }
+            refused = await http.post(path, json=elsewhere, headers=caller.headers("alice"))
+            assert refused.status_code == 422
+            assert "goto" in refused.text
+            # RemoteGraph's Command(resume=...): goto always sent, empty.
+            remote = {"assistant_id": "careful", "command": {"resume": "approve", "goto": []}}
+            resumed = await http.post(path, json=remote, headers=caller.headers("alice"))
+        assert resumed.status_code == 200, resumed.text
+        assert resumed.json()["messages"][2]["status"] == "success"
+
+    async def test_threads_are_tagged_with_what_runs_on_them(self, lg: LangGraphClient) -> None:
+        """Agent Chat UI lists a graph's threads by metadata."""
+        thread = await lg.threads.create()
+        await lg.runs.wait(thread["thread_id"], "default", input=ask("hello"))
+        (found,) = await lg.threads.search(metadata={"graph_id": "default"})
+        assert found["thread_id"] == thread["thread_id"]
+        assert (
+            found["metadata"]["assistant_id"]
+            == (await lg.assistants.get("default"))["assistant_id"]
+        )
+        assert await lg.threads.search(metadata={"graph_id": "another"}) == []
+
+
 class TestRefusals:
     async def test_what_cannot_be_honoured_is_refused_clearly(
         self, lg: LangGraphClient, served: str, caller: Caller

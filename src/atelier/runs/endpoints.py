@@ -53,7 +53,9 @@ def event_stream(events: AsyncIterator[EventBatch], location: str) -> EventStrea
 
 
 def last_event_id(header: str | None, after: int | None) -> int:
-    if header is None:
+    """Where a resumed stream goes on from; ``-1`` (what the LangGraph SDK sends when it has
+    seen nothing) is the start."""
+    if header is None or header.strip() == "-1":
         return after or 0
     if not header.isdigit() or int(header) > 2**53:
         raise ProblemError(400, "invalid_last_event_id", "Last-Event-ID must be an event number")

@@ -269,7 +269,9 @@ async def get_history(
 
 
 def _modes(sent: list[str] | str | None, default: tuple[str, ...] = ("values",)) -> list[str]:
-    modes = [sent] if isinstance(sent, str) else list(sent or default)
+    # An empty value (the Python SDK's join_stream sends ``stream_mode=``) is the default.
+    modes = [mode for mode in ([sent] if isinstance(sent, str) else sent or []) if mode]
+    modes = modes or list(default)
     unknown = sorted(set(modes) - STREAM_MODES)
     if unknown:
         raise ProblemError(
@@ -318,8 +320,14 @@ async def _begin(
         # (A thread that names none runs the tenant's default agent.)
         refused = conversation.active_run_id is not None and body.multitask_strategy == "reject"
         current = conversation.agent_id or (agent.id if agent.name == DEFAULT_AGENT else None)
-        if current != agent.id and not refused:
-            conversation.agent_id, conversation.agent_version = agent.id, None
+        # As the LangGraph server does, the thread is tagged with what runs on it: Agent
+        # Chat UI lists threads by these (threads.search({metadata: {graph_id}})).
+        tags = {"graph_id": agent.name, "assistant_id": str(agent.id)}
+        untagged = any(conversation.metadata_.get(k) != v for k, v in tags.items())
+        if not refused and (current != agent.id or untagged):
+            if current != agent.id:
+                conversation.agent_id, conversation.agent_version = agent.id, None
+            conversation.metadata_ = {**conversation.metadata_, **tags}
             await session.commit()
     request = RunRequest(
         principal,

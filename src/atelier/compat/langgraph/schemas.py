@@ -55,9 +55,23 @@ class Search(BaseModel):
 
 
 class Command(BaseModel):
+    """LangGraph's ``Command``: ``resume`` is honoured. Its other fields are accepted when
+    they ask for nothing (RemoteGraph always sends ``"goto": []``); when they would change
+    what runs, they are refused by name."""
+
     model_config = ConfigDict(extra="forbid")
 
     resume: Any = None
+    goto: Any = None
+    update: Any = None
+    graph: Any = None
+
+    @model_validator(mode="after")
+    def _nothing_else(self) -> Command:
+        asked = [name for name in ("goto", "update", "graph") if getattr(self, name)]
+        if asked:
+            raise ValueError(f"Command {', '.join(asked)} is not supported here; send resume")
+        return self
 
 
 class RunCreate(BaseModel):
