@@ -27,6 +27,7 @@ from atelier.http.middleware.authentication import AuthenticationMiddleware
 from atelier.http.middleware.authorization import AuthorizationMiddleware
 from atelier.http.middleware.idempotency import IdempotencyMiddleware
 from atelier.http.middleware.metrics import MetricsMiddleware
+from atelier.http.middleware.openai_errors import OpenAIErrorsMiddleware
 from atelier.http.middleware.rate_limit import RateLimitMiddleware
 from atelier.http.middleware.request_context import RequestContextMiddleware
 from atelier.http.middleware.request_limits import RequestLimitsMiddleware
@@ -109,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
             Middleware(RequestContextMiddleware, tag_spans=settings.otel_enabled),
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(SecurityHeadersMiddleware, hsts=settings.hsts, docs=docs),
+            Middleware(OpenAIErrorsMiddleware),  # every problem under /openai/, its shape
             Middleware(
                 RequestLimitsMiddleware,
                 max_json_body_bytes=settings.max_json_body_bytes,

@@ -350,6 +350,34 @@ async def _conversation(native: httpx.AsyncClient, caller: Caller, response_id: 
     return str(listed.json()["data"][0]["id"])
 
 
+class TestErrorsInOpenAIsShape:
+    """OpenAI's clients read {"error": {"message", "type", "param", "code"}}: what they
+    show is what Atelier said, with its stable code."""
+
+    async def test_a_refusal_reads_as_openai_reads_errors(
+        self, oa: AsyncOpenAI, served: str, caller: Caller
+    ) -> None:
+        with pytest.raises(openai.BadRequestError) as unknown:
+            await oa.responses.create(model="no-such-model", input="hi")
+        assert unknown.value.code == "unknown_model"
+        assert "no-such-model" in unknown.value.message
+        assert unknown.value.type == "invalid_request_error"
+        with pytest.raises(openai.UnprocessableEntityError) as invalid:
+            await oa.responses.create(model="default", input="hi", user="bob smith")
+        assert (invalid.value.code, invalid.value.param) == ("validation_error", "user")
+        assert "user" in invalid.value.message
+        stranger = AsyncOpenAI(base_url=f"{served}/openai/v1", api_key="atl_not_a_key")
+        with pytest.raises(openai.AuthenticationError) as refused:
+            await stranger.responses.create(model="default", input="hi")
+        assert refused.value.type == "authentication_error"
+        assert refused.value.code
+        await stranger.close()
+        # The native API keeps problem+json.
+        async with httpx.AsyncClient(base_url=served) as http:
+            native = await http.get("/v1/conversations/nope", headers=caller.headers())
+        assert native.headers["content-type"] == "application/problem+json"
+
+
 class TestRefusals:
     async def test_what_cannot_be_honoured_is_refused_clearly(
         self, oa: AsyncOpenAI, served: str, caller: Caller, app: FastAPI
