@@ -420,6 +420,30 @@ class TestWhatClientsSend:
         assert resumed.status_code == 200, resumed.text
         assert resumed.json()["messages"][2]["status"] == "success"
 
+    async def test_state_at_the_present_checkpoint_and_a_clear_refusal_for_others(
+        self, lg: LangGraphClient, served: str, caller: Caller
+    ) -> None:
+        thread = await lg.threads.create()
+        await lg.runs.wait(thread["thread_id"], "default", input=ask("hello"))
+        present = await lg.threads.get_state(thread["thread_id"])
+        checkpoint = present["checkpoint"]["checkpoint_id"]
+        at = await lg.threads.get_state(thread["thread_id"], checkpoint_id=checkpoint)
+        assert at["values"] == present["values"]
+        with pytest.raises(NotFoundError):
+            await lg.threads.get_state(thread["thread_id"], checkpoint_id="seq-0")
+        # RemoteGraph's get_state posts the checkpoint it names.
+        path = f"{served}/langgraph/threads/{thread['thread_id']}/state/checkpoint"
+        async with httpx.AsyncClient() as http:
+            posted = await http.post(
+                path,
+                json={"checkpoint": {"checkpoint_id": checkpoint}, "subgraphs": False},
+                headers=caller.headers("alice"),
+            )
+        assert posted.status_code == 200, posted.text
+        assert posted.json()["values"] == present["values"]
+        with pytest.raises(NotFoundError):  # a thread's state changes through its runs
+            await lg.threads.update_state(thread["thread_id"], {"messages": []})
+
     async def test_threads_are_tagged_with_what_runs_on_them(self, lg: LangGraphClient) -> None:
         """Agent Chat UI lists a graph's threads by metadata."""
         thread = await lg.threads.create()

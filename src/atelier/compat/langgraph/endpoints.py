@@ -17,7 +17,13 @@ from atelier.agents import service as agents
 from atelier.agents.models import Agent
 from atelier.agents.schemas import DEFAULT_AGENT
 from atelier.compat.langgraph import present
-from atelier.compat.langgraph.schemas import RunCreate, Search, ThreadCreate, ThreadPatch
+from atelier.compat.langgraph.schemas import (
+    RunCreate,
+    Search,
+    StateAt,
+    ThreadCreate,
+    ThreadPatch,
+)
 from atelier.compat.langgraph.translate import STREAM_MODES, LangGraphTranslator
 from atelier.compat.stream import json_when_done, run_through, translated
 from atelier.conversations import service as conversations
@@ -255,6 +261,41 @@ async def get_state(
     pending = await _pending(session, await _active(session, conversation))
     rows = await _messages(session, conversation)
     return present.state(conversation, rows, [present.interrupt(a) for a in pending])
+
+
+@router.get("/threads/{thread_id}/state/{checkpoint_id}")
+async def get_state_at(
+    thread_id: str, checkpoint_id: str, principal: UserPrincipalDep, session: SessionDep
+) -> dict[str, Any]:
+    """The state at a checkpoint: the present one's (Atelier keeps no older states)."""
+    state = await get_state(thread_id, principal, session)
+    if state["checkpoint"]["checkpoint_id"] != checkpoint_id:
+        raise ProblemError(
+            404,
+            "checkpoint_not_kept",
+            "only the thread's present checkpoint is kept; read GET /threads/{id}/state",
+        )
+    return state
+
+
+@router.post("/threads/{thread_id}/state/checkpoint")
+async def get_state_at_checkpoint(
+    thread_id: str, principal: UserPrincipalDep, session: SessionDep, body: StateAt
+) -> dict[str, Any]:
+    """RemoteGraph's get_state: the state at ``checkpoint`` (the present one), or the
+    present state when it names none."""
+    wanted = (body.checkpoint or {}).get("checkpoint_id")
+    if wanted is None:
+        return await get_state(thread_id, principal, session)
+    return await get_state_at(thread_id, str(wanted), principal, session)
+
+
+@router.post("/threads/{thread_id}/state")
+async def update_state(thread_id: str, principal: UserPrincipalDep) -> dict[str, Any]:
+    """A thread's state is its messages, written by its runs only."""
+    raise ProblemError(
+        404, "state_updates_unsupported", "a thread's state changes only through its runs"
+    )
 
 
 @router.post("/threads/{thread_id}/history")

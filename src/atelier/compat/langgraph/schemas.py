@@ -54,6 +54,15 @@ class Search(BaseModel):
     offset: int = Field(default=0, ge=0, le=100_000)
 
 
+class StateAt(BaseModel):
+    """``POST /threads/{id}/state/checkpoint``'s body (RemoteGraph's get_state)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    checkpoint: dict[str, Any] | None = None
+    subgraphs: bool = False
+
+
 class Command(BaseModel):
     """LangGraph's ``Command``: ``resume`` is honoured. Its other fields are accepted when
     they ask for nothing (RemoteGraph always sends ``"goto": []``); when they would change
