@@ -139,13 +139,23 @@ class TestStreaming:
         listed = await native.get("/v1/conversations", headers=caller.headers("alice"))
         assert len(listed.json()["data"]) == 1
 
-    async def test_tool_calls_are_output_items(self, oa: AsyncOpenAI) -> None:
+    async def test_tool_calls_the_server_ran_are_server_side_items(self, oa: AsyncOpenAI) -> None:
+        """A function_call in the output means "the client must run this": a call Atelier
+        ran is an mcp_call, done, with its output -- streamed and retrieved alike."""
         response = await oa.responses.create(model="default", input="write notes.md: hello")
         kinds = [item.type for item in response.output]
-        assert kinds == ["function_call", "function_call_output", "message"]
-        call, result = response.output[0], response.output[1]
-        assert (call.name, call.call_id) == ("write_file", result.call_id)
+        assert kinds == ["mcp_call", "message"]
+        call = response.output[0]
+        assert (call.server_label, call.name, call.status) == ("atelier", "write_file", "completed")
         assert '"notes.md"' in call.arguments
+        assert call.output
+        streamed = await oa.responses.create(model="default", input="list files", stream=True)
+        events = [e async for e in streamed]
+        assert "response.function_call_arguments.delta" not in {e.type for e in events}
+        final = events[-1].response
+        assert [i.type for i in final.output] == ["mcp_call", "message"]
+        again = await oa.responses.retrieve(final.id)
+        assert [i.type for i in again.output] == ["mcp_call", "message"]
 
     async def test_an_mcp_tool_call_is_an_mcp_call_item(
         self, oa: AsyncOpenAI, native: httpx.AsyncClient, caller: Caller, crm: McpServerProcess
@@ -333,11 +343,7 @@ class TestApprovals:
         assert replay[-(len(then) - 2) :] == then[2:]  # after its created and in_progress
         # Its own instructions held on both sides of the wait (the run was taken up again).
         assert told.systems == ["Mind the files.", "Mind the files."]
-        assert [i.type for i in done.output][-3:] == [
-            "function_call",
-            "function_call_output",
-            "message",
-        ]
+        assert [i.type for i in done.output][-2:] == ["mcp_call", "message"]
         read = await native.get(
             f"/v1/conversations/{await _conversation(native, caller, done.id)}/files/a.txt",
             headers=caller.headers("alice"),

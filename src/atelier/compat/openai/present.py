@@ -62,38 +62,20 @@ def split_tool(name: str) -> tuple[str, str] | None:
 
 
 def call_item(call_id: str, name: str, args: dict[str, Any], status: str) -> dict[str, Any]:
-    arguments = json.dumps(args, ensure_ascii=False)
-    mcp = split_tool(name)
-    if mcp is None:
-        return {
-            "type": "function_call",
-            "id": f"fc_{call_id}",
-            "call_id": call_id,
-            "name": name,
-            "arguments": arguments,
-            "status": "completed",
-        }
+    """A call the server ran, as an item every client knows to be server-side and done
+    once it completes: ``mcp_call``, for built-in workspace tools too (server_label
+    ``workspace``). A ``function_call`` would tell the client to run it itself (OpenAI's
+    clients then fail, or run it again)."""
+    server, tool = split_tool(name) or (WORKSPACE_LABEL, name)
     return {
         "type": "mcp_call",
         "id": f"mcp_{call_id}",
-        "server_label": mcp[0],
-        "name": mcp[1],
-        "arguments": arguments,
+        "server_label": server,
+        "name": tool,
+        "arguments": json.dumps(args, ensure_ascii=False),
         "output": None,
         "error": None,
         "status": status,
-    }
-
-
-def result_item(call_id: str, name: str, output: str) -> dict[str, Any]:
-    """A built-in tool's result, as the item a client would have sent back."""
-    return {
-        "type": "function_call_output",
-        "id": f"fco_{call_id}",
-        "call_id": call_id,
-        "name": name,
-        "output": output,
-        "status": "completed",
     }
 
 
@@ -147,10 +129,7 @@ def output(
             if result is None:
                 continue  # not called (yet)
             item = call_item(call_id, name, args, "completed")
-            if item["type"] == "mcp_call":
-                items.append(finished_mcp(item, result["content"], result["is_error"]))
-            else:
-                items += [item, result_item(call_id, name, result["content"])]
+            items.append(finished_mcp(item, result["content"], result["is_error"]))
     return items
 
 

@@ -163,20 +163,6 @@ class ResponsesTranslator:
         where = {"item_id": item["id"], "output_index": index}
         started = {**item, "arguments": "", "status": "in_progress"}
         frames = [self._frame("response.output_item.added", output_index=index, item=started)]
-        if item["type"] == "function_call":
-            return [
-                *frames,
-                self._frame(
-                    "response.function_call_arguments.delta", **where, delta=item["arguments"]
-                ),
-                self._frame(
-                    "response.function_call_arguments.done",
-                    **where,
-                    name=name,
-                    arguments=item["arguments"],
-                ),
-                self._frame("response.output_item.done", output_index=index, item=item),
-            ]
         return [
             *frames,
             self._frame("response.mcp_call_arguments.delta", **where, delta=item["arguments"]),
@@ -189,20 +175,12 @@ class ResponsesTranslator:
         if index is None:
             return []
         item = self.items[index]
-        if item["type"] == "mcp_call":
-            done = self.items[index] = present.finished_mcp(item, output, is_error)
-            where = {"item_id": item["id"], "output_index": index}
-            progress = "response.mcp_call.failed" if is_error else "response.mcp_call.completed"
-            return [
-                self._frame(progress, **where),
-                self._frame("response.output_item.done", output_index=index, item=done),
-            ]
-        result = present.result_item(call_id, name, output)
-        index = len(self.items)
-        self.items.append(result)
+        done = self.items[index] = present.finished_mcp(item, output, is_error)
+        where = {"item_id": item["id"], "output_index": index}
+        progress = "response.mcp_call.failed" if is_error else "response.mcp_call.completed"
         return [
-            self._frame("response.output_item.added", output_index=index, item=result),
-            self._frame("response.output_item.done", output_index=index, item=result),
+            self._frame(progress, **where),
+            self._frame("response.output_item.done", output_index=index, item=done),
         ]
 
     async def _approval(self, data: dict[str, Any]) -> list[Frame]:
