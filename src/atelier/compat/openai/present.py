@@ -64,7 +64,7 @@ def split_tool(name: str) -> tuple[str, str] | None:
 def call_item(call_id: str, name: str, args: dict[str, Any], status: str) -> dict[str, Any]:
     """A call the server ran, as an item every client knows to be server-side and done
     once it completes: ``mcp_call``, for built-in workspace tools too (server_label
-    ``workspace``). A ``function_call`` would tell the client to run it itself (OpenAI's
+    ``atelier``). A ``function_call`` would tell the client to run it itself (OpenAI's
     clients then fail, or run it again)."""
     server, tool = split_tool(name) or (WORKSPACE_LABEL, name)
     return {
