@@ -136,7 +136,13 @@ class TestStreaming:
         assert state["values"]["messages"] == final
         assert state["next"] == []
         got = await lg.threads.get(thread["thread_id"])
-        assert (got["status"], got["metadata"]) == ("idle", {"project": "x"})
+        assert got["status"] == "idle"
+        # Its own metadata, and what ran on it (as the LangGraph server tags threads).
+        assert got["metadata"] == {
+            "project": "x",
+            "graph_id": "default",
+            "assistant_id": (await lg.assistants.get("default"))["assistant_id"],
+        }
         headers = caller.headers("alice")
         stored = await native.get(
             f"/v1/conversations/{thread['thread_id']}/messages", headers=headers

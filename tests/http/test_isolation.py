@@ -108,6 +108,7 @@ class Owned:
             "number": "1",
             "call_id": "call_1",
             "path": "secret/plan.txt",
+            "checkpoint_id": "seq-2",
         }
 
 
@@ -222,7 +223,9 @@ async def test_every_operation_refuses_other_tenants_and_other_users(
                     assert secret not in response.text, (who, method, template)
             else:
                 assert response.status_code == 404, (who, method, template, response.text)
-                assert response.headers["content-type"].startswith("application/problem+json")
+                # (OpenAI's error shape on its surface.)
+                shape = "application/json" if url.startswith("/openai/") else "application/problem"
+                assert response.headers["content-type"].startswith(shape)
     assert await snapshot(client, caller, alice) == before
 
 

@@ -1,5 +1,5 @@
-"""The OpenAPI schema says what errors really look like -- problem+json, for every status --
-and what the event streams carry.
+"""The OpenAPI schema says what errors really look like -- problem+json, for every status
+(OpenAI's error shape under /openai/) -- and what the event streams carry.
 
 FastAPI documents a 422 as ``application/json`` with its own validation-error shape;
 Atelier answers every error with ``application/problem+json`` (``errors.py``). The
@@ -29,6 +29,28 @@ PROBLEM = {
     "additionalProperties": True,
 }
 PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+# Under /openai/ the same errors in OpenAI's shape (middleware/openai_errors.py).
+OPENAI_ERROR = {
+    "type": "object",
+    "title": "OpenAIError",
+    "description": "An error as OpenAI's clients read it; `code` is Atelier's stable code.",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+OPENAI_ERROR_CONTENT = {
+    "application/json": {"schema": {"$ref": "#/components/schemas/OpenAIError"}}
+}
 
 
 def document(app: FastAPI, events: dict[str, TypeAdapter[Any]]) -> None:
@@ -42,17 +64,19 @@ def document(app: FastAPI, events: dict[str, TypeAdapter[Any]]) -> None:
         schema = generate()
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
         schemas["Problem"] = PROBLEM
+        schemas["OpenAIError"] = OPENAI_ERROR
         for name, adapter in events.items():
             union = adapter.json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(union.pop("$defs", {}))
             schemas[name] = union
-        for item in schema.get("paths", {}).values():
+        for path, item in schema.get("paths", {}).items():
+            errors = OPENAI_ERROR_CONTENT if path.startswith("/openai/") else PROBLEM_CONTENT
             for operation in item.values():
                 responses = operation.setdefault("responses", {})
                 for status, response in responses.items():
                     if status[0] in "45":
-                        response["content"] = PROBLEM_CONTENT
-                responses["default"] = {"description": "An error", "content": PROBLEM_CONTENT}
+                        response["content"] = errors
+                responses["default"] = {"description": "An error", "content": errors}
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)
         app.openapi_schema = schema

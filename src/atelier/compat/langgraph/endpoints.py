@@ -280,11 +280,11 @@ async def get_state_at(
 
 @router.post("/threads/{thread_id}/state/checkpoint")
 async def get_state_at_checkpoint(
-    thread_id: str, principal: UserPrincipalDep, session: SessionDep, body: StateAt
+    thread_id: str, principal: UserPrincipalDep, session: SessionDep, body: StateAt | None = None
 ) -> dict[str, Any]:
     """RemoteGraph's get_state: the state at ``checkpoint`` (the present one), or the
     present state when it names none."""
-    wanted = (body.checkpoint or {}).get("checkpoint_id")
+    wanted = ((body.checkpoint if body else None) or {}).get("checkpoint_id")
     if wanted is None:
         return await get_state(thread_id, principal, session)
     return await get_state_at(thread_id, str(wanted), principal, session)
