@@ -378,3 +378,61 @@ async def test_a_spend_that_lands_exactly_on_a_line_tells_it_once(monkeypatch) -
     for before, after in steps:
         await enforcement._crossed(None, binding, start, Decimal(before), Decimal(after))  # type: ignore[arg-type]
     assert told == [("budget.threshold", "0.5"), ("budget.exceeded", None)]
+
+
+@pytest.mark.parametrize("backend", ["services"])  # row locks: PostgreSQL's
+async def test_runs_bound_by_several_budgets_in_any_order_never_deadlock(
+    app: FastAPI, client: httpx.AsyncClient, caller: Caller
+) -> None:
+    """Two runs hold the same two budgets (a tenant's and a user's) given in opposite
+    orders, and both reach their holds at the same moment: the counter rows are locked in
+    budget order, so one waits for the other instead of each holding what the other
+    needs (a deadlock PostgreSQL would break by failing one)."""
+    from sqlalchemy import event, select
+    from sqlalchemy.util import await_only
+
+    from atelier.budgets import enforcement
+    from atelier.budgets.models import Budget
+    from atelier.db.base import utcnow
+
+    for scope, subject in (("tenant", None), ("user", "alice")):
+        body = {"scope": scope, "period": "total", "limit": "100"}
+        await budget(client, caller, **({**body, "subject": subject} if subject else body))
+    sessions = app.state.resources.sessionmaker
+    async with sessions() as session:
+        bindings = tuple(
+            enforcement.Binding.of(b)
+            for b in await session.scalars(select(Budget).order_by(Budget.id))
+        )
+        await enforcement._open_periods(
+            session, {b.id: enforcement.period_start(b.period, utcnow()) for b in bindings}
+        )
+        await session.commit()
+    # Each session's first write to the counters waits until the other's has arrived.
+    together = asyncio.Barrier(2)
+    arrived: set[int] = set()
+
+    def meet(conn, _cursor, statement: str, *_args) -> None:  # type: ignore[no-untyped-def]
+        if (
+            statement.lstrip().upper().startswith("UPDATE BUDGET_PERIODS")
+            and id(conn) not in arrived
+        ):
+            arrived.add(id(conn))
+            await_only(asyncio.wait_for(together.wait(), 10))
+
+    engine = app.state.resources.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", meet)
+    try:
+
+        async def hold(order: tuple[enforcement.Binding, ...]) -> object:
+            async with sessions() as session:
+                refused = await enforcement.reserve(session, uuid.uuid4(), order, Decimal("1"))
+                await session.commit()
+                return refused
+
+        refusals = await asyncio.wait_for(
+            asyncio.gather(hold(bindings), hold(tuple(reversed(bindings)))), 30
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", meet)
+    assert refusals == [None, None]
