@@ -316,7 +316,9 @@ async def test_workers_of_one_host_start_together_on_a_fresh_data_directory(
     development secrets key and claim a workspace-copy directory of their own at the same
     moment; runs on either work on their own copies."""
     d = deployment
-    server = servers(ATELIER_WORKERS="2")
+    # A lease of its own: the deployment's 2 s (for the kill tests) can run out on a busy
+    # machine, failing a run as lease_lost -- not what this test is about.
+    server = servers(ATELIER_WORKERS="2", ATELIER_RUN_LEASE_SECONDS="30")
     await server.ready()
     copies = Path(d.env["ATELIER_DATA_DIR"]) / "runs"
     async with asyncio.timeout(30):
@@ -336,9 +338,11 @@ async def test_workers_of_one_host_start_together_on_a_fresh_data_directory(
             assert run.status_code == 202, run.text
             path = f"/v1/conversations/{conversation}/runs/{run.json()['id']}/events"
             ends = [
-                name async for _, name, _ in events(http, path, d.headers()) if name in TERMINAL
+                (name, data)
+                async for _, name, data in events(http, path, d.headers())
+                if name in TERMINAL
             ]
-            assert ends == ["run.completed"]
+            assert [name for name, _ in ends] == ["run.completed"], (ends, server.output())
             note = await http.get(
                 f"/v1/conversations/{conversation}/files/note.txt", headers=d.headers()
             )
