@@ -53,6 +53,17 @@ def said(parts: list[Any]) -> str:
     )
 
 
+async def careful(native: httpx.AsyncClient, caller: Caller) -> httpx.Response:
+    """An agent whose writes wait for a person's approval."""
+    made = await native.post(
+        "/v1/agents",
+        json={"name": "careful", "approval": {"require": ["write_*"]}},
+        headers=caller.headers(None),
+    )
+    assert made.status_code == 201, made.text
+    return made
+
+
 def ask(text: str) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}]}
 
@@ -305,12 +316,7 @@ class TestInterrupts:
     async def test_a_call_that_needs_approval_interrupts_and_a_resume_goes_on(
         self, lg: LangGraphClient, native: httpx.AsyncClient, caller: Caller
     ) -> None:
-        agent = await native.post(
-            "/v1/agents",
-            json={"name": "careful", "approval": {"require": ["write_*"]}},
-            headers=caller.headers(None),
-        )
-        assert agent.status_code == 201, agent.text
+        agent = await careful(native, caller)
         (assistant,) = await lg.assistants.search(graph_id="careful")
         assert assistant["assistant_id"] == agent.json()["id"]
         thread = await lg.threads.create()
@@ -364,11 +370,7 @@ class TestInterrupts:
     async def test_a_denied_call_is_not_made(
         self, lg: LangGraphClient, native: httpx.AsyncClient, caller: Caller
     ) -> None:
-        await native.post(
-            "/v1/agents",
-            json={"name": "careful", "approval": {"require": ["write_*"]}},
-            headers=caller.headers(None),
-        )
+        await careful(native, caller)
         thread = await lg.threads.create()
         async for _ in lg.runs.stream(thread["thread_id"], "careful", input=ask("write a.txt: hi")):
             pass
@@ -404,11 +406,7 @@ class TestWhatClientsSend:
     async def test_a_command_with_an_empty_goto_resumes_and_a_real_goto_is_refused_by_name(
         self, lg: LangGraphClient, native: httpx.AsyncClient, served: str, caller: Caller
     ) -> None:
-        await native.post(
-            "/v1/agents",
-            json={"name": "careful", "approval": {"require": ["write_*"]}},
-            headers=caller.headers(None),
-        )
+        await careful(native, caller)
         thread = await lg.threads.create()
         await lg.runs.wait(thread["thread_id"], "careful", input=ask("write a.txt: hi"))
         path = f"{served}/langgraph/threads/{thread['thread_id']}/runs/wait"
