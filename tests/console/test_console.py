@@ -46,7 +46,8 @@ pytestmark = pytest.mark.skipif(chromium_path() is None, reason=NO_CHROMIUM)
 
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
-    return {"offline_model_delay_seconds": 0.02}
+    # (An MCP server on loopback may be saved: one test's agent names a server that is gone.)
+    return {"offline_model_delay_seconds": 0.02, "mcp_allow_private": True}
 
 
 class Console:
@@ -314,6 +315,26 @@ async def test_approval_prompts_approve_and_deny(console: Console) -> None:
     async with console.api() as api:
         listed = (await api.get(f"/v1/conversations/{conversation}/files")).json()["data"]
     assert [f["path"] for f in listed] == ["a.txt"]
+
+
+async def test_an_mcp_server_that_offers_no_tools_is_said_as_a_note(console: Console) -> None:
+    from tests.conftest import free_port
+
+    gone = f"http://127.0.0.1:{free_port()}/mcp"  # nothing listens there
+    async with console.api() as api:
+        crm = {"name": "crm-agent", "mcp_servers": [{"name": "crm", "url": gone}]}
+        assert (await api.post("/v1/agents", json=crm)).status_code == 201
+    await console.sign_in()
+    await console.new_conversation()
+    await console.page.select_option("#agent", label="agent: crm-agent")
+    await console.ask("hello")
+    await console.run_ended()
+    note = await console.page.text_content(".notice[role='note']")
+    assert note is not None
+    assert note.startswith("The tools of crm are unavailable:")
+    # A note beside the reply, not words of the assistant's.
+    replies = await console.page.locator(".msg.assistant .text").all_text_contents()
+    assert not any("unavailable" in reply for reply in replies)
 
 
 async def test_a_refused_run_says_why_and_gives_the_text_back(console: Console) -> None:

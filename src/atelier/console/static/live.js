@@ -96,7 +96,7 @@ export class LiveRun {
     } else if (event === "approval.resolved") {
       this.update((item) => item.kind === "approval" && item.call === data.call_id, { decision: data.decision });
     } else if (event === "tools.unavailable") {
-      this.add({ kind: "text", text: `The tools of ${data.server} are unavailable: ${data.reason}`, done: true, notice: true });
+      this.add({ kind: "notice", text: `The tools of ${data.server} are unavailable: ${data.reason}` });
     } else if (event === "file.changed") {
       this.hooks.filesChanged();
     } else if (event === "title.updated") {
@@ -140,6 +140,9 @@ export class LiveRun {
         { class: `msg assistant${item.done ? "" : " streaming"}`, dataset: item.messageId ? { messageId: item.messageId } : {} },
         h("div", { class: "text" }, item.text),
       );
+    }
+    if (item.kind === "notice") {
+      return h("p", { class: "muted notice", role: "note" }, item.text);
     }
     if (item.kind === "tool") {
       const running = item.output === undefined;
