@@ -184,6 +184,14 @@ class TestWhatIsKept:
         made_again = await tcp.post("/v1/webhooks", json=body, headers=headers)
         assert "idempotent-replayed" not in made_again.headers
         assert made_again.json()["secret"] != secret
+        # A process whose keys cannot open it says so (503), never a 500.
+        from cryptography.fernet import Fernet
+
+        from atelier.agents.secrets import Sealer
+
+        app.state.resources.sealer = Sealer([Fernet.generate_key().decode()])
+        unopened = await tcp.post("/v1/webhooks", json=body, headers=headers)
+        assert (unopened.status_code, unopened.json()["code"]) == (503, "secrets_unavailable")
 
     async def test_a_deleted_conversation_takes_its_answers_with_it(self, app, tcp, caller) -> None:
         conversation = await new_conversation(tcp, caller)

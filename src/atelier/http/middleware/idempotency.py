@@ -65,6 +65,9 @@ class IdempotencyMiddleware:
         request = _fingerprint(scope, caller.user_id, caller.key_id)
         try:
             seen = await store.claim(caller.tenant_id, key, request)
+        except SecretsUnavailable as exc:
+            await _unopened(send, exc)
+            return
         except TooManyKept:
             limit = resources.settings.max_idempotency_records
             await send_problem(
@@ -83,6 +86,11 @@ class IdempotencyMiddleware:
             await _again(
                 self.app, store, caller.tenant_id, key, request, seen, scope, receive, send
             )
+
+
+async def _unopened(send: Send, exc: SecretsUnavailable) -> None:
+    """A kept answer sealed with keys this process does not have (see /ready)."""
+    await send_problem(send, 503, "secrets_unavailable", str(exc), {"retry-after": "5"})
 
 
 async def _first(
@@ -172,7 +180,11 @@ async def _again(
         if current.fingerprint != request:
             break
         await asyncio.sleep(POLL_SECONDS)
-        current = await store.seen(tenant_id, key)
+        try:
+            current = await store.seen(tenant_id, key)
+        except SecretsUnavailable as exc:
+            await _unopened(send, exc)
+            return
     if current is not None and (
         current.fingerprint != request
         or (current.body_hash is not None and current.body_hash != digest.hexdigest())
