@@ -65,6 +65,19 @@ async def run_streamed(
 async def wait_ended(
     client: httpx.AsyncClient, caller: Caller, conversation: str, run_id: str, timeout: float = 15
 ) -> dict:
+    return await wait_status(client, caller, conversation, run_id, ENDED, timeout)
+
+
+async def wait_status(
+    client: httpx.AsyncClient,
+    caller: Caller,
+    conversation: str,
+    run_id: str,
+    statuses: Iterable[str],
+    timeout: float = 15,
+) -> dict:
+    """The run once its status is one of ``statuses``."""
+    wanted = set(statuses)
     async with asyncio.timeout(timeout):
         while True:
             run = (
@@ -72,7 +85,7 @@ async def wait_ended(
                     f"/v1/conversations/{conversation}/runs/{run_id}", headers=caller.headers()
                 )
             ).json()
-            if run["status"] in ENDED:
+            if run["status"] in wanted:
                 return dict(run)
             await asyncio.sleep(0.02)
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from atelier.app import create_app
 from tests.faults import RedisServer
 from tests.live import serve
-from tests.runs.helpers import Event, new_conversation, parse_sse, start
+from tests.runs.helpers import Event, new_conversation, parse_sse, start, wait_status
 
 pytestmark = pytest.mark.parametrize("backend", ["services"])
 RUNS = 12
@@ -100,11 +100,7 @@ async def test_an_approval_request_the_log_never_got_comes_from_the_database(
     conversation = await new_conversation(client, caller, agent_id=agent.json()["id"])
     run = (await start(client, caller, conversation, "write a.txt: hi")).json()
     runs = f"/v1/conversations/{conversation}/runs/{run['id']}"
-    async with asyncio.timeout(20):
-        while (await client.get(runs, headers=caller.headers())).json()[
-            "status"
-        ] != "awaiting_approval":
-            await asyncio.sleep(0.05)
+    await wait_status(client, caller, conversation, run["id"], ["awaiting_approval"], 20)
 
     async def until_asked() -> list[Event]:
         seen: list[Event] = []

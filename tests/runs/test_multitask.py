@@ -20,7 +20,7 @@ from atelier.runs.models import Approval, Run, RunFileBackup
 from atelier.runs.tools import WorkspaceTools
 from tests.conftest import Caller
 from tests.live import serve_started
-from tests.runs.helpers import ENDED, new_conversation, parse_sse, use_tools
+from tests.runs.helpers import ENDED, new_conversation, parse_sse, use_tools, wait_status
 
 SLOW = " ".join(f"word{i}" for i in range(40))  # the offline model echoes it word by word
 
@@ -275,11 +275,7 @@ class TestRollback:
         plan = "write a.txt: first\ndelete keep.txt\nwrite a.txt: second\nread a.txt"
         active = (await post(tcp, caller, conversation, plan, "reject")).json()["id"]
         runs = f"/v1/conversations/{conversation}/runs/{active}"
-        async with asyncio.timeout(30):
-            while (await tcp.get(runs, headers=caller.headers())).json()[
-                "status"
-            ] != "awaiting_approval":
-                await asyncio.sleep(0.05)
+        await wait_status(tcp, caller, conversation, active, ["awaiting_approval"], 30)
         async with app.state.resources.sessionmaker() as session:
             call = await session.scalar(
                 select(Approval.call_id).where(Approval.run_id == uuid.UUID(active))
