@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request, Response
@@ -12,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select, text
 
 from atelier.agents.models import AgentVersion
-from atelier.agents.secrets import SecretsUnavailable
+from atelier.agents.secrets import Sealer, SecretsUnavailable
 from atelier.http.deps import ResourcesDep
 from atelier.http.errors import problem_response
 from atelier.resources import Resources
@@ -20,6 +22,9 @@ from atelier.webhooks.models import Webhook
 
 router = APIRouter(tags=["operations"])
 READY_CHECK_TIMEOUT = 2.0
+SECRETS_CHECKED_FOR = 30.0
+# When each process's keys last opened the newest sealed secrets (by its sealer).
+_secrets_opened: weakref.WeakKeyDictionary[Sealer, float] = weakref.WeakKeyDictionary()
 
 
 @router.get("/health")
@@ -64,7 +69,11 @@ def _ready_checks(resources: Resources) -> dict[str, Callable[[], Awaitable[obje
     async def secrets() -> None:
         """This process's keys open the deployment's newest sealed secrets: a process
         with another key (no ATELIER_SECRETS_KEY, another data directory) would fail
-        every webhook and MCP call it takes up."""
+        every webhook and MCP call it takes up. A pass holds for ``SECRETS_CHECKED_FOR``
+        (probes come every few seconds; the newest secrets are found by scanning)."""
+        now = time.monotonic()
+        if now - _secrets_opened.get(resources.sealer, -SECRETS_CHECKED_FOR) < SECRETS_CHECKED_FOR:
+            return
         async with resources.sessionmaker() as session:
             newest = [
                 await session.scalar(
@@ -80,6 +89,7 @@ def _ready_checks(resources: Resources) -> dict[str, Callable[[], Awaitable[obje
         for sealed in newest:
             if sealed is not None:
                 resources.sealer.open_text(sealed)
+        _secrets_opened[resources.sealer] = now
 
     return {
         "database": database,
