@@ -511,3 +511,49 @@ class TestRefusals:
         stranger = sdk(served, await make_caller(app))
         with pytest.raises(NotFoundError):
             await stranger.threads.get_state(thread["thread_id"])
+
+    async def test_a_thread_id_held_elsewhere_answers_as_a_free_one(
+        self, lg: LangGraphClient, served: str, caller: Caller, app: FastAPI
+    ) -> None:
+        """Thread ids are the client's to choose: one another tenant or user holds is free
+        here, and nothing of theirs is seen or touched through it."""
+        chosen = str(uuid.uuid4())
+        mine = await lg.threads.create(thread_id=chosen, metadata={"who": "alice"})
+        await lg.runs.wait(chosen, "default", input=ask("alice here"))
+        with pytest.raises(ConflictError):  # a thread of one's own is taken, as ever
+            await lg.threads.create(thread_id=chosen)
+        again = await lg.threads.create(thread_id=chosen, if_exists="do_nothing")
+        assert again["metadata"]["who"] == mine["metadata"]["who"] == "alice"
+
+        bob = sdk(served, caller, user="bob")
+        stranger = sdk(served, await make_caller(app))
+        theirs = await bob.threads.create(thread_id=chosen, metadata={"who": "bob"})
+        assert theirs["thread_id"] == chosen
+        assert theirs["values"] == {"messages": []}
+        run = await stranger.runs.create(
+            chosen, "default", input=ask("stranger here"), if_not_exists="create"
+        )
+        assert run["thread_id"] == chosen
+        await stranger.runs.join(chosen, run["run_id"])
+        parts = [
+            p
+            async for p in stranger.runs.stream(
+                chosen, "default", input=ask("again"), stream_mode="messages-tuple"
+            )
+        ]
+        assert {p.data[1]["thread_id"] for p in parts if p.event == "messages"} == {chosen}
+        said_there = (await stranger.threads.get_state(chosen))["values"]["messages"]
+        assert [m["content"] for m in said_there if m["type"] == "human"] == [
+            "stranger here",
+            "again",
+        ]
+        assert [t["thread_id"] for t in await stranger.threads.search()] == [chosen]
+
+        await stranger.threads.delete(chosen)
+        await bob.threads.delete(chosen)
+        state = await lg.threads.get_state(chosen)
+        assert [m["content"] for m in state["values"]["messages"] if m["type"] == "human"] == [
+            "alice here"
+        ]
+        assert state["checkpoint"]["thread_id"] == chosen
+        assert [r["thread_id"] for r in await lg.runs.list(chosen)] == [chosen]

@@ -22,6 +22,7 @@ class Conversation(IdMixin, Base):
     __table_args__ = (
         CheckConstraint("kind IN ('agent', 'chat')", name="kind_known"),
         Index("ix_conversations_owner_created", "tenant_id", "user_id", "kind", "created_at", "id"),
+        Index("ux_conversations_thread", "tenant_id", "user_id", "thread_id", unique=True),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -33,6 +34,8 @@ class Conversation(IdMixin, Base):
     agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     agent_version: Mapped[int | None]
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # The id a LangGraph client chose for it, when it chose one (compat/langgraph/threads.py).
+    thread_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     # Compare-and-set target: at most one active run per conversation, enforced in SQL.
     active_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     # Counter for gapless message seq: incremented in SQL only when a message is stored.

@@ -184,5 +184,7 @@ async def delete(session: AsyncSession, conversation: Conversation) -> None:
     """The conversation's rows (messages, runs and files cascade), and the answers kept
     for Idempotency-Keys about it or its runs: a replay gives back nothing deleted."""
     runs = await session.scalars(select(Run.id).where(Run.conversation_id == conversation.id))
-    await forget_about(session, conversation.tenant_id, [conversation.id, *runs])
+    # (A LangGraph client names the thread by the id it chose.)
+    named = {conversation.id, conversation.thread_id or conversation.id}
+    await forget_about(session, conversation.tenant_id, [*named, *runs])
     await session.execute(sql_delete(Conversation).where(Conversation.id == conversation.id))

@@ -16,7 +16,7 @@ from atelier import __version__
 from atelier.agents import service as agents
 from atelier.agents.models import Agent
 from atelier.agents.schemas import DEFAULT_AGENT
-from atelier.compat.langgraph import present
+from atelier.compat.langgraph import present, threads
 from atelier.compat.langgraph.schemas import (
     RunCreate,
     Search,
@@ -24,17 +24,16 @@ from atelier.compat.langgraph.schemas import (
     ThreadCreate,
     ThreadPatch,
 )
+from atelier.compat.langgraph.threads import Thread
 from atelier.compat.langgraph.translate import STREAM_MODES, LangGraphTranslator
 from atelier.compat.stream import json_when_done, run_through, translated
-from atelier.conversations import service as conversations
 from atelier.conversations.endpoints import remove
-from atelier.conversations.models import Conversation, Message
+from atelier.conversations.models import Conversation
 from atelier.conversations.schemas import NO_NUL
 from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
 from atelier.resources import Resources
-from atelier.runs import approvals
 from atelier.runs.endpoints import event_stream, last_event_id
 from atelier.runs.environment import RunRequest
 from atelier.runs.events import RunStatus
@@ -109,47 +108,10 @@ def _matches(metadata: dict[str, Any], wanted: dict[str, Any] | None) -> bool:
 # -- threads (conversations) ----------------------------------------------------------------
 
 
-async def _thread(session: AsyncSession, principal: Principal, thread_id: str) -> Conversation:
-    try:
-        conversation_id = uuid.UUID(thread_id)
-    except ValueError as exc:
-        raise ProblemError(404, "not_found", "no such thread") from exc
-    try:
-        return await conversations.get_owned(session, principal, conversation_id)
-    except ProblemError as exc:
-        raise ProblemError(404, "not_found", "no such thread") from exc
-
-
-async def _active(session: AsyncSession, conversation: Conversation) -> Run | None:
-    if conversation.active_run_id is None:
-        return None
-    return await session.get(Run, conversation.active_run_id)
-
-
-async def _pending(session: AsyncSession, run: Run | None) -> list[Approval]:
-    if run is None or run.status != RunStatus.AWAITING_APPROVAL:
-        return []
-    rows = await session.scalars(
-        select(Approval)
-        .where(Approval.run_id == run.id, Approval.status == approvals.PENDING)
-        .order_by(Approval.created_at, Approval.call_id)
-    )
-    return list(rows)
-
-
-async def _messages(session: AsyncSession, conversation: Conversation) -> list[Message]:
-    rows = await session.scalars(
-        select(Message)
-        .where(Message.conversation_id == conversation.id, Message.superseded.is_(False))
-        .order_by(Message.seq)
-    )
-    return list(rows)
-
-
 async def _present_thread(session: AsyncSession, conversation: Conversation) -> dict[str, Any]:
-    active = await _active(session, conversation)
-    interrupts = [present.interrupt(a) for a in await _pending(session, active)]
-    state = present.values(await _messages(session, conversation))
+    active = await threads.active(session, conversation)
+    interrupts = [present.interrupt(a) for a in await threads.pending(session, active)]
+    state = present.values(await threads.messages(session, conversation.id))
     return present.thread(conversation, present.thread_status(active), state, interrupts)
 
 
@@ -158,48 +120,19 @@ async def create_thread(
     principal: UserPrincipalDep, session: SessionDep, body: ThreadCreate | None = None
 ) -> dict[str, Any]:
     body = body or ThreadCreate()
-    if body.thread_id is not None:
-        existing = await session.get(Conversation, body.thread_id)
+    if body.thread_id is not None and body.if_exists == "do_nothing":
+        existing = await threads.find(session, principal, str(body.thread_id))
         if existing is not None:
-            owned = (existing.tenant_id, existing.user_id, existing.kind) == (
-                principal.tenant_id,
-                principal.user_id,
-                "agent",
-            )
-            if body.if_exists == "do_nothing" and owned:
-                return await _present_thread(session, existing)
-            raise _exists()
-    conversation = await _new_thread(session, principal, body.thread_id, body.metadata)
+            return await _present_thread(session, existing)
+    conversation = await threads.create(session, principal, body.thread_id, body.metadata)
     return present.thread(conversation, "idle", {"messages": []})
-
-
-async def _new_thread(
-    session: AsyncSession,
-    principal: Principal,
-    thread_id: uuid.UUID | None,
-    metadata: dict[str, Any] | None = None,
-) -> Conversation:
-    conversation = Conversation(
-        id=thread_id or uuid.uuid4(),
-        tenant_id=principal.tenant_id,
-        user_id=principal.user_id,
-        kind="agent",
-        metadata_=metadata or {},
-    )
-    session.add(conversation)
-    await session.flush()
-    return conversation
-
-
-def _exists() -> ProblemError:
-    return ProblemError(409, "thread_exists", "a thread with this id exists")
 
 
 @router.get("/threads/{thread_id}")
 async def get_thread(
     thread_id: str, principal: UserPrincipalDep, session: SessionDep
 ) -> dict[str, Any]:
-    return await _present_thread(session, await _thread(session, principal, thread_id))
+    return await _present_thread(session, await threads.get(session, principal, thread_id))
 
 
 @router.patch("/threads/{thread_id}")
@@ -207,7 +140,7 @@ async def update_thread(
     thread_id: str, body: ThreadPatch, principal: UserPrincipalDep, session: SessionDep
 ) -> dict[str, Any]:
     """LangGraph merges the metadata sent into the thread's."""
-    conversation = await _thread(session, principal, thread_id)
+    conversation = await threads.get(session, principal, thread_id)
     if body.metadata:
         conversation.metadata_ = {**conversation.metadata_, **body.metadata}
     await session.flush()
@@ -222,7 +155,7 @@ async def delete_thread(
     background: BackgroundTasks,
 ) -> Response:
     async with resources.sessionmaker() as session:
-        conversation = await _thread(session, principal, thread_id)
+        conversation = await threads.get(session, principal, thread_id)
     await remove(resources, principal, conversation.id, "agent", background)
     return Response(status_code=204)
 
@@ -257,9 +190,9 @@ async def search_threads(
 async def get_state(
     thread_id: str, principal: UserPrincipalDep, session: SessionDep
 ) -> dict[str, Any]:
-    conversation = await _thread(session, principal, thread_id)
-    pending = await _pending(session, await _active(session, conversation))
-    rows = await _messages(session, conversation)
+    conversation = await threads.get(session, principal, thread_id)
+    pending = await threads.pending(session, await threads.active(session, conversation))
+    rows = await threads.messages(session, conversation.id)
     return present.state(conversation, rows, [present.interrupt(a) for a in pending])
 
 
@@ -324,18 +257,16 @@ def _modes(sent: list[str] | str | None, default: tuple[str, ...] = ("values",))
     return modes
 
 
-def _location(
-    thread_id: uuid.UUID, run_id: uuid.UUID, tail: str, modes: tuple[str, ...] = ()
-) -> str:
+def _location(thread: Thread, run_id: uuid.UUID, tail: str, modes: tuple[str, ...] = ()) -> str:
     # Relative to the API's root, as the LangGraph server sends it: the SDK joins it to its
     # base URL (which ends in /langgraph).
     query = "&".join(f"stream_mode={mode}" for mode in modes)
-    return f"/threads/{thread_id}/runs/{run_id}{tail}" + (f"?{query}" if query else "")
+    return f"/threads/{thread.thread_id}/runs/{run_id}{tail}" + (f"?{query}" if query else "")
 
 
 async def _begin(
     resources: Resources, principal: Principal, thread_id: str, body: RunCreate
-) -> tuple[uuid.UUID, uuid.UUID, int]:
+) -> tuple[Thread, uuid.UUID, int]:
     """Start the run the body asks for -- or, for a resume, decide the calls the thread's
     waiting run waits on -- and say which run, and after which of its events it is new."""
     hook = None
@@ -345,14 +276,14 @@ async def _begin(
         hook = webhooks.for_run(resources.sealer, body.webhook)
     async with resources.sessionmaker() as session:
         agent = await _assistant(session, principal.tenant_id, body.assistant_id)
-        try:
-            conversation = await _thread(session, principal, thread_id)
-        except ProblemError:
+        conversation = await threads.find(session, principal, thread_id)
+        if conversation is None:
             if body.if_not_exists != "create" or body.command is not None:
-                raise
+                raise threads.not_found()
             conversation = await _created_for_run(session, principal, thread_id)
+        thread = Thread.of(conversation)
         if body.command is not None:
-            return conversation.id, *await _resume(resources, session, conversation, body)
+            return thread, *await _resume(resources, session, conversation, body)
         try:
             text = body.text()
         except ValueError as exc:
@@ -379,7 +310,7 @@ async def _begin(
         strategy=body.multitask_strategy,
         webhook=hook,
     )
-    return conversation.id, await resources.runs.start(request), 0
+    return thread, await resources.runs.start(request), 0
 
 
 async def _created_for_run(
@@ -390,9 +321,7 @@ async def _created_for_run(
         wanted = uuid.UUID(thread_id)
     except ValueError as exc:
         raise ProblemError(422, "invalid_thread_id", "a thread id is a UUID") from exc
-    if await session.get(Conversation, wanted) is not None:
-        raise _exists()  # someone else's: it is not ours to run
-    conversation = await _new_thread(session, principal, wanted)
+    conversation = await threads.create(session, principal, wanted)
     await session.commit()
     return conversation
 
@@ -400,8 +329,8 @@ async def _created_for_run(
 async def _resume(
     resources: Resources, session: AsyncSession, conversation: Conversation, body: RunCreate
 ) -> tuple[uuid.UUID, int]:
-    run = await _active(session, conversation)
-    pending = await _pending(session, run)
+    run = await threads.active(session, conversation)
+    pending = await threads.pending(session, run)
     if run is None or not pending:
         raise ProblemError(409, "nothing_to_resume", "the thread waits for no decision")
     decisions = _decisions(body.command.resume if body.command else None, pending)
@@ -452,7 +381,7 @@ def _bad_resume(detail: str) -> ProblemError:
 
 def _stream(
     resources: Resources,
-    thread_id: uuid.UUID,
+    thread: Thread,
     run_id: uuid.UUID,
     modes: list[str],
     *,
@@ -460,7 +389,7 @@ def _stream(
     after_native: int = 0,
     cancel_on_disconnect: bool = False,
 ) -> Response:
-    translator = LangGraphTranslator(resources.sessionmaker, thread_id, run_id, frozenset(modes))
+    translator = LangGraphTranslator(resources.sessionmaker, thread, run_id, frozenset(modes))
     frames = translated(
         resources.runs.events(run_id, 0),
         translator,
@@ -476,24 +405,21 @@ def _stream(
             if cancel_on_disconnect and not translator.done:
                 await resources.runs.cancel(run_id)
 
-    location = _location(thread_id, run_id, "/stream", tuple(modes))
+    location = _location(thread, run_id, "/stream", tuple(modes))
     response = event_stream(cancelled_when_left(), location)
-    response.headers["content-location"] = _location(thread_id, run_id, "")
+    response.headers["content-location"] = _location(thread, run_id, "")
     return response
 
 
-async def _ended(
-    resources: Resources, thread_id: uuid.UUID, run_id: uuid.UUID, principal: Principal
-) -> dict[str, Any]:
+async def _ended(resources: Resources, thread: Thread, run_id: uuid.UUID) -> dict[str, Any]:
     """The thread's values once the run ended (or stopped for a person's decision);
     ``__error__`` says how it failed."""
-    translator = LangGraphTranslator(resources.sessionmaker, thread_id, run_id, frozenset())
+    translator = LangGraphTranslator(resources.sessionmaker, thread, run_id, frozenset())
     await run_through(resources.runs.events(run_id, 0), translator)
     async with resources.sessionmaker() as session:
-        conversation = await conversations.get_owned(session, principal, thread_id)
         run = await session.get(Run, run_id)
-        pending = await _pending(session, run)
-        state = present.values(await _messages(session, conversation))
+        pending = await threads.pending(session, run)
+        state = present.values(await threads.messages(session, thread.conversation_id))
     if pending:
         state["__interrupt__"] = [present.interrupt(a) for a in pending]
     if run is not None and run.error is not None and run.status != RunStatus.COMPLETED:
@@ -512,15 +438,15 @@ def _failed(exc: Exception) -> dict[str, Any]:
 async def create_run(
     thread_id: str, body: RunCreate, principal: UserPrincipalDep, resources: ResourcesDep
 ) -> Response:
-    conversation_id, run_id, _ = await _begin(resources, principal, thread_id, body)
+    thread, run_id, _ = await _begin(resources, principal, thread_id, body)
     async with resources.sessionmaker() as session:
         run = await session.get(Run, run_id)
         assert run is not None
-        out = present.run(run, run.agent_id)
+        out = present.run(run, thread.thread_id)
     return Response(
         json.dumps(out),
         media_type="application/json",
-        headers={"content-location": _location(conversation_id, run_id, "")},
+        headers={"content-location": _location(thread, run_id, "")},
     )
 
 
@@ -529,10 +455,10 @@ async def stream_run(
     thread_id: str, body: RunCreate, principal: UserPrincipalDep, resources: ResourcesDep
 ) -> Response:
     modes = _modes(body.stream_mode)
-    conversation_id, run_id, after = await _begin(resources, principal, thread_id, body)
+    thread, run_id, after = await _begin(resources, principal, thread_id, body)
     return _stream(
         resources,
-        conversation_id,
+        thread,
         run_id,
         modes,
         after_native=after,
@@ -544,18 +470,18 @@ async def stream_run(
 async def wait_run(
     thread_id: str, body: RunCreate, principal: UserPrincipalDep, resources: ResourcesDep
 ) -> Response:
-    conversation_id, run_id, _ = await _begin(resources, principal, thread_id, body)
+    thread, run_id, _ = await _begin(resources, principal, thread_id, body)
     headers = {
-        "location": _location(conversation_id, run_id, "/join"),
-        "content-location": _location(conversation_id, run_id, ""),
+        "location": _location(thread, run_id, "/join"),
+        "content-location": _location(thread, run_id, ""),
     }
-    return json_when_done(_ended(resources, conversation_id, run_id, principal), headers, _failed)
+    return json_when_done(_ended(resources, thread, run_id), headers, _failed)
 
 
 async def _owned_run(
     session: AsyncSession, principal: Principal, thread_id: str, run_id: str
-) -> Run:
-    conversation = await _thread(session, principal, thread_id)
+) -> tuple[Thread, Run]:
+    conversation = await threads.get(session, principal, thread_id)
     try:
         wanted = uuid.UUID(run_id)
     except ValueError as exc:
@@ -565,7 +491,7 @@ async def _owned_run(
     )
     if run is None:
         raise ProblemError(404, "not_found", "no such run")
-    return run
+    return Thread.of(conversation), run
 
 
 @router.get("/threads/{thread_id}/runs")
@@ -577,7 +503,7 @@ async def list_runs(
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
     status: Annotated[str | None, Query(max_length=16)] = None,
 ) -> list[dict[str, Any]]:
-    conversation = await _thread(session, principal, thread_id)
+    conversation = await threads.get(session, principal, thread_id)
     query = select(Run).where(Run.conversation_id == conversation.id)
     if status is not None:
         wanted = [native for native, theirs in present.RUN_STATUS.items() if theirs == status]
@@ -585,15 +511,15 @@ async def list_runs(
     rows = await session.scalars(
         query.order_by(Run.created_at.desc(), Run.id.desc()).offset(offset).limit(limit)
     )
-    return [present.run(run, run.agent_id) for run in rows]
+    return [present.run(run, Thread.of(conversation).thread_id) for run in rows]
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}")
 async def get_run(
     thread_id: str, run_id: str, principal: UserPrincipalDep, session: SessionDep
 ) -> dict[str, Any]:
-    run = await _owned_run(session, principal, thread_id, run_id)
-    return present.run(run, run.agent_id)
+    thread, run = await _owned_run(session, principal, thread_id, run_id)
+    return present.run(run, thread.thread_id)
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")
@@ -610,12 +536,12 @@ async def cancel_run(
     if action != "interrupt":
         raise ProblemError(422, "unsupported_action", "only action=interrupt is supported")
     async with resources.sessionmaker() as session:
-        run = await _owned_run(session, principal, thread_id, run_id)
+        thread, run = await _owned_run(session, principal, thread_id, run_id)
     if run.status in ("queued", "running", "awaiting_approval"):
         await resources.runs.cancel(run.id)
     if not wait:
         return Response(status_code=202)
-    await _ended(resources, run.conversation_id, run.id, principal)
+    await _ended(resources, thread, run.id)
     return Response(status_code=204)
 
 
@@ -624,8 +550,8 @@ async def join_run(
     thread_id: str, run_id: str, principal: UserPrincipalDep, resources: ResourcesDep
 ) -> Response:
     async with resources.sessionmaker() as session:
-        run = await _owned_run(session, principal, thread_id, run_id)
-    return json_when_done(_ended(resources, run.conversation_id, run.id, principal), {}, _failed)
+        thread, run = await _owned_run(session, principal, thread_id, run_id)
+    return json_when_done(_ended(resources, thread, run.id), {}, _failed)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream")
@@ -643,10 +569,10 @@ async def join_stream(
     """The run's stream from its start, or after the frame of ``Last-Event-ID``."""
     after = last_event_id(last_event_id_header, None)
     async with resources.sessionmaker() as session:
-        run = await _owned_run(session, principal, thread_id, run_id)
+        thread, run = await _owned_run(session, principal, thread_id, run_id)
     return _stream(
         resources,
-        run.conversation_id,
+        thread,
         run.id,
         _modes(stream_mode),
         after_frame=after,

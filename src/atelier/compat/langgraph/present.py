@@ -118,7 +118,7 @@ def thread(
     interrupts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
-        "thread_id": str(conversation.id),
+        "thread_id": str(conversation.thread_id or conversation.id),
         "created_at": _time(conversation.created_at),
         "updated_at": _time(conversation.updated_at),
         "metadata": conversation.metadata_,
@@ -134,11 +134,11 @@ def thread_status(active: Run | None) -> str:
     return "interrupted" if active.status == RunStatus.AWAITING_APPROVAL else "busy"
 
 
-def run(row: Run, assistant_id: uuid.UUID | None) -> dict[str, Any]:
+def run(row: Run, thread_id: uuid.UUID) -> dict[str, Any]:
     return {
         "run_id": str(row.id),
-        "thread_id": str(row.conversation_id),
-        "assistant_id": str(assistant_id or row.agent_id or ""),
+        "thread_id": str(thread_id),
+        "assistant_id": str(row.agent_id or ""),
         "created_at": _time(row.created_at),
         "updated_at": _time(row.ended_at or row.started_at or row.created_at),
         "status": RUN_STATUS[RunStatus(row.status)],
@@ -153,7 +153,7 @@ def state(
 ) -> dict[str, Any]:
     """The thread's state: one checkpoint, the present (Atelier keeps no history of states)."""
     checkpoint = {
-        "thread_id": str(conversation.id),
+        "thread_id": str(conversation.thread_id or conversation.id),
         "checkpoint_ns": "",
         "checkpoint_id": f"seq-{conversation.last_message_seq}",
         "checkpoint_map": None,

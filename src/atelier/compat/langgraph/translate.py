@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.compat.langgraph import present
+from atelier.compat.langgraph.threads import Thread
 from atelier.compat.stream import START, Frame, Template, paused_after
 from atelier.conversations.models import Message
 from atelier.runs.events import TERMINAL_TYPES
@@ -35,12 +36,12 @@ class LangGraphTranslator:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        conversation_id: uuid.UUID,
+        thread: Thread,
         run_id: uuid.UUID,
         modes: frozenset[str],
     ) -> None:
         self.sessions = sessions
-        self.conversation_id = conversation_id
+        self.thread = thread
         self.run_id = run_id
         self.modes = modes
         self.messages: list[dict[str, Any]] = []  # the thread's, as of the last step
@@ -103,7 +104,7 @@ class LangGraphTranslator:
                 await session.scalars(
                     select(Message)
                     .where(
-                        Message.conversation_id == self.conversation_id,
+                        Message.conversation_id == self.thread.conversation_id,
                         Message.seq <= asked,
                         Message.superseded.is_(False),
                     )
@@ -190,7 +191,7 @@ class LangGraphTranslator:
     def _metadata(self, node: str) -> dict[str, Any]:
         return {
             "run_id": str(self.run_id),
-            "thread_id": str(self.conversation_id),
+            "thread_id": str(self.thread.thread_id),
             "langgraph_node": node,
             "langgraph_step": self.last_seq,
         }
