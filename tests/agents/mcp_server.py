@@ -40,6 +40,13 @@ def build(port: int, extra_tools: int = 0) -> FastMCP:
         return str(request.headers.get("authorization", "nobody"))
 
     @server.tool()
+    def where(ctx: Context) -> str:  # type: ignore[type-arg]
+        """The query of the URL the caller called."""
+        request = ctx.request_context.request
+        assert request is not None
+        return str(request.url.query)
+
+    @server.tool()
     def fail() -> str:
         """Always fails."""
         raise ValueError("the CRM is down")

@@ -112,6 +112,39 @@ class TestMcpTools:
         events = await run_streamed(client, caller, conversation, "call crm__whoami {}")
         assert tool_events(events)[-1][1]["output"] == "nobody"
 
+    async def test_a_urls_query_is_shown_redacted_and_kept_when_sent_back(
+        self, app: FastAPI, caller, crm
+    ) -> None:
+        """A query's values are often secrets (``?key=...``): answers show them redacted, a
+        definition read and written back keeps them, and no failure's reason carries them."""
+        async with (
+            serve_started(app) as url,
+            httpx.AsyncClient(base_url=url, headers=caller.headers()) as client,
+        ):
+            agent = await crm_agent(client, caller, crm.url + "?key=s3cr3t-k3y&v=2")
+            assert agent["mcp_servers"][0]["url"] == crm.url + "?key=redacted&v=redacted"
+            path = f"/v1/agents/{agent['id']}"
+            for shown in ("/v1/agents", path, f"{path}/versions"):
+                assert "s3cr3t-k3y" not in (await client.get(shown)).text
+            # Read, modify, write back: the URL keeps its query, the server its headers.
+            read = (await client.get(path)).json()
+            servers = [
+                {k: v for k, v in s.items() if k != "header_names"} for s in read["mcp_servers"]
+            ]
+            changed = await client.patch(path, json={"instructions": "v2", "mcp_servers": servers})
+            assert changed.json()["mcp_servers"][0]["header_names"] == ["Authorization"]
+            conversation = await new_conversation(client, caller, agent_id=agent["id"])
+            events = await run_streamed(client, caller, conversation, "call crm__where {}")
+            assert tool_events(events)[-1][1]["output"] == "key=s3cr3t-k3y&v=2"
+            # A server that answers 404: the reason the client is told keeps the key out.
+            moved = {"name": "crm", "url": crm.url + "/nowhere?key=s3cr3t-k3y"}
+            await client.patch(path, json={"mcp_servers": [moved]})
+            with capture_logs() as logs:
+                events = await run_streamed(client, caller, conversation, "call crm__where {}")
+        (told,) = [data for _, name, data in events if name == "tools.unavailable"]
+        assert told["server"] == "crm"
+        assert "s3cr3t-k3y" not in f"{events}{logs}"
+
     async def test_a_new_url_without_headers_does_not_get_the_old_ones(
         self, client, caller, crm
     ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from atelier.http.outbound import is_public, tenant_client
+from atelier.http.outbound import is_public, redacted, scrubbed, tenant_client, unredacted
 from tests.live import serve
 
 
@@ -81,3 +81,20 @@ async def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch) 
     with pytest.raises(OSError, match="not connecting"):
         await backend.connect_tcp("rebind.example", 443)
     assert asked == ["93.184.216.34"]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://h.example/mcp", "https://h.example/mcp"),
+        ("https://h.example/mcp?key=s3cret", "https://h.example/mcp?key=redacted"),
+        ("https://h.example/x?a=1&b=&flag", "https://h.example/x?a=redacted&b=redacted&redacted"),
+        ("https://h.example:8443/x?sig=a%3Db#top", "https://h.example:8443/x?sig=redacted#top"),
+    ],
+)
+def test_a_urls_query_values_are_redacted(url: str, shown: str) -> None:
+    assert redacted(url) == shown
+    assert unredacted(shown, url) == url  # sent back as shown: the URL kept
+    assert unredacted(shown + "&more=1", url) == shown + "&more=1"  # a change is a change
+    failure = f"Client error '401 Unauthorized' for url '{url}'"
+    assert scrubbed(failure, url) == f"Client error '401 Unauthorized' for url '{shown}'"

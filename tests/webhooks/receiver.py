@@ -22,6 +22,7 @@ from tests.live import serve
 class Received:
     headers: dict[str, str]
     body: bytes
+    query: str = ""
 
     def verified(self, secret: str) -> dict[str, Any]:
         """The payload, once the library's own verifier accepts its signature."""
@@ -40,7 +41,7 @@ class Receiver:
     async def handle(self, request: Request) -> Response:
         body = await request.body()
         async with self.arrived:
-            self.received.append(Received(dict(request.headers), body))
+            self.received.append(Received(dict(request.headers), body, request.url.query))
             self.arrived.notify_all()
         answer = self.script.pop(0) if self.script else 200
         if answer == "hang":

@@ -18,6 +18,7 @@ from atelier.webhooks import outbox
 from atelier.webhooks.delivery import WebhookSender
 from atelier.webhooks.models import Webhook, WebhookDelivery
 from tests.conftest import Caller, make_caller
+from tests.live import serve_started
 from tests.runs.helpers import new_conversation, run_streamed, start, wait_ended
 from tests.webhooks.receiver import receiving
 
@@ -251,6 +252,29 @@ class TestDelivery:
             await receiver.wait_for(1)
             await settled(client, caller, created["id"])
         assert not [r for r in caplog.records if "s3cr3t-t0ken" in r.getMessage()]
+
+    async def test_a_urls_query_is_shown_redacted_and_kept_when_sent_back(
+        self, app, caller
+    ) -> None:
+        async with (
+            receiving() as receiver,
+            serve_started(app) as served,
+            httpx.AsyncClient(base_url=served, headers=caller.headers()) as client,
+        ):
+            created = await hook(client, caller, receiver.url + "?token=s3cr3t-t0ken")
+            assert created["url"] == receiver.url + "?token=redacted"
+            path = f"/v1/webhooks/{created['id']}"
+            for shown in ("/v1/webhooks", path):
+                assert "s3cr3t-t0ken" not in (await client.get(shown)).text
+            read = (await client.get(path)).json()  # read, modify, write back
+            body = {"url": read["url"], "events": ["run.completed", "run.failed"]}
+            changed = await client.patch(path, json=body)
+            assert changed.status_code == 200, changed.text
+            assert "s3cr3t-t0ken" not in changed.text
+            conversation = await new_conversation(client, caller)
+            await run_streamed(client, caller, conversation, "hello")
+            (got,) = await receiver.wait_for(1)
+        assert got.query == "token=s3cr3t-t0ken"
 
     async def test_failures_are_retried_with_the_same_id_and_body(self, client, caller) -> None:
         async with receiving(script=[500, 503]) as receiver:

@@ -26,7 +26,7 @@ from atelier.agents.secrets import Sealer, SecretsUnavailable
 from atelier.db import limits, paging
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
-from atelier.http.outbound import UrlNotAllowed, check_public
+from atelier.http.outbound import UrlNotAllowed, check_public, redacted, unredacted
 from atelier.llm.catalog import ModelCatalog
 
 NOT_FOUND = ProblemError(404, "not_found", "no such agent")
@@ -314,7 +314,7 @@ def present(agent: Agent, latest_version: AgentVersion) -> AgentOut:
         version=latest_version.version,
         created_at=agent.created_at,
         updated_at=agent.updated_at,
-        **latest_version.definition,
+        **_shown(latest_version.definition),
     )
 
 
@@ -323,15 +323,22 @@ def present_version(found: AgentVersion) -> AgentVersionOut:
         agent_id=found.agent_id,
         version=found.version,
         created_at=found.created_at,
-        **found.definition,
+        **_shown(found.definition),
     )
+
+
+def _shown(definition: dict[str, Any]) -> dict[str, Any]:
+    """A definition as answers show it: its servers' URLs with their queries redacted."""
+    servers = [s | {"url": redacted(s["url"])} for s in definition.get("mcp_servers", [])]
+    return definition | {"mcp_servers": servers}
 
 
 def _stored(
     write: AgentWrite, sealer: Sealer, previous: AgentVersion | None = None
 ) -> tuple[dict[str, Any], str | None]:
     """The definition to keep (headers' names only) and its headers, sealed. A server sent
-    without headers keeps those of the previous version's server of the same name and url."""
+    without headers keeps those of the previous version's server of the same name and url;
+    a URL sent back as it was shown (its query redacted) is the one kept."""
     before = (
         {s["name"]: s["url"] for s in previous.definition.get("mcp_servers", [])}
         if previous
@@ -341,15 +348,16 @@ def _stored(
     secrets: dict[str, dict[str, str]] = {}
     servers = []
     for server in write.mcp_servers:
+        url = unredacted(server.url, before.get(server.name))
         headers = server.headers
-        if headers is None and before.get(server.name) == server.url:
+        if headers is None and before.get(server.name) == url:
             headers = kept.get(server.name)
         if headers:
             secrets[server.name] = headers
         servers.append(
             McpServer(
                 name=server.name,
-                url=server.url,
+                url=url,
                 allowed_tools=server.allowed_tools,
                 header_names=sorted(headers or {}),
             )

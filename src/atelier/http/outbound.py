@@ -14,6 +14,7 @@ import contextlib
 import functools
 import ipaddress
 import socket
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any, TypeVar
 
@@ -49,6 +50,35 @@ def http_url(value: str, what: str) -> str:
     if sent.userinfo:
         raise ValueError(f"{what} may not carry credentials (user:password@); send them as headers")
     return value
+
+
+REDACTED = "redacted"
+
+
+def redacted(url: str) -> str:
+    """``url`` as answers, events and logs show it: a query's values are often secrets
+    (``?token=...``, ``?sig=...``), so each is shown as ``redacted``."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.query:
+        return url
+    hidden = (
+        f"{name}={REDACTED}" if sep else REDACTED
+        for name, sep, _ in (part.partition("=") for part in parts.query.split("&"))
+    )
+    return urllib.parse.urlunsplit(parts._replace(query="&".join(hidden)))
+
+
+def unredacted(sent: str, kept: str | None) -> str:
+    """A URL a client sends back as it was shown (its query redacted) means the one kept:
+    a read-modify-write of a definition keeps its URL's secrets."""
+    if kept is not None and sent != kept and sent == redacted(kept):
+        return kept
+    return sent
+
+
+def scrubbed(text: str, url: str) -> str:
+    """``text`` (an error's message, say) with ``url``'s query redacted."""
+    return text.replace(url, redacted(url)) if url != redacted(url) else text
 
 
 class UrlNotAllowed(Exception):

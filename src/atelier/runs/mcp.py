@@ -30,7 +30,7 @@ from mcp.types import CallToolResult
 from atelier.agents.schemas import McpServer
 from atelier.agents.secrets import Sealer, SecretsUnavailable
 from atelier.agents.service import ResolvedAgent
-from atelier.http.outbound import ByteCap, ResponseTooLarge, tenant_client, within
+from atelier.http.outbound import ByteCap, ResponseTooLarge, scrubbed, tenant_client, within
 from atelier.llm.base import ToolCall, ToolResult, ToolSpec
 from atelier.settings import Settings
 
@@ -148,7 +148,7 @@ class McpTools:
         except TimeoutError:
             reason = f"no answer within {timeout:g} s"
         except Exception as exc:  # whatever the server did, the model hears it
-            reason = _reason(exc)
+            reason = _reason(exc, server.url)
         else:
             return ToolResult(call.id, _text(result), is_error=bool(result.isError))
         log.warning("MCP tool call failed", server=server_name, tool=tool, reason=reason)
@@ -180,7 +180,7 @@ async def _tools_of(
                     if not (cursor := page.nextCursor):
                         break
     except Exception as exc:  # an unavailable server offers no tools
-        reason = "no answer in time" if isinstance(exc, TimeoutError) else _reason(exc)
+        reason = "no answer in time" if isinstance(exc, TimeoutError) else _reason(exc, server.url)
         log.warning(
             "MCP server unavailable; its tools are not offered", server=server.name, reason=reason
         )
@@ -208,8 +208,13 @@ async def _session(
         yield session
 
 
-def _reason(exc: BaseException) -> str:
-    """The first real failure inside the task groups the SDK raises from."""
+def _reason(exc: BaseException, url: str) -> str:
+    """The first real failure inside the task groups the SDK raises from, as the model, the
+    client and the log may see it (the URL's query redacted)."""
+    return scrubbed(_first_failure(exc), url)
+
+
+def _first_failure(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     if isinstance(exc, McpError):

@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import Webhook as Signer
 
 from atelier.agents.secrets import Sealer, SecretsUnavailable
 from atelier.db.base import utcnow
-from atelier.http.outbound import tenant_client
+from atelier.http.outbound import scrubbed, tenant_client
 from atelier.settings import Settings
 from atelier.webhooks.models import Webhook, WebhookDelivery
 
@@ -197,7 +197,7 @@ class WebhookSender:
         except (httpx.TimeoutException, TimeoutError):
             return Attempt(None, "timed out")
         except httpx.HTTPError as exc:
-            return Attempt(None, str(exc) or type(exc).__name__)
+            return Attempt(None, scrubbed(str(exc) or type(exc).__name__, hook.url))
 
     def _secrets(self, hook: Webhook, now: datetime) -> list[str]:
         secrets = [self.sealer.open_text(hook.secret)]

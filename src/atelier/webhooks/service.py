@@ -16,7 +16,7 @@ from atelier.agents.secrets import Sealer, SecretsUnavailable
 from atelier.db import limits, paging
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
-from atelier.http.outbound import UrlNotAllowed, check_public
+from atelier.http.outbound import UrlNotAllowed, check_public, redacted, unredacted
 from atelier.idempotency.store import forget_about
 from atelier.webhooks.models import Webhook, WebhookDelivery
 from atelier.webhooks.schemas import (
@@ -94,7 +94,7 @@ async def change(
 ) -> Webhook:
     hook = await get(session, tenant_id, webhook_id)
     if body.url is not None:
-        hook.url = body.url
+        hook.url = unredacted(body.url, hook.url)
     if body.events is not None:
         hook.events = _stored(body.events)
     if body.enabled is not None:
@@ -165,7 +165,7 @@ async def deliveries(
 def present(hook: Webhook) -> WebhookOut:
     return WebhookOut(
         id=hook.id,
-        url=hook.url,
+        url=redacted(hook.url),
         events=[e for e in hook.events.split(",") if e],
         enabled=hook.enabled,
         secret_rotated_at=hook.rotated_at,
