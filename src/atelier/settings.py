@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     max_agent_versions: int = Field(1000, ge=1)
     max_webhooks: int = Field(50, ge=1)
     max_budgets: int = Field(200, ge=1)
+    # Conversations and chats (LangGraph threads and forks among them) kept per end user.
+    max_conversations_per_user: int = Field(10_000, ge=1)
 
     # Workspace quotas and upkeep.
     max_file_size: int = Field(100 * 1024 * 1024, ge=1)

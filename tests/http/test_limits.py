@@ -3,6 +3,8 @@ and every collection that grows with requests has a cap (409 limit_reached namin
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
@@ -15,6 +17,7 @@ LIMITS = {
     "max_agent_versions": 3,
     "max_webhooks": 3,
     "max_budgets": 3,
+    "max_conversations_per_user": 3,
 }
 
 
@@ -96,6 +99,53 @@ class TestCaps:
         assert renamed.status_code == 200  # a rename makes no version
         pages = await all_pages(tcp, caller, f"/v1/agents/{agent['id']}/versions")
         assert pages == [["1", "2"], ["3"]]
+
+    async def test_a_user_keeps_a_bounded_number_of_conversations_by_every_api(
+        self, tcp, caller
+    ) -> None:
+        """Conversations, chats, forks, LangGraph threads and OpenAI response chains all
+        count, per end user; each API refuses the one past the cap in its own shape."""
+        alice = caller.headers("alice")
+        first = await tcp.post("/v1/conversations", json={}, headers=alice)
+        assert (await tcp.post("/v1/chats", json={}, headers=alice)).status_code == 201
+        thread = await tcp.post("/langgraph/threads", json={}, headers=alice)
+        assert thread.status_code == 200, thread.text
+        conversation = first.json()["id"]
+        refused = [
+            await tcp.post("/v1/conversations", json={}, headers=alice),
+            await tcp.post("/v1/chats", json={}, headers=alice),
+            await tcp.post(f"/v1/conversations/{conversation}/fork", json={}, headers=alice),
+            await tcp.post(
+                "/langgraph/threads", json={"thread_id": str(uuid.uuid4())}, headers=alice
+            ),
+            await tcp.post(
+                f"/langgraph/threads/{uuid.uuid4()}/runs/wait",
+                json={
+                    "assistant_id": "default",
+                    "input": {"messages": [{"role": "user", "content": "hi"}]},
+                    "if_not_exists": "create",
+                },
+                headers=alice,
+            ),
+        ]
+        for response in refused:
+            assert response.status_code == 409, response.text
+            assert (response.json()["code"], response.json()["limit"]) == (
+                "limit_reached",
+                "conversations",
+            )
+            assert "ATELIER_MAX_CONVERSATIONS_PER_USER" in response.json()["detail"]
+        answer = await tcp.post(
+            "/openai/v1/responses", json={"model": "default", "input": "hi"}, headers=alice
+        )
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["error"]["code"] == "limit_reached"
+        assert (
+            await tcp.post("/v1/chats", json={}, headers=caller.headers("bob"))
+        ).status_code == 201
+        deleted = await tcp.delete(f"/v1/conversations/{conversation}", headers=alice)
+        assert deleted.status_code == 204
+        assert (await tcp.post("/v1/conversations", json={}, headers=alice)).status_code == 201
 
     async def test_a_cursor_this_api_did_not_give_is_400(self, tcp, caller) -> None:
         for cursor in ("nonsense", "W10", "WyJ4Il0"):

@@ -29,7 +29,8 @@ async def create_chat(
 ) -> ChatOut:
     if body.model_id is not None:
         resources.catalog.resolve(body.model_id)
-    return service.present(await conversations.create(session, principal, body, CHAT))
+    limit = resources.settings.max_conversations_per_user
+    return service.present(await conversations.create(session, principal, body, CHAT, limit=limit))
 
 
 @router.get("")

@@ -33,7 +33,8 @@ async def create_conversation(
     if body.model_id is not None:
         resources.catalog.resolve(body.model_id)
     await agents.check_choice(session, principal.tenant_id, body.agent_id, body.agent_version)
-    conversation = await service.create(session, principal, body)
+    limit = resources.settings.max_conversations_per_user
+    conversation = await service.create(session, principal, body, limit=limit)
     return _present(resources, conversation)
 
 

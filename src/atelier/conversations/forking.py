@@ -11,7 +11,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.conversations.models import Conversation, Message
-from atelier.conversations.service import get_owned
+from atelier.conversations.service import get_owned, room_for_one
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
@@ -39,6 +39,7 @@ async def fork(
         raise ProblemError(
             400, "invalid_at_seq", f"at_seq is past the last message ({source.last_message_seq})"
         )
+    await room_for_one(session, principal, settings.max_conversations_per_user)
     now = utcnow()
     copy = Conversation(
         tenant_id=source.tenant_id,

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.conversations.models import Conversation, Kind
 from atelier.conversations.schemas import ConversationOut, ConversationPage, ConversationWrite
+from atelier.db import limits
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
 from atelier.idempotency.store import forget_about
@@ -48,10 +49,26 @@ async def get_owned(
     return row
 
 
+async def room_for_one(session: AsyncSession, principal: Principal, limit: int) -> None:
+    """``limit_reached`` when the user keeps ``limit`` conversations and chats already."""
+    mine = [
+        Conversation.tenant_id == principal.tenant_id,
+        Conversation.user_id == principal.user_id,
+    ]
+    setting = "ATELIER_MAX_CONVERSATIONS_PER_USER"
+    await limits.room_for_one(session, Conversation, mine, limit, "conversations", setting)
+
+
 async def create(
-    session: AsyncSession, principal: Principal, data: ConversationWrite, kind: Kind = AGENT
+    session: AsyncSession,
+    principal: Principal,
+    data: ConversationWrite,
+    kind: Kind = AGENT,
+    *,
+    limit: int,
 ) -> Conversation:
     assert principal.user_id is not None
+    await room_for_one(session, principal, limit)
     conversation = Conversation(
         tenant_id=principal.tenant_id,
         user_id=principal.user_id,

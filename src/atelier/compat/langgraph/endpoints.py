@@ -117,14 +117,20 @@ async def _present_thread(session: AsyncSession, conversation: Conversation) -> 
 
 @router.post("/threads")
 async def create_thread(
-    principal: UserPrincipalDep, session: SessionDep, body: ThreadCreate | None = None
+    principal: UserPrincipalDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    body: ThreadCreate | None = None,
 ) -> dict[str, Any]:
     body = body or ThreadCreate()
     if body.thread_id is not None and body.if_exists == "do_nothing":
         existing = await threads.find(session, principal, str(body.thread_id))
         if existing is not None:
             return await _present_thread(session, existing)
-    conversation = await threads.create(session, principal, body.thread_id, body.metadata)
+    limit = resources.settings.max_conversations_per_user
+    conversation = await threads.create(
+        session, principal, body.thread_id, body.metadata, limit=limit
+    )
     return present.thread(conversation, "idle", {"messages": []})
 
 
@@ -280,7 +286,8 @@ async def _begin(
         if conversation is None:
             if body.if_not_exists != "create" or body.command is not None:
                 raise threads.not_found()
-            conversation = await _created_for_run(session, principal, thread_id)
+            limit = resources.settings.max_conversations_per_user
+            conversation = await _created_for_run(session, principal, thread_id, limit)
         thread = Thread.of(conversation)
         if body.command is not None:
             return thread, *await _resume(resources, session, conversation, body)
@@ -314,14 +321,14 @@ async def _begin(
 
 
 async def _created_for_run(
-    session: AsyncSession, principal: Principal, thread_id: str
+    session: AsyncSession, principal: Principal, thread_id: str, limit: int
 ) -> Conversation:
     """``if_not_exists="create"``: the thread the run names, made now."""
     try:
         wanted = uuid.UUID(thread_id)
     except ValueError as exc:
         raise ProblemError(422, "invalid_thread_id", "a thread id is a UUID") from exc
-    conversation = await threads.create(session, principal, wanted)
+    conversation = await threads.create(session, principal, wanted, limit=limit)
     await session.commit()
     return conversation
 

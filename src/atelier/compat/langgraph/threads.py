@@ -14,6 +14,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atelier.conversations import service as conversations
 from atelier.conversations.models import Conversation, Message
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
@@ -71,11 +72,14 @@ async def create(
     principal: Principal,
     wanted: uuid.UUID | None,
     metadata: dict[str, Any] | None = None,
+    *,
+    limit: int,
 ) -> Conversation:
     """A new thread, under ``wanted`` if the client chose its id (``thread_exists`` if this
     user has a thread by that id, found now or made by a request racing this one)."""
     if wanted is not None and await find(session, principal, str(wanted)) is not None:
         raise exists()
+    await conversations.room_for_one(session, principal, limit)
     own_id = wanted is not None and await session.get(Conversation, wanted) is None
     while True:
         conversation = Conversation(

@@ -216,7 +216,8 @@ async def _conversation(
             write = AgentConversationWrite(
                 metadata=body.metadata, agent_id=agent.id if agent else None
             )
-            conversation = await conversations.create(session, principal, write)
+            limit = resources.settings.max_conversations_per_user
+            conversation = await conversations.create(session, principal, write, limit=limit)
             await session.commit()
             return conversation.id, model_id, True
         previous = await _owned(session, principal, body.previous_response_id)
