@@ -452,14 +452,14 @@ class TestStreamsEndWithOneTerminalEvent:
     async def test_a_producer_failing_mid_stream_ends_with_an_error_event(
         self, app, client, caller, monkeypatch
     ) -> None:
-        from atelier.http.sse import EventBatch, ServerSentEvent
+        from atelier.runs import MessageDelta, Numbered
 
         conversation = await new_conversation(client, caller)
         run = (await start(client, caller, conversation, "hi")).json()
         await wait_ended(client, caller, conversation, run["id"])
 
         async def breaks(run_id, after):  # type: ignore[no-untyped-def]
-            yield EventBatch([ServerSentEvent('{"text": "a"}', "message.delta", 1)])
+            yield [Numbered(1, MessageDelta(text="a"))]
             raise RuntimeError("the follower broke")
 
         monkeypatch.setattr(app.state.resources.runs, "events", breaks)

@@ -10,13 +10,15 @@ from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
 
 from atelier.chats import service
 from atelier.chats.schemas import ChatMessageList, ChatOut, ChatPage, ChatWrite, MessageIn
+from atelier.chats.translate import ChatTranslator
 from atelier.conversations import service as conversations
 from atelier.conversations.endpoints import remove
 from atelier.conversations.models import Kind
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
-from atelier.runs.endpoints import EVENT_STREAM, cancel, event_stream, last_event_id, owned_run
-from atelier.runs.environment import RunRequest
+from atelier.http.translate import EVENT_STREAM, event_stream, last_event_id, translated
+from atelier.runs import MessageCompleted, RunRequest
+from atelier.runs.endpoints import cancel, owned_run
 from atelier.runs.schemas import RunOut
 
 router = APIRouter(prefix="/v1/chats", tags=["chats"])
@@ -108,22 +110,23 @@ async def send_message(
     run_id = await resources.runs.start(
         RunRequest(principal, chat_id, CHAT, body.content, body.model_id)
     )
-    events = service.chat_events(resources.runs.events(run_id, 0))
+    events = resources.runs.events(run_id, 0)
     if "text/event-stream" in accept:
-        return event_stream(events, f"/v1/chats/{chat_id}/runs/{run_id}/events")
+        stream = translated(events, ChatTranslator(), ids="native")
+        return event_stream(stream, f"/v1/chats/{chat_id}/runs/{run_id}/events")
     # Without a stream: the reply once the turn ends (a client that leaves does not stop it).
-    reply: dict[str, str] | None = None
-    error: dict[str, str] | None = None
+    translator, reply, error = ChatTranslator(), None, None
     async for batch in events:
-        for event in batch.events:
-            if event.event == "message.completed":
-                reply = json.loads(event.data)
-            elif event.event == "error":
-                error = json.loads(event.data)
+        for _, event in batch:
+            if isinstance(event, MessageCompleted):
+                reply = uuid.UUID(event.message_id)
+            for frame in translator.handle(event):
+                if frame.event == "error":
+                    error = json.loads(str(frame.data))
     message = None
     if reply is not None:
         async with resources.sessionmaker() as session:
-            message = await service.message(session, uuid.UUID(reply["message_id"]))
+            message = await service.message(session, reply)
     if error is not None or message is None:
         error = error or {"code": "internal_error", "message": "the reply was not saved"}
         extra = {"message": message.model_dump(mode="json")} if message is not None else {}
@@ -146,8 +149,9 @@ async def reply_events(
     resume = last_event_id(last_event_id_header, after)
     async with resources.sessionmaker() as session:
         await owned_run(session, principal, chat_id, run_id, CHAT)
-    events = service.chat_events(resources.runs.events(run_id, resume + 1 if resume else 0))
-    return event_stream(events, f"/v1/chats/{chat_id}/runs/{run_id}/events")
+    events = resources.runs.events(run_id, resume + 1 if resume else 0)
+    stream = translated(events, ChatTranslator(), ids="native")
+    return event_stream(stream, f"/v1/chats/{chat_id}/runs/{run_id}/events")
 
 
 @router.post("/{chat_id}/runs/{run_id}/cancel", status_code=202)

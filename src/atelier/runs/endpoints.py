@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,11 +12,10 @@ from atelier.conversations.service import get_owned
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
-from atelier.http.sse import EventBatch, EventStreamResponse, ServerSentEvent
+from atelier.http.translate import EVENT_STREAM, event_stream, last_event_id, native
 from atelier.resources import Resources
 from atelier.runs import service
 from atelier.runs.environment import RunRequest
-from atelier.runs.events import ErrorCode, StreamError
 from atelier.runs.models import Run
 from atelier.runs.schemas import (
     DecisionIn,
@@ -30,36 +28,6 @@ from atelier.runs.schemas import (
 )
 
 router = APIRouter(prefix="/v1/conversations", tags=["runs"])
-
-EVENT_STREAM: dict[int | str, dict[str, Any]] = {
-    200: {
-        "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/RunEvent"}}},
-        "description": "the run's events (SSE)",
-    }
-}
-
-
-def stream_failed(_: BaseException) -> ServerSentEvent:
-    event = StreamError(
-        code=ErrorCode.STREAM_FAILED,
-        message="this stream failed; the run may go on: resume with Last-Event-ID",
-    )
-    return ServerSentEvent(event.data, event.type)
-
-
-def event_stream(events: AsyncIterator[EventBatch], location: str) -> EventStreamResponse:
-    """A run's event stream; ``Location`` is where to resume it (with ``Last-Event-ID``)."""
-    return EventStreamResponse(events, headers={"location": location}, on_failure=stream_failed)
-
-
-def last_event_id(header: str | None, after: int | None) -> int:
-    """Where a resumed stream goes on from; ``-1`` (what the LangGraph SDK sends when it has
-    seen nothing) is the start."""
-    if header is None or header.strip() == "-1":
-        return after or 0
-    if not header.isdigit() or int(header) > 2**53:
-        raise ProblemError(400, "invalid_last_event_id", "Last-Event-ID must be an event number")
-    return max(int(header), after or 0)
 
 
 @router.post(
@@ -131,7 +99,7 @@ async def started(resources: Resources, request: RunRequest, accept: str) -> Res
     run_id = await resources.runs.start(request)
     if "text/event-stream" in accept:
         location = f"/v1/conversations/{request.conversation_id}/runs/{run_id}/events"
-        return event_stream(resources.runs.events(run_id, 0), location)
+        return event_stream(native(resources.runs.events(run_id, 0)), location)
     async with resources.sessionmaker() as session:
         run = await session.get(Run, run_id)
         assert run is not None
@@ -188,7 +156,7 @@ async def run_events(
     async with resources.sessionmaker() as session:
         await owned_run(session, principal, conversation_id, run_id)
     location = f"/v1/conversations/{conversation_id}/runs/{run_id}/events"
-    return event_stream(resources.runs.events(run_id, resume), location)
+    return event_stream(native(resources.runs.events(run_id, resume)), location)
 
 
 @router.post("/{conversation_id}/runs/{run_id}/cancel", status_code=202)

@@ -7,9 +7,11 @@ and the OpenAPI schema list exactly these models (a test checks both).
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer
 
@@ -58,9 +60,10 @@ class RunError(BaseModel):
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    @property
+    @functools.cached_property
     def data(self) -> str:
-        """The SSE ``data``: the model without its ``type``, one line of JSON."""
+        """The SSE ``data``: the model without its ``type``, one line of JSON (made once,
+        for the shared log and every follower)."""
         return self.model_dump_json(exclude={"type"})
 
 
@@ -84,6 +87,10 @@ class MessageCompleted(_Event):
     content: str
     incomplete: bool
     stop_reason: str | None = None
+    # As stored: an assistant message's tool calls ({"type": "tool_call", "id", "name",
+    # "arguments"}), a tool message's results ({"type": "tool_result", "call_id",
+    # "content", "is_error"}).
+    parts: list[dict[str, Any]] | None = None
 
 
 class ToolStarted(_Event):
@@ -231,3 +238,33 @@ TERMINAL_TYPES = frozenset(
 
 def ended(status: RunStatus, run_id: str, error: RunError | None) -> RunEnded:
     return ENDED_BY_STATUS[status](run_id=run_id, error=error)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Not an event the run gave: a follower's word that the run now waits in its row for
+    decisions on the calls it asked about, held by no process (it has no id). APIs whose
+    runs end at an interrupt end their stream here; the native stream goes on."""
+
+    run_id: str
+
+
+class Numbered(NamedTuple):
+    """What the engine yields: an event with its id -- None for a run's end that the run
+    recorded no id for, and for ``Waiting``."""
+
+    id: int | None
+    event: RunEvent | Waiting
+
+
+EVENT_TYPES: dict[str, type[_Event]] = {
+    model.model_fields["type"].default: model for model in get_args(get_args(RunEvent)[0])
+}
+
+
+def parse(name: str, data: str) -> RunEvent:
+    """An event as the shared log keeps it (its type, and its data's JSON) -- its JSON
+    kept, not made again for the next follower."""
+    event = EVENT_TYPES[name].model_validate_json(data)
+    event.__dict__["data"] = data  # the cached_property's slot
+    return event  # type: ignore[return-value]

@@ -21,10 +21,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.coordination.base import Coordination, CoordinationUnavailable, LogEvent
-from atelier.http.sse import EventBatch, ServerSentEvent
-from atelier.runs.events import (
-    TERMINAL_TYPES,
-)
+from atelier.runs.events import TERMINAL_TYPES, ApprovalRequested, Numbered, Waiting, parse
 from atelier.runs.log import DRAIN_SECONDS, FLUSH_LINGER_SECONDS, RunEventLog, log_name
 from atelier.runs.replay import recover, run_state
 
@@ -43,19 +40,21 @@ SHIPPING_SECONDS = DRAIN_SECONDS + FLUSH_LINGER_SECONDS + 2.0
 Sessions = async_sessionmaker[AsyncSession]
 
 
-def _to_sse(events: Sequence[LogEvent]) -> tuple[list[ServerSentEvent], bool]:
-    """As SSE, up to and including a terminal event; and whether there was one."""
-    batch = []
-    for event in events:
-        batch.append(ServerSentEvent(event.data, event.name, event.id))
-        if event.name in TERMINAL_TYPES:
-            return batch, True
-    return batch, False
+def _upto_end(events: Sequence[Numbered]) -> tuple[list[Numbered], bool]:
+    """The events up to and including a terminal one; and whether there was one."""
+    for index, (_, event) in enumerate(events):
+        if event.type in TERMINAL_TYPES:  # type: ignore[union-attr]
+            return list(events[: index + 1]), True
+    return list(events), False
+
+
+def _typed(events: Sequence[LogEvent]) -> list[Numbered]:
+    return [Numbered(event.id, parse(event.name, event.data)) for event in events]
 
 
 async def follow_local(
     run_log: RunEventLog, coordination: Coordination, sessions: Sessions, after: int
-) -> AsyncIterator[EventBatch]:
+) -> AsyncIterator[list[Numbered]]:
     """A run of this process, from memory; each wake-up sends what arrived in one write.
     A follower further behind than memory reaches reads that part from the shared log.
 
@@ -74,8 +73,14 @@ async def follow_local(
         if events == [] and run_log.paused:
             # The run waits for approvals in its row; whichever process takes it up again
             # writes the shared log, where everything it said so far already is.
+            yield [Numbered(None, Waiting(str(run_log.run_id)))]
             async for from_elsewhere in follow_shared(
-                coordination, sessions, run_log.run_id, last, settle_seconds=SETTLE_SECONDS
+                coordination,
+                sessions,
+                run_log.run_id,
+                last,
+                settle_seconds=SETTLE_SECONDS,
+                told_waiting=last,
             ):
                 yield from_elsewhere
             return
@@ -101,13 +106,14 @@ async def follow_local(
                 recovered = await recover(sessions, run_log.run_id, last, state.last_event_id)
                 if recovered is None:
                     continue
-                yield EventBatch([*recovered, state.terminal(run_log.run_id)])
+                yield [*recovered, state.terminal(run_log.run_id)]
                 return
             continue
         quiet = 0
         if events is None:  # behind what memory keeps
-            events = await _shared(coordination, run_log.name, last)
-            missing_until = min(events[0].id - 1, run_log.dropped) if events else run_log.dropped
+            shared = await _shared(coordination, run_log.name, last)
+            missing_until = min(shared[0].id - 1, run_log.dropped) if shared else run_log.dropped
+            events = _typed(shared)
             if missing_until > last:  # the shared log lost them
                 recovered = await recover(sessions, run_log.run_id, last, missing_until)
                 if recovered is None:
@@ -115,12 +121,12 @@ async def follow_local(
                     continue
                 _lost(run_log.run_id, last, missing_until, recovered)
                 if recovered:
-                    yield EventBatch(recovered)
+                    yield recovered
                 last = missing_until
                 continue
-        batch, done = _to_sse(events)
+        batch, done = _upto_end(events)
         last = batch[-1].id  # type: ignore[assignment]
-        yield EventBatch(batch)
+        yield batch
         sent_at = loop.time()
         if done:
             return
@@ -133,7 +139,8 @@ async def follow_shared(
     after: int,
     *,
     settle_seconds: float,
-) -> AsyncIterator[EventBatch]:
+    told_waiting: int | None = None,
+) -> AsyncIterator[list[Numbered]]:
     """A run of any process, from the shared log, falling back to the database.
 
     The log is the word on every event the run gave: a row that ended (or stopped to wait
@@ -146,10 +153,12 @@ async def follow_shared(
 
     ``settle_seconds``: how long after its row ended a run that recorded no final id may
     still send its terminal event (its process may be slow); past that the row's word is
-    final.
+    final. Once everything up to a run's pause was sent, ``Waiting`` says it waits (once
+    per pause: ``told_waiting`` names one told already); after an approval request the
+    row is asked at the next quiet read, so that this comes at once.
     """
     name = log_name(run_id)
-    last, quiet = after, 0
+    last, quiet, asked = after, 0, False
     while True:
         try:
             events = await coordination.read_events(name, last, FOLLOW_WAIT_MS)
@@ -166,16 +175,18 @@ async def follow_shared(
                     continue
                 _lost(run_id, last, events[0].id - 1, recovered)
                 if recovered:
-                    yield EventBatch(recovered)
-            batch, done = _to_sse(events)
+                    yield recovered
+            batch, done = _upto_end(_typed(events))
             last = batch[-1].id  # type: ignore[assignment]
-            yield EventBatch(batch)
+            asked = isinstance(batch[-1].event, ApprovalRequested)
+            yield batch
             if done:
                 return
             continue
         quiet += 1
-        if not outage and (quiet - 1) % CHECK_ROW_EVERY:
+        if not outage and not asked and (quiet - 1) % CHECK_ROW_EVERY:
             continue
+        asked = False
         state = await run_state(sessions, run_id)
         if state is None or (state.active and not state.waiting):
             continue
@@ -183,6 +194,9 @@ async def follow_shared(
             # It waits for approvals, held by no process: what it said before stopping is
             # owed by the log, else (its process died before shipping it) by the database.
             until = state.paused_event_id
+            if until is not None and until <= last and until != told_waiting:
+                told_waiting = until
+                yield [Numbered(None, Waiting(str(run_id)))]
             if until is None or until <= last or state.age_seconds < SHIPPING_SECONDS:
                 continue
             recovered = await recover(sessions, run_id, last, until)
@@ -190,7 +204,7 @@ async def follow_shared(
                 continue
             _lost(run_id, last, until, recovered)
             if recovered:
-                yield EventBatch(recovered)
+                yield recovered
             last = until
             continue
         final = state.last_event_id
@@ -203,11 +217,11 @@ async def follow_shared(
             continue
         if final is not None:
             _lost(run_id, last, final - 1, recovered)
-        yield EventBatch([*recovered, state.terminal(run_id)])
+        yield [*recovered, state.terminal(run_id)]
         return
 
 
-def _lost(run_id: uuid.UUID, after: int, until: int, recovered: Sequence[ServerSentEvent]) -> None:
+def _lost(run_id: uuid.UUID, after: int, until: int, recovered: Sequence[Numbered]) -> None:
     """Say so when the shared log lost events the database did not keep (deltas, tool
     progress): the stream goes on without them, and an operator can see it did."""
     lost = until - after - len(recovered)

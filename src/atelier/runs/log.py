@@ -18,8 +18,8 @@ import uuid
 
 import structlog
 
-from atelier.coordination.base import Coordination, CoordinationUnavailable, LogBatch, LogEvent
-from atelier.runs.events import RunEvent
+from atelier.coordination.base import Coordination, CoordinationUnavailable, LogBatch
+from atelier.runs.events import Numbered, RunEvent
 
 log = structlog.get_logger("atelier.runs")
 
@@ -40,7 +40,7 @@ class RunEventLog:
         self._shipper = shipper
         self.run_id = run_id
         self.name = log_name(run_id)
-        self._window: list[LogEvent] = []
+        self._window: list[Numbered] = []
         self.dropped = after  # events 1..dropped have left memory (the shared log has them)
         self._unsent = after + 1  # the first event not yet in the shared log
         self.paused = False  # the run waits in its row: what follows comes from elsewhere
@@ -58,14 +58,14 @@ class RunEventLog:
     def emit(self, event: RunEvent) -> int:
         """Number ``event``, keep it, and have it shipped; returns its id."""
         number = self.last_id + 1
-        self._window.append(LogEvent(number, event.type, event.data))
+        self._window.append(Numbered(number, event))
         self._emitted_at = self._loop.time()
         self._wake_all()
         self._shipped.clear()
         self._shipper.ship(self)
         return number
 
-    async def read(self, after: int, wait_seconds: float) -> list[LogEvent] | None:
+    async def read(self, after: int, wait_seconds: float) -> list[Numbered] | None:
         """Events numbered above ``after``, waiting up to ``wait_seconds`` for the first
         (an empty list if none came); None if some of them have left memory (the shared
         log has those)."""
@@ -101,7 +101,11 @@ class RunEventLog:
 
     def unsent(self) -> LogBatch:
         events = self._window[self._unsent - 1 - self.dropped :]
-        return LogBatch(self.name, [(e.name, e.data) for e in events], self._unsent)
+        return LogBatch(
+            self.name,
+            [(e.event.type, e.event.data) for e in events],  # type: ignore[union-attr]
+            self._unsent,
+        )
 
     def shipped(self, batch: LogBatch) -> None:
         """The shared log has ``batch``: what it has may leave memory."""

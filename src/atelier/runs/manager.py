@@ -20,11 +20,10 @@ from atelier.conversations.models import Conversation, Kind
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import Lease, LeaseHeld
 from atelier.http.errors import ProblemError
-from atelier.http.sse import EventBatch
 from atelier.observability.metrics import Metrics
 from atelier.runs import approvals, pausing, service
 from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
-from atelier.runs.events import RunStatus
+from atelier.runs.events import Numbered, RunStatus
 from atelier.runs.follow import follow_local
 from atelier.runs.models import Run
 from atelier.runs.outcome import Outcome
@@ -188,9 +187,10 @@ class RunManager:
         except CoordinationUnavailable as exc:
             raise unavailable("the cancel request cannot reach the run now") from exc
 
-    def events(self, run_id: uuid.UUID, after: int) -> AsyncIterator[EventBatch]:
-        """The run's events numbered above ``after``, up to its terminal one: from memory if
-        it executes in this process, else from the shared log (or the database)."""
+    def events(self, run_id: uuid.UUID, after: int) -> AsyncIterator[list[Numbered]]:
+        """The run's events numbered above ``after``, up to its terminal one, in batches
+        that are ready together: from memory if it executes in this process, else from the
+        shared log (or the database); ``Waiting`` (no id) when it stops to wait in its row."""
         run = self.local.get(run_id)
         if run is not None:
             return follow_local(run.events, self.env.coordination, self.env.sessions, after)

@@ -23,11 +23,10 @@ from atelier.coordination.lease import LeaseHeld
 from atelier.db.base import utcnow
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
-from atelier.http.sse import EventBatch
 from atelier.observability.metrics import Metrics
 from atelier.runs import pausing, service
 from atelier.runs.environment import RunEnvironment, RunRequest
-from atelier.runs.events import ErrorCode, RunError, RunFailed, RunStatus
+from atelier.runs.events import ErrorCode, Numbered, RunError, RunFailed, RunStatus
 from atelier.runs.follow import follow_local, follow_shared
 from atelier.runs.models import Run
 from atelier.runs.recorder import Opened
@@ -138,7 +137,7 @@ class RunQueue:
             run.on_free = None
             self.env.supervisor.spawn(self.start_next(run.conversation_id), name="run-queue")
 
-    async def follow(self, run_id: uuid.UUID, after: int) -> AsyncIterator[EventBatch]:
+    async def follow(self, run_id: uuid.UUID, after: int) -> AsyncIterator[list[Numbered]]:
         """A run of another process -- or a queued one, which may start here: then from
         its memory, without the shared log's delay."""
         run = _accepted(self.manager.local.get(run_id))

@@ -259,6 +259,7 @@ class Recorder:
                 content=message.content,
                 incomplete=message.incomplete,
                 stop_reason=message.stop_reason,
+                parts=message.parts,
             )
         )
         assert number == message.event_id, "a run's events have one writer"

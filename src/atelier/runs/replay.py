@@ -16,12 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.conversations.models import Message
 from atelier.db.base import utcnow
-from atelier.http.sse import ServerSentEvent
 from atelier.runs.events import (
     ACTIVE_STATUSES,
     ApprovalRequested,
     ErrorCode,
     MessageCompleted,
+    Numbered,
     RunError,
     RunStatus,
     Usage,
@@ -58,7 +58,7 @@ class RunState:
         since = self.paused_at if self.waiting else self.ended_at
         return (utcnow() - since).total_seconds() if since else float("inf")
 
-    def terminal(self, run_id: uuid.UUID) -> ServerSentEvent:
+    def terminal(self, run_id: uuid.UUID) -> Numbered:
         error: RunError | None
         if self.status is None:
             status = RunStatus.CANCELLED
@@ -67,9 +67,8 @@ class RunState:
             )
         else:
             status, error = self.status, self.error
-        event = ended(status, str(run_id), error)
         # Without the id the run gave it, no id at all: never one that names another event.
-        return ServerSentEvent(event.data, event.type, self.last_event_id)
+        return Numbered(self.last_event_id, ended(status, str(run_id), error))
 
 
 async def run_state(sessions: Sessions, run_id: uuid.UUID) -> RunState | None:
@@ -95,7 +94,7 @@ async def run_state(sessions: Sessions, run_id: uuid.UUID) -> RunState | None:
 
 async def recover(
     sessions: Sessions, run_id: uuid.UUID, after: int, until: int | None
-) -> list[ServerSentEvent] | None:
+) -> list[Numbered] | None:
     """The run's durable events numbered in (after, until], from the database; None if it
     did not answer (the follower asks again: it never skips what it could not read)."""
     top = until if until is not None else 2**62
@@ -126,7 +125,7 @@ async def recover(
     except SQLAlchemyError:
         log.warning("run events unreadable; retrying", run_id=str(run_id), after=after)
         return None
-    return [ServerSentEvent(e.data, e.type, number) for number, e in sorted(found)]
+    return [Numbered(number, event) for number, event in sorted(found, key=lambda f: f[0])]
 
 
 def _completed(message: Message) -> MessageCompleted:
@@ -137,6 +136,7 @@ def _completed(message: Message) -> MessageCompleted:
         content=message.content,
         incomplete=message.incomplete,
         stop_reason=message.stop_reason,
+        parts=message.parts,
     )
 
 

@@ -3,9 +3,10 @@ same agents, conversations and runs as ``/v1`` (docs/compat.md)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Response
@@ -26,15 +27,15 @@ from atelier.compat.langgraph.schemas import (
 )
 from atelier.compat.langgraph.threads import Thread
 from atelier.compat.langgraph.translate import STREAM_MODES, LangGraphTranslator
-from atelier.compat.stream import json_when_done, run_through, translated
+from atelier.compat.stream import json_when_done
 from atelier.conversations.endpoints import remove
-from atelier.conversations.models import Conversation
+from atelier.conversations.models import Conversation, Message
 from atelier.conversations.schemas import NO_NUL
 from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
+from atelier.http.translate import event_stream, last_event_id, run_through, translated
 from atelier.resources import Resources
-from atelier.runs.endpoints import event_stream, last_event_id
 from atelier.runs.environment import RunRequest
 from atelier.runs.events import RunStatus
 from atelier.runs.models import Approval, Run
@@ -396,12 +397,13 @@ def _stream(
     after_native: int = 0,
     cancel_on_disconnect: bool = False,
 ) -> Response:
-    translator = LangGraphTranslator(resources.sessionmaker, thread, run_id, frozenset(modes))
+    translator = LangGraphTranslator(thread, run_id, frozenset(modes))
     frames = translated(
         resources.runs.events(run_id, 0),
         translator,
         after_frame=after_frame,
         after_native=after_native,
+        found=_found(resources, thread, run_id),
     )
 
     async def cancelled_when_left() -> AsyncIterator[Any]:
@@ -418,11 +420,19 @@ def _stream(
     return response
 
 
+def _found(
+    resources: Resources, thread: Thread, run_id: uuid.UUID
+) -> Callable[[], Awaitable[list[Message]]]:
+    return functools.partial(threads.found, resources.sessionmaker, thread.conversation_id, run_id)
+
+
 async def _ended(resources: Resources, thread: Thread, run_id: uuid.UUID) -> dict[str, Any]:
     """The thread's values once the run ended (or stopped for a person's decision);
     ``__error__`` says how it failed."""
-    translator = LangGraphTranslator(resources.sessionmaker, thread, run_id, frozenset())
-    await run_through(resources.runs.events(run_id, 0), translator)
+    translator = LangGraphTranslator(thread, run_id, frozenset())
+    await run_through(
+        resources.runs.events(run_id, 0), translator, _found(resources, thread, run_id)
+    )
     async with resources.sessionmaker() as session:
         run = await session.get(Run, run_id)
         pending = await threads.pending(session, run)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.conversations import service as conversations
 from atelier.conversations.models import Conversation, Message
@@ -125,3 +125,25 @@ async def messages(session: AsyncSession, conversation_id: uuid.UUID) -> list[Me
         .order_by(Message.seq)
     )
     return list(rows)
+
+
+async def found(
+    sessions: async_sessionmaker[AsyncSession], conversation_id: uuid.UUID, run_id: uuid.UUID
+) -> list[Message]:
+    """The thread as the run found it: its messages up to the run's question."""
+    asked = (
+        select(func.min(Message.seq))
+        .where(Message.run_id == run_id, Message.role == "user")
+        .scalar_subquery()
+    )
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(Message)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.seq <= asked,
+                Message.superseded.is_(False),
+            )
+            .order_by(Message.seq)
+        )
+        return list(rows)

@@ -10,37 +10,36 @@ import json
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from atelier.compat.langgraph import present
 from atelier.compat.langgraph.threads import Thread
-from atelier.compat.stream import START, Frame, Template, paused_after
 from atelier.conversations.models import Message
-from atelier.runs.events import TERMINAL_TYPES
-
-STREAM_MODES = frozenset({"values", "updates", "messages-tuple", "custom"})
-CUSTOM = frozenset(
-    {
-        "tool.started",
-        "tool.completed",
-        "tools.unavailable",
-        "file.changed",
-        "usage",
-        "title.updated",
-    }
+from atelier.http.translate import Frame, Template, Translator
+from atelier.runs import (
+    ApprovalRequested,
+    ApprovalResolved,
+    FileChanged,
+    MessageCompleted,
+    MessageDelta,
+    RunCancelled,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunStarted,
+    RunTimedOut,
+    StreamError,
+    TitleUpdated,
+    ToolCompleted,
+    ToolStarted,
+    ToolsUnavailable,
+    Usage,
+    Waiting,
 )
 
+STREAM_MODES = frozenset({"values", "updates", "messages-tuple", "custom"})
 
-class LangGraphTranslator:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        thread: Thread,
-        run_id: uuid.UUID,
-        modes: frozenset[str],
-    ) -> None:
-        self.sessions = sessions
+
+class LangGraphTranslator(Translator):
+    def __init__(self, thread: Thread, run_id: uuid.UUID, modes: frozenset[str]) -> None:
         self.thread = thread
         self.run_id = run_id
         self.modes = modes
@@ -50,84 +49,78 @@ class LangGraphTranslator:
         self.delta: Template | None = None  # the reply's chunk frame, with a hole for text
         self.interrupts: list[dict[str, Any]] = []
         self.unflushed = False  # interrupts told whose values frame is still to come
-        self.done = False
 
-    async def translate(self, name: str, data: dict[str, Any]) -> list[Frame]:
-        # The interrupts' frame comes where the run stopped to wait: live, as soon as it
-        # waits (the stream ends there); in a replay, before whatever came next. Either
-        # way the same frames under the same numbers.
-        if self.unflushed and name != "approval.requested":
-            self.unflushed = False
-            return self._values(self.interrupts) + await self._translate(name, data)
-        return await self._translate(name, data)
+    def start(self) -> list[Frame]:
+        return [Frame("metadata", {"run_id": str(self.run_id), "attempt": 1})]
 
-    async def _translate(self, name: str, data: dict[str, Any]) -> list[Frame]:
-        if name == START:
-            return [Frame("metadata", {"run_id": str(self.run_id), "attempt": 1})]
-        if name == "run.started":
-            await self._load_thread()
-            return self._values()
-        if name == "message.delta":
-            self.streamed = True
-            if "messages-tuple" not in self.modes:
-                return []
-            if self.delta is None:  # the first chunk of this reply: its frame, once
-                self.delta = Template(self._chunk(Template.HOLE, []).data)  # type: ignore[arg-type]
-            return [Frame("messages", self.delta.fill(data["text"]))]
-        if name == "message.completed":
-            return await self._completed(data)
-        if name == "approval.requested":
-            return await self._interrupted(data)
-        if name == "approval.resolved":
-            self.interrupts = []
-        if name in TERMINAL_TYPES:
-            self.done = True
-            error = data.get("error")
-            if name in ("run.failed", "run.timed_out") and error:
-                return [Frame("error", {"error": error["code"], "message": error["message"]})]
-            # "error" (this stream broke, the run goes on): ending the stream makes the
-            # SDK ask the run, find it running and reconnect with its Last-Event-ID.
-            return []
-        if name in CUSTOM and "custom" in self.modes:
-            return [Frame("custom", {"type": name, **data})]
-        return []
-
-    async def _load_thread(self) -> None:
+    def found(self, what: Any) -> None:
         """The thread as the run found it: its messages up to the run's question."""
-        asked = (
-            select(func.min(Message.seq))
-            .where(Message.run_id == self.run_id, Message.role == "user")
-            .scalar_subquery()
-        )
-        async with self.sessions() as session:
-            rows = list(
-                await session.scalars(
-                    select(Message)
-                    .where(
-                        Message.conversation_id == self.thread.conversation_id,
-                        Message.seq <= asked,
-                        Message.superseded.is_(False),
-                    )
-                    .order_by(Message.seq)
-                )
-            )
+        rows: list[Message] = what
         self.last_seq = rows[-1].seq if rows else 0
         self.messages = present.values(rows)["messages"]
 
-    async def _completed(self, data: dict[str, Any]) -> list[Frame]:
-        async with self.sessions() as session:
-            row = await session.get(Message, uuid.UUID(data["message_id"]))
-        if row is None:  # its conversation is gone: what the event said is all there is
-            row = Message(
-                id=uuid.UUID(data["message_id"]),
-                seq=data["seq"],
-                role=data["role"],
-                content=data["content"],
-                run_id=self.run_id,
-                parts=None,
-                superseded=False,
-                stop_reason=data.get("stop_reason"),
-            )
+    def handle(self, event: RunEvent | Waiting) -> list[Frame]:
+        # The interrupts' frame comes where the run stopped to wait: live, once it waits
+        # (the stream ends there); in a replay, before whatever came next. Either way the
+        # same frames under the same numbers.
+        if self.unflushed and not isinstance(event, ApprovalRequested):
+            self.unflushed = False
+            if isinstance(event, Waiting):
+                self.done = True
+                return self._values(self.interrupts)
+            return self._values(self.interrupts) + self._handle(event)
+        return self._handle(event)
+
+    def _handle(self, event: RunEvent | Waiting) -> list[Frame]:
+        match event:
+            case RunStarted():
+                return self._values()
+            case MessageDelta(text=text):
+                self.streamed = True
+                if "messages-tuple" not in self.modes:
+                    return []
+                if self.delta is None:  # the first chunk of this reply: its frame, once
+                    self.delta = Template(self._chunk(Template.HOLE, []).data)  # type: ignore[arg-type]
+                return [Frame("messages", self.delta.fill(text))]
+            case MessageCompleted():
+                return self._completed(event)
+            case ApprovalRequested():
+                return self._interrupted(event)
+            case ApprovalResolved():
+                self.interrupts = []
+            case RunCompleted() | RunCancelled():
+                self.done = True
+            case RunFailed() | RunTimedOut():
+                self.done = True
+                if event.error is not None:
+                    error = {"error": event.error.code, "message": event.error.message}
+                    return [Frame("error", error)]
+            case StreamError():
+                # This stream broke (the run goes on): ending the stream makes the SDK ask
+                # the run, find it running and reconnect with its Last-Event-ID.
+                self.done = True
+            case ToolStarted() | ToolCompleted() | ToolsUnavailable() | FileChanged() | Usage():
+                return self._custom(event)
+            case TitleUpdated():
+                return self._custom(event)
+        return []
+
+    def _custom(self, event: RunEvent) -> list[Frame]:
+        if "custom" not in self.modes:
+            return []
+        return [Frame("custom", {"type": event.type, **json.loads(event.data)})]
+
+    def _completed(self, event: MessageCompleted) -> list[Frame]:
+        row = Message(
+            id=uuid.UUID(event.message_id),
+            seq=event.seq,
+            role=event.role,
+            content=event.content,
+            run_id=self.run_id,
+            parts=event.parts,
+            superseded=False,
+            stop_reason=event.stop_reason,
+        )
         converted = present.messages(row)
         self.last_seq = max(self.last_seq, row.seq)
         self.messages += converted
@@ -149,19 +142,13 @@ class LangGraphTranslator:
             frames.append(Frame("updates", {node: {"messages": converted}}))
         return frames + self._values()
 
-    async def _interrupted(self, data: dict[str, Any]) -> list[Frame]:
-        this = present.interrupt(data)
+    def _interrupted(self, event: ApprovalRequested) -> list[Frame]:
+        this = present.interrupt(event.model_dump(mode="json"))
         self.interrupts.append(this)
         self.unflushed = True
-        frames = []
         if "updates" in self.modes:
-            frames.append(Frame("updates", {"__interrupt__": [this]}))
-        # The stream ends once every call the run waits on was told (as a LangGraph run
-        # ends at an interrupt); a resume decides them and follows the same run.
-        if await paused_after(self.sessions, self.run_id, len(self.interrupts)):
-            self.done, self.unflushed = True, False
-            return frames + self._values(self.interrupts)
-        return frames
+            return [Frame("updates", {"__interrupt__": [this]})]
+        return []
 
     def _values(self, interrupts: list[dict[str, Any]] | None = None) -> list[Frame]:
         if "values" not in self.modes:

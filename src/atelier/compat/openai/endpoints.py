@@ -4,6 +4,7 @@ same agents, conversations and runs as ``/v1`` (docs/compat.md)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from typing import Annotated, Any
 
@@ -14,10 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents import service as agents
 from atelier.agents.schemas import DEFAULT_AGENT
-from atelier.compat.openai import present
+from atelier.compat.openai import present, service
 from atelier.compat.openai.schemas import ApprovalResponse, MessageItem, ResponseCreate
 from atelier.compat.openai.translate import ResponsesTranslator
-from atelier.compat.stream import run_through, translated
 from atelier.conversations import forking
 from atelier.conversations import service as conversations
 from atelier.conversations.endpoints import remove
@@ -27,9 +27,9 @@ from atelier.http.deps import PrincipalDep, ResourcesDep
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
 from atelier.http.sse import EventStreamResponse
+from atelier.http.translate import run_through, stream_failed, translated
 from atelier.resources import Resources
 from atelier.runs import approvals
-from atelier.runs.endpoints import stream_failed
 from atelier.runs.environment import RunRequest
 from atelier.runs.events import RunStatus
 from atelier.runs.models import Approval, Run
@@ -120,13 +120,13 @@ def _stream(
     after_frame: int = 0,
     after_native: int = 0,
 ) -> Response:
-    translator = ResponsesTranslator(resources.sessionmaker, run_id, shell)
     frames = translated(
         resources.runs.events(run_id, 0),
-        translator,
+        ResponsesTranslator(run_id, shell),
         after_frame=after_frame,
         after_native=after_native,
-        numbered=False,  # the Responses API numbers its events in their data
+        ids="none",  # the Responses API numbers its events in their data
+        found=functools.partial(service.question_seq, resources.sessionmaker, run_id),
     )
     # Where the same stream is read again from its start (an Idempotency-Key's replay).
     location = f"{router.prefix}/responses/{present.response_id(run_id)}?stream=true"
@@ -137,8 +137,7 @@ async def _finished(
     resources: Resources, run_id: uuid.UUID, shell: dict[str, Any]
 ) -> dict[str, Any]:
     """The response once its run ended (or stopped to wait for a person)."""
-    translator = ResponsesTranslator(resources.sessionmaker, run_id, shell)
-    await run_through(resources.runs.events(run_id, 0), translator)
+    await run_through(resources.runs.events(run_id, 0), ResponsesTranslator(run_id, shell))
     return await _present(resources, run_id)
 
 
@@ -322,8 +321,7 @@ async def cancel_response(
         shell = await _shell(session, run)
     if run.status in ("queued", "running", "awaiting_approval"):
         await resources.runs.cancel(run.id)
-        translator = ResponsesTranslator(resources.sessionmaker, run.id, shell)
-        await run_through(resources.runs.events(run.id, 0), translator)
+        await run_through(resources.runs.events(run.id, 0), ResponsesTranslator(run.id, shell))
     return JSONResponse(await _present(resources, run.id))
 
 

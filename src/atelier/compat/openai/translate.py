@@ -9,23 +9,28 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from atelier.compat.openai import present
-from atelier.compat.stream import START, Frame, Template, paused_after
-from atelier.conversations.models import Message
-from atelier.runs.events import RunStatus
+from atelier.http.translate import Frame, Template, Translator
+from atelier.runs import (
+    ApprovalRequested,
+    MessageCompleted,
+    MessageDelta,
+    RunCancelled,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunStatus,
+    RunTimedOut,
+    StreamError,
+    ToolCompleted,
+    ToolStarted,
+    Usage,
+    Waiting,
+)
 
 
-class ResponsesTranslator:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        run_id: uuid.UUID,
-        shell: dict[str, Any],
-    ) -> None:
-        self.sessions = sessions
+class ResponsesTranslator(Translator):
+    def __init__(self, run_id: uuid.UUID, shell: dict[str, Any]) -> None:
         self.run_id = run_id
         self.shell = shell  # the response object, as it is before any output
         self.items: list[dict[str, Any]] = []
@@ -34,74 +39,69 @@ class ResponsesTranslator:
         self.last_seq = 0  # the run's last stored message
         self.calls: dict[str, int] = {}  # call id -> its call item's index
         self.tokens = [0, 0, 0]  # input, output, cached
-        self.asked = 0  # approval requests since the run last went on
         self.unflushed = False  # requests told whose pause is still to be said
         self.number = 0
-        self.done = False
 
-    async def translate(self, name: str, data: dict[str, Any]) -> list[Frame]:
-        # The response completes where the run stopped to wait for a person: live, as soon
-        # as it waits (the stream ends there); in a replay, before whatever came next.
-        # Either way the same events under the same sequence numbers.
-        if self.unflushed and name != "approval.requested":
+    def start(self) -> list[Frame]:
+        snapshot = self._snapshot("in_progress")
+        return [
+            self._frame("response.created", response=snapshot),
+            self._frame("response.in_progress", response=snapshot),
+        ]
+
+    def found(self, what: Any) -> None:
+        """The seq of the run's question: its reply's comes next."""
+        self.last_seq = int(what or 0)
+
+    def handle(self, event: RunEvent | Waiting) -> list[Frame]:
+        # The response completes where the run stopped to wait for a person: live, once it
+        # waits (the stream ends there); in a replay, before whatever came next. Either way
+        # the same events under the same sequence numbers.
+        if self.unflushed and not isinstance(event, ApprovalRequested):
             self.unflushed = False
             paused = self._frame("response.completed", response=self._snapshot("completed"))
-            return [paused, *await self._translate(name, data)]
-        return await self._translate(name, data)
+            if isinstance(event, Waiting):
+                self.done = True
+                return [paused]
+            return [paused, *self._handle(event)]
+        return self._handle(event)
 
-    async def _translate(self, name: str, data: dict[str, Any]) -> list[Frame]:
-        if name == START:
-            snapshot = self._snapshot("in_progress")
-            return [
-                self._frame("response.created", response=snapshot),
-                self._frame("response.in_progress", response=snapshot),
-            ]
-        if name == "run.started":
-            async with self.sessions() as session:
-                self.last_seq = (
-                    await session.scalar(
-                        select(func.min(Message.seq)).where(
-                            Message.run_id == self.run_id, Message.role == "user"
-                        )
-                    )
-                    or 0
-                )
-            return []
-        if name == "message.delta":
-            frames = self._open_reply() if self.open is None else []
-            return [*frames, self._text_delta(data["text"])]
-        if name == "message.completed":
-            self.last_seq = max(self.last_seq, data["seq"])
-            if data["role"] != "assistant":
+    def _handle(self, event: RunEvent | Waiting) -> list[Frame]:
+        match event:
+            case MessageDelta(text=text):
+                frames = self._open_reply() if self.open is None else []
+                return [*frames, self._text_delta(text)]
+            case MessageCompleted():
+                self.last_seq = max(self.last_seq, event.seq)
+                if event.role != "assistant":
+                    return []
+                frames = []
+                if self.open is None and event.content:
+                    frames = [*self._open_reply(event.seq), self._text_delta(event.content)]
+                return frames + self._close_reply(event.content, event.incomplete)
+            case ToolStarted():
+                return self._call(event.call_id, event.name, event.input)
+            case ToolCompleted():
+                return self._result(event.call_id, event.name, event.output, event.is_error)
+            case ApprovalRequested():
+                return self._approval(event)
+            case Usage():
+                self.tokens[0] += event.input_tokens or 0
+                self.tokens[1] += event.output_tokens or 0
+                self.tokens[2] += event.cache_read_tokens or 0
                 return []
-            frames = []
-            if self.open is None and data["content"]:
-                frames = [*self._open_reply(data["seq"]), self._text_delta(data["content"])]
-            return frames + self._close_reply(data["content"], data["incomplete"])
-        if name == "tool.started":
-            return self._call(data["call_id"], data["name"], data["input"])
-        if name == "tool.completed":
-            return self._result(data["call_id"], data["name"], data["output"], data["is_error"])
-        if name == "approval.requested":
-            return await self._approval(data)
-        if name == "approval.resolved":
-            self.asked = 0
-        if name == "usage":
-            self.tokens[0] += data["input_tokens"] or 0
-            self.tokens[1] += data["output_tokens"] or 0
-            self.tokens[2] += data.get("cache_read_tokens") or 0
-            return []
-        if name in ("run.completed", "run.failed", "run.cancelled", "run.timed_out"):
-            self.done = True
-            status = RunStatus(name.removeprefix("run."))
-            error = data.get("error")
-            if status == RunStatus.COMPLETED:
+            case RunCompleted():
+                self.done = True
                 return [self._frame("response.completed", response=self._snapshot("completed"))]
-            failed = self._snapshot(present.STATUS[status], error=_error(status, error))
-            return [self._frame("response.failed", response=failed)]
-        if name == "error":  # this stream broke (the run goes on): retrieve it again
-            self.done = True
-            return [self._frame("error", code=data["code"], message=data["message"], param=None)]
+            case RunFailed() | RunCancelled() | RunTimedOut():
+                self.done = True
+                status = RunStatus(event.type.removeprefix("run."))
+                error = event.error.model_dump(mode="json") if event.error else None
+                failed = self._snapshot(present.STATUS[status], error=_error(status, error))
+                return [self._frame("response.failed", response=failed)]
+            case StreamError():  # this stream broke (the run goes on): retrieve it again
+                self.done = True
+                return [self._frame("error", code=event.code, message=event.message, param=None)]
         return []
 
     # -- items ------------------------------------------------------------------------------
@@ -183,20 +183,15 @@ class ResponsesTranslator:
             self._frame("response.output_item.done", output_index=index, item=done),
         ]
 
-    async def _approval(self, data: dict[str, Any]) -> list[Frame]:
-        item = present.approval_item(data["call_id"], data["name"], data["input"])
+    def _approval(self, event: ApprovalRequested) -> list[Frame]:
+        item = present.approval_item(event.call_id, event.name, event.input)
         index = len(self.items)
         self.items.append(item)
-        self.asked += 1
         self.unflushed = True
-        frames = [
+        return [
             self._frame("response.output_item.added", output_index=index, item=item),
             self._frame("response.output_item.done", output_index=index, item=item),
         ]
-        if await paused_after(self.sessions, self.run_id, self.asked):
-            self.done, self.unflushed = True, False
-            frames.append(self._frame("response.completed", response=self._snapshot("completed")))
-        return frames
 
     # -- the response -----------------------------------------------------------------------
 
