@@ -25,11 +25,11 @@ from atelier.agents.schemas import (
 from atelier.agents.secrets import Sealer, SecretsUnavailable
 from atelier.db import limits, paging
 from atelier.db.base import utcnow
-from atelier.http.errors import ProblemError
+from atelier.errors import Conflict, DomainError, Invalid, NotFound, Refused, Unavailable
 from atelier.http.outbound import UrlNotAllowed, check_public, redacted, unredacted
 from atelier.llm.catalog import ModelCatalog
 
-NOT_FOUND = ProblemError(404, "not_found", "no such agent")
+NOT_FOUND = NotFound("not_found", "no such agent")
 DEFAULT_MAX_AGENTS = 500  # the settings' defaults, for callers without settings
 DEFAULT_MAX_AGENT_VERSIONS = 1000
 
@@ -47,8 +47,7 @@ class ResolvedAgent:
 def check_model(catalog: ModelCatalog, definition: AgentDefinition) -> None:
     """A model the catalog does not offer is the field's error, before anything is saved."""
     if definition.model_id is not None and catalog.get(definition.model_id) is None:
-        raise ProblemError(
-            422,
+        raise Invalid(
             "validation_error",
             "the request is not valid",
             extra={
@@ -70,9 +69,7 @@ async def check_mcp_urls(body: AgentCreate | AgentPatch, *, allow_private: bool)
         try:
             await check_public(server.url, allow_private=allow_private)
         except UrlNotAllowed as exc:
-            raise ProblemError(
-                400, "mcp_url_not_allowed", f"MCP server {server.name!r}: {exc}"
-            ) from exc
+            raise Refused("mcp_url_not_allowed", f"MCP server {server.name!r}: {exc}") from exc
 
 
 async def create(
@@ -178,10 +175,10 @@ async def change(
     agent = await get(session, tenant_id, agent_id)
     sent = body.model_fields_set
     if "name" in sent and body.name is None:
-        raise ProblemError(422, "invalid_name", "an agent's name cannot be removed")
+        raise Invalid("invalid_name", "an agent's name cannot be removed")
     if body.name is not None and body.name != agent.name:
         if agent.name == DEFAULT_AGENT:
-            raise ProblemError(409, "default_agent", "the default agent keeps its name")
+            raise Conflict("default_agent", "the default agent keeps its name")
         if await _live_named(session, tenant_id, body.name) is not None:
             raise _name_taken(body.name)
         agent.name = body.name
@@ -227,7 +224,7 @@ async def delete(session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUI
     """Gone for new use; its versions stay for the conversations that pinned one."""
     agent = await get(session, tenant_id, agent_id)
     if agent.name == DEFAULT_AGENT:
-        raise ProblemError(409, "default_agent", "the default agent cannot be deleted")
+        raise Conflict("default_agent", "the default agent cannot be deleted")
     agent.deleted_at = utcnow()
     await session.flush()
 
@@ -247,7 +244,7 @@ async def version(
     agent = await get(session, tenant_id, agent_id)
     found = await session.get(AgentVersion, (agent.id, number))
     if found is None:
-        raise ProblemError(404, "not_found", f"agent has no version {number}")
+        raise NotFound("not_found", f"agent has no version {number}")
     return found
 
 
@@ -295,9 +292,7 @@ async def resolve(
     if row is None and agent_id is None:  # a tenant made before agents, never migrated
         return ResolvedAgent(None, None, AgentDefinition())
     if row is None or (row.deleted_at is not None and pinned is None):
-        raise ProblemError(
-            409, "agent_deleted", "the conversation's agent was deleted; choose another"
-        )
+        raise Conflict("agent_deleted", "the conversation's agent was deleted; choose another")
     found = row.AgentVersion
     return ResolvedAgent(
         found.agent_id,
@@ -367,7 +362,7 @@ def _stored(
     try:
         sealed = sealer.seal(secrets) if secrets else None
     except SecretsUnavailable as exc:
-        raise ProblemError(503, "secrets_unavailable", str(exc)) from exc
+        raise Unavailable("secrets_unavailable", str(exc)) from exc
     return definition.model_dump(mode="json"), sealed
 
 
@@ -385,7 +380,7 @@ def _open_secrets(sealer: Sealer, version: AgentVersion | None) -> dict[str, dic
     try:
         return sealer.open(version.secrets)
     except SecretsUnavailable as exc:
-        raise ProblemError(503, "secrets_unavailable", str(exc)) from exc
+        raise Unavailable("secrets_unavailable", str(exc)) from exc
 
 
 async def _live_named(session: AsyncSession, tenant_id: uuid.UUID, name: str) -> Agent | None:
@@ -402,13 +397,12 @@ async def _version(session: AsyncSession, agent_id: uuid.UUID, number: int) -> A
     return found
 
 
-def _name_taken(name: str) -> ProblemError:
-    return ProblemError(409, "agent_name_taken", f"an agent named {name!r} already exists")
+def _name_taken(name: str) -> DomainError:
+    return Conflict("agent_name_taken", f"an agent named {name!r} already exists")
 
 
-def _invalid(field: str, message: str) -> ProblemError:
-    return ProblemError(
-        422,
+def _invalid(field: str, message: str) -> DomainError:
+    return Invalid(
         "validation_error",
         "the request is not valid",
         extra={"errors": [{"loc": ["body", field], "msg": message, "type": "invalid_agent"}]},

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.budgets.models import Budget, BudgetPeriod, BudgetReservation
 from atelier.db.base import utcnow
-from atelier.http.errors import ProblemError
+from atelier.errors import BudgetExceeded, DomainError
 from atelier.runs.events import ACTIVE_STATUSES
 from atelier.runs.models import Run
 from atelier.usage.money import money_str
@@ -116,11 +116,11 @@ async def admit(session: AsyncSession, payer: Payer, currency: str) -> tuple[Bin
     return tuple(bindings)
 
 
-def exceeded(budget_id: uuid.UUID, scope: str, period: str) -> ProblemError:
+def exceeded(budget_id: uuid.UUID, scope: str, period: str) -> DomainError:
     detail = f"the {scope} budget {budget_id} is spent" + (
         "" if period == "total" else f" for this {period}"
     )
-    return ProblemError(402, "budget_exceeded", detail, extra={"budget_id": str(budget_id)})
+    return BudgetExceeded("budget_exceeded", detail, extra={"budget_id": str(budget_id)})
 
 
 @dataclass(frozen=True)

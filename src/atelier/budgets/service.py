@@ -17,7 +17,7 @@ from atelier.budgets.models import Budget, BudgetPeriod
 from atelier.budgets.schemas import BudgetIn, BudgetOut, BudgetPatch
 from atelier.db import limits, paging
 from atelier.db.base import utcnow
-from atelier.http.errors import ProblemError
+from atelier.errors import DomainError, Invalid, NotFound
 from atelier.tenants.models import ApiKey
 from atelier.usage.models import UsageRecord
 
@@ -99,8 +99,8 @@ async def _checked_subject(
     return str(subject)
 
 
-def _invalid(detail: str) -> ProblemError:
-    return ProblemError(422, "invalid_budget", detail)
+def _invalid(detail: str) -> DomainError:
+    return Invalid("invalid_budget", detail)
 
 
 async def get(session: AsyncSession, tenant_id: uuid.UUID, budget_id: uuid.UUID) -> Budget:
@@ -108,7 +108,7 @@ async def get(session: AsyncSession, tenant_id: uuid.UUID, budget_id: uuid.UUID)
         select(Budget).where(Budget.id == budget_id, Budget.tenant_id == tenant_id)
     )
     if budget is None:
-        raise ProblemError(404, "not_found", "no such budget")
+        raise NotFound("not_found", "no such budget")
     return budget
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atelier.conversations.models import Conversation, Message
 from atelier.conversations.service import get_owned, room_for_one
 from atelier.db.base import utcnow
-from atelier.http.errors import ProblemError
+from atelier.errors import Refused
 from atelier.http.scope import Principal
 from atelier.settings import Settings
 from atelier.workspace import service as files
@@ -36,8 +36,8 @@ async def fork(
     source = await get_owned(session, principal, source_id)
     last = source.last_message_seq if at_seq is None else at_seq
     if last > source.last_message_seq:
-        raise ProblemError(
-            400, "invalid_at_seq", f"at_seq is past the last message ({source.last_message_seq})"
+        raise Refused(
+            "invalid_at_seq", f"at_seq is past the last message ({source.last_message_seq})"
         )
     await room_for_one(session, principal, settings.max_conversations_per_user)
     now = utcnow()

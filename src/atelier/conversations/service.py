@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atelier.conversations.models import Conversation, Kind
 from atelier.conversations.schemas import ConversationOut, ConversationPage, ConversationWrite
 from atelier.db import limits
-from atelier.http.errors import ProblemError
+from atelier.errors import NotFound, Refused
 from atelier.http.scope import Principal
 from atelier.idempotency.store import forget_about
 from atelier.llm.catalog import ModelCatalog
@@ -45,7 +45,7 @@ async def get_owned(
         )
     )
     if row is None:
-        raise ProblemError(404, "not_found", f"no such {_what(kind)}")
+        raise NotFound("not_found", f"no such {_what(kind)}")
     return row
 
 
@@ -149,9 +149,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("naive")
         return parsed, uuid.UUID(last_id)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ProblemError(
-            400, "invalid_cursor", "the cursor is not one this API returned"
-        ) from exc
+        raise Refused("invalid_cursor", "the cursor is not one this API returned") from exc
 
 
 def present(

@@ -8,16 +8,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from atelier.http.errors import ProblemError
+from atelier.errors import DomainError, LimitReached
 
 
-def reached(what: str, limit: int, setting: str) -> ProblemError:
-    return ProblemError(
-        409,
-        "limit_reached",
-        f"at most {limit} {what.replace('_', ' ')} may be kept ({setting}); delete some first",
-        extra={"limit": what},
-    )
+def reached(what: str, limit: int, setting: str) -> DomainError:
+    return LimitReached(what, limit, setting)
 
 
 async def room_for_one(

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
+from atelier import errors
 from atelier.db.engine import unreachable
 from atelier.db.paging import InvalidCursor
 
@@ -115,6 +116,35 @@ async def _problem_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status, exc.code, exc.detail, exc.headers, **exc.extra)
 
 
+STATUS_OF: dict[type[errors.DomainError], int] = {
+    errors.Refused: 400,
+    errors.BudgetExceeded: 402,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.TooLarge: 413,
+    errors.Invalid: 422,
+    errors.Unavailable: 503,
+}
+
+
+def status_of(exc: errors.DomainError) -> int:
+    """The HTTP status of a domain error: its class's (or nearest base's)."""
+    for kind in type(exc).__mro__:
+        if kind in STATUS_OF:
+            return STATUS_OF[kind]
+    return 400
+
+
+def as_problem(exc: errors.DomainError) -> ProblemError:
+    headers = {"retry-after": str(exc.retry_after)} if exc.retry_after is not None else None
+    return ProblemError(status_of(exc), exc.code, exc.detail, headers=headers, extra=exc.extra)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.DomainError)
+    return await _problem_error(request, as_problem(exc))
+
+
 async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _CODES_BY_STATUS.get(exc.status_code, "http_error")
@@ -155,6 +185,7 @@ async def _invalid_cursor(_request: Request, _exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _problem_error)
+    app.add_exception_handler(errors.DomainError, _domain_error)
     app.add_exception_handler(InvalidCursor, _invalid_cursor)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from atelier.http.errors import ProblemError
+from atelier.errors import Refused
 from atelier.llm.models import CatalogModel
 
 Provider = Literal["offline", "anthropic", "openai", "bedrock"]
@@ -79,7 +79,5 @@ class ModelCatalog:
         """The enabled model ``model_id``, or a 400 the caller can act on."""
         model = self._models.get(model_id)
         if model is None:
-            raise ProblemError(
-                400, "unknown_model", f"no enabled model {model_id!r}; see GET /v1/models"
-            )
+            raise Refused("unknown_model", f"no enabled model {model_id!r}; see GET /v1/models")
         return model

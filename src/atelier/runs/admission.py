@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atelier.agents import service as agents
 from atelier.agents.service import ResolvedAgent
 from atelier.budgets import enforcement as budgets
-from atelier.http.errors import ProblemError
+from atelier.errors import TooLarge, Unavailable
 from atelier.llm.context import context_usage
 from atelier.llm.models import CatalogModel
 from atelier.llm.offline import estimate_tokens
@@ -49,13 +49,10 @@ async def admit(
         or env.settings.default_model
     )
     if env.models.get(model.provider) is None:
-        raise ProblemError(
-            503, "model_unavailable", f"provider {model.provider!r} is not configured"
-        )
+        raise Unavailable("model_unavailable", f"provider {model.provider!r} is not configured")
     estimate = conversation.estimated_context_tokens + estimate_tokens(request.text)
     if context_usage(estimate, model.context_window).status == "exceeded":  # BUG-008
-        raise ProblemError(
-            413,
+        raise TooLarge(
             "context_window_exceeded",
             f"about {estimate} tokens do not fit {model.id}'s window of "
             f"{model.context_window}; start a new conversation",

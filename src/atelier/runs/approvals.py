@@ -17,7 +17,7 @@ from sqlalchemy import Exists, and_, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.db.base import utcnow
-from atelier.http.errors import ProblemError
+from atelier.errors import Conflict, NotFound
 from atelier.llm.base import ToolCall
 from atelier.runs.events import RunStatus
 from atelier.runs.models import Approval, Run
@@ -81,8 +81,8 @@ async def decide(
         select(Approval.status).where(Approval.run_id == run_id, Approval.call_id == call_id)
     )
     if found is None:
-        raise ProblemError(404, "not_found", "the run waits for no such call")
-    raise ProblemError(409, "already_decided", f"this call was already {found}")
+        raise NotFound("not_found", "the run waits for no such call")
+    raise Conflict("already_decided", f"this call was already {found}")
 
 
 async def decisions(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Decision]:

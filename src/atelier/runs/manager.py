@@ -19,7 +19,7 @@ from sqlalchemy import select
 from atelier.conversations.models import Conversation, Kind
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import Lease, LeaseHeld
-from atelier.http.errors import ProblemError
+from atelier.errors import ConversationBusy, DomainError, NotFound, Unavailable
 from atelier.observability.metrics import Metrics
 from atelier.runs import approvals, pausing, service
 from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
@@ -40,13 +40,12 @@ LOCK_HANDOVER_TRIES, LOCK_HANDOVER_PAUSE = 50, 0.02
 GONE_CHANNEL = "conversation-deleted"
 
 
-def busy(detail: str, retry_after_seconds: float) -> ProblemError:
-    retry = str(max(1, round(retry_after_seconds)))
-    return ProblemError(409, "conversation_busy", detail, headers={"retry-after": retry})
+def busy(detail: str, retry_after_seconds: float) -> DomainError:
+    return ConversationBusy(detail, max(1, round(retry_after_seconds)))
 
 
-def unavailable(detail: str) -> ProblemError:
-    return ProblemError(503, "coordination_unavailable", detail, headers={"retry-after": "5"})
+def unavailable(detail: str) -> DomainError:
+    return Unavailable("coordination_unavailable", detail, retry_after=5)
 
 
 class RunManager:
@@ -75,9 +74,7 @@ class RunManager:
         if request.model_id is not None:
             self.env.catalog.resolve(request.model_id)  # 400 before anything is taken
         if not self.accepting:
-            raise ProblemError(
-                503, "shutting_down", "this server is shutting down", headers={"retry-after": "1"}
-            )
+            raise Unavailable("shutting_down", "this server is shutting down", retry_after=1)
         try:
             run, opened = await self.accept(request)
         except (LeaseHeld, service.RunConflict) as exc:
@@ -87,7 +84,7 @@ class RunManager:
             retry = exc.retry_after_seconds if isinstance(exc, LeaseHeld) else 1
             raise busy("a run is active on this conversation", retry) from exc
         except service.ConversationGone as exc:
-            raise ProblemError(404, "not_found", f"no such {_what(request.kind)}") from exc
+            raise NotFound("not_found", f"no such {_what(request.kind)}") from exc
         except CoordinationUnavailable as exc:
             raise unavailable("the conversation lock cannot be taken now") from exc
         self.metrics.runs_started.inc()

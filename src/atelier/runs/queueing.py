@@ -21,7 +21,7 @@ from atelier.conversations.models import Conversation
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import LeaseHeld
 from atelier.db.base import utcnow
-from atelier.http.errors import ProblemError
+from atelier.errors import DomainError, NotFound
 from atelier.http.scope import Principal
 from atelier.observability.metrics import Metrics
 from atelier.runs import pausing, service
@@ -78,7 +78,7 @@ class RunQueue:
                 )
                 await session.commit()
         except service.ConversationGone as exc:
-            raise ProblemError(404, "not_found", "no such conversation") from exc
+            raise NotFound("not_found", "no such conversation") from exc
         if cuts_in and active is not None:
             await self.manager.cancel(active)
         # The active run may have ended while this one was queued: it did not see it.
@@ -112,7 +112,7 @@ class RunQueue:
                 return  # busy: whoever holds it hands over when it ends
             except service.ConversationGone:
                 continue  # cancelled (or its conversation deleted) meanwhile
-            except ProblemError as refused:
+            except DomainError as refused:
                 await self._not_started(queued.id, refused.detail)
                 continue
             self.manager.metrics.runs_started.inc()

@@ -83,7 +83,7 @@ class Recorder:
         undo: Callable[[AsyncSession, service.Claimed], Awaitable[None]] | None = None,
     ) -> Opened:
         """Claim the conversation, store the run and the user's message, and read what the
-        run needs, in one transaction. ``admit`` may refuse the run (a ProblemError),
+        run needs, in one transaction. ``admit`` may refuse the run (a DomainError),
         which leaves nothing behind; ``undo`` first rolls back the run this one cut in on."""
         async with self.sessions() as session:
             claimed, abandoned = await service.claim(

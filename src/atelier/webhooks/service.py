@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atelier.agents.secrets import Sealer, SecretsUnavailable
 from atelier.db import limits, paging
 from atelier.db.base import utcnow
-from atelier.http.errors import ProblemError
+from atelier.errors import NotFound, Refused, Unavailable
 from atelier.http.outbound import UrlNotAllowed, check_public, redacted, unredacted
 from atelier.idempotency.store import forget_about
 from atelier.webhooks.models import Webhook, WebhookDelivery
@@ -34,7 +34,7 @@ async def check_url(url: str, *, allow_private: bool) -> None:
     try:
         await check_public(url, allow_private=allow_private)
     except UrlNotAllowed as exc:
-        raise ProblemError(400, "webhook_url_not_allowed", str(exc)) from exc
+        raise Refused("webhook_url_not_allowed", str(exc)) from exc
 
 
 def new_secret() -> str:
@@ -45,7 +45,7 @@ def _seal(sealer: Sealer, secret: str) -> str:
     try:
         return sealer.seal_text(secret)
     except SecretsUnavailable as exc:
-        raise ProblemError(503, "secrets_unavailable", str(exc)) from exc
+        raise Unavailable("secrets_unavailable", str(exc)) from exc
 
 
 async def create(
@@ -77,7 +77,7 @@ async def get(session: AsyncSession, tenant_id: uuid.UUID, webhook_id: uuid.UUID
         )
     )
     if hook is None:
-        raise ProblemError(404, "not_found", "no such webhook")
+        raise NotFound("not_found", "no such webhook")
     return hook
 
 

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from stream_zip import ZIP_AUTO, async_stream_zip
 
 from atelier.conversations.service import get_owned
+from atelier.errors import DomainError
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import BrokenOff, ProblemError
 from atelier.http.multipart import MultipartReader
@@ -266,7 +267,10 @@ async def _body(key: str, first: bytes, stream: AsyncIterator[bytes]) -> AsyncIt
 async def _opened_mid_zip(storage: Storage, key: str) -> AsyncIterator[bytes]:
     try:
         return await _opened(storage, key, None, None)
-    except ProblemError as exc:  # the response has started: it can only break off now
+    except (
+        ProblemError,
+        DomainError,
+    ) as exc:  # the response has started: it can only break off now
         raise DownloadBrokeOff(f"{key}: {exc.detail}") from exc
 
 

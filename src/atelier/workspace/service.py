@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.db import undo
 from atelier.db.base import utcnow
-from atelier.http.errors import ProblemError
+from atelier.errors import Conflict, DomainError, NotFound, TooLarge, Unavailable
 from atelier.settings import Settings
 from atelier.workspace import content_types
 from atelier.workspace.base import ObjectInfo, ObjectTooLarge, Storage, StorageError
@@ -59,10 +59,8 @@ def object_key(settings: Settings, conversation: Workspace, path: str) -> str:
     return conversation_prefix(settings, conversation.tenant_id, conversation.id) + path
 
 
-def storage_unavailable(exc: StorageError) -> ProblemError:
-    return ProblemError(
-        503, "storage_unavailable", f"workspace storage failed: {exc}", headers={"retry-after": "5"}
-    )
+def storage_unavailable(exc: StorageError) -> DomainError:
+    return Unavailable("storage_unavailable", f"workspace storage failed: {exc}", retry_after=5)
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ async def find_file(
 async def get_file(session: AsyncSession, conversation: Workspace, path: str) -> ConversationFile:
     row = await find_file(session, conversation, path)
     if row is None:
-        raise ProblemError(404, "not_found", "no such file")
+        raise NotFound("not_found", "no such file")
     return row
 
 
@@ -135,8 +133,7 @@ async def upload(
         )
     )
     if existing is None and count >= settings.max_workspace_files:
-        raise ProblemError(
-            409,
+        raise Conflict(
             "workspace_file_limit",
             f"a workspace holds at most {settings.max_workspace_files} files",
         )
@@ -152,13 +149,12 @@ async def upload(
         )
     except ObjectTooLarge as exc:
         if limit < settings.max_file_size:
-            raise ProblemError(
-                413,
+            raise TooLarge(
                 "workspace_quota_exceeded",
                 f"the workspace is limited to {settings.max_workspace_bytes} bytes",
             ) from exc
-        raise ProblemError(
-            413, "payload_too_large", f"a file is at most {settings.max_file_size} bytes"
+        raise TooLarge(
+            "payload_too_large", f"a file is at most {settings.max_file_size} bytes"
         ) from exc
     except StorageError as exc:
         raise storage_unavailable(exc) from exc

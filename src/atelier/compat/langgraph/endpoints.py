@@ -31,6 +31,7 @@ from atelier.compat.stream import json_when_done
 from atelier.conversations.endpoints import remove
 from atelier.conversations.models import Conversation, Message
 from atelier.conversations.schemas import NO_NUL
+from atelier.errors import DomainError
 from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
 from atelier.http.scope import Principal
@@ -446,7 +447,7 @@ async def _ended(resources: Resources, thread: Thread, run_id: uuid.UUID) -> dic
 
 def _failed(exc: Exception) -> dict[str, Any]:
     """LangGraph's way of saying a waited-for run could not be answered."""
-    if isinstance(exc, ProblemError):
+    if isinstance(exc, ProblemError | DomainError):
         return {"__error__": {"error": exc.code, "message": exc.detail}}
     return {"__error__": {"error": "internal_error", "message": "the run's end is unknown"}}
 

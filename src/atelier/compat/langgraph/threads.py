@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.conversations import service as conversations
 from atelier.conversations.models import Conversation, Message
-from atelier.http.errors import ProblemError
+from atelier.errors import Conflict, DomainError, NotFound
 from atelier.http.scope import Principal
 from atelier.runs import approvals
 from atelier.runs.events import RunStatus
@@ -34,12 +34,12 @@ class Thread(NamedTuple):
         return cls(conversation.id, conversation.thread_id or conversation.id)
 
 
-def not_found() -> ProblemError:
-    return ProblemError(404, "not_found", "no such thread")
+def not_found() -> DomainError:
+    return NotFound("not_found", "no such thread")
 
 
-def exists() -> ProblemError:
-    return ProblemError(409, "thread_exists", "a thread with this id exists")
+def exists() -> DomainError:
+    return Conflict("thread_exists", "a thread with this id exists")
 
 
 async def find(session: AsyncSession, principal: Principal, thread_id: str) -> Conversation | None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from atelier.conversations.models import Message
-from atelier.http.errors import ProblemError
+from atelier.errors import NotFound
 from atelier.runs.events import RunStatus
 from atelier.runs.models import Approval, Run
 
@@ -42,7 +42,7 @@ def run_id_of(response: str) -> uuid.UUID:
             raise ValueError(response)
         return uuid.UUID(hex=response[5:])
     except ValueError as exc:
-        raise ProblemError(404, "not_found", "no such response") from exc
+        raise NotFound("not_found", "no such response") from exc
 
 
 def message_item(run_id: uuid.UUID, seq: int, text: str, status: str) -> dict[str, Any]:
