@@ -12,13 +12,12 @@ from atelier.chats import service
 from atelier.chats.schemas import ChatMessageList, ChatOut, ChatPage, ChatWrite, MessageIn
 from atelier.chats.translate import ChatTranslator
 from atelier.conversations import service as conversations
-from atelier.conversations.endpoints import remove
 from atelier.conversations.models import Kind
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
 from atelier.http.translate import EVENT_STREAM, event_stream, last_event_id, translated
 from atelier.runs import MessageCompleted, RunRequest
-from atelier.runs.endpoints import cancel, owned_run
+from atelier.runs import service as runs
 from atelier.runs.schemas import RunOut
 
 router = APIRouter(prefix="/v1/chats", tags=["chats"])
@@ -71,7 +70,7 @@ async def delete_chat(
     resources: ResourcesDep,
     background: BackgroundTasks,
 ) -> Response:
-    await remove(resources, principal, chat_id, CHAT, background)
+    background.add_task(await resources.runs.remove_conversation(principal, chat_id, CHAT))
     return Response(status_code=204)
 
 
@@ -148,7 +147,7 @@ async def reply_events(
     """A reply's stream again, from after the last event the client saw (its ``Location``)."""
     resume = last_event_id(last_event_id_header, after)
     async with resources.sessionmaker() as session:
-        await owned_run(session, principal, chat_id, run_id, CHAT)
+        await runs.owned_run(session, principal, chat_id, run_id, CHAT)
     events = resources.runs.events(run_id, resume + 1 if resume else 0)
     stream = translated(events, ChatTranslator(), ids="native")
     return event_stream(stream, f"/v1/chats/{chat_id}/runs/{run_id}/events")
@@ -159,4 +158,4 @@ async def cancel_reply(
     chat_id: uuid.UUID, run_id: uuid.UUID, principal: UserPrincipalDep, resources: ResourcesDep
 ) -> RunOut:
     """Stop a reply from any process; idempotent (a finished one is returned unchanged)."""
-    return await cancel(resources, principal, chat_id, run_id, CHAT)
+    return RunOut.of(await resources.runs.cancel_owned(principal, chat_id, run_id, CHAT))

@@ -12,17 +12,17 @@ from atelier.runs import (
     RunFailed,
     RunStarted,
     RunTimedOut,
+    RunWaiting,
     StreamError,
-    Waiting,
 )
 
 
 class ChatTranslator(Translator):
     shift = 1
 
-    def handle(self, event: RunEvent | Waiting) -> list[Frame]:
+    def handle(self, event: RunEvent | RunWaiting) -> list[Frame]:
         match event:
-            case RunStarted() | Waiting():
+            case RunStarted() | RunWaiting():
                 return []
             case RunCompleted():
                 self.done = True

@@ -7,7 +7,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response
 
 from atelier.agents import service as agents
 from atelier.conversations import forking, service
-from atelier.conversations.models import Conversation, Kind
+from atelier.conversations.models import Conversation
 from atelier.conversations.schemas import (
     AgentConversationWrite,
     ConversationOut,
@@ -15,10 +15,7 @@ from atelier.conversations.schemas import (
     ForkIn,
 )
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
-from atelier.http.scope import Principal
 from atelier.resources import Resources
-from atelier.workspace import cleanup
-from atelier.workspace.service import conversation_prefix, undo_prefix
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
@@ -111,42 +108,11 @@ async def delete_conversation(
     resources: ResourcesDep,
     background: BackgroundTasks,
 ) -> Response:
-    await remove(resources, principal, conversation_id, "agent", background)
+    background.add_task(
+        await resources.runs.remove_conversation(principal, conversation_id, "agent")
+    )
     return Response(status_code=204)
 
 
 def _present(resources: Resources, conversation: Conversation) -> ConversationOut:
     return service.present([conversation], resources.catalog, resources.settings.default_model)[0]
-
-
-async def remove(
-    resources: Resources,
-    principal: Principal,
-    conversation_id: uuid.UUID,
-    kind: Kind,
-    background: BackgroundTasks,
-) -> None:
-    """Delete a conversation (or chat): its active run is cancelled first, then its rows go
-    and its workspace is scheduled for deletion, in one transaction."""
-    async with resources.sessionmaker() as session:
-        active = (await service.get_owned(session, principal, conversation_id, kind)).active_run_id
-    if active is not None:
-        await resources.runs.cancel(active)
-    # Under the conversation lock: the cancelled run has saved and let go, and no run can
-    # start (or upload into the prefix) while the rows go.
-    async with resources.runs.exclusive(conversation_id), resources.sessionmaker() as session:
-        conversation = await service.get_owned(session, principal, conversation_id, kind)
-        prefixes = [
-            conversation_prefix(resources.settings, conversation.tenant_id, conversation.id),
-            undo_prefix(resources.settings, conversation.tenant_id, conversation.id),
-        ]
-        # Rows go (messages, runs, files cascade), answers kept for Idempotency-Keys about
-        # it or its runs with them, and the prefixes are remembered, in one transaction.
-        await service.delete(session, conversation)
-        for prefix in prefixes:
-            await cleanup.schedule(session, prefix)
-        await session.commit()
-    # After the commit: delete the objects now; failures stay scheduled for the periodic task.
-    for prefix in prefixes:
-        background.add_task(cleanup.run_prefix, resources.sessionmaker, resources.storage, prefix)
-    background.add_task(resources.runs.forget_workspace, conversation_id)

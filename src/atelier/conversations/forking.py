@@ -14,8 +14,8 @@ from atelier.conversations.models import Conversation, Message
 from atelier.conversations.service import get_owned, room_for_one
 from atelier.db.base import utcnow
 from atelier.errors import Refused
-from atelier.http.scope import Principal
 from atelier.settings import Settings
+from atelier.tenants.principal import Principal
 from atelier.workspace import service as files
 from atelier.workspace.base import Storage, StorageError
 from atelier.workspace.models import ConversationFile

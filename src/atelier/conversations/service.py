@@ -16,15 +16,17 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atelier.agents.models import Agent
+from atelier.agents.schemas import DEFAULT_AGENT
 from atelier.conversations.models import Conversation, Kind
 from atelier.conversations.schemas import ConversationOut, ConversationPage, ConversationWrite
 from atelier.db import limits
 from atelier.errors import NotFound, Refused
-from atelier.http.scope import Principal
 from atelier.idempotency.store import forget_about
 from atelier.llm.catalog import ModelCatalog
 from atelier.llm.context import context_usage
 from atelier.runs.models import Run
+from atelier.tenants.principal import Principal
 
 AGENT: Kind = "agent"
 
@@ -47,6 +49,16 @@ async def get_owned(
     if row is None:
         raise NotFound("not_found", f"no such {_what(kind)}")
     return row
+
+
+def run_agent(conversation: Conversation, agent: Agent) -> bool:
+    """The conversation runs ``agent`` (its latest version) from its next run on; whether
+    that is a change. A conversation that names no agent runs the tenant's default."""
+    current = conversation.agent_id or (agent.id if agent.name == DEFAULT_AGENT else None)
+    if current == agent.id:
+        return False
+    conversation.agent_id, conversation.agent_version = agent.id, None
+    return True
 
 
 async def room_for_one(session: AsyncSession, principal: Principal, limit: int) -> None:

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import Scope
 
-# An end user's id, however it is given (X-User-ID, the Responses API's `user`, ...): one
-# rule, so that every user is reachable from every API.
-USER_ID_PATTERN = r"^[\x21-\x7e]{1,128}$"
+from atelier.tenants.principal import USER_ID_PATTERN, Principal
 
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the tenant and key come from the verified API key, never from headers."""
-
-    tenant_id: uuid.UUID
-    tenant_name: str
-    key_id: uuid.UUID
-    user_id: str | None
+__all__ = ["USER_ID_PATTERN", "Principal", "client_ip", "principal", "state"]
 
 
 def state(scope: Scope) -> dict[str, Any]:

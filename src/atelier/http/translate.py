@@ -1,7 +1,7 @@
 """A run's events on one API's wire: a translator per API, and the one loop that drives them.
 
 A translator is a pure function of a run's events in order -- plus what the engine hands
-it: ``Waiting`` when the run stops for a person, and, for APIs that show what the run
+it: ``RunWaiting`` when the run stops for a person, and, for APIs that show what the run
 found, that (``found``) before its ``run.started``. It matches on event classes and returns
 frames; it runs no query and knows no socket. The loop here gives each frame its SSE id
 (the run's own event id, or the frame's number for APIs that number their own), leaves out
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from atelier.http.errors import ProblemError
 from atelier.http.sse import EventBatch, EventStreamResponse, ServerSentEvent
-from atelier.runs import ErrorCode, Numbered, RunEvent, RunStarted, StreamError, Waiting
+from atelier.runs import ErrorCode, Numbered, RunEvent, RunStarted, RunWaiting, StreamError
 
 EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
@@ -67,15 +67,15 @@ class Translator:
     def found(self, what: Any) -> None:
         """What the run found, from the loader the endpoint gave (before ``run.started``)."""
 
-    def handle(self, event: RunEvent | Waiting) -> list[Frame]:
+    def handle(self, event: RunEvent | RunWaiting) -> list[Frame]:
         raise NotImplementedError
 
 
 class NativeTranslator(Translator):
     """``/v1``'s stream: each event as it is, under its own id."""
 
-    def handle(self, event: RunEvent | Waiting) -> list[Frame]:
-        if isinstance(event, Waiting):  # the native stream follows the run past a pause
+    def handle(self, event: RunEvent | RunWaiting) -> list[Frame]:
+        if isinstance(event, RunWaiting):  # the native stream follows the run past a pause
             return []
         return [Frame(event.type, event.data)]
 

@@ -29,13 +29,13 @@ from atelier.runs.events import (
     RunStarted,
     RunStatus,
     RunTimedOut,
+    RunWaiting,
     StreamError,
     TitleUpdated,
     ToolCompleted,
     ToolStarted,
     ToolsUnavailable,
     Usage,
-    Waiting,
 )
 
 if TYPE_CHECKING:
@@ -81,11 +81,11 @@ __all__ = [
     "RunStarted",
     "RunStatus",
     "RunTimedOut",
+    "RunWaiting",
     "StreamError",
     "TitleUpdated",
     "ToolCompleted",
     "ToolStarted",
     "ToolsUnavailable",
     "Usage",
-    "Waiting",
 ]

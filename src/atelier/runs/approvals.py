@@ -85,6 +85,16 @@ async def decide(
     raise Conflict("already_decided", f"this call was already {found}")
 
 
+async def pending(session: AsyncSession, run_id: uuid.UUID) -> list[Approval]:
+    """The calls of the run that wait for a decision, in the order they were asked."""
+    rows = await session.scalars(
+        select(Approval)
+        .where(Approval.run_id == run_id, Approval.status == PENDING)
+        .order_by(Approval.created_at, Approval.call_id)
+    )
+    return list(rows)
+
+
 async def decisions(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Decision]:
     rows = await session.execute(
         select(Approval.call_id, Approval.status, Approval.reason).where(

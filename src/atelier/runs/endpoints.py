@@ -4,14 +4,11 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.conversations import messages
-from atelier.conversations.models import Kind
 from atelier.conversations.service import get_owned
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
-from atelier.http.scope import Principal
 from atelier.http.translate import EVENT_STREAM, event_stream, last_event_id, native
 from atelier.resources import Resources
 from atelier.runs import service
@@ -78,7 +75,7 @@ async def regenerate_run(
     (and out of the model's history), once the new run starts."""
     body = body or RegenerateIn()
     async with resources.sessionmaker() as session:
-        earlier = await owned_run(session, principal, conversation_id, run_id)
+        earlier = await service.owned_run(session, principal, conversation_id, run_id)
     if earlier.status in ("queued", "running", "awaiting_approval"):
         raise ProblemError(409, "run_not_ended", "that run has not ended: cancel it first")
     request = RunRequest(
@@ -119,25 +116,11 @@ async def list_runs(
     return RunList(data=[RunOut.of(run) for run in runs])
 
 
-async def owned_run(
-    session: AsyncSession,
-    principal: Principal,
-    conversation_id: uuid.UUID,
-    run_id: uuid.UUID,
-    kind: Kind = "agent",
-) -> Run:
-    conversation = await get_owned(session, principal, conversation_id, kind)
-    run = await service.get_run(session, conversation.id, run_id)
-    if run is None:
-        raise ProblemError(404, "not_found", "no such run")
-    return run
-
-
 @router.get("/{conversation_id}/runs/{run_id}")
 async def get_run(
     conversation_id: uuid.UUID, run_id: uuid.UUID, principal: UserPrincipalDep, session: SessionDep
 ) -> RunOut:
-    return RunOut.of(await owned_run(session, principal, conversation_id, run_id))
+    return RunOut.of(await service.owned_run(session, principal, conversation_id, run_id))
 
 
 @router.get("/{conversation_id}/runs/{run_id}/events", responses=EVENT_STREAM)
@@ -154,7 +137,7 @@ async def run_events(
     """Replays the events after the client's last id, then follows until the terminal one."""
     resume = last_event_id(last_event_id_header, after)
     async with resources.sessionmaker() as session:
-        await owned_run(session, principal, conversation_id, run_id)
+        await service.owned_run(session, principal, conversation_id, run_id)
     location = f"/v1/conversations/{conversation_id}/runs/{run_id}/events"
     return event_stream(native(resources.runs.events(run_id, resume)), location)
 
@@ -167,21 +150,7 @@ async def cancel_run(
     resources: ResourcesDep,
 ) -> RunOut:
     """Idempotent: a run that already ended is returned unchanged."""
-    return await cancel(resources, principal, conversation_id, run_id, "agent")
-
-
-async def cancel(
-    resources: Resources,
-    principal: Principal,
-    conversation_id: uuid.UUID,
-    run_id: uuid.UUID,
-    kind: Kind,
-) -> RunOut:
-    async with resources.sessionmaker() as session:
-        out = RunOut.of(await owned_run(session, principal, conversation_id, run_id, kind))
-    if out.status in ("queued", "running", "awaiting_approval"):
-        await resources.runs.cancel(run_id)
-    return out
+    return RunOut.of(await resources.runs.cancel_owned(principal, conversation_id, run_id, "agent"))
 
 
 @router.post(
@@ -199,10 +168,10 @@ async def decide(
     """A person approves or denies a call the run waits with; from any process. Once every
     call is decided the run goes on (``approval.resolved``, then the tool or the denial)."""
     async with resources.sessionmaker() as session:
-        run = await owned_run(session, principal, conversation_id, run_id)
+        run = await service.owned_run(session, principal, conversation_id, run_id)
     await resources.runs.decide(run, call_id, body.decision == "approve", body.reason)
     async with resources.sessionmaker() as session:
-        return RunOut.of(await owned_run(session, principal, conversation_id, run_id))
+        return RunOut.of(await service.owned_run(session, principal, conversation_id, run_id))
 
 
 @router.get("/{conversation_id}/messages")

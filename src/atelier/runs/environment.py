@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from atelier.agents.secrets import Sealer
 from atelier.conversations.models import Kind
 from atelier.coordination.base import Coordination
-from atelier.http.scope import Principal
 from atelier.llm.catalog import ModelCatalog
 from atelier.llm.registry import ModelRegistry
 from atelier.llm.titles import TitleGenerator
@@ -21,6 +20,7 @@ from atelier.runs.mcp import ToolListCache
 from atelier.runs.tools import ToolsFactory
 from atelier.settings import Settings
 from atelier.supervisor import Supervisor
+from atelier.tenants.principal import Principal
 from atelier.workspace.base import Storage
 from atelier.workspace.cache import WorkspaceCache
 

@@ -241,7 +241,7 @@ def ended(status: RunStatus, run_id: str, error: RunError | None) -> RunEnded:
 
 
 @dataclass(frozen=True)
-class Waiting:
+class RunWaiting:
     """Not an event the run gave: a follower's word that the run now waits in its row for
     decisions on the calls it asked about, held by no process (it has no id). APIs whose
     runs end at an interrupt end their stream here; the native stream goes on."""
@@ -251,10 +251,10 @@ class Waiting:
 
 class Numbered(NamedTuple):
     """What the engine yields: an event with its id -- None for a run's end that the run
-    recorded no id for, and for ``Waiting``."""
+    recorded no id for, and for ``RunWaiting``."""
 
     id: int | None
-    event: RunEvent | Waiting
+    event: RunEvent | RunWaiting
 
 
 EVENT_TYPES: dict[str, type[_Event]] = {

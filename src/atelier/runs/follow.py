@@ -21,7 +21,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.coordination.base import Coordination, CoordinationUnavailable, LogEvent
-from atelier.runs.events import TERMINAL_TYPES, ApprovalRequested, Numbered, Waiting, parse
+from atelier.runs.events import TERMINAL_TYPES, ApprovalRequested, Numbered, RunWaiting, parse
 from atelier.runs.log import DRAIN_SECONDS, FLUSH_LINGER_SECONDS, RunEventLog, log_name
 from atelier.runs.replay import recover, run_state
 
@@ -73,7 +73,7 @@ async def follow_local(
         if events == [] and run_log.paused:
             # The run waits for approvals in its row; whichever process takes it up again
             # writes the shared log, where everything it said so far already is.
-            yield [Numbered(None, Waiting(str(run_log.run_id)))]
+            yield [Numbered(None, RunWaiting(str(run_log.run_id)))]
             async for from_elsewhere in follow_shared(
                 coordination,
                 sessions,
@@ -153,7 +153,7 @@ async def follow_shared(
 
     ``settle_seconds``: how long after its row ended a run that recorded no final id may
     still send its terminal event (its process may be slow); past that the row's word is
-    final. Once everything up to a run's pause was sent, ``Waiting`` says it waits (once
+    final. Once everything up to a run's pause was sent, ``RunWaiting`` says it waits (once
     per pause: ``told_waiting`` names one told already); after an approval request the
     row is asked at the next quiet read, so that this comes at once.
     """
@@ -196,7 +196,7 @@ async def follow_shared(
             until = state.paused_event_id
             if until is not None and until <= last and until != told_waiting:
                 told_waiting = until
-                yield [Numbered(None, Waiting(str(run_id)))]
+                yield [Numbered(None, RunWaiting(str(run_id)))]
             if until is None or until <= last or state.age_seconds < SHIPPING_SECONDS:
                 continue
             recovered = await recover(sessions, run_id, last, until)

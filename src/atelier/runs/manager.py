@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import functools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from sqlalchemy import select
 
+from atelier.conversations import service as conversations
 from atelier.conversations.models import Conversation, Kind
+from atelier.conversations.service import get_owned
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import Lease, LeaseHeld
 from atelier.errors import ConversationBusy, DomainError, NotFound, Unavailable
@@ -33,6 +35,9 @@ from atelier.runs.recorder import Opened
 from atelier.runs.supervision import RunTask
 from atelier.runs.tools import ToolsFactory
 from atelier.runs.upkeep import Upkeep
+from atelier.tenants.principal import Principal
+from atelier.workspace import cleanup
+from atelier.workspace.service import conversation_prefix, undo_prefix
 
 log = structlog.get_logger("atelier.runs")
 CANCEL_CHANNEL = "run-cancel"
@@ -183,6 +188,50 @@ class RunManager:
             await self.env.coordination.publish(CANCEL_CHANNEL, str(run_id))
         except CoordinationUnavailable as exc:
             raise unavailable("the cancel request cannot reach the run now") from exc
+
+    async def cancel_owned(
+        self, principal: Principal, conversation_id: uuid.UUID, run_id: uuid.UUID, kind: Kind
+    ) -> Run:
+        """Stop a run of the caller's, from any process; one that ended is left as it is."""
+        async with self.env.sessions() as session:
+            run = await service.owned_run(session, principal, conversation_id, run_id, kind)
+        if run.status in ("queued", "running", "awaiting_approval"):
+            await self.cancel(run_id)
+        return run
+
+    async def remove_conversation(
+        self, principal: Principal, conversation_id: uuid.UUID, kind: Kind
+    ) -> Callable[[], Awaitable[None]]:
+        """Delete a conversation (or chat): its active run is cancelled first, then its rows
+        go and its workspace is scheduled for deletion, in one transaction. Returns what to
+        do once the caller has answered: delete the objects, and every process's copies."""
+        env = self.env
+        async with env.sessions() as session:
+            active = (await get_owned(session, principal, conversation_id, kind)).active_run_id
+        if active is not None:
+            await self.cancel(active)
+        # Under the conversation lock: the cancelled run has saved and let go, and no run can
+        # start (or upload into the prefix) while the rows go.
+        async with self.exclusive(conversation_id), env.sessions() as session:
+            conversation = await get_owned(session, principal, conversation_id, kind)
+            prefixes = [
+                conversation_prefix(env.settings, conversation.tenant_id, conversation.id),
+                undo_prefix(env.settings, conversation.tenant_id, conversation.id),
+            ]
+            # Rows go (messages, runs, files cascade), answers kept for Idempotency-Keys
+            # about it or its runs with them, and the prefixes are remembered, together.
+            await conversations.delete(session, conversation)
+            for prefix in prefixes:
+                await cleanup.schedule(session, prefix)
+            await session.commit()
+
+        async def after() -> None:
+            # Failures stay scheduled for the periodic task.
+            for prefix in prefixes:
+                await cleanup.run_prefix(env.sessions, env.storage, prefix)
+            await self.forget_workspace(conversation_id)
+
+        return after
 
     def events(self, run_id: uuid.UUID, after: int) -> AsyncIterator[list[Numbered]]:
         """The run's events numbered above ``after``, up to its terminal one, in batches

@@ -22,7 +22,6 @@ from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import LeaseHeld
 from atelier.db.base import utcnow
 from atelier.errors import DomainError, NotFound
-from atelier.http.scope import Principal
 from atelier.observability.metrics import Metrics
 from atelier.runs import pausing, service
 from atelier.runs.environment import RunEnvironment, RunRequest
@@ -30,6 +29,7 @@ from atelier.runs.events import ErrorCode, Numbered, RunError, RunFailed, RunSta
 from atelier.runs.follow import follow_local, follow_shared
 from atelier.runs.models import Run
 from atelier.runs.recorder import Opened
+from atelier.tenants.principal import Principal
 
 if TYPE_CHECKING:
     from atelier.runs.supervision import RunTask

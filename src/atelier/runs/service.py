@@ -18,10 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.service import ResolvedAgent
 from atelier.conversations.models import Conversation, Kind, Message
+from atelier.conversations.service import get_owned
 from atelier.db.base import utcnow
-from atelier.http.scope import Principal
+from atelier.errors import NotFound
 from atelier.runs.events import ACTIVE_STATUSES, ErrorCode, RunError, RunStatus
 from atelier.runs.models import Run
+from atelier.tenants.principal import Principal
 from atelier.usage.money import money_str
 from atelier.webhooks import outbox
 from atelier.webhooks.models import Webhook
@@ -325,6 +327,21 @@ async def end_run(
     }
     await outbox.record(session, ended.tenant_id, f"run.{status}", report, run_id=run_id)
     return True
+
+
+async def owned_run(
+    session: AsyncSession,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    run_id: uuid.UUID,
+    kind: Kind = "agent",
+) -> Run:
+    """A run of the caller's conversation (or chat): ``NotFound`` otherwise."""
+    conversation = await get_owned(session, principal, conversation_id, kind)
+    run = await get_run(session, conversation.id, run_id)
+    if run is None:
+        raise NotFound("not_found", "no such run")
+    return run
 
 
 async def get_run(

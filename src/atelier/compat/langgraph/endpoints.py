@@ -10,37 +10,29 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Response
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier import __version__
 from atelier.agents import service as agents
-from atelier.agents.models import Agent
-from atelier.agents.schemas import DEFAULT_AGENT
-from atelier.compat.langgraph import present, threads
+from atelier.compat.langgraph import present, service
 from atelier.compat.langgraph.schemas import (
     RunCreate,
     Search,
     StateAt,
+    Thread,
     ThreadCreate,
     ThreadPatch,
 )
-from atelier.compat.langgraph.threads import Thread
 from atelier.compat.langgraph.translate import STREAM_MODES, LangGraphTranslator
 from atelier.compat.stream import json_when_done
-from atelier.conversations.endpoints import remove
 from atelier.conversations.models import Conversation, Message
 from atelier.conversations.schemas import NO_NUL
 from atelier.errors import DomainError
 from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
-from atelier.http.scope import Principal
 from atelier.http.translate import event_stream, last_event_id, run_through, translated
 from atelier.resources import Resources
-from atelier.runs.environment import RunRequest
 from atelier.runs.events import RunStatus
-from atelier.runs.models import Approval, Run
-from atelier.webhooks import service as webhooks
 
 router = APIRouter(prefix="/langgraph", tags=["langgraph"])
 
@@ -53,21 +45,13 @@ async def info() -> dict[str, Any]:
 # -- assistants (agents) --------------------------------------------------------------------
 
 
-async def _assistant(session: AsyncSession, tenant_id: uuid.UUID, key: str) -> Agent:
-    """An agent by id, or by name (LangGraph's graph id)."""
-    agent = await agents.find(session, tenant_id, key)
-    if agent is None:
-        raise ProblemError(404, "not_found", "no such assistant")
-    return agent
-
-
 @router.get("/assistants/{assistant_id}")
 async def get_assistant(
     assistant_id: Annotated[str, Path(max_length=64, pattern=NO_NUL)],
     principal: PrincipalDep,
     session: SessionDep,
 ) -> dict[str, Any]:
-    agent = await _assistant(session, principal.tenant_id, assistant_id)
+    agent = await service.assistant(session, principal.tenant_id, assistant_id)
     latest = await agents.latest(session, agent)
     return present.assistant(agent, latest.definition, latest.version)
 
@@ -85,7 +69,7 @@ async def search_assistants(
         for agent, version in (await agents.list_live(session, principal.tenant_id, ALL, None))[0]
         if body.graph_id in (None, agent.name)
         and body.name in (None, agent.name)
-        and _matches(version.definition.get("metadata", {}), body.metadata)
+        and service.matches(version.definition.get("metadata", {}), body.metadata)
     ]
     return found[body.offset : body.offset + body.limit]
 
@@ -103,17 +87,13 @@ async def count_assistants(
     )
 
 
-def _matches(metadata: dict[str, Any], wanted: dict[str, Any] | None) -> bool:
-    return all(metadata.get(key) == value for key, value in (wanted or {}).items())
-
-
 # -- threads (conversations) ----------------------------------------------------------------
 
 
 async def _present_thread(session: AsyncSession, conversation: Conversation) -> dict[str, Any]:
-    active = await threads.active(session, conversation)
-    interrupts = [present.interrupt(a) for a in await threads.pending(session, active)]
-    state = present.values(await threads.messages(session, conversation.id))
+    active = await service.active(session, conversation)
+    interrupts = [present.interrupt(a) for a in await service.pending(session, active)]
+    state = present.values(await service.messages(session, conversation.id))
     return present.thread(conversation, present.thread_status(active), state, interrupts)
 
 
@@ -126,11 +106,11 @@ async def create_thread(
 ) -> dict[str, Any]:
     body = body or ThreadCreate()
     if body.thread_id is not None and body.if_exists == "do_nothing":
-        existing = await threads.find(session, principal, str(body.thread_id))
+        existing = await service.find(session, principal, str(body.thread_id))
         if existing is not None:
             return await _present_thread(session, existing)
     limit = resources.settings.max_conversations_per_user
-    conversation = await threads.create(
+    conversation = await service.create(
         session, principal, body.thread_id, body.metadata, limit=limit
     )
     return present.thread(conversation, "idle", {"messages": []})
@@ -140,7 +120,7 @@ async def create_thread(
 async def get_thread(
     thread_id: str, principal: UserPrincipalDep, session: SessionDep
 ) -> dict[str, Any]:
-    return await _present_thread(session, await threads.get(session, principal, thread_id))
+    return await _present_thread(session, await service.get(session, principal, thread_id))
 
 
 @router.patch("/threads/{thread_id}")
@@ -148,7 +128,7 @@ async def update_thread(
     thread_id: str, body: ThreadPatch, principal: UserPrincipalDep, session: SessionDep
 ) -> dict[str, Any]:
     """LangGraph merges the metadata sent into the thread's."""
-    conversation = await threads.get(session, principal, thread_id)
+    conversation = await service.get(session, principal, thread_id)
     if body.metadata:
         conversation.metadata_ = {**conversation.metadata_, **body.metadata}
     await session.flush()
@@ -163,8 +143,10 @@ async def delete_thread(
     background: BackgroundTasks,
 ) -> Response:
     async with resources.sessionmaker() as session:
-        conversation = await threads.get(session, principal, thread_id)
-    await remove(resources, principal, conversation.id, "agent", background)
+        conversation = await service.get(session, principal, thread_id)
+    background.add_task(
+        await resources.runs.remove_conversation(principal, conversation.id, "agent")
+    )
     return Response(status_code=204)
 
 
@@ -175,32 +157,19 @@ async def search_threads(
     """Newest first; ``metadata`` and ``status`` filter what the page holds (the thread's
     values are left out: read a thread for them)."""
     body = body or Search()
-    rows = await session.scalars(
-        select(Conversation)
-        .where(
-            Conversation.tenant_id == principal.tenant_id,
-            Conversation.user_id == principal.user_id,
-            Conversation.kind == "agent",
-        )
-        .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
-        .offset(body.offset)
-        .limit(body.limit)
+    found = await service.search(
+        session, principal, body.offset, body.limit, body.metadata, body.status
     )
-    found = []
-    for conversation in rows:
-        status = "busy" if conversation.active_run_id else "idle"
-        if _matches(conversation.metadata_, body.metadata) and body.status in (None, status):
-            found.append(present.thread(conversation, status))
-    return found
+    return [present.thread(conversation, status) for conversation, status in found]
 
 
 @router.get("/threads/{thread_id}/state")
 async def get_state(
     thread_id: str, principal: UserPrincipalDep, session: SessionDep
 ) -> dict[str, Any]:
-    conversation = await threads.get(session, principal, thread_id)
-    pending = await threads.pending(session, await threads.active(session, conversation))
-    rows = await threads.messages(session, conversation.id)
+    conversation = await service.get(session, principal, thread_id)
+    pending = await service.pending(session, await service.active(session, conversation))
+    rows = await service.messages(session, conversation.id)
     return present.state(conversation, rows, [present.interrupt(a) for a in pending])
 
 
@@ -272,122 +241,6 @@ def _location(thread: Thread, run_id: uuid.UUID, tail: str, modes: tuple[str, ..
     return f"/threads/{thread.thread_id}/runs/{run_id}{tail}" + (f"?{query}" if query else "")
 
 
-async def _begin(
-    resources: Resources, principal: Principal, thread_id: str, body: RunCreate
-) -> tuple[Thread, uuid.UUID, int]:
-    """Start the run the body asks for -- or, for a resume, decide the calls the thread's
-    waiting run waits on -- and say which run, and after which of its events it is new."""
-    hook = None
-    if body.webhook is not None:  # checked before anything is written
-        settings = resources.settings
-        await webhooks.check_url(body.webhook, allow_private=settings.webhook_allow_private)
-        hook = webhooks.for_run(resources.sealer, body.webhook)
-    async with resources.sessionmaker() as session:
-        agent = await _assistant(session, principal.tenant_id, body.assistant_id)
-        conversation = await threads.find(session, principal, thread_id)
-        if conversation is None:
-            if body.if_not_exists != "create" or body.command is not None:
-                raise threads.not_found()
-            limit = resources.settings.max_conversations_per_user
-            conversation = await _created_for_run(session, principal, thread_id, limit)
-        thread = Thread.of(conversation)
-        if body.command is not None:
-            return thread, *await _resume(resources, session, conversation, body)
-        try:
-            text = body.text()
-        except ValueError as exc:
-            raise ProblemError(422, "invalid_input", str(exc)) from exc
-        # The thread runs the assistant asked for -- unless this run is refused as busy.
-        # (A thread that names none runs the tenant's default agent.)
-        refused = conversation.active_run_id is not None and body.multitask_strategy == "reject"
-        current = conversation.agent_id or (agent.id if agent.name == DEFAULT_AGENT else None)
-        # As the LangGraph server does, the thread is tagged with what runs on it: Agent
-        # Chat UI lists threads by these (threads.search({metadata: {graph_id}})).
-        tags = {"graph_id": agent.name, "assistant_id": str(agent.id)}
-        untagged = any(conversation.metadata_.get(k) != v for k, v in tags.items())
-        if not refused and (current != agent.id or untagged):
-            if current != agent.id:
-                conversation.agent_id, conversation.agent_version = agent.id, None
-            conversation.metadata_ = {**conversation.metadata_, **tags}
-            await session.commit()
-    request = RunRequest(
-        principal,
-        conversation.id,
-        "agent",
-        text,
-        None,
-        strategy=body.multitask_strategy,
-        webhook=hook,
-    )
-    return thread, await resources.runs.start(request), 0
-
-
-async def _created_for_run(
-    session: AsyncSession, principal: Principal, thread_id: str, limit: int
-) -> Conversation:
-    """``if_not_exists="create"``: the thread the run names, made now."""
-    try:
-        wanted = uuid.UUID(thread_id)
-    except ValueError as exc:
-        raise ProblemError(422, "invalid_thread_id", "a thread id is a UUID") from exc
-    conversation = await threads.create(session, principal, wanted, limit=limit)
-    await session.commit()
-    return conversation
-
-
-async def _resume(
-    resources: Resources, session: AsyncSession, conversation: Conversation, body: RunCreate
-) -> tuple[uuid.UUID, int]:
-    run = await threads.active(session, conversation)
-    pending = await threads.pending(session, run)
-    if run is None or not pending:
-        raise ProblemError(409, "nothing_to_resume", "the thread waits for no decision")
-    decisions = _decisions(body.command.resume if body.command else None, pending)
-    paused = run.paused_event_id or 0
-    for call_id, approved, reason in decisions:
-        await resources.runs.decide(run, call_id, approved, reason)
-    return run.id, paused
-
-
-def _decisions(resume: Any, pending: list[Approval]) -> list[tuple[str, bool, str | None]]:
-    """A resume value as decisions on the calls waiting: ``{call_id: decision}``, or
-    LangChain's ``{"decisions": [...]}`` (in the calls' order), or one decision for all.
-    A decision is ``"approve"``/``"reject"``/``"deny"``, ``{"type": ...,
-    "message": ...}``, ``{"decision": ..., "reason": ...}`` or a boolean."""
-    ids = [approval.call_id for approval in pending]
-    if isinstance(resume, dict) and resume and set(resume) <= set(ids):
-        chosen = [(call_id, resume[call_id]) for call_id in ids if call_id in resume]
-    elif isinstance(resume, dict) and isinstance(resume.get("decisions"), list):
-        if len(resume["decisions"]) != len(ids):
-            raise _bad_resume(f"send {len(ids)} decisions, one per waiting call")
-        chosen = list(zip(ids, resume["decisions"], strict=True))
-    else:
-        chosen = [(call_id, resume) for call_id in ids]
-    return [(call_id, *_decision(value)) for call_id, value in chosen]
-
-
-def _decision(value: Any) -> tuple[bool, str | None]:
-    reason = None
-    if isinstance(value, dict):
-        reason = value.get("message") or value.get("reason")
-        value = value.get("type", value.get("decision"))
-    if isinstance(value, bool):
-        return value, None
-    if value in ("approve", "accept"):
-        return True, None
-    if value in ("reject", "deny"):
-        if reason is not None and (
-            not isinstance(reason, str) or len(reason) > 2000 or "\x00" in reason
-        ):
-            raise _bad_resume("a reason is text of at most 2000 characters (no NUL)")
-        return False, reason
-    raise _bad_resume("a decision is approve or reject")
-
-
-def _bad_resume(detail: str) -> ProblemError:
-    return ProblemError(422, "invalid_resume", detail)
-
-
 def _stream(
     resources: Resources,
     thread: Thread,
@@ -424,7 +277,7 @@ def _stream(
 def _found(
     resources: Resources, thread: Thread, run_id: uuid.UUID
 ) -> Callable[[], Awaitable[list[Message]]]:
-    return functools.partial(threads.found, resources.sessionmaker, thread.conversation_id, run_id)
+    return functools.partial(service.found, resources.sessionmaker, thread.conversation_id, run_id)
 
 
 async def _ended(resources: Resources, thread: Thread, run_id: uuid.UUID) -> dict[str, Any]:
@@ -434,10 +287,8 @@ async def _ended(resources: Resources, thread: Thread, run_id: uuid.UUID) -> dic
     await run_through(
         resources.runs.events(run_id, 0), translator, _found(resources, thread, run_id)
     )
-    async with resources.sessionmaker() as session:
-        run = await session.get(Run, run_id)
-        pending = await threads.pending(session, run)
-        state = present.values(await threads.messages(session, thread.conversation_id))
+    run, pending, messages = await service.ended_state(resources.sessionmaker, thread, run_id)
+    state = present.values(messages)
     if pending:
         state["__interrupt__"] = [present.interrupt(a) for a in pending]
     if run is not None and run.error is not None and run.status != RunStatus.COMPLETED:
@@ -456,13 +307,11 @@ def _failed(exc: Exception) -> dict[str, Any]:
 async def create_run(
     thread_id: str, body: RunCreate, principal: UserPrincipalDep, resources: ResourcesDep
 ) -> Response:
-    thread, run_id, _ = await _begin(resources, principal, thread_id, body)
-    async with resources.sessionmaker() as session:
-        run = await session.get(Run, run_id)
-        assert run is not None
-        out = present.run(run, thread.thread_id)
+    thread, run_id, _ = await service.begin(resources, principal, thread_id, body)
+    run = await service.run(resources.sessionmaker, run_id)
+    assert run is not None
     return Response(
-        json.dumps(out),
+        json.dumps(present.run(run, thread.thread_id)),
         media_type="application/json",
         headers={"content-location": _location(thread, run_id, "")},
     )
@@ -473,7 +322,7 @@ async def stream_run(
     thread_id: str, body: RunCreate, principal: UserPrincipalDep, resources: ResourcesDep
 ) -> Response:
     modes = _modes(body.stream_mode)
-    thread, run_id, after = await _begin(resources, principal, thread_id, body)
+    thread, run_id, after = await service.begin(resources, principal, thread_id, body)
     return _stream(
         resources,
         thread,
@@ -488,28 +337,12 @@ async def stream_run(
 async def wait_run(
     thread_id: str, body: RunCreate, principal: UserPrincipalDep, resources: ResourcesDep
 ) -> Response:
-    thread, run_id, _ = await _begin(resources, principal, thread_id, body)
+    thread, run_id, _ = await service.begin(resources, principal, thread_id, body)
     headers = {
         "location": _location(thread, run_id, "/join"),
         "content-location": _location(thread, run_id, ""),
     }
     return json_when_done(_ended(resources, thread, run_id), headers, _failed)
-
-
-async def _owned_run(
-    session: AsyncSession, principal: Principal, thread_id: str, run_id: str
-) -> tuple[Thread, Run]:
-    conversation = await threads.get(session, principal, thread_id)
-    try:
-        wanted = uuid.UUID(run_id)
-    except ValueError as exc:
-        raise ProblemError(404, "not_found", "no such run") from exc
-    run = await session.scalar(
-        select(Run).where(Run.id == wanted, Run.conversation_id == conversation.id)
-    )
-    if run is None:
-        raise ProblemError(404, "not_found", "no such run")
-    return Thread.of(conversation), run
 
 
 @router.get("/threads/{thread_id}/runs")
@@ -521,14 +354,11 @@ async def list_runs(
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
     status: Annotated[str | None, Query(max_length=16)] = None,
 ) -> list[dict[str, Any]]:
-    conversation = await threads.get(session, principal, thread_id)
-    query = select(Run).where(Run.conversation_id == conversation.id)
+    conversation = await service.get(session, principal, thread_id)
+    wanted = None
     if status is not None:
         wanted = [native for native, theirs in present.RUN_STATUS.items() if theirs == status]
-        query = query.where(Run.status.in_(wanted))
-    rows = await session.scalars(
-        query.order_by(Run.created_at.desc(), Run.id.desc()).offset(offset).limit(limit)
-    )
+    rows = await service.runs(session, conversation, wanted, offset, limit)
     return [present.run(run, Thread.of(conversation).thread_id) for run in rows]
 
 
@@ -536,7 +366,7 @@ async def list_runs(
 async def get_run(
     thread_id: str, run_id: str, principal: UserPrincipalDep, session: SessionDep
 ) -> dict[str, Any]:
-    thread, run = await _owned_run(session, principal, thread_id, run_id)
+    thread, run = await service.owned_run(session, principal, thread_id, run_id)
     return present.run(run, thread.thread_id)
 
 
@@ -554,7 +384,7 @@ async def cancel_run(
     if action != "interrupt":
         raise ProblemError(422, "unsupported_action", "only action=interrupt is supported")
     async with resources.sessionmaker() as session:
-        thread, run = await _owned_run(session, principal, thread_id, run_id)
+        thread, run = await service.owned_run(session, principal, thread_id, run_id)
     if run.status in ("queued", "running", "awaiting_approval"):
         await resources.runs.cancel(run.id)
     if not wait:
@@ -568,7 +398,7 @@ async def join_run(
     thread_id: str, run_id: str, principal: UserPrincipalDep, resources: ResourcesDep
 ) -> Response:
     async with resources.sessionmaker() as session:
-        thread, run = await _owned_run(session, principal, thread_id, run_id)
+        thread, run = await service.owned_run(session, principal, thread_id, run_id)
     return json_when_done(_ended(resources, thread, run.id), {}, _failed)
 
 
@@ -587,7 +417,7 @@ async def join_stream(
     """The run's stream from its start, or after the frame of ``Last-Event-ID``."""
     after = last_event_id(last_event_id_header, None)
     async with resources.sessionmaker() as session:
-        thread, run = await _owned_run(session, principal, thread_id, run_id)
+        thread, run = await service.owned_run(session, principal, thread_id, run_id)
     return _stream(
         resources,
         thread,

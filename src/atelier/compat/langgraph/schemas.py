@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atelier.conversations.schemas import MAX_METADATA_BYTES, NO_NUL
 from atelier.http.outbound import http_url
 from atelier.runs.schemas import MAX_INPUT_CHARS
+
+if TYPE_CHECKING:
+    from atelier.conversations.models import Conversation
 
 StreamModes = list[str] | str | None
 Metadata = dict[str, Any] | None
@@ -137,3 +140,14 @@ class RunCreate(BaseModel):
         if len(content) > MAX_INPUT_CHARS:
             raise ValueError(f"the message is longer than {MAX_INPUT_CHARS} characters")
         return content
+
+
+class Thread(NamedTuple):
+    """The conversation a thread is, and the id its user knows it by."""
+
+    conversation_id: uuid.UUID
+    thread_id: uuid.UUID
+
+    @classmethod
+    def of(cls, conversation: Conversation) -> Thread:
+        return cls(conversation.id, conversation.thread_id or conversation.id)

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from atelier.compat.langgraph import present
-from atelier.compat.langgraph.threads import Thread
+from atelier.compat.langgraph.schemas import Thread
 from atelier.conversations.models import Message
 from atelier.http.translate import Frame, Template, Translator
 from atelier.runs import (
@@ -26,13 +26,13 @@ from atelier.runs import (
     RunFailed,
     RunStarted,
     RunTimedOut,
+    RunWaiting,
     StreamError,
     TitleUpdated,
     ToolCompleted,
     ToolStarted,
     ToolsUnavailable,
     Usage,
-    Waiting,
 )
 
 STREAM_MODES = frozenset({"values", "updates", "messages-tuple", "custom"})
@@ -59,19 +59,19 @@ class LangGraphTranslator(Translator):
         self.last_seq = rows[-1].seq if rows else 0
         self.messages = present.values(rows)["messages"]
 
-    def handle(self, event: RunEvent | Waiting) -> list[Frame]:
+    def handle(self, event: RunEvent | RunWaiting) -> list[Frame]:
         # The interrupts' frame comes where the run stopped to wait: live, once it waits
         # (the stream ends there); in a replay, before whatever came next. Either way the
         # same frames under the same numbers.
         if self.unflushed and not isinstance(event, ApprovalRequested):
             self.unflushed = False
-            if isinstance(event, Waiting):
+            if isinstance(event, RunWaiting):
                 self.done = True
                 return self._values(self.interrupts)
             return self._values(self.interrupts) + self._handle(event)
         return self._handle(event)
 
-    def _handle(self, event: RunEvent | Waiting) -> list[Frame]:
+    def _handle(self, event: RunEvent | RunWaiting) -> list[Frame]:
         match event:
             case RunStarted():
                 return self._values()

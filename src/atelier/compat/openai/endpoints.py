@@ -10,29 +10,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from atelier.agents import service as agents
-from atelier.agents.schemas import DEFAULT_AGENT
 from atelier.compat.openai import present, service
 from atelier.compat.openai.schemas import ApprovalResponse, MessageItem, ResponseCreate
 from atelier.compat.openai.translate import ResponsesTranslator
-from atelier.conversations import forking
-from atelier.conversations import service as conversations
-from atelier.conversations.endpoints import remove
-from atelier.conversations.models import Conversation, Message
-from atelier.conversations.schemas import AgentConversationWrite
 from atelier.http.deps import PrincipalDep, ResourcesDep
 from atelier.http.errors import ProblemError
-from atelier.http.scope import Principal
 from atelier.http.sse import EventStreamResponse
 from atelier.http.translate import run_through, stream_failed, translated
 from atelier.resources import Resources
-from atelier.runs import approvals
 from atelier.runs.environment import RunRequest
 from atelier.runs.events import RunStatus
-from atelier.runs.models import Approval, Run
+from atelier.tenants.principal import Principal
 
 router = APIRouter(prefix="/openai/v1", tags=["openai"])
 MAX_INSTRUCTIONS = 100_000
@@ -49,67 +38,8 @@ def _caller(principal: Principal, user: str | None = None) -> Principal:
     return principal
 
 
-async def _owned(session: AsyncSession, principal: Principal, response: str) -> Run:
-    run_id = present.run_id_of(response)
-    run = await session.scalar(
-        select(Run)
-        .join(Conversation, Conversation.id == Run.conversation_id)
-        .where(
-            Run.id == run_id,
-            Conversation.tenant_id == principal.tenant_id,
-            Conversation.user_id == principal.user_id,
-            Conversation.kind == "agent",
-        )
-    )
-    if run is None:
-        raise ProblemError(404, "not_found", "no such response")
-    return run
-
-
-async def _shell(session: AsyncSession, run: Run) -> dict[str, Any]:
-    """The response as it is before any output (what its stream's first events carry)."""
-    return await _snapshot(session, run, status="in_progress", items=[], usage=None)
-
-
-async def _snapshot(session: AsyncSession, run: Run, **given: Any) -> dict[str, Any]:
-    """The response from what the run stored."""
-    conversation = await session.get(Conversation, run.conversation_id)
-    previous = await session.scalar(
-        select(Run.id)
-        .where(Run.conversation_id == run.conversation_id, Run.created_at < run.created_at)
-        .order_by(Run.created_at.desc())
-        .limit(1)
-    )
-    status = RunStatus(run.status)
-    if "items" not in given:
-        rows = await session.scalars(
-            select(Message)
-            .where(Message.run_id == run.id, Message.role != "user")
-            .order_by(Message.seq)
-        )
-        asked = await session.scalars(
-            select(Approval).where(Approval.run_id == run.id).order_by(Approval.created_at)
-        )
-        given["items"] = present.output(run.id, rows, list(asked))
-    ended = status not in (RunStatus.QUEUED, RunStatus.RUNNING)
-    return present.response(
-        run,
-        status=given.get("status", present.STATUS[status]),
-        items=given["items"],
-        usage_=given.get("usage", present.usage(run.input_tokens, run.output_tokens))
-        if ended or "usage" in given
-        else None,
-        error_=present.error(run, status) if "status" not in given else None,
-        previous=previous,
-        metadata=conversation.metadata_ if conversation is not None else {},
-    )
-
-
 async def _present(resources: Resources, run_id: uuid.UUID) -> dict[str, Any]:
-    async with resources.sessionmaker() as session:
-        run = await session.get(Run, run_id)
-        assert run is not None
-        return await _snapshot(session, run)
+    return await service.current(resources.sessionmaker, run_id)
 
 
 def _stream(
@@ -175,7 +105,7 @@ async def create_response(
     if instructions is not None and len(instructions) > MAX_INSTRUCTIONS:
         raise ProblemError(422, "invalid_input", "the instructions are too long")
 
-    conversation_id, model_id, made = await _conversation(resources, principal, body)
+    conversation_id, model_id, made = await service.conversation_for(resources, principal, body)
     request = RunRequest(
         principal, conversation_id, "agent", asked[0], model_id, instructions=instructions
     )
@@ -183,79 +113,15 @@ async def create_response(
         run_id = await resources.runs.start(request)
     except Exception:
         if made:  # refused (a budget, a busy conversation...): nothing is left behind
-            cleanup = BackgroundTasks()
-            await remove(resources, principal, conversation_id, "agent", cleanup)
-            await cleanup()
+            await (await resources.runs.remove_conversation(principal, conversation_id, "agent"))()
         raise
-    async with resources.sessionmaker() as session:
-        run = await session.get(Run, run_id)
-        assert run is not None
-        shell = await _shell(session, run)
-        shell["background"] = body.background
+    shell = await service.started(resources.sessionmaker, run_id)
+    shell["background"] = body.background
     if body.stream:
         return _stream(resources, run_id, shell)
     if body.background:
         return JSONResponse({**await _present(resources, run_id), "background": True})
     return JSONResponse(await _finished(resources, run_id, shell))
-
-
-async def _conversation(
-    resources: Resources, principal: Principal, body: ResponseCreate
-) -> tuple[uuid.UUID, str | None, bool]:
-    """The conversation the response continues (a fork, if the previous response is not
-    the conversation's last), or a new one; the catalog model, if ``model`` names one
-    rather than an agent; and whether the conversation was made now."""
-    async with resources.sessionmaker() as session:
-        agent = await agents.find(session, principal.tenant_id, body.model)
-        model_id = None
-        if agent is None:
-            resources.catalog.resolve(body.model)  # 400 when it names neither
-            model_id = body.model
-        if body.previous_response_id is None:
-            write = AgentConversationWrite(
-                metadata=body.metadata, agent_id=agent.id if agent else None
-            )
-            limit = resources.settings.max_conversations_per_user
-            conversation = await conversations.create(session, principal, write, limit=limit)
-            await session.commit()
-            return conversation.id, model_id, True
-        previous = await _owned(session, principal, body.previous_response_id)
-        conversation = await conversations.get_owned(session, principal, previous.conversation_id)
-        latest = await session.scalar(
-            select(Run.id)
-            .where(Run.conversation_id == conversation.id)
-            .order_by(Run.created_at.desc())
-            .limit(1)
-        )
-        if latest != previous.id:  # a branch from an earlier response
-            at_seq = await session.scalar(
-                select(Message.seq)
-                .where(Message.run_id == previous.id)
-                .order_by(Message.seq.desc())
-                .limit(1)
-            )
-            conversation = await forking.fork(
-                session,
-                resources.storage,
-                resources.settings,
-                principal,
-                conversation.id,
-                at_seq or 0,
-            )
-        # The conversation runs the agent asked for from now on (one that names none runs
-        # the default) -- unless it is busy, and this response is refused anyway.
-        current = conversation.agent_id or (
-            agent.id if agent is not None and agent.name == DEFAULT_AGENT else None
-        )
-        if agent is not None and current != agent.id and conversation.active_run_id is None:
-            conversation.agent_id, conversation.agent_version = agent.id, None
-        try:
-            await session.commit()
-        except BaseException:
-            if latest != previous.id:
-                await forking.forget(resources.storage, resources.settings, conversation)
-            raise
-        return conversation.id, model_id, latest != previous.id
 
 
 async def _decided(
@@ -267,21 +133,15 @@ async def _decided(
     """Decisions on the calls a response asked about: the same response goes on."""
     assert body.previous_response_id is not None
     async with resources.sessionmaker() as session:
-        run = await _owned(session, principal, body.previous_response_id)
-        shell = await _shell(session, run)
+        run = await service.owned(session, principal, body.previous_response_id)
+        shell = await service.shell(session, run)
     if run.status != RunStatus.AWAITING_APPROVAL:
         raise ProblemError(409, "nothing_to_resume", "that response waits for no decision")
     paused = run.paused_event_id or 0
     for decision in decisions:
         call_id = decision.approval_request_id.removeprefix("mcpr_")
         await resources.runs.decide(run, call_id, decision.approve, decision.reason)
-    async with resources.sessionmaker() as session:
-        waiting = await session.scalar(
-            select(Approval.id).where(
-                Approval.run_id == run.id, Approval.status == approvals.PENDING
-            )
-        )
-    if waiting is not None:  # more to decide: the response still waits
+    if await service.still_waiting(resources.sessionmaker, run.id):  # more to decide
         return JSONResponse(await _present(resources, run.id))
     if body.stream:
         return _stream(resources, run.id, shell, after_native=paused)
@@ -302,10 +162,10 @@ async def retrieve_response(
     ``starting_after``), live until it ends."""
     principal = _caller(principal)
     async with resources.sessionmaker() as session:
-        run = await _owned(session, principal, response_id[:64])
+        run = await service.owned(session, principal, response_id[:64])
         if not stream:
-            return JSONResponse(await _snapshot(session, run))
-        shell = await _shell(session, run)
+            return JSONResponse(await service.snapshot(session, run))
+        shell = await service.shell(session, run)
     after = starting_after + 1 if starting_after is not None else 0
     return _stream(resources, run.id, shell, after_frame=after)
 
@@ -317,8 +177,8 @@ async def cancel_response(
     """Stops the run (it keeps what it did) and answers once it has ended."""
     principal = _caller(principal)
     async with resources.sessionmaker() as session:
-        run = await _owned(session, principal, response_id[:64])
-        shell = await _shell(session, run)
+        run = await service.owned(session, principal, response_id[:64])
+        shell = await service.shell(session, run)
     if run.status in ("queued", "running", "awaiting_approval"):
         await resources.runs.cancel(run.id)
         await run_through(resources.runs.events(run.id, 0), ResponsesTranslator(run.id, shell))
@@ -336,8 +196,10 @@ async def delete_response(
     deletes the conversation (the whole chain of responses, and its files)."""
     principal = _caller(principal)
     async with resources.sessionmaker() as session:
-        run = await _owned(session, principal, response_id[:64])
-    await remove(resources, principal, run.conversation_id, "agent", background)
+        run = await service.owned(session, principal, response_id[:64])
+    background.add_task(
+        await resources.runs.remove_conversation(principal, run.conversation_id, "agent")
+    )
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 
@@ -352,36 +214,8 @@ async def list_input_items(
     """What the response was given: the user's message, and the decisions it was sent."""
     principal = _caller(principal)
     async with resources.sessionmaker() as session:
-        run = await _owned(session, principal, response_id[:64])
-        asked = await session.scalar(
-            select(Message).where(Message.run_id == run.id, Message.role == "user").limit(1)
-        )
-        decided = await session.scalars(
-            select(Approval)
-            .where(Approval.run_id == run.id, Approval.status != approvals.PENDING)
-            .order_by(Approval.decided_at)
-        )
-        items: list[dict[str, Any]] = []
-        if asked is not None:
-            items.append(
-                {
-                    "type": "message",
-                    "id": f"msg_{run.id.hex}_{asked.seq}",
-                    "role": "user",
-                    "status": "completed",
-                    "content": [{"type": "input_text", "text": asked.content}],
-                }
-            )
-        items += [
-            {
-                "type": "mcp_approval_response",
-                "id": f"mcpa_{a.call_id}",
-                "approval_request_id": f"mcpr_{a.call_id}",
-                "approve": a.status == approvals.APPROVED,
-                "reason": a.reason,
-            }
-            for a in decided
-        ]
+        run = await service.owned(session, principal, response_id[:64])
+        items = await service.input_items(session, run)
     if order == "desc":
         items.reverse()
     page = items[:limit]

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from atelier.conversations.schemas import NO_NUL
-from atelier.http.scope import USER_ID_PATTERN
 from atelier.runs.schemas import MAX_INPUT_CHARS
+from atelier.tenants.principal import USER_ID_PATTERN
 
 
 class InputText(BaseModel):

@@ -4,11 +4,187 @@ endpoints parse and present; what a response is, continues and may do is decided
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from atelier.conversations.models import Message
+from atelier.agents import service as agents
+from atelier.compat.openai import present
+from atelier.compat.openai.schemas import ResponseCreate
+from atelier.conversations import forking
+from atelier.conversations import service as conversations
+from atelier.conversations.models import Conversation, Message
+from atelier.conversations.schemas import AgentConversationWrite
+from atelier.errors import NotFound
+from atelier.resources import Resources
+from atelier.runs import RunStatus, approvals
+from atelier.runs.models import Approval, Run
+from atelier.tenants.principal import Principal
+
+
+async def owned(session: AsyncSession, principal: Principal, response: str) -> Run:
+    """The run a response id names, if it is the caller's."""
+    run = await session.scalar(
+        select(Run)
+        .join(Conversation, Conversation.id == Run.conversation_id)
+        .where(
+            Run.id == present.run_id_of(response),
+            Conversation.tenant_id == principal.tenant_id,
+            Conversation.user_id == principal.user_id,
+            Conversation.kind == "agent",
+        )
+    )
+    if run is None:
+        raise NotFound("not_found", "no such response")
+    return run
+
+
+async def shell(session: AsyncSession, run: Run) -> dict[str, Any]:
+    """The response as it is before any output (what its stream's first events carry)."""
+    return await snapshot(session, run, status="in_progress", items=[], usage=None)
+
+
+async def snapshot(session: AsyncSession, run: Run, **given: Any) -> dict[str, Any]:
+    """The response from what the run stored."""
+    conversation = await session.get(Conversation, run.conversation_id)
+    previous = await session.scalar(
+        select(Run.id)
+        .where(Run.conversation_id == run.conversation_id, Run.created_at < run.created_at)
+        .order_by(Run.created_at.desc())
+        .limit(1)
+    )
+    status = RunStatus(run.status)
+    if "items" not in given:
+        rows = await session.scalars(
+            select(Message)
+            .where(Message.run_id == run.id, Message.role != "user")
+            .order_by(Message.seq)
+        )
+        asked = await session.scalars(
+            select(Approval).where(Approval.run_id == run.id).order_by(Approval.created_at)
+        )
+        given["items"] = present.output(run.id, rows, list(asked))
+    ended = status not in (RunStatus.QUEUED, RunStatus.RUNNING)
+    return present.response(
+        run,
+        status=given.get("status", present.STATUS[status]),
+        items=given["items"],
+        usage_=given.get("usage", present.usage(run.input_tokens, run.output_tokens))
+        if ended or "usage" in given
+        else None,
+        error_=present.error(run, status) if "status" not in given else None,
+        previous=previous,
+        metadata=conversation.metadata_ if conversation is not None else {},
+    )
+
+
+async def current(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> dict[str, Any]:
+    """The response as its run's rows say now."""
+    async with sessions() as session:
+        run = await session.get(Run, run_id)
+        assert run is not None
+        return await snapshot(session, run)
+
+
+async def started(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> dict[str, Any]:
+    async with sessions() as session:
+        run = await session.get(Run, run_id)
+        assert run is not None
+        return await shell(session, run)
+
+
+async def conversation_for(
+    resources: Resources, principal: Principal, body: ResponseCreate
+) -> tuple[uuid.UUID, str | None, bool]:
+    """The conversation the response continues (a fork, if the previous response is not
+    the conversation's last), or a new one; the catalog model, if ``model`` names one
+    rather than an agent; and whether the conversation was made now."""
+    async with resources.sessionmaker() as session:
+        agent = await agents.find(session, principal.tenant_id, body.model)
+        model_id = None
+        if agent is None:
+            resources.catalog.resolve(body.model)  # refused when it names neither
+            model_id = body.model
+        if body.previous_response_id is None:
+            write = AgentConversationWrite(
+                metadata=body.metadata, agent_id=agent.id if agent else None
+            )
+            limit = resources.settings.max_conversations_per_user
+            conversation = await conversations.create(session, principal, write, limit=limit)
+            await session.commit()
+            return conversation.id, model_id, True
+        previous = await owned(session, principal, body.previous_response_id)
+        conversation = await conversations.get_owned(session, principal, previous.conversation_id)
+        latest = await session.scalar(
+            select(Run.id)
+            .where(Run.conversation_id == conversation.id)
+            .order_by(Run.created_at.desc())
+            .limit(1)
+        )
+        branched = latest != previous.id  # a branch from an earlier response
+        if branched:
+            at_seq = await session.scalar(
+                select(func.max(Message.seq)).where(Message.run_id == previous.id)
+            )
+            conversation = await forking.fork(
+                session,
+                resources.storage,
+                resources.settings,
+                principal,
+                conversation.id,
+                at_seq or 0,
+            )
+        # The conversation runs the agent asked for from now on -- unless it is busy, and
+        # this response is refused anyway.
+        if agent is not None and conversation.active_run_id is None:
+            conversations.run_agent(conversation, agent)
+        try:
+            await session.commit()
+        except BaseException:
+            if branched:
+                await forking.forget(resources.storage, resources.settings, conversation)
+            raise
+        return conversation.id, model_id, branched
+
+
+async def still_waiting(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> bool:
+    async with sessions() as session:
+        return bool(await approvals.pending(session, run_id))
+
+
+async def input_items(session: AsyncSession, run: Run) -> list[dict[str, Any]]:
+    """What the response was given: the user's message, and the decisions it was sent."""
+    asked = await session.scalar(
+        select(Message).where(Message.run_id == run.id, Message.role == "user").limit(1)
+    )
+    decided = await session.scalars(
+        select(Approval)
+        .where(Approval.run_id == run.id, Approval.status != approvals.PENDING)
+        .order_by(Approval.decided_at)
+    )
+    items: list[dict[str, Any]] = []
+    if asked is not None:
+        items.append(
+            {
+                "type": "message",
+                "id": f"msg_{run.id.hex}_{asked.seq}",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_text", "text": asked.content}],
+            }
+        )
+    items += [
+        {
+            "type": "mcp_approval_response",
+            "id": f"mcpa_{a.call_id}",
+            "approval_request_id": f"mcpr_{a.call_id}",
+            "approve": a.status == approvals.APPROVED,
+            "reason": a.reason,
+        }
+        for a in decided
+    ]
+    return items
 
 
 async def question_seq(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> int:

@@ -21,11 +21,11 @@ from atelier.runs import (
     RunFailed,
     RunStatus,
     RunTimedOut,
+    RunWaiting,
     StreamError,
     ToolCompleted,
     ToolStarted,
     Usage,
-    Waiting,
 )
 
 
@@ -53,20 +53,20 @@ class ResponsesTranslator(Translator):
         """The seq of the run's question: its reply's comes next."""
         self.last_seq = int(what or 0)
 
-    def handle(self, event: RunEvent | Waiting) -> list[Frame]:
+    def handle(self, event: RunEvent | RunWaiting) -> list[Frame]:
         # The response completes where the run stopped to wait for a person: live, once it
         # waits (the stream ends there); in a replay, before whatever came next. Either way
         # the same events under the same sequence numbers.
         if self.unflushed and not isinstance(event, ApprovalRequested):
             self.unflushed = False
             paused = self._frame("response.completed", response=self._snapshot("completed"))
-            if isinstance(event, Waiting):
+            if isinstance(event, RunWaiting):
                 self.done = True
                 return [paused]
             return [paused, *self._handle(event)]
         return self._handle(event)
 
-    def _handle(self, event: RunEvent | Waiting) -> list[Frame]:
+    def _handle(self, event: RunEvent | RunWaiting) -> list[Frame]:
         match event:
             case MessageDelta(text=text):
                 frames = self._open_reply() if self.open is None else []
