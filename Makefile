@@ -37,6 +37,7 @@ lint: sync
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 audit: sync
 	$(VENV)/bin/python scripts/audit_tests.py | xargs $(VENV)/bin/pytest

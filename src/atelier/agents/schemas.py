@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from atelier.conversations.schemas import MAX_METADATA_BYTES, NO_NUL, ModelId
 from atelier.http.outbound import http_url
-from atelier.runs.tools import SPECS
+from atelier.workspace.tool_specs import SPECS
 
 BUILT_IN_TOOLS = tuple(spec.name for spec in SPECS)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from atelier.llm.base import ToolCall, ToolResult, ToolSpec
 from atelier.workspace.paths import InvalidPath, normalize_path
 from atelier.workspace.sync import MANIFEST
+from atelier.workspace.tool_specs import SPECS
 
 MAX_READ_BYTES = 256 * 1024
 MAX_WRITE_BYTES = 10 * 1024 * 1024
@@ -36,60 +37,6 @@ ToolsFactory = Callable[[Path], Tools]
 
 class ToolFailure(Exception):
     """A tool could not do what was asked; the message goes back to the model."""
-
-
-def _string(description: str) -> dict[str, str]:
-    return {"type": "string", "description": description}
-
-
-SPECS = [
-    ToolSpec(
-        "list_files",
-        "List the workspace's files (path and size), optionally under a prefix.",
-        {"type": "object", "properties": {"prefix": _string("Only paths starting with this.")}},
-    ),
-    ToolSpec(
-        "read_file",
-        "Read a UTF-8 text file of the workspace.",
-        {"type": "object", "properties": {"path": _string("Relative path.")}, "required": ["path"]},
-    ),
-    ToolSpec(
-        "write_file",
-        "Create or overwrite a file with the given text.",
-        {
-            "type": "object",
-            "properties": {"path": _string("Relative path."), "content": _string("The text.")},
-            "required": ["path", "content"],
-        },
-    ),
-    ToolSpec(
-        "edit_file",
-        "Replace one exact occurrence of old_text with new_text in a file.",
-        {
-            "type": "object",
-            "properties": {
-                "path": _string("Relative path."),
-                "old_text": _string("Text to find, exactly once."),
-                "new_text": _string("Replacement."),
-            },
-            "required": ["path", "old_text", "new_text"],
-        },
-    ),
-    ToolSpec(
-        "delete_file",
-        "Delete a file of the workspace.",
-        {"type": "object", "properties": {"path": _string("Relative path.")}, "required": ["path"]},
-    ),
-    ToolSpec(
-        "search_files",
-        "Find lines containing the query text (case-insensitive).",
-        {
-            "type": "object",
-            "properties": {"query": _string("Text to look for.")},
-            "required": ["query"],
-        },
-    ),
-]
 
 
 class WorkspaceTools:
