@@ -31,6 +31,9 @@ from atelier.db.models import Base
 from atelier.settings import Settings
 from atelier.tenants.service import create_api_key, create_tenant
 
+# Fixtures of their own modules: several processes sharing the services, an MCP server.
+pytest_plugins = ["tests.fixtures.processes", "tests.fixtures.mcp"]
+
 if TYPE_CHECKING:
     from tests.faults import RedisServer
 
@@ -344,6 +347,13 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
 
     async with serve_started(app) as url:
         yield url
+
+
+@pytest.fixture
+async def tcp(served: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A plain client of the served app, over a real socket."""
+    async with httpx.AsyncClient(base_url=served, timeout=60) as client:
+        yield client
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ import httpx
 from cryptography.fernet import Fernet
 
 from tests.agents.mcp_server import McpServerProcess
-from tests.runs.test_processes import Deployment, events
+from tests.fixtures.processes import Deployment, events
 
 
 async def test_a_waiting_run_survives_every_process_and_completes(

@@ -18,17 +18,15 @@ from atelier.llm.base import ModelRequest, Stop, StreamEvent, TextDelta, ToolCal
 from atelier.runs.models import Approval, Run
 from tests.agents.mcp_server import McpServerProcess
 from tests.conftest import Caller
-from tests.live import serve_started
 from tests.runs.helpers import new_conversation
 
 CAREFUL = {"name": "careful", "approval": {"require": ["write_*", "delete_file"]}}
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+def client(tcp: httpx.AsyncClient) -> httpx.AsyncClient:
     """Over a real socket: a stream that waits for a person must arrive as it is sent."""
-    async with serve_started(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as tcp:
-        yield tcp
+    return tcp
 
 
 async def careful_conversation(client: httpx.AsyncClient, caller: Caller) -> str:

@@ -4,8 +4,6 @@ write-only, and tenant URLs reach public addresses only."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -20,12 +18,6 @@ from tests.live import serve_started
 from tests.runs.helpers import new_conversation, run_streamed
 
 TOKEN = "Bearer crm-s3cret-token"
-
-
-@pytest.fixture(scope="module")
-def crm() -> Iterator[McpServerProcess]:
-    with McpServerProcess() as server:
-        yield server
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -28,12 +27,6 @@ LONG = " ".join(f"word{i}" for i in range(60))
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
     return {"offline_model_delay_seconds": 0.01, "mcp_allow_private": True}
-
-
-@pytest.fixture(scope="module")
-def crm() -> Iterator[McpServerProcess]:
-    with McpServerProcess() as server:
-        yield server
 
 
 def sdk(url: str, caller: Caller, user: str = "alice") -> AsyncOpenAI:

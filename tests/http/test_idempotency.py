@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
@@ -15,14 +13,7 @@ from sqlalchemy import func, select
 from atelier.conversations.models import Conversation
 from atelier.runs.models import Run
 from tests.conftest import Caller
-from tests.live import serve_started
 from tests.runs.helpers import new_conversation
-
-
-@pytest.fixture
-async def tcp(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve_started(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
-        yield client
 
 
 async def count(app: FastAPI, model: type) -> int:

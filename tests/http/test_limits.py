@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from tests.conftest import Caller
-from tests.live import serve_started
 
 LIMITS = {
     "webhook_allow_private": True,
@@ -24,12 +23,6 @@ LIMITS = {
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
     return dict(LIMITS)
-
-
-@pytest.fixture
-async def tcp(app) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
-    async with serve_started(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
-        yield client
 
 
 def make(kind: str, number: int) -> tuple[str, dict]:

@@ -30,12 +30,6 @@ from tests.llm.test_providers import (
 OPENERS = {"openai": openai_model, "anthropic": anthropic_model, "bedrock": bedrock_model}
 
 
-@pytest.fixture(autouse=True)
-def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-
-
 async def chat_turn(url: str, caller: Caller) -> list[tuple[str, dict[str, Any]]]:
     async with httpx.AsyncClient(base_url=url, headers=caller.headers()) as client:
         created = await client.post("/v1/chats", json={"model_id": "remote"})

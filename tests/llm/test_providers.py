@@ -288,12 +288,6 @@ PROVIDERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-
-
 async def drain(model: Any, seen: list[Any]) -> None:
     async for event in model.stream(REQUEST):
         seen.append(event)

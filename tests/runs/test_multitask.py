@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,6 @@ from atelier.llm.base import ToolCall, ToolResult
 from atelier.runs.models import Approval, Run, RunFileBackup
 from atelier.runs.tools import WorkspaceTools
 from tests.conftest import Caller
-from tests.live import serve_started
 from tests.runs.helpers import ENDED, new_conversation, parse_sse, use_tools, wait_status
 
 SLOW = " ".join(f"word{i}" for i in range(40))  # the offline model echoes it word by word
@@ -28,12 +26,6 @@ SLOW = " ".join(f"word{i}" for i in range(40))  # the offline model echoes it wo
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
     return {"offline_model_delay_seconds": 0.02}
-
-
-@pytest.fixture
-async def tcp(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve_started(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
-        yield client
 
 
 async def post(

@@ -5,147 +5,16 @@ within the lease; SIGTERM leaves no run `running`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
-import os
 import signal
-import subprocess
-import sys
-import tempfile
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from atelier.db.engine import create_sessionmaker
-from atelier.db.migrate import migrate
-from atelier.tenants.service import create_api_key, create_tenant
-from tests.conftest import free_port
-from tests.runs.helpers import TERMINAL, parse_sse
+from tests.fixtures.processes import LEASE_SECONDS, Deployment, events, status_of
+from tests.runs.helpers import TERMINAL
 
-LEASE_SECONDS = 2.0
 LONG_INPUT = " ".join(f"word{i}" for i in range(60))  # the offline model echoes it slowly
-
-
-@dataclass
-class Deployment:
-    env: dict[str, str]
-    key: str
-
-    def headers(self, **extra: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}", "X-User-ID": "alice", **extra}
-
-
-class Server:
-    def __init__(self, deployment: Deployment, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # What it prints goes to a file: a server that dies says why in the failure.
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "atelier.cli", "serve", "--port", str(self.port)],
-            env={**deployment.env, **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its workers too, when it has some, go with it
-        )
-
-    async def ready(self) -> None:
-        async with httpx.AsyncClient(base_url=self.url) as http, asyncio.timeout(30):
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"server exited with {self.process.returncode}:\n{self.output()}"
-                    )
-                try:
-                    if (await http.get("/ready")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()[-4000:].decode(errors="replace")
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-        self.log.close()
-
-
-@pytest.fixture
-def database_url(postgres) -> str:
-    return str(postgres.create(f"processes_{uuid.uuid4().hex[:8]}"))
-
-
-@pytest.fixture
-async def deployment(database_url: str, redis_url, moto, tmp_path: Path) -> Deployment:
-    """A migrated database with one tenant and key, a Redis prefix and a bucket; its
-    servers share one fresh data directory, as the workers of one host do."""
-    url = database_url
-    engine = create_async_engine(url)
-    await migrate(engine)
-    async with create_sessionmaker(engine)() as session:
-        tenant = await create_tenant(session, "acme")
-        issued = await create_api_key(session, tenant, "test")
-        await session.commit()
-    await engine.dispose()
-    bucket = f"atelier-proc-{uuid.uuid4().hex[:12]}"
-    moto.client().create_bucket(Bucket=bucket)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")},
-        "ATELIER_DATABASE_URL": url,
-        "ATELIER_REDIS_URL": redis_url,
-        "ATELIER_REDIS_KEY_PREFIX": f"atelier-proc:{uuid.uuid4().hex[:8]}:",
-        "ATELIER_S3_BUCKET": bucket,
-        "ATELIER_S3_ENDPOINT_URL": moto.endpoint,
-        "ATELIER_S3_ACCESS_KEY_ID": "testing",
-        "ATELIER_S3_SECRET_ACCESS_KEY": "testing",
-        "ATELIER_RATE_LIMIT_ENABLED": "false",
-        "ATELIER_OFFLINE_MODEL_DELAY_SECONDS": "0.1",
-        "ATELIER_RUN_LEASE_SECONDS": str(LEASE_SECONDS),
-        "ATELIER_LOG_LEVEL": "WARNING",
-        "ATELIER_DATA_DIR": str(tmp_path / "data"),
-    }
-    return Deployment(env=env, key=issued.secret)
-
-
-@pytest.fixture
-def servers(deployment: Deployment) -> Iterator[Callable[..., Server]]:
-    started: list[Server] = []
-
-    def launch(**env: str) -> Server:
-        server = Server(deployment, **env)
-        started.append(server)
-        return server
-
-    yield launch
-    for server in started:
-        server.stop()
-
-
-async def events(http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> AsyncIterator:
-    async with http.stream("GET", path, headers=headers) as response:
-        assert response.status_code == 200
-        buffer = ""
-        async for chunk in response.aiter_text():
-            buffer += chunk
-            while "\n\n" in buffer:
-                block, buffer = buffer.split("\n\n", 1)
-                parsed = parse_sse(block + "\n\n")
-                if parsed:
-                    yield parsed[0]
-
-
-async def status_of(http: httpx.AsyncClient, d: Deployment, conversation: str, run: str) -> dict:
-    response = await http.get(f"/v1/conversations/{conversation}/runs/{run}", headers=d.headers())
-    return dict(response.json())
 
 
 async def test_start_on_one_process_stream_and_cancel_through_the_other(

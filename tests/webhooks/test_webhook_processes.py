@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.runs.test_processes import Deployment
+from tests.fixtures.processes import Deployment
 from tests.webhooks.receiver import receiving
 
 
