@@ -8,14 +8,22 @@ stream's end, the bytes sent, and each surface's ratio to native. Target: no mor
 the few database round trips a translation needs (reading the thread, making the
 response's conversation) before the first text -- 6 ms -- and the whole stream within
 1.5x native's time (a LangGraph or OpenAI frame is larger than a native event).
+
+``--against REF`` measures this version beside another (a git ref, checked out in a
+temporary worktree and served from its sources), rounds interleaved, and prints each
+surface's figures for both and their ratio: what a change did to the streams' cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -49,10 +57,12 @@ async def timed(
     return first - sent, time.perf_counter() - sent, size
 
 
-async def rounds(port: int, headers: dict[str, str]) -> dict[str, list[tuple[float, float, int]]]:
+async def rounds(
+    port: int, headers: dict[str, str], count: int = ROUNDS
+) -> dict[str, list[tuple[float, float, int]]]:
     found: dict[str, list[tuple[float, float, int]]] = {"native": [], "langgraph": [], "openai": []}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
-        for _ in range(ROUNDS):
+        for _ in range(count):
             conversation = (await http.post("/v1/conversations", json={})).json()["id"]
             found["native"].append(
                 await timed(port, f"/v1/conversations/{conversation}/runs", headers, {"input": ASK})
@@ -70,23 +80,96 @@ async def rounds(port: int, headers: dict[str, str]) -> dict[str, list[tuple[flo
     return found
 
 
+Found = dict[str, list[tuple[float, float, int]]]
+
+
+def medians(found: Found) -> dict[str, tuple[float, float, float]]:
+    return {
+        name: (
+            statistics.median(r[0] for r in runs) * 1000,
+            statistics.median(r[1] for r in runs) * 1000,
+            statistics.median(r[2] for r in runs) / 1024,
+        )
+        for name, runs in found.items()
+    }
+
+
+def report(found: Found) -> None:
+    figures = medians(found)
+    base_first, base_total, _ = figures["native"]
+    for name, (first, total, size) in figures.items():
+        print(
+            f"  {name:9}: first text {first:6.2f} ms ({first - base_first:+.2f})"
+            f"  whole stream {total:7.2f} ms (x{total / base_total:.2f})  {size:6.1f} KiB"
+        )
+
+
+@contextlib.contextmanager
+def worktree(ref: str) -> Iterator[Path]:
+    """The sources of ``ref``, checked out beside this repository for the run."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as where:
+        path = Path(where) / "other"
+        subprocess.run(
+            ["git", "-C", str(root), "worktree", "add", "--detach", str(path), ref],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield path / "src"
+        finally:
+            subprocess.run(
+                ["git", "-C", str(root), "worktree", "remove", "--force", str(path)],
+                check=False,
+                capture_output=True,
+            )
+
+
+async def beside(ports: dict[str, tuple[int, dict[str, str]]]) -> dict[str, Found]:
+    """Rounds of each version in turn, so that both see the same machine."""
+    found: dict[str, Found] = {
+        version: {"native": [], "langgraph": [], "openai": []} for version in ports
+    }
+    for _ in range(ROUNDS // 5):
+        for version, (port, headers) in ports.items():
+            for surface, runs in (await rounds(port, headers, 5)).items():
+                found[version][surface] += runs
+    return found
+
+
+def against(ref: str) -> None:
+    with (
+        worktree(ref) as other,
+        deployed("compat_this") as this,
+        deployed("compat_other", {"PYTHONPATH": str(other)}) as that,
+    ):
+        ports = {"this": this, ref: that}
+        asyncio.run(beside(ports))  # warm up
+        found = asyncio.run(beside(ports))
+    print(f"compatibility surfaces, this version beside {ref}, {ROUNDS} runs each, one core")
+    for version, runs in found.items():
+        print(f" {version}:")
+        report(runs)
+    now, then = medians(found["this"]), medians(found[ref])
+    print(" this / other (whole stream, first text):")
+    for surface in now:
+        print(
+            f"  {surface:9}: x{now[surface][1] / then[surface][1]:.2f} whole stream,"
+            f" {now[surface][0] - then[surface][0]:+.2f} ms first text"
+        )
+
+
 def main() -> None:
+    if "--against" in sys.argv:
+        against(sys.argv[sys.argv.index("--against") + 1])
+        return
     with deployed("compat") as (port, headers):
         asyncio.run(rounds(port, headers))  # warm up
         found = asyncio.run(rounds(port, headers))
     print(
         f"compatibility surfaces, {ROUNDS} runs each of a {WORDS}-word reply, one process on one core"
     )
-    base_first = statistics.median(r[0] for r in found["native"]) * 1000
-    base_total = statistics.median(r[1] for r in found["native"]) * 1000
-    for name, runs in found.items():
-        first = statistics.median(r[0] for r in runs) * 1000
-        total = statistics.median(r[1] for r in runs) * 1000
-        size = statistics.median(r[2] for r in runs) / 1024
-        print(
-            f"  {name:9}: first text {first:6.2f} ms ({first - base_first:+.2f})"
-            f"  whole stream {total:7.2f} ms (x{total / base_total:.2f})  {size:6.1f} KiB"
-        )
+    report(found)
     print("  (target: first text within 6 ms of native; whole stream within x1.5)")
 
 

@@ -42,7 +42,9 @@ RUNS, ROUNDS, FILES, STARTS = 10, 3, 1000, 15
 PROMPT = " ".join(["word"] * 373)
 
 
-def prepare(database: str, workdir: str) -> tuple[dict[str, str], str]:
+def prepare(
+    database: str, workdir: str, extra: dict[str, str] | None = None
+) -> tuple[dict[str, str], str]:
     async def create() -> None:
         admin = await asyncpg.connect(f"{POSTGRES}/postgres")
         await admin.execute(f'CREATE DATABASE "{database}"')
@@ -59,6 +61,7 @@ def prepare(database: str, workdir: str) -> tuple[dict[str, str], str]:
         "ATELIER_RATE_LIMIT_ENABLED": "false",
         "ATELIER_OFFLINE_MODEL_DELAY_SECONDS": "0",
         "ATELIER_TITLE_WAIT_SECONDS": "0",
+        **(extra or {}),
     }
     cli = [sys.executable, "-m", "atelier.cli"]
     subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
@@ -93,13 +96,16 @@ def one_atelier(env: dict[str, str], database: str) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def deployed(name: str) -> Iterator[tuple[int, dict[str, str]]]:
+def deployed(
+    name: str, extra: dict[str, str] | None = None
+) -> Iterator[tuple[int, dict[str, str]]]:
     """A fresh deployment (database, data directory, key) served by one Atelier process,
-    the client on its own core: the port, and the headers of the key's user."""
+    the client on its own core: the port, and the headers of the key's user. ``extra``:
+    more environment (``PYTHONPATH`` naming another version's sources, say)."""
     client_on_its_core()
     database = f"atelier_{name}_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as workdir:
-        env, key = prepare(database, workdir)
+        env, key = prepare(database, workdir, extra)
         with one_atelier(env, database) as port:
             yield port, {"Authorization": f"Bearer {key}", "X-User-ID": "bench"}
 

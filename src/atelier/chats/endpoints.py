@@ -16,8 +16,7 @@ from atelier.conversations.models import Kind
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
 from atelier.http.translate import EVENT_STREAM, event_stream, last_event_id, translated
-from atelier.runs import MessageCompleted, RunRequest
-from atelier.runs import service as runs
+from atelier.runs import MessageCompleted, RunRequest, owned_run
 from atelier.runs.schemas import RunOut
 
 router = APIRouter(prefix="/v1/chats", tags=["chats"])
@@ -147,7 +146,7 @@ async def reply_events(
     """A reply's stream again, from after the last event the client saw (its ``Location``)."""
     resume = last_event_id(last_event_id_header, after)
     async with resources.sessionmaker() as session:
-        await runs.owned_run(session, principal, chat_id, run_id, CHAT)
+        await owned_run(session, principal, chat_id, run_id, CHAT)
     events = resources.runs.events(run_id, resume + 1 if resume else 0)
     stream = translated(events, ChatTranslator(), ids="native")
     return event_stream(stream, f"/v1/chats/{chat_id}/runs/{run_id}/events")

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from atelier.http.errors import ProblemError
 from atelier.http.sse import EventBatch, EventStreamResponse, ServerSentEvent
@@ -27,8 +26,7 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
 }
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     event: str
     data: dict[str, Any] | list[Any] | str  # a str is the data's JSON, made already
 
@@ -95,12 +93,12 @@ async def translated(
     """The frames of the run's events numbered above ``after_native``, and of those the
     ones numbered above ``after_frame`` (the start's always, when it is 0). Each frame's
     SSE id is its event's id (``native``), its own number (``frames``) or none."""
-    count = 0
+    count, shift, handle = 0, translator.shift, translator.handle
 
     def sse(frame: Frame, event_id: int | None) -> ServerSentEvent:
         data = frame.data if isinstance(frame.data, str) else encode(frame.data)
         if ids == "native":
-            number = event_id - translator.shift if event_id is not None else None
+            number = event_id - shift if event_id is not None else None
         else:
             number = count if ids == "frames" else None
         return ServerSentEvent(data, frame.event, number)
@@ -116,9 +114,9 @@ async def translated(
         async for batch in native:
             out = []
             for event_id, event in batch:
-                if found is not None and isinstance(event, RunStarted):
+                if found is not None and type(event) is RunStarted:
                     translator.found(await found())
-                for frame in translator.handle(event):
+                for frame in handle(event):
                     count += 1
                     if count > after_frame and (event_id is None or event_id > after_native):
                         out.append(sse(frame, event_id))

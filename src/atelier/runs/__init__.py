@@ -5,6 +5,7 @@ A run is started with a ``RunRequest`` by the ``RunManager``, which yields its e
 the domain errors of ``atelier.errors``. Encoding to a wire is the APIs' business
 (``atelier.http.translate``)."""
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from atelier.runs.events import (
@@ -39,26 +40,35 @@ from atelier.runs.events import (
 )
 
 if TYPE_CHECKING:
+    from atelier.runs.approvals import APPROVED
+    from atelier.runs.approvals import decided as decided_approvals
+    from atelier.runs.approvals import pending as pending_approvals
     from atelier.runs.environment import RunRequest
     from atelier.runs.manager import RunManager
+    from atelier.runs.service import owned_run
+
+# The engine's entry points are imported when first asked for: the domains below the engine
+# import its rows (``atelier.runs.models``), which imports this package first.
+_LAZY = {
+    "RunManager": ("atelier.runs.manager", "RunManager"),
+    "RunRequest": ("atelier.runs.environment", "RunRequest"),
+    "owned_run": ("atelier.runs.service", "owned_run"),
+    "pending_approvals": ("atelier.runs.approvals", "pending"),
+    "decided_approvals": ("atelier.runs.approvals", "decided"),
+    "APPROVED": ("atelier.runs.approvals", "APPROVED"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The engine's entry points are imported when first asked for: the domains below the
-    # engine import its models (``atelier.runs.models``), which imports this package first.
-    if name == "RunManager":
-        from atelier.runs.manager import RunManager
-
-        return RunManager
-    if name == "RunRequest":
-        from atelier.runs.environment import RunRequest
-
-        return RunRequest
-    raise AttributeError(name)
+    if name not in _LAZY:
+        raise AttributeError(name)
+    module, attribute = _LAZY[name]
+    return getattr(importlib.import_module(module), attribute)
 
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "APPROVED",
     "CHAT_EVENTS",
     "RUN_EVENTS",
     "TERMINAL_TYPES",
@@ -88,4 +98,7 @@ __all__ = [
     "ToolStarted",
     "ToolsUnavailable",
     "Usage",
+    "decided_approvals",
+    "owned_run",
+    "pending_approvals",
 ]

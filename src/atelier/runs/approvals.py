@@ -95,6 +95,16 @@ async def pending(session: AsyncSession, run_id: uuid.UUID) -> list[Approval]:
     return list(rows)
 
 
+async def decided(session: AsyncSession, run_id: uuid.UUID) -> list[Approval]:
+    """The calls of the run that were decided, in the order they were."""
+    rows = await session.scalars(
+        select(Approval)
+        .where(Approval.run_id == run_id, Approval.status != PENDING)
+        .order_by(Approval.decided_at)
+    )
+    return list(rows)
+
+
 async def decisions(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Decision]:
     rows = await session.execute(
         select(Approval.call_id, Approval.status, Approval.reason).where(

@@ -32,7 +32,7 @@ from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep, UserPrinci
 from atelier.http.errors import ProblemError
 from atelier.http.translate import event_stream, last_event_id, run_through, translated
 from atelier.resources import Resources
-from atelier.runs.events import RunStatus
+from atelier.runs import RunStatus
 
 router = APIRouter(prefix="/langgraph", tags=["langgraph"])
 

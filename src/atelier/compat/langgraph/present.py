@@ -9,7 +9,7 @@ from typing import Any
 
 from atelier.agents.models import Agent
 from atelier.conversations.models import Conversation, Message
-from atelier.runs.events import RunStatus
+from atelier.runs import RunStatus
 from atelier.runs.models import Approval, Run
 
 # A run waiting for a person is "interrupted", as a LangGraph run stopped by an

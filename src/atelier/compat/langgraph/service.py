@@ -24,7 +24,7 @@ from atelier.conversations import service as conversations
 from atelier.conversations.models import Conversation, Message
 from atelier.errors import Conflict, DomainError, Invalid, NotFound
 from atelier.resources import Resources
-from atelier.runs import RunRequest, RunStatus, approvals
+from atelier.runs import RunRequest, RunStatus, pending_approvals
 from atelier.runs.models import Approval, Run
 from atelier.tenants.principal import Principal
 from atelier.webhooks import service as webhooks
@@ -107,7 +107,7 @@ async def pending(session: AsyncSession, run: Run | None) -> list[Approval]:
     """The calls the thread's run waits on (none unless it waits)."""
     if run is None or run.status != RunStatus.AWAITING_APPROVAL:
         return []
-    return await approvals.pending(session, run.id)
+    return await pending_approvals(session, run.id)
 
 
 async def messages(session: AsyncSession, conversation_id: uuid.UUID) -> list[Message]:

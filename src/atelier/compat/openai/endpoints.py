@@ -19,8 +19,7 @@ from atelier.http.errors import ProblemError
 from atelier.http.sse import EventStreamResponse
 from atelier.http.translate import run_through, stream_failed, translated
 from atelier.resources import Resources
-from atelier.runs.environment import RunRequest
-from atelier.runs.events import RunStatus
+from atelier.runs import RunRequest, RunStatus
 from atelier.tenants.principal import Principal
 
 router = APIRouter(prefix="/openai/v1", tags=["openai"])

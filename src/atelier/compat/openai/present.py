@@ -15,7 +15,7 @@ from typing import Any
 
 from atelier.conversations.models import Message
 from atelier.errors import NotFound
-from atelier.runs.events import RunStatus
+from atelier.runs import RunStatus
 from atelier.runs.models import Approval, Run
 
 WORKSPACE_LABEL = "atelier"  # the server label of the built-in tools' approval requests

@@ -18,7 +18,7 @@ from atelier.conversations.models import Conversation, Message
 from atelier.conversations.schemas import AgentConversationWrite
 from atelier.errors import NotFound
 from atelier.resources import Resources
-from atelier.runs import RunStatus, approvals
+from atelier.runs import APPROVED, RunStatus, decided_approvals, pending_approvals
 from atelier.runs.models import Approval, Run
 from atelier.tenants.principal import Principal
 
@@ -150,7 +150,7 @@ async def conversation_for(
 
 async def still_waiting(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> bool:
     async with sessions() as session:
-        return bool(await approvals.pending(session, run_id))
+        return bool(await pending_approvals(session, run_id))
 
 
 async def input_items(session: AsyncSession, run: Run) -> list[dict[str, Any]]:
@@ -158,11 +158,7 @@ async def input_items(session: AsyncSession, run: Run) -> list[dict[str, Any]]:
     asked = await session.scalar(
         select(Message).where(Message.run_id == run.id, Message.role == "user").limit(1)
     )
-    decided = await session.scalars(
-        select(Approval)
-        .where(Approval.run_id == run.id, Approval.status != approvals.PENDING)
-        .order_by(Approval.decided_at)
-    )
+    decided = await decided_approvals(session, run.id)
     items: list[dict[str, Any]] = []
     if asked is not None:
         items.append(
@@ -179,7 +175,7 @@ async def input_items(session: AsyncSession, run: Run) -> list[dict[str, Any]]:
             "type": "mcp_approval_response",
             "id": f"mcpa_{a.call_id}",
             "approval_request_id": f"mcpr_{a.call_id}",
-            "approve": a.status == approvals.APPROVED,
+            "approve": a.status == APPROVED,
             "reason": a.reason,
         }
         for a in decided
