@@ -350,6 +350,19 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def elsewhere(
+    app: FastAPI, settings: Settings, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A second process of the same deployment (its own Redis connections, run manager
+    and workspace copies), reached as a client would reach it: for the services backend."""
+    from tests.live import serve
+
+    other = create_app(settings.model_copy(update={"data_dir": tmp_path / "other"}))
+    async with serve(other) as url, httpx.AsyncClient(base_url=url, timeout=60) as there:
+        yield there
+
+
+@pytest.fixture
 async def tcp(served: str) -> AsyncIterator[httpx.AsyncClient]:
     """A plain client of the served app, over a real socket."""
     async with httpx.AsyncClient(base_url=served, timeout=60) as client:

@@ -5,15 +5,10 @@ a Redis that was restarted (its pooled connections gone stale) just before the r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
-from atelier.app import create_app
 from tests.faults import RedisServer
-from tests.live import serve
 from tests.runs.helpers import Event, new_conversation, parse_sse, start, wait_status
 
 pytestmark = pytest.mark.parametrize("backend", ["services"])
@@ -25,15 +20,6 @@ PLAN = "write notes/a.txt: alpha beta gamma\nwrite notes/b.txt: delta epsilon\nl
 @pytest.fixture
 def settings_overrides(redis_server: RedisServer) -> dict[str, object]:
     return {"redis_url": redis_server.url, "offline_model_delay_seconds": 0.01}
-
-
-@pytest.fixture
-async def elsewhere(app: FastAPI, settings, tmp_path) -> AsyncIterator[httpx.AsyncClient]:
-    """A second process of the same deployment (its own Redis connections, run manager
-    and workspace copies), reached as a client would reach it."""
-    other = create_app(settings.model_copy(update={"data_dir": tmp_path / "other"}))
-    async with serve(other) as url, httpx.AsyncClient(base_url=url, timeout=60) as there:
-        yield there
 
 
 async def follow_elsewhere_and_compare(client, elsewhere, caller) -> None:

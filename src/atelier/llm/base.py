@@ -20,6 +20,13 @@ class ToolSpec:
     description: str
     parameters: dict[str, Any]  # JSON Schema of the arguments
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+    @classmethod
+    def of(cls, stored: dict[str, Any]) -> ToolSpec:
+        return cls(stored["name"], stored.get("description") or "", stored["parameters"])
+
 
 @dataclass(frozen=True)
 class ToolCall:

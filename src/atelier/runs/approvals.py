@@ -1,9 +1,10 @@
-"""Tool calls that wait for a person's decision. Functions flush; the caller commits.
+"""Tool calls that wait: for a person's decision (an approval), or for the result of a
+tool the caller runs (a client tool). Functions flush; the caller commits.
 
-A run that needs approvals waits in its row (``awaiting_approval``), holding no task and
-no lock; its conversation stays busy (it is still the active run). Once every call is
-decided -- by a person, from any process, or denied when it expires -- any process may
-resume it.
+A run that waits does so in its row (``awaiting_approval``, ``awaiting_tool_result``),
+holding no task and no lock; its conversation stays busy (it is still the active run).
+Once every call is decided or answered -- from any process, or denied when it expires --
+any process may resume it.
 """
 
 from __future__ import annotations
@@ -19,16 +20,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atelier.db.base import utcnow
 from atelier.errors import Conflict, NotFound
 from atelier.llm.base import ToolCall
-from atelier.runs.events import RunStatus
+from atelier.runs.events import WAITING_STATUSES
 from atelier.runs.models import Approval, Run
 
 PENDING, APPROVED, DENIED = "pending", "approved", "denied"
+APPROVAL, CLIENT_TOOL = "approval", "client_tool"
 
 
 @dataclass(frozen=True)
 class Decision:
+    """A person's word on a call; for a client tool, its result (``output``), or its
+    denial when no result came in time."""
+
     approved: bool
     reason: str | None
+    output: str | None = None
+    is_error: bool = False
+    client: bool = False  # a client tool's call
 
 
 def undecided(run_id: uuid.UUID | Any) -> Exists:
@@ -43,8 +51,10 @@ async def request(
     expires_at: datetime,
     *,
     first_event_id: int,
+    client_tools: frozenset[str] = frozenset(),
 ) -> None:
-    """Pending approvals of ``calls``, announced by events numbered from ``first_event_id``."""
+    """Pending approvals of ``calls`` (results, for the calls of ``client_tools``),
+    announced by events numbered from ``first_event_id``."""
     now = utcnow()
     await session.execute(
         insert(Approval),
@@ -59,6 +69,7 @@ async def request(
                 "created_at": now,
                 "expires_at": expires_at,
                 "event_id": first_event_id + number,
+                "kind": CLIENT_TOOL if call.name in client_tools else APPROVAL,
             }
             for number, call in enumerate(calls)
         ],
@@ -71,14 +82,21 @@ async def decide(
     """Record a decision, once: a second one is ``409 already_decided``."""
     decided = await session.scalar(
         update(Approval)
-        .where(Approval.run_id == run_id, Approval.call_id == call_id, Approval.status == PENDING)
+        .where(
+            Approval.run_id == run_id,
+            Approval.call_id == call_id,
+            Approval.kind == APPROVAL,
+            Approval.status == PENDING,
+        )
         .values(status=APPROVED if approved else DENIED, reason=reason, decided_at=utcnow())
         .returning(Approval.id)
     )
     if decided is not None:
         return
     found = await session.scalar(
-        select(Approval.status).where(Approval.run_id == run_id, Approval.call_id == call_id)
+        select(Approval.status).where(
+            Approval.run_id == run_id, Approval.call_id == call_id, Approval.kind == APPROVAL
+        )
     )
     if found is None:
         raise NotFound("not_found", "the run waits for no such call")
@@ -95,6 +113,33 @@ async def pending(session: AsyncSession, run_id: uuid.UUID) -> list[Approval]:
     return list(rows)
 
 
+async def answer(
+    session: AsyncSession, run_id: uuid.UUID, call_id: str, output: str, is_error: bool
+) -> None:
+    """Record a client tool's result, once: a second one is ``409 already_decided``."""
+    answered = await session.scalar(
+        update(Approval)
+        .where(
+            Approval.run_id == run_id,
+            Approval.call_id == call_id,
+            Approval.kind == CLIENT_TOOL,
+            Approval.status == PENDING,
+        )
+        .values(status=APPROVED, output=output, is_error=is_error, decided_at=utcnow())
+        .returning(Approval.id)
+    )
+    if answered is not None:
+        return
+    found = await session.scalar(
+        select(Approval.status).where(
+            Approval.run_id == run_id, Approval.call_id == call_id, Approval.kind == CLIENT_TOOL
+        )
+    )
+    if found is None:
+        raise NotFound("not_found", "the run waits for no result of such a call")
+    raise Conflict("already_decided", "this call has its result already")
+
+
 async def decided(session: AsyncSession, run_id: uuid.UUID) -> list[Approval]:
     """The calls of the run that were decided, in the order they were."""
     rows = await session.scalars(
@@ -106,12 +151,15 @@ async def decided(session: AsyncSession, run_id: uuid.UUID) -> list[Approval]:
 
 
 async def decisions(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Decision]:
-    rows = await session.execute(
-        select(Approval.call_id, Approval.status, Approval.reason).where(
-            Approval.run_id == run_id, Approval.status != PENDING
-        )
+    rows = await session.scalars(
+        select(Approval).where(Approval.run_id == run_id, Approval.status != PENDING)
     )
-    return {call: Decision(status == APPROVED, reason) for call, status, reason in rows}
+    return {
+        row.call_id: Decision(
+            row.status == APPROVED, row.reason, row.output, row.is_error, row.kind == CLIENT_TOOL
+        )
+        for row in rows
+    }
 
 
 async def expire(session: AsyncSession, reason: str) -> set[uuid.UUID]:
@@ -137,7 +185,7 @@ async def decided_runs(session: AsyncSession, limit: int = 100) -> list[uuid.UUI
     """Runs that wait although every call of theirs is decided: ready to go on."""
     rows = await session.scalars(
         select(Run.id)
-        .where(and_(Run.status == RunStatus.AWAITING_APPROVAL, ~undecided(Run.id)))
+        .where(and_(Run.status.in_(WAITING_STATUSES), ~undecided(Run.id)))
         .limit(limit)
     )
     return list(rows)

@@ -10,9 +10,11 @@ from atelier.conversations.service import get_owned
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
 from atelier.http.translate import EVENT_STREAM, event_stream, last_event_id, native
+from atelier.llm.base import ToolSpec
 from atelier.resources import Resources
 from atelier.runs import service
 from atelier.runs.environment import RunRequest
+from atelier.runs.events import UNENDED_STATUSES
 from atelier.runs.models import Run
 from atelier.runs.schemas import (
     DecisionIn,
@@ -22,6 +24,8 @@ from atelier.runs.schemas import (
     RunIn,
     RunList,
     RunOut,
+    ToolResultsIn,
+    client_tool_specs,
 )
 
 router = APIRouter(prefix="/v1/conversations", tags=["runs"])
@@ -51,6 +55,7 @@ async def start_run(
         body.input,
         body.model_id,
         strategy=body.multitask_strategy,
+        client_tools=client_tool_specs(body.client_tools),
     )
     return await started(resources, request, accept)
 
@@ -76,7 +81,7 @@ async def regenerate_run(
     body = body or RegenerateIn()
     async with resources.sessionmaker() as session:
         earlier = await service.owned_run(session, principal, conversation_id, run_id)
-    if earlier.status in ("queued", "running", "awaiting_approval"):
+    if earlier.status in UNENDED_STATUSES:
         raise ProblemError(409, "run_not_ended", "that run has not ended: cancel it first")
     request = RunRequest(
         principal,
@@ -86,6 +91,7 @@ async def regenerate_run(
         body.model_id,
         strategy=body.multitask_strategy,
         supersedes=earlier.id,
+        client_tools=tuple(ToolSpec.of(tool) for tool in earlier.client_tools or []),
     )
     return await started(resources, request, accept)
 
@@ -170,6 +176,32 @@ async def decide(
     async with resources.sessionmaker() as session:
         run = await service.owned_run(session, principal, conversation_id, run_id)
     await resources.runs.decide(run, call_id, body.decision == "approve", body.reason)
+    async with resources.sessionmaker() as session:
+        return RunOut.of(await service.owned_run(session, principal, conversation_id, run_id))
+
+
+@router.post(
+    "/{conversation_id}/runs/{run_id}/tool-results",
+    responses={
+        404: {"description": "not_found: the run waits for no result of such a call"},
+        409: {"description": "already_decided: the call has its result"},
+    },
+)
+async def tool_results(
+    conversation_id: uuid.UUID,
+    run_id: uuid.UUID,
+    body: ToolResultsIn,
+    principal: UserPrincipalDep,
+    resources: ResourcesDep,
+) -> RunOut:
+    """Results of the client tools the run waits on (``tool.requested``), from any
+    process; all are recorded or none. Once every call it waits on has its result (and
+    every approval its decision) the run goes on: ``tool.completed`` for each, then the
+    model is called with them."""
+    async with resources.sessionmaker() as session:
+        run = await service.owned_run(session, principal, conversation_id, run_id)
+    answers = [(r.call_id, r.text(), r.is_error) for r in body.results]
+    await resources.runs.answer(run, answers)
     async with resources.sessionmaker() as session:
         return RunOut.of(await service.owned_run(session, principal, conversation_id, run_id))
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from atelier.agents.secrets import Sealer
 from atelier.conversations.models import Kind
 from atelier.coordination.base import Coordination
+from atelier.llm.base import ToolSpec
 from atelier.llm.catalog import ModelCatalog
 from atelier.llm.registry import ModelRegistry
 from atelier.llm.titles import TitleGenerator
@@ -45,6 +46,8 @@ class RunRequest:
     instructions: str | None = None  # in place of the agent's, for this run only
     # Its own endpoint, told of its end (URL checked already): webhooks.service.for_run.
     webhook: dict[str, str] | None = None
+    # Tools its caller runs: a call to one waits for its result (``tool.requested``).
+    client_tools: tuple[ToolSpec, ...] = ()
 
 
 @dataclass

@@ -22,6 +22,7 @@ class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     AWAITING_APPROVAL = "awaiting_approval"  # no task: waits in its row for a person
+    AWAITING_TOOL_RESULT = "awaiting_tool_result"  # the same, for its caller's tool results
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -29,6 +30,9 @@ class RunStatus(StrEnum):
 
 
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)  # a process executes it
+# Held by no process, in its row, until every call it waits on is decided or answered.
+WAITING_STATUSES = (RunStatus.AWAITING_APPROVAL, RunStatus.AWAITING_TOOL_RESULT)
+UNENDED_STATUSES = (*ACTIVE_STATUSES, *WAITING_STATUSES)
 
 
 class ErrorCode(StrEnum):
@@ -133,6 +137,16 @@ class ApprovalRequested(_Event):
     input: dict[str, Any]
 
 
+class ToolRequested(_Event):
+    """The model called a tool the caller runs (a client tool): the run waits for its
+    result (``POST …/runs/{run_id}/tool-results``)."""
+
+    type: Literal["tool.requested"] = "tool.requested"
+    call_id: str
+    name: str
+    input: dict[str, Any]
+
+
 class ApprovalResolved(_Event):
     type: Literal["approval.resolved"] = "approval.resolved"
     call_id: str
@@ -207,6 +221,7 @@ RunEvent = Annotated[
     | ToolsUnavailable
     | FileChanged
     | ApprovalRequested
+    | ToolRequested
     | ApprovalResolved
     | TitleUpdated
     | Usage

@@ -106,8 +106,11 @@ class AgentLoop:
             calls = await self._call_model(request)
             if not calls:
                 return COMPLETED
+            client = spec.client_tool_names
             waiting = [
-                c for c in calls if spec.approval.needs(c.name) and c.id not in self.decisions
+                c
+                for c in calls
+                if c.id not in self.decisions and (c.name in client or spec.approval.needs(c.name))
             ]
             if waiting:
                 raise AwaitingApproval(waiting)
@@ -117,8 +120,8 @@ class AgentLoop:
         )
 
     async def _run_tools(self, calls: list[ToolCall]) -> None:
-        """Each call in order (a denied one is the tool's error, with the person's reason),
-        then their results, saved."""
+        """Each call in order (a denied one is the tool's error, with the person's reason;
+        a client tool's is the result its caller sent), then their results, saved."""
         assert self.tools is not None
         for call in calls:
             self.progress()
@@ -126,7 +129,9 @@ class AgentLoop:
                 ToolStarted(call_id=call.id, name=call.name, input=call.arguments)
             )
             decision = self.decisions.get(call.id)
-            if decision is not None and not decision.approved:
+            if decision is not None and decision.client:
+                result = _client_result(call, decision)
+            elif decision is not None and not decision.approved:
                 denial = "a person denied this call" + (
                     f": {decision.reason}" if decision.reason else ""
                 )
@@ -149,7 +154,7 @@ class AgentLoop:
             model=self.model.provider_model_id,
             messages=self.transcript.messages,
             system=self.spec.instructions,
-            tools=self.tools.specs if self.tools is not None else [],
+            tools=[*(self.tools.specs if self.tools is not None else []), *self.spec.client_tools],
             max_tokens=max_tokens,
         )
 
@@ -218,6 +223,14 @@ class AgentLoop:
             transcript.streaming = None
         if transcript.calls:
             await self.save_results()
+
+
+def _client_result(call: ToolCall, decision: Decision) -> ToolResult:
+    """What the caller sent for its tool's call -- or, when nothing came in time, why."""
+    if decision.approved and decision.output is not None:
+        return ToolResult(call.id, decision.output, is_error=decision.is_error)
+    reason = decision.reason or "no result came"
+    return ToolResult(call.id, f"the caller gave no result for this call: {reason}", True)
 
 
 def first_output_timer(observe: Callable[[float], None]) -> Callable[[], None]:

@@ -25,7 +25,7 @@ from atelier.errors import ConversationBusy, DomainError, NotFound, Unavailable
 from atelier.observability.metrics import Metrics
 from atelier.runs import approvals, pausing, service
 from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
-from atelier.runs.events import Numbered, RunStatus
+from atelier.runs.events import UNENDED_STATUSES, WAITING_STATUSES, Numbered, RunStatus
 from atelier.runs.follow import follow_local
 from atelier.runs.models import Run
 from atelier.runs.outcome import Outcome
@@ -150,7 +150,7 @@ class RunManager:
                 await session.execute(
                     select(Run.conversation_id, Run.paused_event_id).where(
                         Run.id == run_id,
-                        Run.status == RunStatus.AWAITING_APPROVAL,
+                        Run.status.in_(WAITING_STATUSES),
                         ~approvals.undecided(run_id),
                     )
                 )
@@ -176,6 +176,15 @@ class RunManager:
             await session.commit()
         await self.resume(run.id)
 
+    async def answer(self, run: Run, results: list[tuple[str, str, bool]]) -> None:
+        """Results of the client tools the run waits on (``(call_id, output, is_error)``),
+        recorded together; the run goes on once every call of it is answered or decided."""
+        async with self.env.sessions() as session:
+            for call_id, output, is_error in results:
+                await approvals.answer(session, run.id, call_id, output, is_error)
+            await session.commit()
+        await self.resume(run.id)
+
     async def cancel(self, run_id: uuid.UUID) -> None:
         """Stop the run wherever it executes; a run that already ended is not affected."""
         run = self.local.get(run_id)
@@ -195,7 +204,7 @@ class RunManager:
         """Stop a run of the caller's, from any process; one that ended is left as it is."""
         async with self.env.sessions() as session:
             run = await service.owned_run(session, principal, conversation_id, run_id, kind)
-        if run.status in ("queued", "running", "awaiting_approval"):
+        if run.status in UNENDED_STATUSES:
             await self.cancel(run_id)
         return run
 

@@ -18,7 +18,7 @@ class Run(IdMixin, Base):
     __table_args__ = (
         CheckConstraint(
             "status IN ('queued', 'running', 'awaiting_approval', 'completed', 'failed',"
-            " 'cancelled', 'timed_out')",
+            " 'cancelled', 'timed_out', 'awaiting_tool_result')",
             name="status_known",
         ),
         Index("ix_runs_conversation_created", "conversation_id", "created_at"),
@@ -55,6 +55,8 @@ class Run(IdMixin, Base):
     # The id of the run's terminal event, once it is sent: a follower that falls back to
     # the database ends its stream with this id (never one the run gave another event).
     last_event_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Tools its caller runs ({"name", "description", "parameters"}): it waits for their results.
+    client_tools: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     # While it waits for approvals: the id of its last event (it goes on from the next).
     paused_event_id: Mapped[int | None] = mapped_column(BigInteger)
     # Regenerated: the run whose messages this one's replace (marked superseded when it starts).
@@ -79,6 +81,7 @@ class Approval(IdMixin, Base):
     __tablename__ = "approvals"
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'approved', 'denied')", name="status_known"),
+        CheckConstraint("kind IN ('approval', 'client_tool')", name="kind_known"),
         Index("uq_approvals_run_call", "run_id", "call_id", unique=True),
         Index("ix_approvals_status_expires", "status", "expires_at"),
     )
@@ -92,8 +95,14 @@ class Approval(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     decided_at: Mapped[datetime | None]
-    # The id of its approval.requested event: sent again from here if the log lost it.
+    # The id of its approval.requested (tool.requested) event: sent again from here if the
+    # log lost it.
     event_id: Mapped[int | None] = mapped_column(BigInteger)
+    # A person's decision (approval), or a client's result (client_tool: ``output`` as the
+    # tool's answer, "approved" once given).
+    kind: Mapped[str] = mapped_column(String(16), default="approval")
+    output: Mapped[str | None] = mapped_column(Text)
+    is_error: Mapped[bool] = mapped_column(default=False)
 
 
 class RunFileBackup(Base):

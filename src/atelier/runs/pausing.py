@@ -22,19 +22,21 @@ from atelier.conversations.messages import Fenced
 from atelier.conversations.models import Conversation
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.db.base import utcnow
-from atelier.llm.base import ToolCall
+from atelier.llm.base import ToolCall, ToolSpec
 from atelier.llm.catalog import ModelCatalog
 from atelier.runs import approvals, closing, service
 from atelier.runs.admission import payer
 from atelier.runs.approvals import Decision
 from atelier.runs.environment import RunEnvironment
 from atelier.runs.events import (
+    WAITING_STATUSES,
     ApprovalRequested,
     ApprovalResolved,
     FileChanged,
     RunCancelled,
     RunEnded,
     RunStatus,
+    ToolRequested,
 )
 from atelier.runs.log import log_name
 from atelier.runs.models import Approval, Run
@@ -64,10 +66,12 @@ async def suspend(
     sync: WorkspaceSync | None,
     directory: Path | None,
     expires_at: datetime,
+    client_tools: frozenset[str] = frozenset(),
 ) -> bool:
-    """Leave the run waiting for approval of ``calls``, in one unit of work (retried while
-    the database is unreachable); then announce its files and the calls. False if storage
-    refused files: the run then ends as any run does."""
+    """Leave the run waiting for approval of ``calls`` (for the results of those to
+    ``client_tools``), in one unit of work (retried while the database is unreachable);
+    then announce its files and the calls. False if storage refused files: the run then
+    ends as any run does."""
     events = recorder.events
 
     async def suspend_once() -> Collected | None:
@@ -80,9 +84,16 @@ async def suspend(
             first_call = events.last_id + len(collected.changes) + 1
             paused = first_call + len(calls) - 1
             await approvals.request(
-                session, recorder.run_id, calls, expires_at, first_event_id=first_call
+                session,
+                recorder.run_id,
+                calls,
+                expires_at,
+                first_event_id=first_call,
+                client_tools=client_tools,
             )
-            run = await _pause_run(session, recorder.run_id, paused)
+            asks_client = any(call.name in client_tools for call in calls)
+            status = RunStatus.AWAITING_TOOL_RESULT if asks_client else RunStatus.AWAITING_APPROVAL
+            run = await _pause_run(session, recorder.run_id, paused, status)
             if run is None:
                 raise Fenced
             waiting = {
@@ -104,7 +115,8 @@ async def suspend(
     for change in collected.changes:
         events.emit(FileChanged(path=change.path, size=change.size, change=change.change))
     for call in calls:
-        events.emit(ApprovalRequested(call_id=call.id, name=call.name, input=call.arguments))
+        asked = ToolRequested if call.name in client_tools else ApprovalRequested
+        events.emit(asked(call_id=call.id, name=call.name, input=call.arguments))
     return True
 
 
@@ -128,11 +140,12 @@ async def reopen(
         files = await file_etags(session, claimed)
         decided = await approvals.decisions(session, recorder.run_id)
         await session.commit()
+    client_tools = tuple(ToolSpec.of(tool) for tool in run.client_tools or [])
     recorder.opened = Opened(
-        claimed, model, agent, history, files, None, bindings, run.instructions
+        claimed, model, agent, history, files, None, bindings, run.instructions, client_tools
     )
     for call in calls:
-        if (decision := decided.get(call.id)) is not None:
+        if (decision := decided.get(call.id)) is not None and not decision.client:
             verdict: Literal["approve", "deny"] = "approve" if decision.approved else "deny"
             recorder.events.emit(ApprovalResolved(call_id=call.id, decision=verdict))
     return recorder.opened, list(calls), decided
@@ -147,7 +160,7 @@ async def cancel_waiting(env: RunEnvironment, run_id: uuid.UUID) -> bool:
             await session.execute(
                 select(Run.status, Run.paused_event_id).where(
                     Run.id == run_id,
-                    Run.status.in_((RunStatus.AWAITING_APPROVAL, RunStatus.QUEUED)),
+                    Run.status.in_((*WAITING_STATUSES, RunStatus.QUEUED)),
                 )
             )
         ).first()
@@ -178,14 +191,14 @@ async def announce_first(
 
 
 async def _pause_run(
-    session: AsyncSession, run_id: uuid.UUID, paused_event_id: int
+    session: AsyncSession, run_id: uuid.UUID, paused_event_id: int, status: RunStatus
 ) -> Row[uuid.UUID, uuid.UUID, str] | None:
     """The running run now waits, held by no process; None if it no longer runs."""
     paused = await session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
         .values(
-            status=RunStatus.AWAITING_APPROVAL,
+            status=status,
             paused_event_id=paused_event_id,
             owner_id=None,
             heartbeat_at=utcnow(),
@@ -203,7 +216,7 @@ async def _unpause_run(
         update(Run)
         .where(
             Run.id == run_id,
-            Run.status == RunStatus.AWAITING_APPROVAL,
+            Run.status.in_(WAITING_STATUSES),
             ~exists().where(Approval.run_id == run_id, Approval.status == approvals.PENDING),
         )
         .values(status=RunStatus.RUNNING, owner_id=owner_id, heartbeat_at=utcnow())

@@ -22,6 +22,7 @@ from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import LeaseHeld
 from atelier.db.base import utcnow
 from atelier.errors import DomainError, NotFound
+from atelier.llm.base import ToolSpec
 from atelier.observability.metrics import Metrics
 from atelier.runs import pausing, service
 from atelier.runs.environment import RunEnvironment, RunRequest
@@ -105,6 +106,7 @@ class RunQueue:
                 supersedes=queued.supersedes,
                 rolls_back=queued.rolls_back,
                 instructions=queued.instructions,
+                client_tools=tuple(ToolSpec.of(t) for t in queued.client_tools or []),
             )
             try:
                 run, _ = await self.manager.accept(request)
@@ -205,6 +207,7 @@ async def enqueue(
             supersedes=request.supersedes,
             rolls_back=rolls_back,
             instructions=request.instructions,
+            client_tools=[tool.as_dict() for tool in request.client_tools] or None,
             created_at=now,
         )
     )

@@ -23,7 +23,7 @@ from atelier.budgets import enforcement as budgets
 from atelier.conversations import messages
 from atelier.conversations.models import Message
 from atelier.db.engine import unreachable
-from atelier.llm.base import ChatMessage, ToolCall, ToolResult, UsageReport
+from atelier.llm.base import ChatMessage, ToolCall, ToolResult, ToolSpec, UsageReport
 from atelier.llm.models import CatalogModel
 from atelier.llm.offline import estimate_tokens
 from atelier.runs import service
@@ -59,6 +59,7 @@ class Opened:
     abandoned: uuid.UUID | None  # a dead process's run this one found and failed
     budgets: tuple[budgets.Binding, ...] = ()  # what binds its spending
     instructions: str | None = None  # its own, in place of its agent's
+    client_tools: tuple[ToolSpec, ...] = ()  # tools its caller runs
 
 
 class Recorder:
@@ -111,6 +112,7 @@ class Recorder:
                 supersedes=request.supersedes,
                 instructions=request.instructions,
                 webhook=request.webhook,
+                client_tools=request.client_tools,
             )
             history = await messages.history(session, claimed.id)
             files = await file_etags(session, claimed) if request.kind == "agent" else {}
@@ -124,6 +126,7 @@ class Recorder:
             abandoned,
             admitted.budgets,
             request.instructions,
+            request.client_tools,
         )
         self.events.emit(
             RunStarted(run_id=str(self.run_id), conversation_id=str(claimed.id), model_id=model.id)

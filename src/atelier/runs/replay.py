@@ -16,14 +16,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.conversations.models import Message
 from atelier.db.base import utcnow
+from atelier.runs.approvals import CLIENT_TOOL
 from atelier.runs.events import (
     ACTIVE_STATUSES,
+    WAITING_STATUSES,
     ApprovalRequested,
     ErrorCode,
     MessageCompleted,
     Numbered,
     RunError,
     RunStatus,
+    ToolRequested,
     Usage,
     ended,
 )
@@ -50,7 +53,7 @@ class RunState:
 
     @property
     def waiting(self) -> bool:
-        return self.status == RunStatus.AWAITING_APPROVAL
+        return self.status in WAITING_STATUSES
 
     @property
     def age_seconds(self) -> float:
@@ -112,9 +115,9 @@ async def recover(
                     UsageRecord.event_id <= top,
                 )
             )
-            found: list[tuple[int, MessageCompleted | Usage | ApprovalRequested]] = [
-                (m.event_id, _completed(m)) for m in messages if m.event_id is not None
-            ]
+            found: list[
+                tuple[int, MessageCompleted | Usage | ApprovalRequested | ToolRequested]
+            ] = [(m.event_id, _completed(m)) for m in messages if m.event_id is not None]
             found += [(u.event_id, _usage(u)) for u in usages if u.event_id is not None]
             asked = await session.scalars(
                 select(Approval).where(
@@ -140,8 +143,9 @@ def _completed(message: Message) -> MessageCompleted:
     )
 
 
-def _asked(approval: Approval) -> ApprovalRequested:
-    return ApprovalRequested(call_id=approval.call_id, name=approval.name, input=approval.input)
+def _asked(approval: Approval) -> ApprovalRequested | ToolRequested:
+    asked = ToolRequested if approval.kind == CLIENT_TOOL else ApprovalRequested
+    return asked(call_id=approval.call_id, name=approval.name, input=approval.input)
 
 
 def _usage(record: UsageRecord) -> Usage:

@@ -1,18 +1,60 @@
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
+from atelier.agents.schemas import BUILT_IN_TOOLS
 from atelier.conversations.schemas import NO_NUL, ModelId
+from atelier.llm.base import ToolSpec
 from atelier.runs.events import RunError, RunStatus
 from atelier.runs.models import Run
 from atelier.usage.money import money_str
 
 MAX_INPUT_CHARS = 100_000
+MAX_CLIENT_TOOLS = 64
+MAX_PARAMETERS_BYTES = 16_384
+CLIENT_TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class ClientTool(BaseModel):
+    """A tool the caller runs: the model may call it; the run then waits for its result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=CLIENT_TOOL_NAME)
+    description: str | None = Field(default=None, max_length=4000, pattern=NO_NUL)
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+
+    @field_validator("name")
+    @classmethod
+    def _not_taken(cls, name: str) -> str:
+        # MCP tools reach the model as <server>__<tool>; the built-in tools by their names.
+        if name in BUILT_IN_TOOLS or "__" in name:
+            raise ValueError(f"{name!r} is a built-in tool's name or an MCP tool's form")
+        return name
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema(cls, parameters: dict[str, Any]) -> dict[str, Any]:
+        if parameters.get("type", "object") != "object":
+            raise ValueError("parameters is the JSON Schema of an object")
+        if len(json.dumps(parameters)) > MAX_PARAMETERS_BYTES:
+            raise ValueError(f"parameters is at most {MAX_PARAMETERS_BYTES} bytes of JSON")
+        return parameters
+
+    def spec(self) -> ToolSpec:
+        return ToolSpec(self.name, self.description or "", self.parameters)
+
+
+def client_tool_specs(tools: list[ClientTool]) -> tuple[ToolSpec, ...]:
+    if len({tool.name for tool in tools}) != len(tools):
+        raise ValueError("client tools' names must be distinct")
+    return tuple(tool.spec() for tool in tools)
 
 
 class RunIn(BaseModel):
@@ -23,6 +65,41 @@ class RunIn(BaseModel):
     # When a run is active: refuse (409), queue this one behind it, cancel it (its partial
     # work kept) and start this one next, or cancel it and undo its messages and files.
     multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
+    client_tools: list[ClientTool] = Field(default_factory=list, max_length=MAX_CLIENT_TOOLS)
+
+    @field_validator("client_tools")
+    @classmethod
+    def _distinct(cls, tools: list[ClientTool]) -> list[ClientTool]:
+        client_tool_specs(tools)
+        return tools
+
+
+class ClientToolResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: str = Field(min_length=1, max_length=128)
+    output: str | dict[str, Any] | list[Any] | int | float | bool | None
+    is_error: bool = False
+
+    def text(self) -> str:
+        """The output as the model is given it: a string as it is, anything else as JSON."""
+        return self.output if isinstance(self.output, str) else json.dumps(self.output)
+
+
+class ToolResultsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    results: list[ClientToolResult] = Field(min_length=1, max_length=MAX_CLIENT_TOOLS)
+
+    @field_validator("results")
+    @classmethod
+    def _one_each(cls, results: list[ClientToolResult]) -> list[ClientToolResult]:
+        if len({result.call_id for result in results}) != len(results):
+            raise ValueError("one result per call")
+        for result in results:
+            if len(result.text()) > MAX_INPUT_CHARS or "\x00" in result.text():
+                raise ValueError(f"an output is text of at most {MAX_INPUT_CHARS} characters")
+        return results
 
 
 class RegenerateIn(BaseModel):

@@ -21,7 +21,8 @@ from atelier.conversations.models import Conversation, Kind, Message
 from atelier.conversations.service import get_owned
 from atelier.db.base import utcnow
 from atelier.errors import NotFound
-from atelier.runs.events import ACTIVE_STATUSES, ErrorCode, RunError, RunStatus
+from atelier.llm.base import ToolSpec
+from atelier.runs.events import ACTIVE_STATUSES, UNENDED_STATUSES, ErrorCode, RunError, RunStatus
 from atelier.runs.models import Run
 from atelier.tenants.principal import Principal
 from atelier.usage.money import money_str
@@ -150,6 +151,7 @@ async def open_run(
     supersedes: uuid.UUID | None = None,
     instructions: str | None = None,
     webhook: dict[str, str] | None = None,
+    client_tools: tuple[ToolSpec, ...] = (),
 ) -> None:
     """Insert the run (already running, with the agent version it runs) -- or start the
     queued one -- and the user's message it answers; a regenerated run's earlier messages
@@ -194,6 +196,7 @@ async def open_run(
                 started_at=now,
                 supersedes=supersedes,
                 instructions=instructions,
+                client_tools=[tool.as_dict() for tool in client_tools] or None,
             )
         )
         if webhook is not None:
@@ -272,9 +275,7 @@ async def end_run(
     """Give an active (or waiting) run its final status and free its conversation; False
     if it had one (or, with ``stale_before``, if it proved it was alive since then -- a
     run waiting for approvals has no process, so it is never stale)."""
-    still_active: ColumnElement[bool] = Run.status.in_(
-        (*ACTIVE_STATUSES, RunStatus.AWAITING_APPROVAL)
-    )
+    still_active: ColumnElement[bool] = Run.status.in_(UNENDED_STATUSES)
     if stale_before is not None:
         still_active = and_(Run.status.in_(ACTIVE_STATUSES), Run.heartbeat_at < stale_before)
     if unheld is not None:  # only while it is still waiting or queued: held by no process

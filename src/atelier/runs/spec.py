@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from atelier.agents.schemas import AgentDefinition, Approval
+from atelier.llm.base import ToolSpec
 from atelier.llm.models import CatalogModel
 from atelier.settings import Settings
 
@@ -33,10 +34,18 @@ class AgentSpec:
     deadline_seconds: float
     tools: frozenset[str] | None = None  # the workspace tools it may call; None: all
     approval: Approval = field(default_factory=Approval)  # calls that wait for a person
+    client_tools: tuple[ToolSpec, ...] = ()  # calls that wait for the caller's result
+
+    @property
+    def client_tool_names(self) -> frozenset[str]:
+        return frozenset(tool.name for tool in self.client_tools)
 
 
 def workspace_agent(
-    settings: Settings, agent: AgentDefinition | None = None, instructions: str | None = None
+    settings: Settings,
+    agent: AgentDefinition | None = None,
+    instructions: str | None = None,
+    client_tools: tuple[ToolSpec, ...] = (),
 ) -> AgentSpec:
     """A run of an agent version: its instructions (or the run's own) and tools, its
     limits capped by the server's."""
@@ -50,6 +59,7 @@ def workspace_agent(
         deadline_seconds=_capped(limits.deadline_seconds, settings.run_deadline_seconds),
         tools=frozenset(agent.tools) if agent.tools is not None else None,
         approval=agent.approval,
+        client_tools=client_tools,
     )
 
 

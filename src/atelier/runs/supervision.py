@@ -104,7 +104,12 @@ class RunTask:
                 spec = (
                     chat_agent(settings, opened.model)
                     if opened.agent is None
-                    else workspace_agent(settings, opened.agent.definition, opened.instructions)
+                    else workspace_agent(
+                        settings,
+                        opened.agent.definition,
+                        opened.instructions,
+                        opened.client_tools,
+                    )
                 )
                 async with self._workdir(spec) as workdir:
                     outcome = await self._supervise(opened, spec, workdir)
@@ -251,8 +256,15 @@ class RunTask:
         expires = utcnow() + timedelta(seconds=self.env.settings.approval_timeout_seconds)
         sync = WorkspaceSync(self.env.storage, self.env.settings) if self._materialized else None
         try:
+            assert self.recorder.opened is not None
+            client = frozenset(tool.name for tool in self.recorder.opened.client_tools)
             if await pausing.suspend(
-                self.recorder, outcome.waiting, sync=sync, directory=workdir, expires_at=expires
+                self.recorder,
+                outcome.waiting,
+                sync=sync,
+                directory=workdir,
+                expires_at=expires,
+                client_tools=client,
             ):
                 return outcome, None
             message = "workspace storage failed before the run could wait for approval"

@@ -32,7 +32,7 @@ from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep, UserPrinci
 from atelier.http.errors import ProblemError
 from atelier.http.translate import event_stream, last_event_id, run_through, translated
 from atelier.resources import Resources
-from atelier.runs import RunStatus
+from atelier.runs import UNENDED_STATUSES, RunStatus
 
 router = APIRouter(prefix="/langgraph", tags=["langgraph"])
 
@@ -385,7 +385,7 @@ async def cancel_run(
         raise ProblemError(422, "unsupported_action", "only action=interrupt is supported")
     async with resources.sessionmaker() as session:
         thread, run = await service.owned_run(session, principal, thread_id, run_id)
-    if run.status in ("queued", "running", "awaiting_approval"):
+    if run.status in UNENDED_STATUSES:
         await resources.runs.cancel(run.id)
     if not wait:
         return Response(status_code=202)

@@ -9,7 +9,7 @@ from typing import Any
 
 from atelier.agents.models import Agent
 from atelier.conversations.models import Conversation, Message
-from atelier.runs import RunStatus
+from atelier.runs import WAITING_STATUSES, RunStatus
 from atelier.runs.models import Approval, Run
 
 # A run waiting for a person is "interrupted", as a LangGraph run stopped by an
@@ -18,6 +18,7 @@ RUN_STATUS = {
     RunStatus.QUEUED: "pending",
     RunStatus.RUNNING: "running",
     RunStatus.AWAITING_APPROVAL: "interrupted",
+    RunStatus.AWAITING_TOOL_RESULT: "interrupted",
     RunStatus.COMPLETED: "success",
     RunStatus.FAILED: "error",
     RunStatus.CANCELLED: "interrupted",
@@ -131,7 +132,7 @@ def thread(
 def thread_status(active: Run | None) -> str:
     if active is None:
         return "idle"
-    return "interrupted" if active.status == RunStatus.AWAITING_APPROVAL else "busy"
+    return "interrupted" if active.status in WAITING_STATUSES else "busy"
 
 
 def run(row: Run, thread_id: uuid.UUID) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from atelier.conversations import service as conversations
 from atelier.conversations.models import Conversation, Message
 from atelier.errors import Conflict, DomainError, Invalid, NotFound
 from atelier.resources import Resources
-from atelier.runs import RunRequest, RunStatus, pending_approvals
+from atelier.runs import WAITING_STATUSES, RunRequest, RunStatus, pending_approvals
 from atelier.runs.models import Approval, Run
 from atelier.tenants.principal import Principal
 from atelier.webhooks import service as webhooks
@@ -105,7 +105,7 @@ async def active(session: AsyncSession, conversation: Conversation) -> Run | Non
 
 async def pending(session: AsyncSession, run: Run | None) -> list[Approval]:
     """The calls the thread's run waits on (none unless it waits)."""
-    if run is None or run.status != RunStatus.AWAITING_APPROVAL:
+    if run is None or run.status not in WAITING_STATUSES:
         return []
     return await pending_approvals(session, run.id)
 

@@ -19,7 +19,7 @@ from atelier.http.errors import ProblemError
 from atelier.http.sse import EventStreamResponse
 from atelier.http.translate import run_through, stream_failed, translated
 from atelier.resources import Resources
-from atelier.runs import RunRequest, RunStatus
+from atelier.runs import UNENDED_STATUSES, WAITING_STATUSES, RunRequest
 from atelier.tenants.principal import Principal
 
 router = APIRouter(prefix="/openai/v1", tags=["openai"])
@@ -134,7 +134,7 @@ async def _decided(
     async with resources.sessionmaker() as session:
         run = await service.owned(session, principal, body.previous_response_id)
         shell = await service.shell(session, run)
-    if run.status != RunStatus.AWAITING_APPROVAL:
+    if run.status not in WAITING_STATUSES:
         raise ProblemError(409, "nothing_to_resume", "that response waits for no decision")
     paused = run.paused_event_id or 0
     for decision in decisions:
@@ -178,7 +178,7 @@ async def cancel_response(
     async with resources.sessionmaker() as session:
         run = await service.owned(session, principal, response_id[:64])
         shell = await service.shell(session, run)
-    if run.status in ("queued", "running", "awaiting_approval"):
+    if run.status in UNENDED_STATUSES:
         await resources.runs.cancel(run.id)
         await run_through(resources.runs.events(run.id, 0), ResponsesTranslator(run.id, shell))
     return JSONResponse(await _present(resources, run.id))

@@ -25,6 +25,7 @@ STATUS = {
     # Waiting for a person: done for now, its output holds the approval requests (as an
     # OpenAI response with MCP approval requests is).
     RunStatus.AWAITING_APPROVAL: "completed",
+    RunStatus.AWAITING_TOOL_RESULT: "completed",
     RunStatus.COMPLETED: "completed",
     RunStatus.FAILED: "failed",
     RunStatus.CANCELLED: "cancelled",
