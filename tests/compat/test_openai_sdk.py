@@ -5,6 +5,7 @@ the SDK's stream helper checks, resumed, cancelled, run in the background, chain
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -349,6 +350,86 @@ async def _conversation(native: httpx.AsyncClient, caller: Caller, response_id: 
     return str(listed.json()["data"][0]["id"])
 
 
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather where the user is.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+ASK_WEATHER = 'call get_weather {"city": "Paris"}'
+
+
+class TestFunctionTools:
+    """Tools the caller runs: a call is a function_call item that ends the response; the
+    next request's function_call_output takes the same run on, as a new response."""
+
+    async def test_a_function_call_is_the_callers_and_its_output_goes_on(
+        self, oa: AsyncOpenAI
+    ) -> None:
+        first = await oa.responses.create(
+            model="default",
+            input=ASK_WEATHER,
+            tools=[WEATHER],  # type: ignore[list-item]
+        )
+        assert first.status == "completed"
+        (call,) = first.output
+        assert (call.type, call.name) == ("function_call", "get_weather")
+        assert json.loads(call.arguments) == {"city": "Paris"}
+        second = await oa.responses.create(
+            model="default",
+            previous_response_id=first.id,
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+            tools=[WEATHER],  # type: ignore[list-item]
+        )
+        assert second.id != first.id
+        assert second.previous_response_id == first.id
+        assert [item.type for item in second.output] == ["message"]
+        assert second.output_text
+        # Each response keeps its own part of the run.
+        assert [i.type for i in (await oa.responses.retrieve(first.id)).output] == ["function_call"]
+        assert [i.type for i in (await oa.responses.retrieve(second.id)).output] == ["message"]
+        again = {"type": "function_call_output", "call_id": call.call_id, "output": "x"}
+        with pytest.raises(openai.ConflictError):  # nothing waits for it any more
+            await oa.responses.create(
+                model="default",
+                previous_response_id=first.id,
+                input=[again],  # type: ignore[list-item]
+            )
+
+    async def test_streamed_with_server_tools_beside(self, oa: AsyncOpenAI) -> None:
+        plan = f"write a.txt: hi\n{ASK_WEATHER}\nread a.txt"
+        stream = await oa.responses.create(
+            model="default",
+            input=plan,
+            tools=[WEATHER],
+            stream=True,  # type: ignore[list-item]
+        )
+        events = [e async for e in stream]
+        kinds = [e.type for e in events]
+        assert "response.function_call_arguments.done" in kinds
+        assert kinds[-1] == "response.completed"
+        first = events[-1].response
+        assert [i.type for i in first.output] == ["mcp_call", "function_call"]
+        call = first.output[1]
+        stream = await oa.responses.create(
+            model="default",
+            previous_response_id=first.id,
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "rain"}],
+            stream=True,
+        )
+        events = [e async for e in stream]
+        second = events[-1].response
+        assert events[-1].type == "response.completed"
+        # The read the server ran after the caller's result; no function call again.
+        assert [i.type for i in second.output] == ["mcp_call", "message"]
+        assert second.output[0].name == "read_file"
+        assert second.output[0].output == "hi"
+
+
 class TestErrorsInOpenAIsShape:
     """OpenAI's clients read {"error": {"message", "type", "param", "code"}}: what they
     show is what Atelier said, with its stable code."""
@@ -381,9 +462,12 @@ class TestRefusals:
     async def test_what_cannot_be_honoured_is_refused_clearly(
         self, oa: AsyncOpenAI, served: str, caller: Caller, app: FastAPI
     ) -> None:
-        tool = {"type": "function", "name": "f", "parameters": {"type": "object"}}
-        with pytest.raises(openai.UnprocessableEntityError):
-            await oa.responses.create(model="default", input="hi", tools=[tool])
+        for tool in (
+            {"type": "web_search"},  # only function tools: the agent's tools are its own
+            {"type": "function", "name": "write_file", "parameters": {"type": "object"}},
+        ):
+            with pytest.raises(openai.UnprocessableEntityError):
+                await oa.responses.create(model="default", input="hi", tools=[tool])  # type: ignore[list-item]
         with pytest.raises(openai.UnprocessableEntityError):
             await oa.responses.create(model="default", input="hi", store=False)
         with pytest.raises(openai.BadRequestError):

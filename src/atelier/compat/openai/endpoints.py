@@ -12,14 +12,21 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response
 from fastapi.responses import JSONResponse
 
 from atelier.compat.openai import present, service
-from atelier.compat.openai.schemas import ApprovalResponse, MessageItem, ResponseCreate
+from atelier.compat.openai.schemas import (
+    ApprovalResponse,
+    FunctionCallOutput,
+    MessageItem,
+    ResponseCreate,
+)
 from atelier.compat.openai.translate import ResponsesTranslator
 from atelier.http.deps import PrincipalDep, ResourcesDep
 from atelier.http.errors import ProblemError
 from atelier.http.sse import EventStreamResponse
 from atelier.http.translate import run_through, stream_failed, translated
 from atelier.resources import Resources
-from atelier.runs import UNENDED_STATUSES, WAITING_STATUSES, RunRequest
+from atelier.runs import UNENDED_STATUSES, WAITING_STATUSES, RunRequest, RunStatus
+from atelier.runs.models import Run
+from atelier.runs.schemas import client_tool_specs
 from atelier.tenants.principal import Principal
 
 router = APIRouter(prefix="/openai/v1", tags=["openai"])
@@ -37,37 +44,45 @@ def _caller(principal: Principal, user: str | None = None) -> Principal:
     return principal
 
 
-async def _present(resources: Resources, run_id: uuid.UUID) -> dict[str, Any]:
-    return await service.current(resources.sessionmaker, run_id)
+async def _present(resources: Resources, run_id: uuid.UUID, after: int = 0) -> dict[str, Any]:
+    return await service.current(resources.sessionmaker, run_id, after)
+
+
+def _translator(run: Run, shell: dict[str, Any]) -> ResponsesTranslator:
+    client = frozenset(tool["name"] for tool in run.client_tools or [])
+    return ResponsesTranslator(run.id, shell, client)
 
 
 def _stream(
     resources: Resources,
-    run_id: uuid.UUID,
+    run: Run,
     shell: dict[str, Any],
     *,
+    after: int = 0,
     after_frame: int = 0,
     after_native: int = 0,
 ) -> Response:
+    """The response's events: the run's from its start -- or, for a response that took
+    function call results, from where the run waited for them (``after``)."""
     frames = translated(
-        resources.runs.events(run_id, 0),
-        ResponsesTranslator(run_id, shell),
+        resources.runs.events(run.id, after),
+        _translator(run, shell),
         after_frame=after_frame,
         after_native=after_native,
         ids="none",  # the Responses API numbers its events in their data
-        found=functools.partial(service.question_seq, resources.sessionmaker, run_id),
+        found=functools.partial(service.question_seq, resources.sessionmaker, run.id),
     )
     # Where the same stream is read again from its start (an Idempotency-Key's replay).
-    location = f"{router.prefix}/responses/{present.response_id(run_id)}?stream=true"
+    location = f"{router.prefix}/responses/{present.response_id(run.id, after)}?stream=true"
     return EventStreamResponse(frames, headers={"location": location}, on_failure=stream_failed)
 
 
 async def _finished(
-    resources: Resources, run_id: uuid.UUID, shell: dict[str, Any]
+    resources: Resources, run: Run, shell: dict[str, Any], after: int = 0
 ) -> dict[str, Any]:
-    """The response once its run ended (or stopped to wait for a person)."""
-    await run_through(resources.runs.events(run_id, 0), ResponsesTranslator(run_id, shell))
-    return await _present(resources, run_id)
+    """The response once its run ended (or stopped to wait for a person or its caller)."""
+    await run_through(resources.runs.events(run.id, after), _translator(run, shell))
+    return await _present(resources, run.id, after)
 
 
 @router.post("/responses")
@@ -82,6 +97,15 @@ async def create_response(
     )
     decisions = [item for item in items if isinstance(item, ApprovalResponse)]
     said = [item for item in items if isinstance(item, MessageItem)]
+    outputs = [item for item in items if isinstance(item, FunctionCallOutput)]
+    if outputs:
+        if said or decisions or body.previous_response_id is None:
+            raise ProblemError(
+                422,
+                "invalid_input",
+                "function call outputs go alone, with the previous_response_id that called",
+            )
+        return await _answered(resources, principal, body, outputs)
     if decisions:
         if said or body.previous_response_id is None:
             raise ProblemError(
@@ -106,7 +130,13 @@ async def create_response(
 
     conversation_id, model_id, made = await service.conversation_for(resources, principal, body)
     request = RunRequest(
-        principal, conversation_id, "agent", asked[0], model_id, instructions=instructions
+        principal,
+        conversation_id,
+        "agent",
+        asked[0],
+        model_id,
+        instructions=instructions,
+        client_tools=client_tool_specs([tool.client_tool() for tool in body.tools]),
     )
     try:
         run_id = await resources.runs.start(request)
@@ -114,13 +144,13 @@ async def create_response(
         if made:  # refused (a budget, a busy conversation...): nothing is left behind
             await (await resources.runs.remove_conversation(principal, conversation_id, "agent"))()
         raise
-    shell = await service.started(resources.sessionmaker, run_id)
+    run, shell = await service.started(resources.sessionmaker, run_id)
     shell["background"] = body.background
     if body.stream:
-        return _stream(resources, run_id, shell)
+        return _stream(resources, run, shell)
     if body.background:
         return JSONResponse({**await _present(resources, run_id), "background": True})
-    return JSONResponse(await _finished(resources, run_id, shell))
+    return JSONResponse(await _finished(resources, run, shell))
 
 
 async def _decided(
@@ -131,9 +161,10 @@ async def _decided(
 ) -> Response:
     """Decisions on the calls a response asked about: the same response goes on."""
     assert body.previous_response_id is not None
+    _, after = present.segment_of(body.previous_response_id)
     async with resources.sessionmaker() as session:
         run = await service.owned(session, principal, body.previous_response_id)
-        shell = await service.shell(session, run)
+        shell = await service.shell(session, run, after)
     if run.status not in WAITING_STATUSES:
         raise ProblemError(409, "nothing_to_resume", "that response waits for no decision")
     paused = run.paused_event_id or 0
@@ -141,12 +172,38 @@ async def _decided(
         call_id = decision.approval_request_id.removeprefix("mcpr_")
         await resources.runs.decide(run, call_id, decision.approve, decision.reason)
     if await service.still_waiting(resources.sessionmaker, run.id):  # more to decide
-        return JSONResponse(await _present(resources, run.id))
+        return JSONResponse(await _present(resources, run.id, after))
     if body.stream:
-        return _stream(resources, run.id, shell, after_native=paused)
+        return _stream(resources, run, shell, after=after, after_native=paused)
     if body.background:
-        return JSONResponse(await _present(resources, run.id))
-    return JSONResponse(await _finished(resources, run.id, shell))
+        return JSONResponse(await _present(resources, run.id, after))
+    return JSONResponse(await _finished(resources, run, shell, after))
+
+
+async def _answered(
+    resources: Resources,
+    principal: Principal,
+    body: ResponseCreate,
+    outputs: list[FunctionCallOutput],
+) -> Response:
+    """The outputs of the function calls a response made: a new response of the same run,
+    from where it waited for them."""
+    assert body.previous_response_id is not None
+    async with resources.sessionmaker() as session:
+        run = await service.owned(session, principal, body.previous_response_id)
+    if run.status != RunStatus.AWAITING_TOOL_RESULT or run.paused_event_id is None:
+        raise ProblemError(409, "nothing_to_resume", "that response waits for no function output")
+    after = run.paused_event_id
+    await resources.runs.answer(run, [(o.call_id, o.text, False) for o in outputs])
+    run, shell = await service.started(resources.sessionmaker, run.id, after)
+    shell["background"] = body.background
+    if await service.still_waiting(resources.sessionmaker, run.id):  # more to answer
+        return JSONResponse(await _present(resources, run.id, after))
+    if body.stream:
+        return _stream(resources, run, shell, after=after)
+    if body.background:
+        return JSONResponse(await _present(resources, run.id, after))
+    return JSONResponse(await _finished(resources, run, shell, after))
 
 
 @router.get("/responses/{response_id}")
@@ -160,13 +217,14 @@ async def retrieve_response(
     """The response; with ``stream``, its events from the start (or after
     ``starting_after``), live until it ends."""
     principal = _caller(principal)
+    _, segment = present.segment_of(response_id[:64])
     async with resources.sessionmaker() as session:
         run = await service.owned(session, principal, response_id[:64])
         if not stream:
-            return JSONResponse(await service.snapshot(session, run))
-        shell = await service.shell(session, run)
+            return JSONResponse(await service.snapshot(session, run, segment))
+        shell = await service.shell(session, run, segment)
     after = starting_after + 1 if starting_after is not None else 0
-    return _stream(resources, run.id, shell, after_frame=after)
+    return _stream(resources, run, shell, after=segment, after_frame=after)
 
 
 @router.post("/responses/{response_id}/cancel")
@@ -180,7 +238,7 @@ async def cancel_response(
         shell = await service.shell(session, run)
     if run.status in UNENDED_STATUSES:
         await resources.runs.cancel(run.id)
-        await run_through(resources.runs.events(run.id, 0), ResponsesTranslator(run.id, shell))
+        await run_through(resources.runs.events(run.id, 0), _translator(run, shell))
     return JSONResponse(await _present(resources, run.id))
 
 

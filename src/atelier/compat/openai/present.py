@@ -18,6 +18,8 @@ from atelier.errors import NotFound
 from atelier.runs import RunStatus
 from atelier.runs.models import Approval, Run
 
+CLIENT_TOOL = "client_tool"  # an Approval of a caller's function call (runs.approvals)
+
 WORKSPACE_LABEL = "atelier"  # the server label of the built-in tools' approval requests
 STATUS = {
     RunStatus.QUEUED: "queued",
@@ -33,17 +35,28 @@ STATUS = {
 }
 
 
-def response_id(run_id: uuid.UUID) -> str:
-    return f"resp_{run_id.hex}"
+def response_id(run_id: uuid.UUID, after: int = 0) -> str:
+    """A response is a run -- from its start, or (``after``) from where it waited for the
+    results of its caller's function calls: each result-taking request is a new response
+    of the same run, whose output is what came after that event."""
+    return f"resp_{run_id.hex}" + (f"_{after}" if after else "")
+
+
+def segment_of(response: str) -> tuple[uuid.UUID, int]:
+    """The run a response id names, and the id of the event it starts after."""
+    try:
+        if not response.startswith("resp_") or len(response) < 37:
+            raise ValueError(response)
+        run, _, after = response[5:].partition("_")
+        if len(run) != 32 or (after and (not after.isdigit() or len(after) > 15)):
+            raise ValueError(response)
+        return uuid.UUID(hex=run), int(after or 0)
+    except ValueError as exc:
+        raise NotFound("not_found", "no such response") from exc
 
 
 def run_id_of(response: str) -> uuid.UUID:
-    try:
-        if not response.startswith("resp_") or len(response) != 37:
-            raise ValueError(response)
-        return uuid.UUID(hex=response[5:])
-    except ValueError as exc:
-        raise NotFound("not_found", "no such response") from exc
+    return segment_of(response)[0]
 
 
 def message_item(run_id: uuid.UUID, seq: int, text: str, status: str) -> dict[str, Any]:
@@ -89,6 +102,19 @@ def finished_mcp(item: dict[str, Any], output: str, is_error: bool) -> dict[str,
     }
 
 
+def function_call_item(call_id: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """A call of one of the caller's function tools: the caller runs it, and sends its
+    ``function_call_output`` with the next request."""
+    return {
+        "type": "function_call",
+        "id": f"fc_{call_id}",
+        "call_id": call_id,
+        "name": name,
+        "arguments": json.dumps(args, ensure_ascii=False),
+        "status": "completed",
+    }
+
+
 def approval_item(call_id: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
     server, tool = split_tool(name) or (WORKSPACE_LABEL, name)
     return {
@@ -124,7 +150,11 @@ def output(
             if part.get("type") != "tool_call":
                 continue
             call_id, name, args = part["id"], part["name"], part["arguments"]
-            if call_id in approvals:
+            asked_for = approvals.get(call_id)
+            if asked_for is not None and asked_for.kind == CLIENT_TOOL:
+                items.append(function_call_item(call_id, name, args))
+                continue  # the caller ran it: its result is the caller's own input
+            if asked_for is not None:
                 items.append(approval_item(call_id, name, args))
             result = results.get(call_id)
             if result is None:
@@ -155,15 +185,16 @@ def error(run: Run | None, status: RunStatus, message: str | None = None) -> dic
 def response(
     run: Run,
     *,
+    after: int = 0,
     status: str,
     items: list[dict[str, Any]],
     usage_: dict[str, Any] | None,
     error_: dict[str, Any] | None,
-    previous: uuid.UUID | None,
+    previous: str | None,
     metadata: dict[str, Any],
 ) -> dict[str, Any]:
     return {
-        "id": response_id(run.id),
+        "id": response_id(run.id, after),
         "object": "response",
         "created_at": int(run.created_at.timestamp()),
         "status": status,
@@ -178,7 +209,7 @@ def response(
         "tools": [],
         "temperature": None,
         "top_p": None,
-        "previous_response_id": response_id(previous) if previous else None,
+        "previous_response_id": previous,
         "background": False,
         "store": True,
         "text": {"format": {"type": "text"}},

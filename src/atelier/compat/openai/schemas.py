@@ -1,8 +1,10 @@
 """Request bodies of the Responses API, as far as Atelier honours them. Sampling hints
 (``temperature``, ``top_p``, ``reasoning``, ``max_output_tokens``...) are accepted and
 left to the agent's own limits; what would change the contract and cannot be honoured
-(client-side ``tools``, ``store=false``, structured ``text`` formats, ``conversation``)
-is refused (422), never silently dropped (docs/compat.md)."""
+(tools other than functions, ``store=false``, structured ``text`` formats,
+``conversation``) is refused (422), never silently dropped (docs/compat.md). Function
+tools are the caller's own: a call to one ends the response with a ``function_call``
+item, and the next request's ``function_call_output`` items take the run on."""
 
 from __future__ import annotations
 
@@ -11,7 +13,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from atelier.conversations.schemas import NO_NUL
-from atelier.runs.schemas import MAX_INPUT_CHARS
+from atelier.runs.schemas import (
+    CLIENT_TOOL_NAME,
+    MAX_CLIENT_TOOLS,
+    MAX_INPUT_CHARS,
+    ClientTool,
+    client_tool_specs,
+)
 from atelier.tenants.principal import USER_ID_PATTERN
 
 
@@ -53,11 +61,49 @@ class ApprovalResponse(BaseModel):
     reason: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
 
 
+class FunctionCallOutput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
+    output: str | list[InputText] = Field(max_length=100)
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.output, str):
+            return self.output
+        return "".join(part.text for part in self.output)
+
+
+class FunctionTool(BaseModel):
+    """A tool the caller runs (``{"type": "function", "name", "description",
+    "parameters", "strict"}``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    name: str = Field(pattern=CLIENT_TOOL_NAME)
+    description: str | None = Field(default=None, max_length=4000, pattern=NO_NUL)
+    parameters: dict[str, Any] | None = None
+
+    def client_tool(self) -> ClientTool:
+        return ClientTool(
+            name=self.name,
+            description=self.description,
+            parameters=self.parameters or {"type": "object", "properties": {}},
+        )
+
+
 class ResponseCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
-    input: str | Annotated[list[ApprovalResponse | MessageItem], Field(max_length=100)]
+    input: (
+        str
+        | Annotated[
+            list[ApprovalResponse | FunctionCallOutput | MessageItem], Field(max_length=100)
+        ]
+    )
     instructions: str | None = Field(default=None, max_length=100_000, pattern=NO_NUL)
     previous_response_id: str | None = Field(default=None, max_length=64, pattern=NO_NUL)
     stream: bool = False
@@ -68,7 +114,8 @@ class ResponseCreate(BaseModel):
     # The same rule as X-User-ID's: every user is reachable from every API.
     user: str | None = Field(default=None, pattern=USER_ID_PATTERN)
     store: Literal[True] = True  # every response is kept (it is a run)
-    tools: list[Any] = Field(default_factory=list, max_length=0)  # the agent's tools only
+    # Beside the agent's own tools: functions the caller runs.
+    tools: list[FunctionTool] = Field(default_factory=list, max_length=MAX_CLIENT_TOOLS)
     conversation: None = None
     text: dict[str, Any] | None = None
 
@@ -78,6 +125,12 @@ class ResponseCreate(BaseModel):
         if isinstance(value, str) and (len(value) > MAX_INPUT_CHARS or "\x00" in value):
             raise ValueError(f"input is text of at most {MAX_INPUT_CHARS} characters, no NUL")
         return value
+
+    @field_validator("tools")
+    @classmethod
+    def _client_tools(cls, tools: list[FunctionTool]) -> list[FunctionTool]:
+        client_tool_specs([tool.client_tool() for tool in tools])  # distinct, and allowed
+        return tools
 
     @field_validator("text")
     @classmethod

@@ -40,34 +40,69 @@ async def owned(session: AsyncSession, principal: Principal, response: str) -> R
     return run
 
 
-async def shell(session: AsyncSession, run: Run) -> dict[str, Any]:
+async def shell(session: AsyncSession, run: Run, after: int = 0) -> dict[str, Any]:
     """The response as it is before any output (what its stream's first events carry)."""
-    return await snapshot(session, run, status="in_progress", items=[], usage=None)
+    return await snapshot(session, run, after, status="in_progress", items=[], usage=None)
 
 
-async def snapshot(session: AsyncSession, run: Run, **given: Any) -> dict[str, Any]:
-    """The response from what the run stored."""
+def waits(asked: list[Approval]) -> list[int]:
+    """Where the run stopped for its caller's function calls: the id of the last event of
+    each such wait (its calls are asked together, under consecutive ids)."""
+    ids = sorted(a.event_id for a in asked if a.event_id is not None)
+    client = {a.event_id for a in asked if a.kind == present.CLIENT_TOOL}
+    ends = []
+    for index, event_id in enumerate(ids):
+        last_of_wait = index + 1 == len(ids) or ids[index + 1] != event_id + 1
+        if last_of_wait and any(e in client for e in range(_first_of(ids, index), event_id + 1)):
+            ends.append(event_id)
+    return ends
+
+
+def _first_of(ids: list[int], index: int) -> int:
+    while index > 0 and ids[index - 1] == ids[index] - 1:
+        index -= 1
+    return ids[index]
+
+
+async def snapshot(session: AsyncSession, run: Run, after: int = 0, **given: Any) -> dict[str, Any]:
+    """The response from what the run stored: the part of the run after event ``after``,
+    up to where it next stopped for its caller's function calls."""
     conversation = await session.get(Conversation, run.conversation_id)
-    previous = await session.scalar(
-        select(Run.id)
-        .where(Run.conversation_id == run.conversation_id, Run.created_at < run.created_at)
-        .order_by(Run.created_at.desc())
-        .limit(1)
+    asked = list(
+        await session.scalars(
+            select(Approval).where(Approval.run_id == run.id).order_by(Approval.created_at)
+        )
     )
-    status = RunStatus(run.status)
+    ends = waits(asked)
+    until = next((end for end in ends if end > after), None)
+    if after:
+        starts = [0, *ends]
+        previous: str | None = present.response_id(run.id, max(s for s in starts if s < after))
+    else:
+        before = await session.scalar(
+            select(Run.id)
+            .where(Run.conversation_id == run.conversation_id, Run.created_at < run.created_at)
+            .order_by(Run.created_at.desc())
+            .limit(1)
+        )
+        previous = present.response_id(before) if before else None
+    status = RunStatus(run.status) if until is None else RunStatus.AWAITING_TOOL_RESULT
     if "items" not in given:
         rows = await session.scalars(
             select(Message)
-            .where(Message.run_id == run.id, Message.role != "user")
+            .where(
+                Message.run_id == run.id,
+                Message.role != "user",
+                Message.event_id > after,
+                Message.event_id <= (until if until is not None else 2**62),
+            )
             .order_by(Message.seq)
         )
-        asked = await session.scalars(
-            select(Approval).where(Approval.run_id == run.id).order_by(Approval.created_at)
-        )
-        given["items"] = present.output(run.id, rows, list(asked))
+        given["items"] = present.output(run.id, rows, asked)
     ended = status not in (RunStatus.QUEUED, RunStatus.RUNNING)
     return present.response(
         run,
+        after=after,
         status=given.get("status", present.STATUS[status]),
         items=given["items"],
         usage_=given.get("usage", present.usage(run.input_tokens, run.output_tokens))
@@ -79,19 +114,24 @@ async def snapshot(session: AsyncSession, run: Run, **given: Any) -> dict[str, A
     )
 
 
-async def current(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> dict[str, Any]:
+async def current(
+    sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID, after: int = 0
+) -> dict[str, Any]:
     """The response as its run's rows say now."""
     async with sessions() as session:
         run = await session.get(Run, run_id)
         assert run is not None
-        return await snapshot(session, run)
+        return await snapshot(session, run, after)
 
 
-async def started(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> dict[str, Any]:
+async def started(
+    sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID, after: int = 0
+) -> tuple[Run, dict[str, Any]]:
+    """The run, and its response's shell."""
     async with sessions() as session:
         run = await session.get(Run, run_id)
         assert run is not None
-        return await shell(session, run)
+        return run, await shell(session, run, after)
 
 
 async def conversation_for(

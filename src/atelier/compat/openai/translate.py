@@ -24,15 +24,20 @@ from atelier.runs import (
     RunWaiting,
     StreamError,
     ToolCompleted,
+    ToolRequested,
     ToolStarted,
     Usage,
 )
 
 
 class ResponsesTranslator(Translator):
-    def __init__(self, run_id: uuid.UUID, shell: dict[str, Any]) -> None:
+    def __init__(
+        self, run_id: uuid.UUID, shell: dict[str, Any], client_tools: frozenset[str] = frozenset()
+    ) -> None:
         self.run_id = run_id
         self.shell = shell  # the response object, as it is before any output
+        self.client_tools = client_tools  # the caller's functions: it runs them itself
+        self.asked_client = False  # the run stops for the caller's function calls
         self.items: list[dict[str, Any]] = []
         self.open: int | None = None  # the index of the reply streaming now
         self.delta: Template | None = None  # its delta frame, with holes
@@ -57,10 +62,12 @@ class ResponsesTranslator(Translator):
         # The response completes where the run stopped to wait for a person: live, once it
         # waits (the stream ends there); in a replay, before whatever came next. Either way
         # the same events under the same sequence numbers.
-        if self.unflushed and not isinstance(event, ApprovalRequested):
+        if self.unflushed and not isinstance(event, ApprovalRequested | ToolRequested):
             self.unflushed = False
             paused = self._frame("response.completed", response=self._snapshot("completed"))
-            if isinstance(event, RunWaiting):
+            if isinstance(event, RunWaiting) or self.asked_client:
+                # The caller's function calls end the response: its results are the next
+                # request's input, and what follows them is the next response.
                 self.done = True
                 return [paused]
             return [paused, *self._handle(event)]
@@ -79,10 +86,14 @@ class ResponsesTranslator(Translator):
                 if self.open is None and event.content:
                     frames = [*self._open_reply(event.seq), self._text_delta(event.content)]
                 return frames + self._close_reply(event.content, event.incomplete)
+            case ToolStarted() | ToolCompleted() if event.name in self.client_tools:
+                return []  # the caller ran it: its output was the caller's own input
             case ToolStarted():
                 return self._call(event.call_id, event.name, event.input)
             case ToolCompleted():
                 return self._result(event.call_id, event.name, event.output, event.is_error)
+            case ToolRequested():
+                return self._function_call(event)
             case ApprovalRequested():
                 return self._approval(event)
             case Usage():
@@ -181,6 +192,25 @@ class ResponsesTranslator(Translator):
         return [
             self._frame(progress, **where),
             self._frame("response.output_item.done", output_index=index, item=done),
+        ]
+
+    def _function_call(self, event: ToolRequested) -> list[Frame]:
+        item = present.function_call_item(event.call_id, event.name, event.input)
+        index = len(self.items)
+        self.items.append(item)
+        self.unflushed = self.asked_client = True
+        where = {"item_id": item["id"], "output_index": index}
+        return [
+            self._frame(
+                "response.output_item.added",
+                output_index=index,
+                item={**item, "arguments": "", "status": "in_progress"},
+            ),
+            self._frame("response.function_call_arguments.delta", **where, delta=item["arguments"]),
+            self._frame(
+                "response.function_call_arguments.done", **where, arguments=item["arguments"]
+            ),
+            self._frame("response.output_item.done", output_index=index, item=item),
         ]
 
     def _approval(self, event: ApprovalRequested) -> list[Frame]:
