@@ -247,15 +247,6 @@ class TestBackgroundAndChains:
         assert response.instructions == "Be brief.\n\nAnswer in English."
         items = await oa.responses.input_items.list(response.id)
         assert [i.content[0].text for i in items.data] == ["two parts"]
-        with pytest.raises(openai.UnprocessableEntityError):  # history: not this way
-            await oa.responses.create(
-                model="default",
-                input=[
-                    {"role": "user", "content": "one"},
-                    {"role": "assistant", "content": "ok"},
-                    {"role": "user", "content": "two"},
-                ],
-            )
 
     async def test_a_response_cancelled_from_another_client(
         self, app: FastAPI, served: str, caller: Caller, oa: AsyncOpenAI
@@ -428,6 +419,109 @@ class TestFunctionTools:
         assert [i.type for i in second.output] == ["mcp_call", "message"]
         assert second.output[0].name == "read_file"
         assert second.output[0].output == "hi"
+
+
+class TestHistoryInTheInput:
+    """Clients that keep the conversation themselves (the AI SDK without
+    previousResponseId, the Agents SDK's to_input_list, LangChain) send it whole."""
+
+    async def test_a_history_starts_a_conversation_that_holds_it(
+        self, oa: AsyncOpenAI, native: httpx.AsyncClient, caller: Caller, app: FastAPI
+    ) -> None:
+        history = [
+            {"role": "user", "content": "my name is Ann"},
+            {"role": "assistant", "content": "hello Ann"},
+            {"role": "user", "content": "what is my name?"},
+        ]
+        response = await oa.responses.create(model="default", input=history)  # type: ignore[arg-type]
+        assert response.status == "completed"
+        assert response.output_text
+        conversation = await conversation_of(app, response.id)
+        stored = (
+            await native.get(f"/v1/conversations/{conversation}/messages", headers=caller.headers())
+        ).json()["data"]
+        assert [(m["role"], m["content"]) for m in stored[:3]] == [
+            ("user", "my name is Ann"),
+            ("assistant", "hello Ann"),
+            ("user", "what is my name?"),
+        ]
+        assert stored[3]["role"] == "assistant"
+        # The same history again with previous_response_id is the same conversation...
+        said = [*history, {"role": "assistant", "content": stored[3]["content"]}]
+        later = await oa.responses.create(
+            model="default",
+            previous_response_id=response.id,
+            input=[*said, {"role": "user", "content": "thanks"}],  # type: ignore[list-item]
+        )
+        assert later.previous_response_id == response.id
+        # ... and another history with it is refused, by name.
+        with pytest.raises(openai.ConflictError) as refused:
+            await oa.responses.create(
+                model="default",
+                previous_response_id=response.id,
+                input=[{"role": "user", "content": "something else"}, *history[1:]],  # type: ignore[list-item]
+            )
+        assert refused.value.code == "history_mismatch"
+
+    async def test_function_outputs_with_the_history_resent_take_the_run_on(
+        self, oa: AsyncOpenAI
+    ) -> None:
+        """The Agents SDK's loop: no previous_response_id, the whole input again with the
+        function call and its output at the end."""
+        asked = {"role": "user", "content": ASK_WEATHER}
+        first = await oa.responses.create(
+            model="default",
+            input=[asked],
+            tools=[WEATHER],  # type: ignore[list-item]
+        )
+        (call,) = first.output
+        second = await oa.responses.create(
+            model="default",
+            input=[  # type: ignore[list-item]
+                asked,
+                call.model_dump(exclude_none=True),
+                {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+            ],
+            tools=[WEATHER],  # type: ignore[list-item]
+        )
+        assert second.previous_response_id == first.id
+        assert [item.type for item in second.output] == ["message"]
+
+    async def test_earlier_tool_turns_in_a_history_are_kept(
+        self, oa: AsyncOpenAI, native: httpx.AsyncClient, caller: Caller, app: FastAPI
+    ) -> None:
+        earlier = [
+            {"role": "user", "content": "weather?"},
+            {
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "get_weather",
+                "arguments": '{"city": "Paris"}',
+            },
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+            {"role": "assistant", "content": "It is sunny."},
+            {"role": "user", "content": "thanks"},
+        ]
+        response = await oa.responses.create(
+            model="default",
+            input=earlier,
+            tools=[WEATHER],  # type: ignore[arg-type, list-item]
+        )
+        assert response.status == "completed"
+        conversation = await conversation_of(app, response.id)
+        stored = (
+            await native.get(f"/v1/conversations/{conversation}/messages", headers=caller.headers())
+        ).json()["data"]
+        assert [m["role"] for m in stored] == [
+            "user",
+            "assistant",
+            "tool",
+            "assistant",
+            "user",
+            "assistant",
+        ]
+        assert stored[1]["parts"][0]["name"] == "get_weather"
+        assert stored[2]["parts"][0]["content"] == "sunny"
 
 
 class TestErrorsInOpenAIsShape:

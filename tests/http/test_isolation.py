@@ -36,6 +36,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/conversations/{conversation_id}/runs/{run_id}/approvals/{call_id}"): {
         "json": {"decision": "approve"}
     },
+    ("post", "/v1/conversations/{conversation_id}/runs/{run_id}/tool-results"): {
+        "json": {"results": [{"call_id": "call_1", "output": "x"}]}
+    },
     ("post", "/v1/conversations/{conversation_id}/fork"): {"json": {"at_seq": 1}},
     ("post", "/v1/webhooks"): {"json": {"url": PUBLIC_URL, "events": ["budget.exceeded"]}},
     ("patch", "/v1/webhooks/{webhook_id}"): {"json": {"url": PUBLIC_URL + "/mine"}},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -82,6 +82,45 @@ async def append(
     session.add(message)
     await session.flush()
     return message
+
+
+@dataclass(frozen=True)
+class Turn:
+    """An earlier turn a client keeps and sends (a message, or tool calls and results)."""
+
+    role: Literal["user", "assistant", "tool"]
+    content: str
+    parts: list[dict[str, Any]] | None = None
+
+
+async def seed(session: AsyncSession, conversation: Conversation, turns: list[Turn]) -> None:
+    """A new conversation's history, as its client sent it (numbered 1..n; no run has
+    started on it yet, so nothing else writes it)."""
+    assert conversation.last_message_seq == 0
+    assert conversation.active_run_id is None
+    now = utcnow()
+    for seq, turn in enumerate(turns, start=1):
+        session.add(
+            Message(
+                id=uuid.uuid4(),
+                conversation_id=conversation.id,
+                seq=seq,
+                role=turn.role,
+                content=turn.content,
+                parts=turn.parts,
+                run_id=None,
+                incomplete=False,
+                created_at=now,
+            )
+        )
+    conversation.last_message_seq = len(turns)
+    await session.flush()
+
+
+async def visible(session: AsyncSession, conversation_id: uuid.UUID, up_to: int) -> list[Message]:
+    """The conversation's messages (not superseded) numbered up to ``up_to``."""
+    rows = await session.scalars(_current(conversation_id).where(Message.seq <= up_to))
+    return list(rows)
 
 
 async def history(session: AsyncSession, conversation_id: uuid.UUID) -> list[ChatMessage]:

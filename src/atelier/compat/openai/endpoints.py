@@ -17,6 +17,7 @@ from atelier.compat.openai.schemas import (
     FunctionCallOutput,
     MessageItem,
     ResponseCreate,
+    ServerItem,
 )
 from atelier.compat.openai.translate import ResponsesTranslator
 from atelier.http.deps import PrincipalDep, ResourcesDep
@@ -96,39 +97,54 @@ async def create_response(
         else body.input
     )
     decisions = [item for item in items if isinstance(item, ApprovalResponse)]
-    said = [item for item in items if isinstance(item, MessageItem)]
-    outputs = [item for item in items if isinstance(item, FunctionCallOutput)]
-    if outputs:
-        if said or decisions or body.previous_response_id is None:
+    if items and isinstance(items[-1], FunctionCallOutput):  # the caller answers its calls
+        outputs = [item for item in items if isinstance(item, FunctionCallOutput)]
+        if decisions:
             raise ProblemError(
-                422,
-                "invalid_input",
-                "function call outputs go alone, with the previous_response_id that called",
+                422, "invalid_input", "send function call outputs and approvals apart"
             )
-        return await _answered(resources, principal, body, outputs)
+        calls = [output.call_id for output in outputs]
+        previous = body.previous_response_id or await service.waiting_on(
+            resources.sessionmaker, principal, calls
+        )
+        if previous is None:
+            raise ProblemError(
+                409, "nothing_to_resume", "no response waits for these function call outputs"
+            )
+        return await _answered(resources, principal, body, previous, outputs)
     if decisions:
-        if said or body.previous_response_id is None:
+        if len(decisions) != len(items) or body.previous_response_id is None:
             raise ProblemError(
                 422,
                 "invalid_input",
                 "approval responses go alone, with the previous_response_id that asked",
             )
         return await _decided(resources, principal, body, decisions)
-    asked = [item.text for item in said if item.role == "user"]
-    if len(asked) != 1 or any(item.role == "assistant" for item in said):
-        raise ProblemError(
-            422,
-            "invalid_input",
-            "send one user message; continue a conversation with previous_response_id",
-        )
-    if not asked[0].strip():
+    guidance = [body.instructions or ""] + [
+        item.text
+        for item in items
+        if isinstance(item, MessageItem) and item.role in ("system", "developer")
+    ]
+    said = [
+        item
+        for item in items
+        if not isinstance(item, ServerItem)
+        and not (isinstance(item, MessageItem) and item.role in ("system", "developer"))
+    ]
+    last = said[-1] if said else None
+    if not isinstance(last, MessageItem) or last.role != "user":
+        raise ProblemError(422, "invalid_input", "the input ends with the user's message")
+    if not last.text.strip():
         raise ProblemError(422, "invalid_input", "the user message is empty")
-    guidance = [body.instructions or ""] + [i.text for i in said if i.role != "user"]
     instructions = "\n\n".join(part for part in guidance if part) or None
     if instructions is not None and len(instructions) > MAX_INSTRUCTIONS:
         raise ProblemError(422, "invalid_input", "the instructions are too long")
+    earlier = service.turns_of(said[:-1])
+    asked = [last.text]
 
-    conversation_id, model_id, made = await service.conversation_for(resources, principal, body)
+    conversation_id, model_id, made = await service.conversation_for(
+        resources, principal, body, earlier
+    )
     request = RunRequest(
         principal,
         conversation_id,
@@ -184,13 +200,13 @@ async def _answered(
     resources: Resources,
     principal: Principal,
     body: ResponseCreate,
+    previous: str,
     outputs: list[FunctionCallOutput],
 ) -> Response:
     """The outputs of the function calls a response made: a new response of the same run,
     from where it waited for them."""
-    assert body.previous_response_id is not None
     async with resources.sessionmaker() as session:
-        run = await service.owned(session, principal, body.previous_response_id)
+        run = await service.owned(session, principal, previous)
     if run.status != RunStatus.AWAITING_TOOL_RESULT or run.paused_event_id is None:
         raise ProblemError(409, "nothing_to_resume", "that response waits for no function output")
     after = run.paused_event_id

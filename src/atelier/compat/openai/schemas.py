@@ -8,6 +8,7 @@ item, and the next request's ``function_call_output`` items take the run on."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -75,6 +76,38 @@ class FunctionCallOutput(BaseModel):
         return "".join(part.text for part in self.output)
 
 
+class FunctionCallItem(BaseModel):
+    """A function call of an earlier turn, as a client that keeps the history sends it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
+    name: str = Field(max_length=128, pattern=NO_NUL)
+    arguments: str = Field(max_length=MAX_INPUT_CHARS, pattern=NO_NUL)
+
+    @property
+    def input(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.arguments or "{}")
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+class ServerItem(BaseModel):
+    """An item of an earlier output that the server made and ran (an MCP call, its tool
+    list, an approval request, reasoning): history a client resends, with nothing for the
+    run to do."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["mcp_call", "mcp_list_tools", "mcp_approval_request", "reasoning"]
+
+
+InputItem = ApprovalResponse | FunctionCallOutput | FunctionCallItem | ServerItem | MessageItem
+
+
 class FunctionTool(BaseModel):
     """A tool the caller runs (``{"type": "function", "name", "description",
     "parameters", "strict"}``)."""
@@ -98,12 +131,7 @@ class ResponseCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
-    input: (
-        str
-        | Annotated[
-            list[ApprovalResponse | FunctionCallOutput | MessageItem], Field(max_length=100)
-        ]
-    )
+    input: str | Annotated[list[InputItem], Field(max_length=100)]
     instructions: str | None = Field(default=None, max_length=100_000, pattern=NO_NUL)
     previous_response_id: str | None = Field(default=None, max_length=64, pattern=NO_NUL)
     stream: bool = False

@@ -11,12 +11,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.agents import service as agents
 from atelier.compat.openai import present
-from atelier.compat.openai.schemas import ResponseCreate
-from atelier.conversations import forking
+from atelier.compat.openai.schemas import (
+    FunctionCallItem,
+    FunctionCallOutput,
+    MessageItem,
+    ResponseCreate,
+)
+from atelier.conversations import forking, messages
 from atelier.conversations import service as conversations
+from atelier.conversations.messages import Turn
 from atelier.conversations.models import Conversation, Message
 from atelier.conversations.schemas import AgentConversationWrite
-from atelier.errors import NotFound
+from atelier.errors import Conflict, NotFound
 from atelier.resources import Resources
 from atelier.runs import APPROVED, RunStatus, decided_approvals, pending_approvals
 from atelier.runs.models import Approval, Run
@@ -134,12 +140,78 @@ async def started(
         return run, await shell(session, run, after)
 
 
+def turns_of(items: list[Any]) -> list[Turn]:
+    """Earlier turns a client sent, as stored messages: its messages, its function calls
+    as the tool calls of the assistant's turn, their outputs as tool results."""
+    turns: list[Turn] = []
+    for item in items:
+        if isinstance(item, MessageItem):
+            turns.append(Turn("assistant" if item.role == "assistant" else "user", item.text))
+        elif isinstance(item, FunctionCallItem):
+            call = {"type": "tool_call", "id": item.call_id, "name": item.name}
+            call["arguments"] = item.input  # type: ignore[assignment]
+            if turns and turns[-1].role == "assistant":
+                turns[-1] = Turn("assistant", turns[-1].content, [*(turns[-1].parts or []), call])
+            else:
+                turns.append(Turn("assistant", "", [call]))
+        elif isinstance(item, FunctionCallOutput):
+            result = {"type": "tool_result", "call_id": item.call_id, "content": item.text}
+            result["is_error"] = False  # type: ignore[assignment]
+            if turns and turns[-1].role == "tool":
+                turns[-1] = Turn("tool", "", [*(turns[-1].parts or []), result])
+            else:
+                turns.append(Turn("tool", "", [result]))
+    return turns
+
+
+def _said(turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(role, text) for role, text in turns if role in ("user", "assistant") and text]
+
+
+async def _check_history(session: AsyncSession, previous: Run, earlier: list[Turn]) -> None:
+    """A client that sends the history along with ``previous_response_id`` must send the
+    one stored: what the user and the assistant said, in order."""
+    up_to = await session.scalar(select(func.max(Message.seq)).where(Message.run_id == previous.id))
+    stored = await messages.visible(session, previous.conversation_id, up_to or 0)
+    if _said([(t.role, t.content) for t in earlier]) != _said(
+        [(m.role, m.content) for m in stored]
+    ):
+        raise Conflict(
+            "history_mismatch",
+            "the input's earlier turns are not the conversation of previous_response_id; "
+            "send only the new message with previous_response_id, or the whole history alone",
+        )
+
+
+async def waiting_on(
+    sessions: async_sessionmaker[AsyncSession], principal: Principal, calls: list[str]
+) -> str | None:
+    """The response of the caller's that waits for these function calls' outputs (a client
+    that resends the history names no previous response)."""
+    async with sessions() as session:
+        run = await session.scalar(
+            select(Run)
+            .join(Approval, Approval.run_id == Run.id)
+            .where(
+                Run.tenant_id == principal.tenant_id,
+                Run.user_id == principal.user_id,
+                Run.status == RunStatus.AWAITING_TOOL_RESULT,
+                Approval.call_id.in_(calls),
+                Approval.kind == present.CLIENT_TOOL,
+                Approval.status == "pending",
+            )
+            .limit(1)
+        )
+    return present.response_id(run.id) if run is not None else None
+
+
 async def conversation_for(
-    resources: Resources, principal: Principal, body: ResponseCreate
+    resources: Resources, principal: Principal, body: ResponseCreate, earlier: list[Turn]
 ) -> tuple[uuid.UUID, str | None, bool]:
     """The conversation the response continues (a fork, if the previous response is not
-    the conversation's last), or a new one; the catalog model, if ``model`` names one
-    rather than an agent; and whether the conversation was made now."""
+    the conversation's last), or a new one -- starting from the ``earlier`` turns the
+    client sent, if any; the catalog model, if ``model`` names one rather than an agent;
+    and whether the conversation was made now."""
     async with resources.sessionmaker() as session:
         agent = await agents.find(session, principal.tenant_id, body.model)
         model_id = None
@@ -152,9 +224,13 @@ async def conversation_for(
             )
             limit = resources.settings.max_conversations_per_user
             conversation = await conversations.create(session, principal, write, limit=limit)
+            if earlier:
+                await messages.seed(session, conversation, earlier)
             await session.commit()
             return conversation.id, model_id, True
         previous = await owned(session, principal, body.previous_response_id)
+        if earlier:
+            await _check_history(session, previous, earlier)
         conversation = await conversations.get_owned(session, principal, previous.conversation_id)
         latest = await session.scalar(
             select(Run.id)
