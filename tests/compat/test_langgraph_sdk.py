@@ -557,3 +557,41 @@ class TestRefusals:
         ]
         assert state["checkpoint"]["thread_id"] == chosen
         assert [r["thread_id"] for r in await lg.runs.list(chosen)] == [chosen]
+
+
+class TestRemoteGraph:
+    """langgraph's RemoteGraph, unmodified: invoke, stream, get_state, and an interrupt
+    resumed with Command(resume=...)."""
+
+    def remote(self, served: str, caller: Caller, graph: str = "default") -> Any:
+        from langgraph.pregel.remote import RemoteGraph
+
+        return RemoteGraph(
+            graph, url=f"{served}/langgraph", api_key=caller.key, headers={"X-User-ID": "alice"}
+        )
+
+    async def test_invoke_stream_and_state(self, served: str, caller: Caller) -> None:
+        remote = self.remote(served, caller)
+        config = {"configurable": {"thread_id": str(uuid.uuid4())}}
+        values = await remote.ainvoke(ask("hello there"), config)
+        assert [m["type"] for m in values["messages"]] == ["human", "ai"]
+        chunks = [c async for c in remote.astream(ask("again"), config, stream_mode="values")]
+        assert [m["type"] for m in chunks[-1]["messages"]] == ["human", "ai", "human", "ai"]
+        state = await remote.aget_state(config)
+        assert state.values["messages"] == chunks[-1]["messages"]
+
+    async def test_an_interrupt_is_resumed_with_a_command(
+        self, served: str, caller: Caller, native: httpx.AsyncClient
+    ) -> None:
+        from langgraph.types import Command
+
+        await careful(native, caller)
+        remote = self.remote(served, caller, "careful")
+        config = {"configurable": {"thread_id": str(uuid.uuid4())}}
+        waiting = await remote.ainvoke(ask("write a.txt: hi"), config)
+        (interrupt,) = waiting["__interrupt__"]
+        assert interrupt["value"]["action_requests"][0]["name"] == "write_file"
+        done = await remote.ainvoke(Command(resume={"decisions": [{"type": "approve"}]}), config)
+        assert "__interrupt__" not in done
+        assert done["messages"][-1]["type"] == "ai"
+        assert any(m["type"] == "tool" and "wrote" in m["content"] for m in done["messages"])
