@@ -424,6 +424,37 @@ class TestWhatClientsSend:
         assert resumed.status_code == 200, resumed.text
         assert resumed.json()["messages"][2]["status"] == "success"
 
+    async def test_the_tools_mode_tells_each_calls_start_and_end(
+        self, lg: LangGraphClient, served: str, caller: Caller
+    ) -> None:
+        """useStream adds ``tools`` when the UI shows tool progress."""
+        thread = await lg.threads.create()
+        parts = [
+            p
+            async for p in lg.runs.stream(
+                thread["thread_id"],
+                "default",
+                input=ask("write a.txt: hi\nread nope.txt"),
+                stream_mode=["tools"],
+            )
+        ]
+        told = [p.data for p in parts if p.event == "tools"]
+        assert [t["event"] for t in told] == [
+            "on_tool_start",
+            "on_tool_end",
+            "on_tool_start",
+            "on_tool_error",
+        ]
+        assert told[0]["name"] == "write_file"
+        assert told[0]["input"] == {"path": "a.txt", "content": "hi"}
+        assert told[1]["toolCallId"] == told[0]["toolCallId"]
+        assert told[3]["error"]["message"]
+        with pytest.raises(UnprocessableEntityError):  # refused by name, not ignored
+            async for _ in lg.runs.stream(
+                thread["thread_id"], "default", input=ask("hi"), stream_mode=["events"]
+            ):
+                pass
+
     async def test_state_at_the_present_checkpoint_and_a_clear_refusal_for_others(
         self, lg: LangGraphClient, served: str, caller: Caller
     ) -> None:

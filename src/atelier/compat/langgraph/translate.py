@@ -35,7 +35,7 @@ from atelier.runs import (
     Usage,
 )
 
-STREAM_MODES = frozenset({"values", "updates", "messages-tuple", "custom"})
+STREAM_MODES = frozenset({"values", "updates", "messages-tuple", "custom", "tools"})
 
 
 class LangGraphTranslator(Translator):
@@ -99,11 +99,26 @@ class LangGraphTranslator(Translator):
                 # This stream broke (the run goes on): ending the stream makes the SDK ask
                 # the run, find it running and reconnect with its Last-Event-ID.
                 self.done = True
-            case ToolStarted() | ToolCompleted() | ToolsUnavailable() | FileChanged() | Usage():
+            case ToolStarted() | ToolCompleted():
+                return self._tool(event) + self._custom(event)
+            case ToolsUnavailable() | FileChanged() | Usage():
                 return self._custom(event)
             case TitleUpdated():
                 return self._custom(event)
         return []
+
+    def _tool(self, event: ToolStarted | ToolCompleted) -> list[Frame]:
+        """The ``tools`` mode: a tool call's start and end, as useStream reads them."""
+        if "tools" not in self.modes:
+            return []
+        said: dict[str, Any] = {"toolCallId": event.call_id, "name": event.name}
+        if isinstance(event, ToolStarted):
+            said |= {"event": "on_tool_start", "input": event.input}
+        elif event.is_error:
+            said |= {"event": "on_tool_error", "error": {"message": event.output}}
+        else:
+            said |= {"event": "on_tool_end", "output": event.output}
+        return [Frame("tools", said)]
 
     def _custom(self, event: RunEvent) -> list[Frame]:
         if "custom" not in self.modes:
