@@ -6,7 +6,7 @@ UV ?= uv
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: run test lint audit audit-mutants mutants bench fuzz migrate screenshot sync uv clean
+.PHONY: js run test lint audit audit-mutants mutants bench fuzz migrate screenshot sync uv clean
 
 uv:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || pip install --quiet uv
@@ -30,7 +30,17 @@ migrate: sync
 # server and Redis key prefixes. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
-test: sync
+# The JavaScript clients the tests drive (tests/js), pinned by their lock file; installed
+# when node is on the machine (the tests of them fail on CI without it, skip elsewhere).
+JS_STAMP := tests/js/node_modules/.package-lock.json
+
+$(JS_STAMP): tests/js/package-lock.json tests/js/package.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/js --no-audit --no-fund; \
+	else echo "npm not found: the JavaScript client tests will skip"; fi
+
+js: $(JS_STAMP)
+
+test: sync js
 	$(VENV)/bin/pytest -n $(TEST_WORKERS)
 
 lint: sync
