@@ -385,6 +385,41 @@ class TestInterrupts:
         assert refused.value.response.status_code == 409
 
 
+class TestToolsTheFrontendRuns:
+    async def test_a_client_tool_call_is_an_interrupt_resumed_with_its_output(
+        self, lg: LangGraphClient
+    ) -> None:
+        weather = {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+        thread = await lg.threads.create()
+        values = await lg.runs.wait(
+            thread["thread_id"],
+            "default",
+            input=ask('call get_weather {"city": "Nice"}'),
+            context={"client_tools": [weather]},
+        )
+        (interrupt,) = values["__interrupt__"]
+        assert interrupt["value"] == {
+            "type": "tool_call",
+            "name": "get_weather",
+            "args": {"city": "Nice"},
+            "id": interrupt["id"],
+        }
+        assert (await lg.threads.get(thread["thread_id"]))["status"] == "interrupted"
+        with pytest.raises(httpx.HTTPStatusError) as refused:  # a decision is no output
+            await lg.runs.wait(thread["thread_id"], "default", command={"resume": "approve"})
+        assert refused.value.response.json()["code"] == "invalid_resume"
+        done = await lg.runs.wait(
+            thread["thread_id"], "default", command={"resume": {interrupt["id"]: "sunny"}}
+        )
+        assert "__interrupt__" not in done
+        tool = [m for m in done["messages"] if m["type"] == "tool"]
+        assert [m["content"] for m in tool] == ["sunny"]
+        assert done["messages"][-1]["type"] == "ai"
+
+
 class TestWhatClientsSend:
     """What the SDKs (and RemoteGraph, useStream) really send, accepted as they send it."""
 

@@ -25,6 +25,7 @@ RUN_STATUS = {
     RunStatus.TIMED_OUT: "timeout",
 }
 AGENT_NODE, TOOLS_NODE = "agent", "tools"
+CLIENT_TOOL = "client_tool"  # an Approval of a caller's tool call (runs.approvals)
 
 
 def message_id(run_id: uuid.UUID | str | None, seq: int, fallback: uuid.UUID) -> str:
@@ -79,13 +80,20 @@ def values(rows: Iterable[Message]) -> dict[str, Any]:
     return {"messages": [m for row in rows if not row.superseded for m in messages(row)]}
 
 
-def interrupt(approval: Approval | dict[str, Any]) -> dict[str, Any]:
-    """A call waiting for a person, as LangChain's human-in-the-loop interrupt; its id is
-    the call's, which a resume may name."""
+def interrupt(approval: Approval | dict[str, Any], client: bool = False) -> dict[str, Any]:
+    """A call waiting for a person, as LangChain's human-in-the-loop interrupt -- or, for
+    a tool the caller runs (``client``), the call to make; its id is the call's, which a
+    resume names."""
     if isinstance(approval, Approval):
         call_id, name, args = approval.call_id, approval.name, approval.input
+        client = approval.kind == CLIENT_TOOL
     else:
         call_id, name, args = approval["call_id"], approval["name"], approval["input"]
+    if client:
+        return {
+            "value": {"type": "tool_call", "name": name, "args": args, "id": call_id},
+            "id": call_id,
+        }
     return {
         "value": {
             "action_requests": [

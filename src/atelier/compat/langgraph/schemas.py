@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from atelier.conversations.schemas import MAX_METADATA_BYTES, NO_NUL
 from atelier.http.outbound import http_url
-from atelier.runs.schemas import MAX_INPUT_CHARS
+from atelier.llm.base import ToolSpec
+from atelier.runs.schemas import MAX_CLIENT_TOOLS, MAX_INPUT_CHARS, ClientTool, client_tool_specs
 
 if TYPE_CHECKING:
     from atelier.conversations.models import Conversation
@@ -98,6 +99,9 @@ class RunCreate(BaseModel):
     multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
     on_disconnect: Literal["cancel", "continue"] = "continue"
     if_not_exists: Literal["reject", "create"] = "reject"
+    # The run's context: ``client_tools``, tools the caller runs (as /v1's client_tools):
+    # a call to one interrupts the run, and a resume with its output takes it on.
+    context: dict[str, Any] | None = None
     # What would change a run and has no meaning here: refused when given.
     interrupt_before: None = None
     interrupt_after: None = None
@@ -111,6 +115,20 @@ class RunCreate(BaseModel):
     @classmethod
     def _http(cls, value: str | None) -> str | None:
         return None if value is None else http_url(value, "webhook")
+
+    @field_validator("context")
+    @classmethod
+    def _client_tools(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value and "client_tools" in value:
+            tools = [ClientTool.model_validate(tool) for tool in value["client_tools"] or []]
+            if len(tools) > MAX_CLIENT_TOOLS:
+                raise ValueError(f"at most {MAX_CLIENT_TOOLS} client tools")
+            client_tool_specs(tools)
+        return value
+
+    def client_tools(self) -> tuple[ToolSpec, ...]:
+        sent = (self.context or {}).get("client_tools") or []
+        return client_tool_specs([ClientTool.model_validate(tool) for tool in sent])
 
     @model_validator(mode="after")
     def _input_or_command(self) -> RunCreate:

@@ -10,6 +10,7 @@ someone else holds answers exactly as a free one does."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.agents import service as agents
 from atelier.agents.models import Agent
+from atelier.compat.langgraph.present import CLIENT_TOOL
 from atelier.compat.langgraph.schemas import RunCreate, Thread
 from atelier.conversations import service as conversations
 from atelier.conversations.models import Conversation, Message
@@ -26,6 +28,7 @@ from atelier.errors import Conflict, DomainError, Invalid, NotFound
 from atelier.resources import Resources
 from atelier.runs import WAITING_STATUSES, RunRequest, RunStatus, pending_approvals
 from atelier.runs.models import Approval, Run
+from atelier.runs.schemas import MAX_INPUT_CHARS
 from atelier.tenants.principal import Principal
 from atelier.webhooks import service as webhooks
 
@@ -233,6 +236,7 @@ async def begin(
         None,
         strategy=body.multitask_strategy,
         webhook=hook,
+        client_tools=body.client_tools(),
     )
     return thread, await resources.runs.start(request), 0
 
@@ -251,11 +255,35 @@ async def _resume(
     waiting = await pending(session, run)
     if run is None or not waiting:
         raise Conflict("nothing_to_resume", "the thread waits for no decision")
-    chosen = decisions(body.command.resume if body.command else None, waiting)
+    resume = body.command.resume if body.command else None
     paused = run.paused_event_id or 0
-    for call_id, approved, reason in chosen:
+    client = [a for a in waiting if a.kind == CLIENT_TOOL]
+    if client:  # the caller's tools: the resume is their outputs, by call id
+        await resources.runs.answer(run, outputs(resume, client))
+        return run.id, paused
+    for call_id, approved, reason in decisions(resume, waiting):
         await resources.runs.decide(run, call_id, approved, reason)
     return run.id, paused
+
+
+def outputs(resume: Any, waiting: list[Approval]) -> list[tuple[str, str, bool]]:
+    """A resume value as the outputs of the caller's tool calls: ``{call_id: output}``
+    (a string, or anything else as JSON), one for each call it waits on."""
+    ids = [approval.call_id for approval in waiting]
+    if not isinstance(resume, dict) or set(resume) != set(ids):
+        raise Invalid(
+            "invalid_resume", f"resume with the output of each call: {{call_id: output}} for {ids}"
+        )
+    answers = []
+    for call_id in ids:
+        value = resume[call_id]
+        text = value if isinstance(value, str) else json.dumps(value)
+        if len(text) > MAX_INPUT_CHARS or "\x00" in text:
+            raise Invalid(
+                "invalid_resume", f"an output is text of at most {MAX_INPUT_CHARS} characters"
+            )
+        answers.append((call_id, text, False))
+    return answers
 
 
 def decisions(resume: Any, waiting: list[Approval]) -> list[tuple[str, bool, str | None]]:

@@ -30,6 +30,7 @@ from atelier.runs import (
     StreamError,
     TitleUpdated,
     ToolCompleted,
+    ToolRequested,
     ToolStarted,
     ToolsUnavailable,
     Usage,
@@ -63,7 +64,7 @@ class LangGraphTranslator(Translator):
         # The interrupts' frame comes where the run stopped to wait: live, once it waits
         # (the stream ends there); in a replay, before whatever came next. Either way the
         # same frames under the same numbers.
-        if self.unflushed and not isinstance(event, ApprovalRequested):
+        if self.unflushed and not isinstance(event, ApprovalRequested | ToolRequested):
             self.unflushed = False
             if isinstance(event, RunWaiting):
                 self.done = True
@@ -84,7 +85,7 @@ class LangGraphTranslator(Translator):
                 return [Frame("messages", self.delta.fill(text))]
             case MessageCompleted():
                 return self._completed(event)
-            case ApprovalRequested():
+            case ApprovalRequested() | ToolRequested():
                 return self._interrupted(event)
             case ApprovalResolved():
                 self.interrupts = []
@@ -157,8 +158,9 @@ class LangGraphTranslator(Translator):
             frames.append(Frame("updates", {node: {"messages": converted}}))
         return frames + self._values()
 
-    def _interrupted(self, event: ApprovalRequested) -> list[Frame]:
-        this = present.interrupt(event.model_dump(mode="json"))
+    def _interrupted(self, event: ApprovalRequested | ToolRequested) -> list[Frame]:
+        client = isinstance(event, ToolRequested)
+        this = present.interrupt(event.model_dump(mode="json"), client)
         self.interrupts.append(this)
         self.unflushed = True
         if "updates" in self.modes:
