@@ -551,6 +551,23 @@ class TestErrorsInOpenAIsShape:
             native = await http.get("/v1/conversations/nope", headers=caller.headers())
         assert native.headers["content-type"] == "application/problem+json"
 
+    async def test_a_stream_that_breaks_ends_with_openais_error_event(
+        self, oa: AsyncOpenAI, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from atelier.runs import MessageDelta, Numbered
+
+        async def breaks(run_id, after):  # type: ignore[no-untyped-def]
+            yield [Numbered(1, MessageDelta(text="a"))]
+            raise RuntimeError("the follower broke")
+
+        monkeypatch.setattr(app.state.resources.runs, "events", breaks)
+        stream = await oa.responses.create(model="default", input="hi", stream=True)
+        events = [event async for event in stream]
+        last = events[-1]
+        assert (last.type, last.code) == ("error", "stream_failed")
+        numbers = [event.sequence_number for event in events]
+        assert numbers == list(range(len(events)))  # numbered on, no gap
+
 
 class TestRefusals:
     async def test_what_cannot_be_honoured_is_refused_clearly(

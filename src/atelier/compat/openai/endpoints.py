@@ -23,7 +23,7 @@ from atelier.compat.openai.translate import ResponsesTranslator
 from atelier.http.deps import PrincipalDep, ResourcesDep
 from atelier.http.errors import ProblemError
 from atelier.http.sse import EventStreamResponse
-from atelier.http.translate import run_through, stream_failed, translated
+from atelier.http.translate import run_through, translated
 from atelier.resources import Resources
 from atelier.runs import UNENDED_STATUSES, WAITING_STATUSES, RunRequest, RunStatus
 from atelier.runs.models import Run
@@ -65,9 +65,10 @@ def _stream(
 ) -> Response:
     """The response's events: the run's from its start -- or, for a response that took
     function call results, from where the run waited for them (``after``)."""
+    translator = _translator(run, shell)
     frames = translated(
         resources.runs.events(run.id, after),
-        _translator(run, shell),
+        translator,
         after_frame=after_frame,
         after_native=after_native,
         ids="none",  # the Responses API numbers its events in their data
@@ -75,7 +76,9 @@ def _stream(
     )
     # Where the same stream is read again from its start (an Idempotency-Key's replay).
     location = f"{router.prefix}/responses/{present.response_id(run.id, after)}?stream=true"
-    return EventStreamResponse(frames, headers={"location": location}, on_failure=stream_failed)
+    return EventStreamResponse(
+        frames, headers={"location": location}, on_failure=translator.stream_failed
+    )
 
 
 async def _finished(

@@ -10,9 +10,11 @@ import uuid
 from typing import Any
 
 from atelier.compat.openai import present
-from atelier.http.translate import Frame, Template, Translator
+from atelier.http.sse import ServerSentEvent
+from atelier.http.translate import Frame, Template, Translator, encode
 from atelier.runs import (
     ApprovalRequested,
+    ErrorCode,
     MessageCompleted,
     MessageDelta,
     RunCancelled,
@@ -193,6 +195,17 @@ class ResponsesTranslator(Translator):
             self._frame(progress, **where),
             self._frame("response.output_item.done", output_index=index, item=done),
         ]
+
+    def stream_failed(self, _: BaseException) -> ServerSentEvent:
+        """The last event of a stream that broke after it started (not the run): OpenAI's
+        ``error`` event, numbered on -- retrieve the response again to go on."""
+        frame = self._frame(
+            "error",
+            code=ErrorCode.STREAM_FAILED,
+            message="this stream failed; the response may go on: retrieve it with starting_after",
+            param=None,
+        )
+        return ServerSentEvent(encode(frame.data), frame.event)
 
     def _function_call(self, event: ToolRequested) -> list[Frame]:
         item = present.function_call_item(event.call_id, event.name, event.input)
