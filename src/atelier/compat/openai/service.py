@@ -74,11 +74,13 @@ async def snapshot(session: AsyncSession, run: Run, after: int = 0, **given: Any
     """The response from what the run stored: the part of the run after event ``after``,
     up to where it next stopped for its caller's function calls."""
     conversation = await session.get(Conversation, run.conversation_id)
-    asked = list(
-        await session.scalars(
-            select(Approval).where(Approval.run_id == run.id).order_by(Approval.created_at)
+    asked: list[Approval] = []
+    if "items" not in given or after:  # (a response's shell needs none of it)
+        asked = list(
+            await session.scalars(
+                select(Approval).where(Approval.run_id == run.id).order_by(Approval.created_at)
+            )
         )
-    )
     ends = waits(asked)
     until = next((end for end in ends if end > after), None)
     if after:
