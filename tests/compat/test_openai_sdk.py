@@ -383,6 +383,8 @@ class TestFunctionTools:
         # Each response keeps its own part of the run.
         assert [i.type for i in (await oa.responses.retrieve(first.id)).output] == ["function_call"]
         assert [i.type for i in (await oa.responses.retrieve(second.id)).output] == ["message"]
+        with pytest.raises(openai.NotFoundError):  # no response of the run starts there
+            await oa.responses.retrieve(f"{first.id}_1")
         again = {"type": "function_call_output", "call_id": call.call_id, "output": "x"}
         with pytest.raises(openai.ConflictError):  # nothing waits for it any more
             await oa.responses.create(

@@ -82,6 +82,8 @@ async def snapshot(session: AsyncSession, run: Run, after: int = 0, **given: Any
             )
         )
     ends = waits(asked)
+    if after and after not in ends:  # no response of the run starts there
+        raise NotFound("not_found", "no such response")
     until = next((end for end in ends if end > after), None)
     if after:
         starts = [0, *ends]
