@@ -126,9 +126,28 @@ async def _first(
             if _streamed(message) and _worth_keeping(message["status"]):
                 await store.answered(tenant_id, key, _answer(message, b"", True, scope))
                 kept = True
-        elif message["type"] == "http.response.body" and not kept and len(body) <= MAX_KEPT_BODY:
-            body.extend(message.get("body", b""))
+        elif message["type"] == "http.response.body" and not kept:
+            if len(body) <= MAX_KEPT_BODY:
+                body.extend(message.get("body", b""))
+            if not message.get("more_body", False):
+                # Kept before the client has the whole answer: a retry the moment it does
+                # is given it again, never a second execution.
+                kept = await keep()
         await send(message)
+
+    async def keep() -> bool:
+        if (
+            start is None
+            or not hashed
+            or not _worth_keeping(start["status"])
+            or len(body) > MAX_KEPT_BODY
+        ):
+            return False
+        try:
+            await store.answered(tenant_id, key, _answer(start, bytes(body), False, scope))
+        except SecretsUnavailable:  # a secret with no key to seal it: not kept at all
+            return False
+        return True
 
     try:
         await app(scope, receiving, sending)
@@ -136,21 +155,9 @@ async def _first(
         if not kept:
             await asyncio.shield(store.release(tenant_id, key))
         raise
-    if kept:
-        return
-    if (
-        start is not None
-        and hashed
-        and _worth_keeping(start["status"])
-        and len(body) <= MAX_KEPT_BODY
-    ):
-        try:
-            await store.answered(tenant_id, key, _answer(start, bytes(body), False, scope))
-            return
-        except SecretsUnavailable:  # a secret with no key to seal it: not kept at all
-            pass
-    # Nothing worth giving again (or the body was never read): the key is free.
-    await store.release(tenant_id, key)
+    if not kept:
+        # Nothing worth giving again (or the body was never read): the key is free.
+        await store.release(tenant_id, key)
 
 
 async def _again(
