@@ -12,7 +12,8 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from atelier.runs import rollback, service
+import atelier.runs.rollback as rollback
+import atelier.runs.service as service
 from atelier.runs.events import (
     ErrorCode,
     FileChanged,

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
+import atelier.runs.service as service
 from atelier.conversations import messages
 from atelier.conversations.service import get_owned
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
@@ -12,7 +13,6 @@ from atelier.http.errors import ProblemError
 from atelier.http.translate import EVENT_STREAM, event_stream, last_event_id, native
 from atelier.llm.base import ToolSpec
 from atelier.resources import Resources
-from atelier.runs import service
 from atelier.runs.environment import RunRequest
 from atelier.runs.events import UNENDED_STATUSES
 from atelier.runs.models import Run

@@ -16,6 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from sqlalchemy import select
 
+import atelier.runs.approvals as approvals
+import atelier.runs.pausing as pausing
+import atelier.runs.service as service
 from atelier.conversations import service as conversations
 from atelier.conversations.models import Conversation, Kind
 from atelier.conversations.service import get_owned
@@ -23,7 +26,6 @@ from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import Lease, LeaseHeld
 from atelier.errors import ConversationBusy, DomainError, NotFound, Unavailable
 from atelier.observability.metrics import Metrics
-from atelier.runs import approvals, pausing, service
 from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
 from atelier.runs.events import UNENDED_STATUSES, WAITING_STATUSES, Numbered, RunStatus
 from atelier.runs.follow import follow_local

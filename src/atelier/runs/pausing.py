@@ -15,6 +15,9 @@ from typing import Literal
 from sqlalchemy import Row, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import atelier.runs.approvals as approvals
+import atelier.runs.closing as closing
+import atelier.runs.service as service
 from atelier.agents import service as agents
 from atelier.budgets import enforcement as budgets
 from atelier.conversations import messages
@@ -24,7 +27,6 @@ from atelier.coordination.base import CoordinationUnavailable
 from atelier.db.base import utcnow
 from atelier.llm.base import ToolCall, ToolSpec
 from atelier.llm.catalog import ModelCatalog
-from atelier.runs import approvals, closing, service
 from atelier.runs.admission import payer
 from atelier.runs.approvals import Decision
 from atelier.runs.environment import RunEnvironment

@@ -17,6 +17,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import atelier.runs.pausing as pausing
+import atelier.runs.service as service
 from atelier.conversations.models import Conversation
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import LeaseHeld
@@ -24,7 +26,6 @@ from atelier.db.base import utcnow
 from atelier.errors import DomainError, NotFound
 from atelier.llm.base import ToolSpec
 from atelier.observability.metrics import Metrics
-from atelier.runs import pausing, service
 from atelier.runs.environment import RunEnvironment, RunRequest
 from atelier.runs.events import ErrorCode, Numbered, RunError, RunFailed, RunStatus
 from atelier.runs.follow import follow_local, follow_shared

@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import atelier.runs.service as service
 from atelier.agents.service import ResolvedAgent
 from atelier.budgets import enforcement as budgets
 from atelier.conversations import messages
@@ -26,7 +27,6 @@ from atelier.db.engine import unreachable
 from atelier.llm.base import ChatMessage, ToolCall, ToolResult, ToolSpec, UsageReport
 from atelier.llm.models import CatalogModel
 from atelier.llm.offline import estimate_tokens
-from atelier.runs import service
 from atelier.runs.admission import Admitted
 from atelier.runs.environment import RunRequest
 from atelier.runs.events import (

@@ -21,11 +21,13 @@ from uuid import uuid4
 
 import structlog
 
+import atelier.runs.closing as closing
+import atelier.runs.pausing as pausing
+import atelier.runs.rollback as rollback
 from atelier.conversations.messages import Fenced
 from atelier.coordination.lease import Lease
 from atelier.db.base import utcnow
 from atelier.llm.base import ModelError, ToolCall
-from atelier.runs import closing, pausing, rollback
 from atelier.runs.admission import admit
 from atelier.runs.approvals import Decision
 from atelier.runs.closing import Ending

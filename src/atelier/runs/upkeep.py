@@ -17,13 +17,15 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import atelier.runs.approvals as approvals
+import atelier.runs.queueing as queueing
+import atelier.runs.service as service
 from atelier.budgets import enforcement as budgets
 from atelier.conversations.models import Conversation
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.db.base import utcnow
 from atelier.idempotency.store import IdempotencyStore
 from atelier.observability.metrics import Metrics
-from atelier.runs import approvals, queueing, service
 from atelier.runs.environment import RunEnvironment, lock_key
 from atelier.runs.events import ACTIVE_STATUSES, ErrorCode, RunError, RunFailed, RunStatus
 from atelier.runs.log import announce_end
