@@ -80,22 +80,31 @@ async def decide(
     session: AsyncSession, run_id: uuid.UUID, call_id: str, approved: bool, reason: str | None
 ) -> None:
     """Record a decision, once: a second one is ``409 already_decided``."""
-    decided = await session.scalar(
+    status = APPROVED if approved else DENIED
+    await _settle(session, run_id, call_id, APPROVAL, status=status, reason=reason)
+
+
+async def _settle(
+    session: AsyncSession, run_id: uuid.UUID, call_id: str, kind: str, **values: Any
+) -> None:
+    """Give a waiting call of ``kind`` its decision or result, once: ``NotFound`` if the run
+    waits for no such call, ``409 already_decided`` if it has one."""
+    settled = await session.scalar(
         update(Approval)
         .where(
             Approval.run_id == run_id,
             Approval.call_id == call_id,
-            Approval.kind == APPROVAL,
+            Approval.kind == kind,
             Approval.status == PENDING,
         )
-        .values(status=APPROVED if approved else DENIED, reason=reason, decided_at=utcnow())
+        .values(**values, decided_at=utcnow())
         .returning(Approval.id)
     )
-    if decided is not None:
+    if settled is not None:
         return
     found = await session.scalar(
         select(Approval.status).where(
-            Approval.run_id == run_id, Approval.call_id == call_id, Approval.kind == APPROVAL
+            Approval.run_id == run_id, Approval.call_id == call_id, Approval.kind == kind
         )
     )
     if found is None:
@@ -117,27 +126,9 @@ async def answer(
     session: AsyncSession, run_id: uuid.UUID, call_id: str, output: str, is_error: bool
 ) -> None:
     """Record a client tool's result, once: a second one is ``409 already_decided``."""
-    answered = await session.scalar(
-        update(Approval)
-        .where(
-            Approval.run_id == run_id,
-            Approval.call_id == call_id,
-            Approval.kind == CLIENT_TOOL,
-            Approval.status == PENDING,
-        )
-        .values(status=APPROVED, output=output, is_error=is_error, decided_at=utcnow())
-        .returning(Approval.id)
+    await _settle(
+        session, run_id, call_id, CLIENT_TOOL, status=APPROVED, output=output, is_error=is_error
     )
-    if answered is not None:
-        return
-    found = await session.scalar(
-        select(Approval.status).where(
-            Approval.run_id == run_id, Approval.call_id == call_id, Approval.kind == CLIENT_TOOL
-        )
-    )
-    if found is None:
-        raise NotFound("not_found", "the run waits for no result of such a call")
-    raise Conflict("already_decided", "this call has its result already")
 
 
 async def decided(session: AsyncSession, run_id: uuid.UUID) -> list[Approval]:

@@ -152,15 +152,15 @@ def turns_of(items: list[Any]) -> list[Turn]:
         if isinstance(item, MessageItem):
             turns.append(Turn("assistant" if item.role == "assistant" else "user", item.text))
         elif isinstance(item, FunctionCallItem):
-            call = {"type": "tool_call", "id": item.call_id, "name": item.name}
-            call["arguments"] = item.input  # type: ignore[assignment]
+            call: dict[str, Any] = {"type": "tool_call", "id": item.call_id, "name": item.name}
+            call["arguments"] = item.input
             if turns and turns[-1].role == "assistant":
                 turns[-1] = Turn("assistant", turns[-1].content, [*(turns[-1].parts or []), call])
             else:
                 turns.append(Turn("assistant", "", [call]))
         elif isinstance(item, FunctionCallOutput):
-            result = {"type": "tool_result", "call_id": item.call_id, "content": item.text}
-            result["is_error"] = False  # type: ignore[assignment]
+            result: dict[str, Any] = {"type": "tool_result", "call_id": item.call_id}
+            result |= {"content": item.text, "is_error": False}
             if turns and turns[-1].role == "tool":
                 turns[-1] = Turn("tool", "", [*(turns[-1].parts or []), result])
             else:
