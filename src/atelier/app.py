@@ -25,6 +25,7 @@ from atelier.db.migrate import head_revision, schema_revision
 from atelier.http.errors import install_error_handlers
 from atelier.http.middleware.authentication import AuthenticationMiddleware
 from atelier.http.middleware.authorization import AuthorizationMiddleware
+from atelier.http.middleware.cors import CorsMiddleware
 from atelier.http.middleware.idempotency import IdempotencyMiddleware
 from atelier.http.middleware.metrics import MetricsMiddleware
 from atelier.http.middleware.openai_errors import OpenAIErrorsMiddleware
@@ -42,6 +43,7 @@ from atelier.resources import Resources, open_resources
 from atelier.runs.endpoints import router as runs_router
 from atelier.runs.events import CHAT_EVENTS, RUN_EVENTS
 from atelier.settings import Settings
+from atelier.tenants.endpoints import router as tenants_router
 from atelier.usage.endpoints import router as usage_router
 from atelier.webhooks.endpoints import router as webhooks_router
 from atelier.workspace import cleanup
@@ -109,6 +111,8 @@ def create_app(settings: Settings) -> FastAPI:
         middleware=[
             Middleware(RequestContextMiddleware, tag_spans=settings.otel_enabled),
             Middleware(MetricsMiddleware, metrics=metrics),
+            # Before anything that may answer early (a 401, a 429): browsers read those too.
+            Middleware(CorsMiddleware),
             Middleware(SecurityHeadersMiddleware, hsts=settings.hsts, docs=docs),
             Middleware(OpenAIErrorsMiddleware),  # every problem under /openai/, its shape
             Middleware(
@@ -136,6 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(usage_router)
     app.include_router(webhooks_router)
     app.include_router(budgets_router)
+    app.include_router(tenants_router)
     app.include_router(langgraph_router)
     app.include_router(openai_router)
     app.include_router(console_router)

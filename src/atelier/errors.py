@@ -41,6 +41,11 @@ class Refused(DomainError):
     model, a position past the end)."""
 
 
+class Forbidden(DomainError):
+    """The caller is who they say, but may not do this (an end-user token reaching past
+    what it grants)."""
+
+
 class Conflict(DomainError):
     """The request conflicts with the state of what it names."""
 

@@ -29,6 +29,9 @@ from atelier.runs.tools import WorkspaceTools
 from atelier.settings import Settings
 from atelier.supervisor import Supervisor
 from atelier.tenants.cache import KeyCache
+from atelier.tenants.cors import OriginCache
+from atelier.tenants.identity import IdentityVerifier
+from atelier.tenants.tokens import TokenSigner
 from atelier.webhooks.delivery import WebhookSender
 from atelier.workspace.base import Storage
 from atelier.workspace.cache import WorkspaceCache
@@ -54,6 +57,9 @@ class Resources:
     runs: RunManager
     sealer: Sealer
     webhooks: WebhookSender
+    tokens: TokenSigner
+    identity: IdentityVerifier
+    origins: OriginCache
 
 
 def create_coordination(settings: Settings) -> Coordination:
@@ -119,4 +125,7 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
             runs=RunManager(environment, metrics),
             sealer=sealer,
             webhooks=webhooks,
+            tokens=TokenSigner(sealer),
+            identity=IdentityVerifier(sessionmaker, sealer, settings),
+            origins=OriginCache(sessionmaker, ttl_seconds=settings.api_key_cache_seconds),
         )

@@ -134,8 +134,24 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     otel_enabled: bool = False
 
-    # Authentication: how long a verified key is trusted before it is looked up again.
+    # Authentication: how long a verified key (or end-user token) is trusted before it is
+    # looked up again -- how soon a revocation reaches the other processes.
     api_key_cache_seconds: float = Field(5.0, ge=0, le=60)
+    # End-user tokens (POST /v1/user-tokens): the longest lifetime one may be given, and how
+    # many users' revocations a tenant keeps at once (each is dropped once it refuses nothing).
+    user_token_max_seconds: int = Field(86_400, ge=60, le=30 * 86_400)
+    max_token_revocations: int = Field(100_000, ge=1)
+    # A tenant's identity provider (PUT /v1/identity): its JWKS URL may be on a private
+    # address only when this allows it (tests, an on-premises IdP). Its keys are kept for
+    # jwks_cache_seconds, fetched again at most every jwks_refresh_seconds when a token names
+    # a key they lack (rotation), and read up to jwks_max_bytes.
+    identity_allow_private: bool = False
+    identity_jwks_cache_seconds: float = Field(300.0, ge=0, le=86_400)
+    identity_jwks_refresh_seconds: float = Field(10.0, ge=0, le=3600)
+    identity_jwks_max_bytes: int = Field(65_536, ge=1024, le=1_048_576)
+    identity_fetch_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    # Origins a tenant may list for its frontends (PUT /v1/cors).
+    max_cors_origins: int = Field(50, ge=1, le=1000)
 
     # Rate limits (per tenant+user, or per client IP when unauthenticated).
     rate_limit_enabled: bool = True

@@ -15,10 +15,19 @@ from atelier.agents.schemas import (
     AgentVersionOut,
 )
 from atelier.db.paging import MAX_LIMIT
-from atelier.http.deps import Cursor, Limit, PrincipalDep, ResourcesDep, SessionDep
+from atelier.http.deps import CallerDep, Cursor, Limit, PrincipalDep, ResourcesDep, SessionDep
+from atelier.http.errors import ProblemError
+from atelier.tenants.principal import Principal
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def _granted(principal: Principal, agent_id: uuid.UUID) -> uuid.UUID:
+    """``agent_id`` if the caller may see it: an agent a token does not grant is no agent."""
+    if not principal.may_use_agent(agent_id):
+        raise ProblemError(404, "not_found", "no such agent")
+    return agent_id
 
 
 @router.post("", status_code=201)
@@ -35,17 +44,20 @@ async def create_agent(
 
 @router.get("")
 async def list_agents(
-    principal: PrincipalDep, session: SessionDep, limit: Limit = MAX_LIMIT, cursor: Cursor = None
+    principal: CallerDep, session: SessionDep, limit: Limit = MAX_LIMIT, cursor: Cursor = None
 ) -> AgentList:
-    rows, next_cursor = await service.list_live(session, principal.tenant_id, limit, cursor)
+    """An end user's token sees the agents it may run."""
+    rows, next_cursor = await service.list_live(
+        session, principal.tenant_id, limit, cursor, principal.agents_granted
+    )
     return AgentList(
         data=[service.present(agent, latest) for agent, latest in rows], next_cursor=next_cursor
     )
 
 
 @router.get("/{agent_id}")
-async def get_agent(agent_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> AgentOut:
-    agent = await service.get(session, principal.tenant_id, agent_id)
+async def get_agent(agent_id: uuid.UUID, principal: CallerDep, session: SessionDep) -> AgentOut:
+    agent = await service.get(session, principal.tenant_id, _granted(principal, agent_id))
     return service.present(agent, await service.latest(session, agent))
 
 
@@ -81,13 +93,13 @@ async def delete_agent(
 @router.get("/{agent_id}/versions")
 async def list_versions(
     agent_id: uuid.UUID,
-    principal: PrincipalDep,
+    principal: CallerDep,
     session: SessionDep,
     limit: Limit = MAX_LIMIT,
     cursor: Cursor = None,
 ) -> AgentVersionList:
     found, next_cursor = await service.versions(
-        session, principal.tenant_id, agent_id, limit, cursor
+        session, principal.tenant_id, _granted(principal, agent_id), limit, cursor
     )
     return AgentVersionList(
         data=[service.present_version(v) for v in found], next_cursor=next_cursor
@@ -96,7 +108,9 @@ async def list_versions(
 
 @router.get("/{agent_id}/versions/{number}")
 async def get_version(
-    agent_id: uuid.UUID, number: VersionNumber, principal: PrincipalDep, session: SessionDep
+    agent_id: uuid.UUID, number: VersionNumber, principal: CallerDep, session: SessionDep
 ) -> AgentVersionOut:
-    found = await service.version(session, principal.tenant_id, agent_id, number)
+    found = await service.version(
+        session, principal.tenant_id, _granted(principal, agent_id), number
+    )
     return service.present_version(found)

@@ -11,6 +11,8 @@ import uuid
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from atelier.settings import Settings
 
@@ -23,6 +25,20 @@ class SecretsUnavailable(Exception):
 class Sealer:
     def __init__(self, keys: list[str]) -> None:
         self._fernet = MultiFernet([Fernet(key) for key in keys]) if keys else None
+        self._keys = keys
+
+    def derived(self, purpose: str) -> list[bytes]:
+        """A key per configured key for ``purpose`` (signing end-user tokens, say), the
+        sealing key's first: derived, so one setting serves both and neither reveals the
+        other."""
+        if not self._keys:
+            raise SecretsUnavailable("set ATELIER_SECRETS_KEY to sign tokens")
+        return [
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
+                key.encode()
+            )
+            for key in self._keys
+        ]
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Sealer:

@@ -120,12 +120,20 @@ async def get(session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID) 
 
 
 async def list_live(
-    session: AsyncSession, tenant_id: uuid.UUID, limit: int, cursor: str | None
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    limit: int,
+    cursor: str | None,
+    only: frozenset[uuid.UUID] | None = None,
 ) -> tuple[list[tuple[Agent, AgentVersion]], str | None]:
-    """A page of the tenant's live agents by name, each with its latest version."""
+    """A page of the tenant's live agents by name (``only`` those, when given), each with
+    its latest version."""
+    query = select(Agent).where(Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None))
+    if only is not None:
+        query = query.where(Agent.id.in_(only))
     agents, next_cursor = await paging.page(
         session,
-        select(Agent).where(Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None)),
+        query,
         [Agent.name, Agent.id],
         limit,
         cursor,

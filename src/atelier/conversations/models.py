@@ -5,11 +5,22 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, String, Text, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    ColumnElement,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from atelier.db.base import Base, IdMixin, utcnow
 from atelier.llm.models import Price
+from atelier.tenants.principal import Principal
 
 Kind = Literal["agent", "chat"]
 
@@ -46,6 +57,19 @@ class Conversation(IdMixin, Base):
     estimated_context_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+def reachable_by(principal: Principal) -> list[ColumnElement[bool]]:
+    """The conversations ``principal`` may reach: its user's in its tenant -- and of those,
+    when its token is limited to some, only them."""
+    where = [
+        Conversation.tenant_id == principal.tenant_id,
+        Conversation.user_id == principal.user_id,
+    ]
+    ids = principal.grant.conversation_ids if principal.grant is not None else None
+    if ids is not None:
+        where.append(Conversation.id.in_(ids))
+    return where
 
 
 class Message(IdMixin, Base):

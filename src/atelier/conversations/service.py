@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.models import Agent
 from atelier.agents.schemas import DEFAULT_AGENT
-from atelier.conversations.models import Conversation, Kind
+from atelier.conversations.models import Conversation, Kind, reachable_by
 from atelier.conversations.schemas import ConversationOut, ConversationPage, ConversationWrite
 from atelier.db import limits
-from atelier.errors import NotFound, Refused
+from atelier.errors import Forbidden, NotFound, Refused
 from atelier.idempotency.store import forget_about
 from atelier.llm.catalog import ModelCatalog
 from atelier.llm.context import context_usage
@@ -41,8 +41,7 @@ async def get_owned(
     row = await session.scalar(
         select(Conversation).where(
             Conversation.id == conversation_id,
-            Conversation.tenant_id == principal.tenant_id,
-            Conversation.user_id == principal.user_id,
+            *reachable_by(principal),
             Conversation.kind == kind,
         )
     )
@@ -62,7 +61,12 @@ def run_agent(conversation: Conversation, agent: Agent) -> bool:
 
 
 async def room_for_one(session: AsyncSession, principal: Principal, limit: int) -> None:
-    """``limit_reached`` when the user keeps ``limit`` conversations and chats already."""
+    """``limit_reached`` when the user keeps ``limit`` conversations and chats already;
+    ``outside_token_scope`` for a token limited to some conversations: it starts none."""
+    if principal.grant is not None and principal.grant.conversation_ids is not None:
+        raise Forbidden(
+            "outside_token_scope", "the token is limited to its conversations: it starts none"
+        )
     mine = [
         Conversation.tenant_id == principal.tenant_id,
         Conversation.user_id == principal.user_id,
@@ -129,8 +133,7 @@ async def list_page(
     kind: Kind = AGENT,
 ) -> tuple[list[Conversation], str | None]:
     query = select(Conversation).where(
-        Conversation.tenant_id == principal.tenant_id,
-        Conversation.user_id == principal.user_id,
+        *reachable_by(principal),
         Conversation.kind == kind,
     )
     if cursor is not None:

@@ -7,7 +7,13 @@ from atelier.db.base import Base
 from atelier.idempotency.models import IdempotentRequest
 from atelier.llm.models import CatalogModel
 from atelier.runs.models import Approval, Run, RunFileBackup
-from atelier.tenants.models import ApiKey, Tenant
+from atelier.tenants.models import (
+    ApiKey,
+    CorsOrigin,
+    IdentityProvider,
+    Tenant,
+    TokenRevocation,
+)
 from atelier.usage.models import UsageRecord
 from atelier.webhooks.models import Webhook, WebhookDelivery
 from atelier.workspace.models import ConversationFile, StorageCleanup
@@ -24,12 +30,15 @@ __all__ = [
     "CatalogModel",
     "Conversation",
     "ConversationFile",
+    "CorsOrigin",
     "IdempotentRequest",
+    "IdentityProvider",
     "Message",
     "Run",
     "RunFileBackup",
     "StorageCleanup",
     "Tenant",
+    "TokenRevocation",
     "UsageRecord",
     "Webhook",
     "WebhookDelivery",

@@ -21,14 +21,28 @@ async def get_resources(request: Request) -> Resources:
 
 
 # Dependencies are async: FastAPI runs a plain `def` dependency in a worker thread.
-async def get_principal(request: Request) -> Principal:
+async def get_caller(request: Request) -> Principal:
+    """Any verified caller: a secret key, or an end user's token (what such an endpoint
+    shows is limited to what the token grants)."""
     principal = principal_of(request.scope)
     if principal is None:  # the authorization middleware lets no such request through
         raise ProblemError(401, "missing_api_key", "an API key is required")
     return principal
 
 
-async def get_user_principal(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def get_principal(principal: Annotated[Principal, Depends(get_caller)]) -> Principal:
+    """A secret key: tenant administration. An end-user token is refused -- the default
+    for every endpoint that does not say it serves end users."""
+    if principal.is_end_user:
+        raise ProblemError(
+            403,
+            "forbidden_for_user_token",
+            "this takes a secret API key: an end user's token does not administer the tenant",
+        )
+    return principal
+
+
+async def get_user_principal(principal: Annotated[Principal, Depends(get_caller)]) -> Principal:
     """For endpoints whose resources belong to an end user: ``X-User-ID`` is required."""
     if principal.user_id is None:
         raise ProblemError(400, "user_id_required", "send the end user's id in X-User-ID")
@@ -58,6 +72,7 @@ async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+CallerDep = Annotated[Principal, Depends(get_caller)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 UserPrincipalDep = Annotated[Principal, Depends(get_user_principal)]
 SessionDep = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]

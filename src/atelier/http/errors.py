@@ -119,6 +119,7 @@ async def _problem_error(_request: Request, exc: Exception) -> JSONResponse:
 STATUS_OF: dict[type[errors.DomainError], int] = {
     errors.Refused: 400,
     errors.BudgetExceeded: 402,
+    errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.TooLarge: 413,

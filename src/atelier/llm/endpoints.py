@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, field_serializer
 from sqlalchemy import select
 
-from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep
+from atelier.http.deps import CallerDep, ResourcesDep, SessionDep
 from atelier.llm.models import CatalogModel
 from atelier.usage.money import money_str
 
@@ -33,7 +33,7 @@ class ModelList(BaseModel):
 
 
 @router.get("")
-async def list_models(_: PrincipalDep, session: SessionDep, resources: ResourcesDep) -> ModelList:
+async def list_models(_: CallerDep, session: SessionDep, resources: ResourcesDep) -> ModelList:
     rows = await session.scalars(
         select(CatalogModel).where(CatalogModel.enabled).order_by(CatalogModel.id)
     )

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atelier.agents import service as agents
 from atelier.agents.service import ResolvedAgent
 from atelier.budgets import enforcement as budgets
-from atelier.errors import TooLarge, Unavailable
+from atelier.errors import Forbidden, TooLarge, Unavailable
 from atelier.llm.context import context_usage
 from atelier.llm.models import CatalogModel
 from atelier.llm.offline import estimate_tokens
@@ -42,6 +42,10 @@ async def admit(
         agent = await agents.resolve(
             session, conversation.tenant_id, conversation.agent_id, conversation.agent_version
         )
+        if not request.principal.may_use_agent(agent.agent_id):
+            raise Forbidden(
+                "agent_not_granted", "the token does not grant this conversation's agent"
+            )
     model = env.catalog.resolve(
         request.model_id
         or conversation.model_id

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import atelier.runs.pausing as pausing
 import atelier.runs.service as service
-from atelier.conversations.models import Conversation
+from atelier.conversations.models import Conversation, reachable_by
 from atelier.coordination.base import CoordinationUnavailable
 from atelier.coordination.lease import LeaseHeld
 from atelier.db.base import utcnow
@@ -183,8 +183,7 @@ async def enqueue(
     owned = await session.scalar(
         select(Conversation.id).where(
             Conversation.id == request.conversation_id,
-            Conversation.tenant_id == principal.tenant_id,
-            Conversation.user_id == principal.user_id,
+            *reachable_by(principal),
             Conversation.kind == "agent",
         )
     )

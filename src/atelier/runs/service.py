@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Exists, and_, exists, insert, select, upda
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.service import ResolvedAgent
-from atelier.conversations.models import Conversation, Kind, Message
+from atelier.conversations.models import Conversation, Kind, Message, reachable_by
 from atelier.conversations.service import get_owned
 from atelier.db.base import utcnow
 from atelier.errors import NotFound
@@ -77,8 +77,7 @@ async def claim(
     """
     owned = and_(
         Conversation.id == conversation_id,
-        Conversation.tenant_id == principal.tenant_id,
-        Conversation.user_id == principal.user_id,
+        *reachable_by(principal),
         Conversation.kind == kind,
     )
     free: ColumnElement[bool] = Conversation.active_run_id.is_(None)

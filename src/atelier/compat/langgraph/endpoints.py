@@ -28,7 +28,7 @@ from atelier.compat.stream import json_when_done
 from atelier.conversations.models import Conversation, Message
 from atelier.conversations.schemas import NO_NUL
 from atelier.errors import DomainError
-from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep, UserPrincipalDep
+from atelier.http.deps import CallerDep, ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
 from atelier.http.translate import event_stream, last_event_id, run_through, translated
 from atelier.resources import Resources
@@ -48,10 +48,12 @@ async def info() -> dict[str, Any]:
 @router.get("/assistants/{assistant_id}")
 async def get_assistant(
     assistant_id: Annotated[str, Path(max_length=64, pattern=NO_NUL)],
-    principal: PrincipalDep,
+    principal: CallerDep,
     session: SessionDep,
 ) -> dict[str, Any]:
     agent = await service.assistant(session, principal.tenant_id, assistant_id)
+    if not principal.may_use_agent(agent.id):
+        raise ProblemError(404, "not_found", "no such assistant")
     latest = await agents.latest(session, agent)
     return present.assistant(agent, latest.definition, latest.version)
 
@@ -61,12 +63,16 @@ ALL = 100_000  # every agent: a tenant has at most ATELIER_MAX_AGENTS
 
 @router.post("/assistants/search")
 async def search_assistants(
-    principal: PrincipalDep, session: SessionDep, body: Search | None = None
+    principal: CallerDep, session: SessionDep, body: Search | None = None
 ) -> list[dict[str, Any]]:
     body = body or Search()
     found = [
         present.assistant(agent, version.definition, version.version)
-        for agent, version in (await agents.list_live(session, principal.tenant_id, ALL, None))[0]
+        for agent, version in (
+            await agents.list_live(
+                session, principal.tenant_id, ALL, None, principal.agents_granted
+            )
+        )[0]
         if body.graph_id in (None, agent.name)
         and body.name in (None, agent.name)
         and service.matches(version.definition.get("metadata", {}), body.metadata)
@@ -76,7 +82,7 @@ async def search_assistants(
 
 @router.post("/assistants/count")
 async def count_assistants(
-    principal: PrincipalDep, session: SessionDep, body: Search | None = None
+    principal: CallerDep, session: SessionDep, body: Search | None = None
 ) -> int:
     return len(
         await search_assistants(

@@ -23,7 +23,7 @@ from atelier.agents.models import Agent
 from atelier.compat.langgraph.present import CLIENT_TOOL
 from atelier.compat.langgraph.schemas import RunCreate, Thread
 from atelier.conversations import service as conversations
-from atelier.conversations.models import Conversation, Message
+from atelier.conversations.models import Conversation, Message, reachable_by
 from atelier.errors import Conflict, DomainError, Invalid, NotFound
 from atelier.resources import Resources
 from atelier.runs import WAITING_STATUSES, RunRequest, RunStatus, pending_approvals
@@ -48,8 +48,7 @@ async def find(session: AsyncSession, principal: Principal, thread_id: str) -> C
         return None
     return await session.scalar(
         select(Conversation).where(
-            Conversation.tenant_id == principal.tenant_id,
-            Conversation.user_id == principal.user_id,
+            *reachable_by(principal),
             Conversation.kind == "agent",
             or_(
                 Conversation.thread_id == wanted,
@@ -174,8 +173,7 @@ async def search(
     rows = await session.scalars(
         select(Conversation)
         .where(
-            Conversation.tenant_id == principal.tenant_id,
-            Conversation.user_id == principal.user_id,
+            *reachable_by(principal),
             Conversation.kind == "agent",
         )
         .order_by(Conversation.updated_at.desc(), Conversation.id.desc())

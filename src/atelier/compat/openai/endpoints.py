@@ -20,7 +20,7 @@ from atelier.compat.openai.schemas import (
     ServerItem,
 )
 from atelier.compat.openai.translate import ResponsesTranslator
-from atelier.http.deps import PrincipalDep, ResourcesDep
+from atelier.http.deps import CallerDep, ResourcesDep
 from atelier.http.errors import ProblemError
 from atelier.http.sse import EventStreamResponse
 from atelier.http.translate import run_through, translated
@@ -35,7 +35,9 @@ MAX_INSTRUCTIONS = 100_000
 
 
 def _caller(principal: Principal, user: str | None = None) -> Principal:
-    """The end user: ``X-User-ID``, else the body's ``user``."""
+    """The end user: an end-user token's, else ``X-User-ID``, else the body's ``user``."""
+    if principal.is_end_user and user is not None and user != principal.user_id:
+        raise ProblemError(403, "user_mismatch", "the token is for another user than `user` names")
     if principal.user_id is None and user is not None:
         principal = dataclasses.replace(principal, user_id=user)
     if principal.user_id is None:
@@ -91,7 +93,7 @@ async def _finished(
 
 @router.post("/responses")
 async def create_response(
-    body: ResponseCreate, principal: PrincipalDep, resources: ResourcesDep
+    body: ResponseCreate, principal: CallerDep, resources: ResourcesDep
 ) -> Response:
     principal = _caller(principal, body.user)
     items = (
@@ -228,7 +230,7 @@ async def _answered(
 @router.get("/responses/{response_id}")
 async def retrieve_response(
     response_id: str,
-    principal: PrincipalDep,
+    principal: CallerDep,
     resources: ResourcesDep,
     stream: Annotated[bool, Query()] = False,
     starting_after: Annotated[int | None, Query(ge=0, le=2**53)] = None,
@@ -248,7 +250,7 @@ async def retrieve_response(
 
 @router.post("/responses/{response_id}/cancel")
 async def cancel_response(
-    response_id: str, principal: PrincipalDep, resources: ResourcesDep
+    response_id: str, principal: CallerDep, resources: ResourcesDep
 ) -> Response:
     """Stops the run (it keeps what it did) and answers once it has ended."""
     principal = _caller(principal)
@@ -264,7 +266,7 @@ async def cancel_response(
 @router.delete("/responses/{response_id}")
 async def delete_response(
     response_id: str,
-    principal: PrincipalDep,
+    principal: CallerDep,
     resources: ResourcesDep,
     background: BackgroundTasks,
 ) -> dict[str, Any]:
@@ -282,7 +284,7 @@ async def delete_response(
 @router.get("/responses/{response_id}/input_items")
 async def list_input_items(
     response_id: str,
-    principal: PrincipalDep,
+    principal: CallerDep,
     resources: ResourcesDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",

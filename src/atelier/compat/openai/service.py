@@ -20,7 +20,7 @@ from atelier.compat.openai.schemas import (
 from atelier.conversations import forking, messages
 from atelier.conversations import service as conversations
 from atelier.conversations.messages import Turn
-from atelier.conversations.models import Conversation, Message
+from atelier.conversations.models import Conversation, Message, reachable_by
 from atelier.conversations.schemas import AgentConversationWrite
 from atelier.errors import Conflict, NotFound
 from atelier.resources import Resources
@@ -36,8 +36,7 @@ async def owned(session: AsyncSession, principal: Principal, response: str) -> R
         .join(Conversation, Conversation.id == Run.conversation_id)
         .where(
             Run.id == present.run_id_of(response),
-            Conversation.tenant_id == principal.tenant_id,
-            Conversation.user_id == principal.user_id,
+            *reachable_by(principal),
             Conversation.kind == "agent",
         )
     )
@@ -196,9 +195,9 @@ async def waiting_on(
         run = await session.scalar(
             select(Run)
             .join(Approval, Approval.run_id == Run.id)
+            .join(Conversation, Conversation.id == Run.conversation_id)
             .where(
-                Run.tenant_id == principal.tenant_id,
-                Run.user_id == principal.user_id,
+                *reachable_by(principal),
                 Run.status == RunStatus.AWAITING_TOOL_RESULT,
                 Approval.call_id.in_(calls),
                 Approval.kind == present.CLIENT_TOOL,

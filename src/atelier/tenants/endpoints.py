@@ -1,0 +1,126 @@
+"""How end users reach Atelier themselves: tokens a product's server mints for them, the
+tenant's own identity provider, and the origins its frontends run on. All of it is tenant
+administration: a secret key only."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from atelier.agents.secrets import SecretsUnavailable
+from atelier.errors import Refused, Unavailable
+from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep
+from atelier.http.errors import ProblemError
+from atelier.tenants import cors, identity, tokens
+from atelier.tenants.schemas import (
+    CorsIn,
+    CorsOut,
+    IdentityIn,
+    IdentityOut,
+    RevokeIn,
+    UserTokenIn,
+    UserTokenOut,
+)
+
+router = APIRouter(prefix="/v1", tags=["identity"])
+
+
+@router.post("/user-tokens", status_code=201)
+async def mint_user_token(
+    body: UserTokenIn, principal: PrincipalDep, session: SessionDep, resources: ResourcesDep
+) -> UserTokenOut:
+    """A token that *is* ``user_id`` for ``expires_in`` seconds: for a browser to hold."""
+    longest = resources.settings.user_token_max_seconds
+    if body.expires_in > longest:
+        raise Refused(
+            "expires_in_too_long",
+            f"expires_in may be at most {longest} s (ATELIER_USER_TOKEN_MAX_SECONDS)",
+        )
+    await tokens.check_named(
+        session, principal.tenant_id, body.user_id, body.conversation_ids, body.agent_ids
+    )
+    try:
+        minted = resources.tokens.mint(
+            tenant_id=principal.tenant_id,
+            key_id=principal.key_id,
+            user_id=body.user_id,
+            lifetime=body.expires_in,
+            scopes=frozenset(body.scopes),
+            conversation_ids=body.conversation_ids,
+            agent_ids=body.agent_ids,
+        )
+    except SecretsUnavailable as exc:
+        raise Unavailable("secrets_unavailable", str(exc)) from exc
+    return UserTokenOut(token=minted.token, expires_at=minted.expires_at, user_id=minted.user_id)
+
+
+@router.post("/user-tokens/revoke", status_code=204)
+async def revoke_user_tokens(
+    body: RevokeIn, principal: PrincipalDep, session: SessionDep, resources: ResourcesDep
+) -> Response:
+    """Every token of the user issued until now stops working: here at once, in other
+    processes within ATELIER_API_KEY_CACHE_SECONDS."""
+    settings = resources.settings
+    await tokens.revoke_user(
+        session,
+        principal.tenant_id,
+        body.user_id,
+        max_lifetime=settings.user_token_max_seconds,
+        limit=settings.max_token_revocations,
+    )
+    await session.commit()
+    resources.key_cache.clear()
+    return Response(status_code=204)
+
+
+@router.put("/identity")
+async def put_identity(
+    body: IdentityIn, principal: PrincipalDep, session: SessionDep, resources: ResourcesDep
+) -> IdentityOut:
+    row = await identity.put(
+        session,
+        resources.sealer,
+        principal.tenant_id,
+        body,
+        allow_private=resources.settings.identity_allow_private,
+    )
+    await session.commit()
+    resources.identity.forget()
+    resources.key_cache.clear()
+    return identity.shown(row)
+
+
+@router.get("/identity")
+async def get_identity(principal: PrincipalDep, session: SessionDep) -> IdentityOut:
+    row = await identity.get(session, principal.tenant_id)
+    if row is None:
+        raise ProblemError(404, "not_found", "the tenant has no identity provider")
+    return identity.shown(row)
+
+
+@router.delete("/identity", status_code=204)
+async def delete_identity(
+    principal: PrincipalDep, session: SessionDep, resources: ResourcesDep
+) -> Response:
+    if not await identity.delete(session, principal.tenant_id):
+        raise ProblemError(404, "not_found", "the tenant has no identity provider")
+    await session.commit()
+    resources.identity.forget()
+    resources.key_cache.clear()
+    return Response(status_code=204)
+
+
+@router.put("/cors")
+async def put_cors(
+    body: CorsIn, principal: PrincipalDep, session: SessionDep, resources: ResourcesDep
+) -> CorsOut:
+    kept = await cors.replace(
+        session, principal.tenant_id, body.origins, limit=resources.settings.max_cors_origins
+    )
+    await session.commit()
+    resources.origins.forget()
+    return CorsOut(origins=kept)
+
+
+@router.get("/cors")
+async def get_cors(principal: PrincipalDep, session: SessionDep) -> CorsOut:
+    return CorsOut(origins=await cors.origins(session, principal.tenant_id))
