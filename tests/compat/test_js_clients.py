@@ -29,13 +29,13 @@ def settings_overrides() -> dict[str, object]:
     return {"offline_model_delay_seconds": 0.001}
 
 
-async def node(script: str, served: str, caller: Caller) -> str:
+async def node(script: str, served: str, caller: Caller, key: str | None = None) -> str:
     assert NODE is not None
     done = await asyncio.create_subprocess_exec(
         NODE,
         str(JS / script),
         served,
-        caller.key,
+        key or caller.key,
         cwd=JS,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -56,3 +56,17 @@ async def test_the_openai_npm_package(served: str, caller: Caller) -> None:
 
 async def test_the_ai_sdk(served: str, caller: Caller) -> None:
     assert '"ok":true' in await node("ai_sdk.mjs", served, caller)
+
+
+async def test_the_sdks_with_an_end_users_token(served: str, caller: Caller) -> None:
+    """docs/api.md's browser example: a token, no secret key and no X-User-ID."""
+    async with httpx.AsyncClient(base_url=served) as http:
+        minted = await http.post(
+            "/v1/user-tokens", json={"user_id": "js-token-user"}, headers=caller.headers(None)
+        )
+        token = minted.json()["token"]
+        assert '"ok":true' in await node("user_token.mjs", served, caller, token)
+        threads = await http.post(
+            "/langgraph/threads/search", json={}, headers=caller.headers("js-token-user")
+        )
+    assert len(threads.json()) == 3  # the SDK's thread and two responses: all this user's
