@@ -121,3 +121,39 @@ async def test_a_page_on_another_origin_works_with_its_users_token(
     assert out["not_mine"] == [404, "not_found"]
     assert out["administration"] == [403, "forbidden_for_user_token"]
     assert out["bad_token"] == [401, "invalid_token"]
+
+
+async def test_the_console_opens_from_a_link_with_a_users_token(
+    app: FastAPI, caller: Caller, browser: Any
+) -> None:
+    """A support link a product hands its user: that user's data only, no administration,
+    and the token gone from the address bar the moment the page has it."""
+    async with serve_started(app) as atelier:
+        async with httpx.AsyncClient(base_url=atelier, timeout=30) as http:
+            for user, title in (("alice", "Alice's notes"), ("bob", "Bob's secrets")):
+                made = await http.post(
+                    "/v1/conversations", json={"title": title}, headers=caller.headers(user)
+                )
+                assert made.status_code == 201
+            minted = await http.post(
+                "/v1/user-tokens", json={"user_id": "alice"}, headers=caller.headers(None)
+            )
+        token = minted.json()["token"]
+        page = await browser.new_page()
+        failures: list[str] = []
+        page.on("pageerror", lambda error: failures.append(str(error)))
+        page.on(
+            "response",
+            lambda response: failures.append(f"{response.status} {response.url}")
+            if response.status >= 400
+            else None,
+        )
+        await page.goto(f"{atelier}/console/#token={token}")
+        await page.wait_for_selector("text=Alice's notes")
+        assert token not in page.url
+        assert "Bob's secrets" not in await page.content()
+        assert await page.is_hidden("#nav a[href='#/usage']")
+        assert await page.is_visible("#nav a[href='#/conversations']")
+        assert (await page.text_content("#who")) == "alice"
+        await page.close()
+    assert failures == []

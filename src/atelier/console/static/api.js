@@ -13,7 +13,8 @@ export class ApiError extends Error {
 function headers(extra = {}) {
   const who = credentials();
   if (!who) throw new ApiError(401, { detail: "sign in first", code: "signed_out" });
-  return { Authorization: `Bearer ${who.key}`, "X-User-ID": who.user, ...extra };
+  const user = who.token ? {} : { "X-User-ID": who.user }; // a token names its user itself
+  return { Authorization: `Bearer ${who.key}`, ...user, ...extra };
 }
 
 async function failure(response) {

@@ -1,6 +1,6 @@
 // The console's shell: sign-in, navigation (in the URL's fragment, which never holds
 // the key), and the views.
-import { credentials, signIn, signOut } from "./session.js";
+import { credentials, signIn, signOut, takeTokenFromLink } from "./session.js";
 import { api } from "./api.js";
 import { h, clear, guarded, notify } from "./dom.js";
 import { conversationsView } from "./conversations.js";
@@ -10,6 +10,7 @@ import { usageView } from "./usage.js";
 
 const main = document.getElementById("main");
 let leaving = null; // the open view's clean-up (streams to stop)
+const ADMINISTRATION = new Set(["#/agents", "#/usage"]);
 
 function signInView() {
   const key = h("input", { id: "key", type: "password", autocomplete: "off", required: true });
@@ -33,7 +34,7 @@ function signInView() {
     },
     h("h1", {}, "Sign in"),
     h("p", { class: "muted" }, "The key stays in this tab only. `make run` saved one in .atelier/dev-api-key."),
-    h("label", { for: "key" }, "API key"),
+    h("label", { for: "key" }, "API key or user token"),
     key,
     h("label", { for: "user" }, "User id"),
     user,
@@ -59,6 +60,8 @@ async function route() {
   const [, section = "conversations", id] = location.hash.split("/");
   for (const link of document.querySelectorAll("#nav a")) {
     link.classList.toggle("active", link.getAttribute("href") === `#/${section}`);
+    // The tenant's agents and usage are its administration: not an end user's.
+    link.hidden = who.token && ADMINISTRATION.has(link.getAttribute("href"));
   }
   const views = {
     conversations: conversationsView,
@@ -66,7 +69,7 @@ async function route() {
     agents: agentsView,
     usage: usageView,
   };
-  const view = views[section] || conversationsView;
+  const view = (!(who.token && ADMINISTRATION.has(`#/${section}`)) && views[section]) || conversationsView;
   try {
     leaving = await view(main, id);
   } catch (error) {
@@ -80,4 +83,5 @@ document.getElementById("sign-out").addEventListener("click", () => {
   route();
 });
 window.addEventListener("hashchange", route);
+takeTokenFromLink();
 route();
