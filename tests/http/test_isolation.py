@@ -55,6 +55,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         for tail in ("", "/stream", "/wait")
     },
     ("post", "/openai/v1/responses"): {"json": {"model": "default", "input": "hi"}},
+    ("put", "/v1/cors"): {"json": {"origins": ["https://app.example"]}},
+    ("put", "/v1/identity"): {
+        "json": {"issuer": "https://id.example/", "audience": "atelier", "hs256_secret": "s" * 40}
+    },
+    ("post", "/v1/user-tokens"): {"json": {"user_id": "alice"}},
+    ("post", "/v1/user-tokens/revoke"): {"json": {"user_id": "alice"}},
 }
 # Tenant-wide by contract (agents): another tenant gets 404, another user of the same
 # tenant may use them.
@@ -91,6 +97,12 @@ UNOWNED = {
     ("post", "/langgraph/threads"),
     ("post", "/langgraph/threads/search"),
     ("post", "/openai/v1/responses"),
+    # The tenant's own settings: another tenant (or user) reads and writes only its own.
+    ("get", "/v1/cors"),
+    ("put", "/v1/cors"),
+    ("put", "/v1/identity"),
+    ("post", "/v1/user-tokens"),
+    ("post", "/v1/user-tokens/revoke"),
 }
 
 

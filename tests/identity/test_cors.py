@@ -90,3 +90,27 @@ async def test_origins_are_origins_and_capped(tcp: httpx.AsyncClient, caller: Ca
         assert answer.status_code == 422, wrong
     answer = await allow(tcp, caller, *(f"https://{n}.product.test" for n in range(51)))
     assert (answer.status_code, answer.json()["code"]) == (409, "limit_reached")
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"rate_limit_enabled": True, "rate_limit_per_minute": 1, "rate_limit_burst": 3}],
+)
+async def test_a_tokens_user_meets_that_users_rate_limit(
+    tcp: httpx.AsyncClient, caller: Caller
+) -> None:
+    """Per end user, as with X-User-ID: two tokens of one user share a bucket; another
+    user's token has its own."""
+    minted = []
+    for user in ("alice", "alice", "bob"):
+        answer = await tcp.post(
+            "/v1/user-tokens", json={"user_id": user}, headers=caller.headers(None)
+        )
+        minted.append(answer.json()["token"])
+    first, second, bobs = (f"Bearer {t}" for t in minted)
+    assert (await tcp.get("/v1/conversations", headers={"Authorization": first})).status_code == 200
+    assert (await tcp.get("/v1/conversations", headers={"Authorization": second})).status_code == 200
+    assert (await tcp.get("/v1/conversations", headers={"Authorization": first})).status_code == 200
+    limited = await tcp.get("/v1/conversations", headers={"Authorization": second})
+    assert (limited.status_code, limited.json()["code"]) == (429, "rate_limited")
+    assert (await tcp.get("/v1/conversations", headers={"Authorization": bobs})).status_code == 200

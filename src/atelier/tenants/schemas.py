@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from atelier.conversations.schemas import NO_NUL
 from atelier.http.outbound import http_url
 from atelier.tenants.principal import USER_ID_PATTERN
 
@@ -70,9 +71,9 @@ class IdentityIn(BaseModel):
     jwks_url: str | None = Field(default=None, max_length=2048)
     # Write-only; at least 32 characters (RFC 7518: a key as long as the hash).
     hs256_secret: SecretStr | None = Field(default=None, min_length=32, max_length=512)
-    issuer: str = Field(min_length=1, max_length=512)
-    audience: str = Field(min_length=1, max_length=512)
-    user_claim: str = Field("sub", min_length=1, max_length=100)
+    issuer: str = Field(min_length=1, max_length=512, pattern=NO_NUL)
+    audience: str = Field(min_length=1, max_length=512, pattern=NO_NUL)
+    user_claim: str = Field("sub", min_length=1, max_length=100, pattern=NO_NUL)
     algorithms: list[Algorithm] | None = Field(default=None, min_length=1, max_length=12)
     leeway_seconds: int = Field(30, ge=0, le=300)
 
@@ -125,7 +126,7 @@ def _origin(value: str) -> str:
     return f"{parts.scheme}://{host}{port}"
 
 
-Origin = Annotated[str, Field(min_length=1, max_length=255)]
+Origin = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 
 
 class CorsIn(BaseModel):
