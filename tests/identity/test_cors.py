@@ -94,7 +94,14 @@ async def test_origins_are_origins_and_capped(tcp: httpx.AsyncClient, caller: Ca
 
 @pytest.mark.parametrize(
     "settings_overrides",
-    [{"rate_limit_enabled": True, "rate_limit_per_minute": 1, "rate_limit_burst": 3}],
+    [
+        {
+            "rate_limit_enabled": True,
+            "rate_limit_per_minute": 1,
+            "rate_limit_burst": 3,
+            "rate_limit_expensive_cost": 1,
+        }
+    ],
 )
 async def test_a_tokens_user_meets_that_users_rate_limit(
     tcp: httpx.AsyncClient, caller: Caller
