@@ -16,6 +16,8 @@ from atelier import __version__
 from atelier.agents.endpoints import router as agents_router
 from atelier.budgets.endpoints import router as budgets_router
 from atelier.chats.endpoints import router as chats_router
+from atelier.compat.ag_ui.endpoints import router as ag_ui_router
+from atelier.compat.ai_sdk.endpoints import router as ai_sdk_router
 from atelier.compat.langgraph.endpoints import router as langgraph_router
 from atelier.compat.openai.endpoints import router as openai_router
 from atelier.console.endpoints import router as console_router
@@ -143,6 +145,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(tenants_router)
     app.include_router(langgraph_router)
     app.include_router(openai_router)
+    app.include_router(ai_sdk_router)
+    app.include_router(ag_ui_router)
     app.include_router(console_router)
     return app
 

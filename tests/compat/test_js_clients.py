@@ -70,3 +70,12 @@ async def test_the_sdks_with_an_end_users_token(served: str, caller: Caller) -> 
             "/langgraph/threads/search", json={}, headers=caller.headers("js-token-user")
         )
     assert len(threads.json()) == 3  # the SDK's thread and two responses: all this user's
+
+
+async def test_the_ai_sdk_ui_transport_and_stream_reader(served: str, caller: Caller) -> None:
+    """useChat's wire: DefaultChatTransport and readUIMessageStream, every case."""
+    assert '"ok":true' in await node("ai_sdk_ui.mjs", served, caller)
+
+
+async def test_the_ag_ui_http_agent(served: str, caller: Caller) -> None:
+    assert '"ok":true' in await node("ag_ui.mjs", served, caller)

@@ -27,7 +27,7 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
 
 
 class Frame(NamedTuple):
-    event: str
+    event: str  # "" for protocols whose events are their data alone (AI SDK, AG-UI)
     data: dict[str, Any] | list[Any] | str  # a str is the data's JSON, made already
 
 
@@ -101,7 +101,7 @@ async def translated(
             number = event_id - shift if event_id is not None else None
         else:
             number = count if ids == "frames" else None
-        return ServerSentEvent(data, frame.event, number)
+        return ServerSentEvent(data, frame.event or None, number)  # "": data only
 
     out: list[ServerSentEvent] = []
     for frame in translator.start():

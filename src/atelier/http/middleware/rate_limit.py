@@ -31,6 +31,8 @@ _EXPENSIVE = (
     ("POST", re.compile(r"^/v1/conversations/[^/]+/files/?$")),
     ("PUT", re.compile(r"^/v1/conversations/[^/]+/files/.+$")),
     ("POST", re.compile(r"^/v1/chats/[^/]+/messages/?$")),
+    ("POST", re.compile(r"^/ai-sdk/chat/?$")),
+    ("POST", re.compile(r"^/ag-ui/agents/[^/]+/?$")),
 )
 
 
