@@ -56,6 +56,15 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("post", "/openai/v1/responses"): {"json": {"model": "default", "input": "hi"}},
     ("put", "/v1/cors"): {"json": {"origins": ["https://app.example"]}},
+    ("post", "/ai-sdk/chat"): {
+        "json": {
+            "id": "mine",
+            "messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+        }
+    },
+    ("post", "/ag-ui/agents/{agent}"): {
+        "json": {"threadId": "mine", "runId": "r", "messages": [{"role": "user", "content": "hi"}]}
+    },
     ("put", "/v1/identity"): {
         "json": {"issuer": "https://id.example/", "audience": "atelier", "hs256_secret": "s" * 40}
     },
@@ -72,6 +81,7 @@ TENANT_WIDE = {
     "/v1/webhooks/{webhook_id}/deliveries",
     "/v1/budgets/{budget_id}",
     "/langgraph/assistants/{assistant_id}",
+    "/ag-ui/agents/{agent}",
 }
 # Operations that name none of Alice's resources: they must answer, but only with the
 # caller's own (empty) data.
@@ -99,6 +109,10 @@ UNOWNED = {
     ("post", "/openai/v1/responses"),
     # The tenant's own settings: another tenant (or user) reads and writes only its own.
     ("get", "/v1/cors"),
+    # A new chat of the caller's own; a chat id with no stream open answers 204 (as
+    # useChat's resume expects) whoever names it.
+    ("post", "/ai-sdk/chat"),
+    ("get", "/ai-sdk/chat/{chat_id}/stream"),
     ("put", "/v1/cors"),
     ("put", "/v1/identity"),
     ("post", "/v1/user-tokens"),
@@ -120,6 +134,7 @@ class Owned:
             "chat_id": chat,
             "agent_id": agent,
             "assistant_id": agent,
+            "agent": agent,
             "number": "1",
             "call_id": "call_1",
             "path": "secret/plan.txt",
@@ -232,7 +247,7 @@ async def test_every_operation_refuses_other_tenants_and_other_users(
                 for name, secret in alice.ids.items():
                     if name in ("number", "call_id") or (
                         who == "another user"
-                        and name in ("agent_id", "assistant_id", "webhook_id", "budget_id")
+                        and name in ("agent_id", "assistant_id", "agent", "webhook_id", "budget_id")
                     ):
                         continue  # no secret; the tenant's agents are every user's
                     assert secret not in response.text, (who, method, template)
