@@ -107,9 +107,17 @@ async def test_a_page_on_another_origin_works_with_its_users_token(
             "([atelier, token, notMine]) => window.scenario(atelier, token, notMine)",
             [atelier, token, bobs.json()["id"]],
         )
+        protocols = await page.evaluate(
+            "([atelier, token]) => window.protocols(atelier, token)", [atelier, token]
+        )
         await page.close()
 
     assert problems == []
+    assert protocols["aiSdk"]["status"] == 200
+    assert protocols["aiSdk"]["protocol"] == "v1"  # the UI message stream's header, exposed
+    assert protocols["aiSdk"]["last"] == "[DONE]"
+    assert "You said: hello from the page" in protocols["aiSdk"]["text"]
+    assert protocols["agUi"] == {"status": 200, "first": "RUN_STARTED", "last": "RUN_FINISHED"}
     assert out["created"] == 201
     assert out["request_id"]  # an exposed header the page can read
     assert (out["uploaded"], out["read_back"]) == (201, "written in a browser")

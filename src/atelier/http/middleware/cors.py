@@ -32,7 +32,7 @@ _HEADERS = (
 )
 _EXPOSED = (
     b"Location, Content-Location, Retry-After, Idempotent-Replayed, X-Request-ID, "
-    b"RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset"
+    b"RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, x-vercel-ai-ui-message-stream"
 )
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 _MAX_AGE = b"600"
