@@ -109,10 +109,11 @@ UNOWNED = {
     ("post", "/openai/v1/responses"),
     # The tenant's own settings: another tenant (or user) reads and writes only its own.
     ("get", "/v1/cors"),
-    # A new chat of the caller's own; a chat id with no stream open answers 204 (as
-    # useChat's resume expects) whoever names it.
+    # A new chat of the caller's own; a chat id the caller has no chat by is a new chat
+    # (no messages; no stream open: 204, as useChat's resume expects), whoever names it.
     ("post", "/ai-sdk/chat"),
     ("get", "/ai-sdk/chat/{chat_id}/stream"),
+    ("get", "/ai-sdk/chat/{chat_id}/messages"),
     ("put", "/v1/cors"),
     ("put", "/v1/identity"),
     ("post", "/v1/user-tokens"),

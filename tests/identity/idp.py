@@ -46,7 +46,9 @@ class IdentityProvider:
         return (
             self.keys[kid or self.current]
             .public_key()
-            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
 
     def token(self, sub: str = "alice", kid: str | None = None, **claims: Any) -> str:

@@ -152,9 +152,11 @@ async def test_the_console_opens_from_a_link_with_a_users_token(
         page.on("pageerror", lambda error: failures.append(str(error)))
         page.on(
             "response",
-            lambda response: failures.append(f"{response.status} {response.url}")
-            if response.status >= 400
-            else None,
+            lambda response: (
+                failures.append(f"{response.status} {response.url}")
+                if response.status >= 400
+                else None
+            ),
         )
         await page.goto(f"{atelier}/console/#token={token}")
         await page.wait_for_selector("text=Alice's notes")

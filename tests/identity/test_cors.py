@@ -72,14 +72,14 @@ async def test_answers_carry_cors_headers_for_their_own_tenants_origins(
     mine = await tcp.get("/v1/conversations", headers=caller.headers(Origin=APP))
     assert "access-control-allow-origin" not in mine.headers
     await allow(tcp, caller, APP)
-    mine = await tcp.post(
-        "/v1/conversations", json={}, headers=caller.headers(Origin=APP)
-    )
+    mine = await tcp.post("/v1/conversations", json={}, headers=caller.headers(Origin=APP))
     assert mine.headers["access-control-allow-origin"] == APP
     assert "Location" in mine.headers["access-control-expose-headers"]
     assert "Origin" in mine.headers["vary"]
     # An expired or missing token's 401 is readable by the page, so it can fetch a new one.
-    refused = await tcp.get("/v1/conversations", headers={"Origin": APP, "Authorization": "Bearer x"})
+    refused = await tcp.get(
+        "/v1/conversations", headers={"Origin": APP, "Authorization": "Bearer x"}
+    )
     assert refused.status_code == 401
     assert refused.headers["access-control-allow-origin"] == APP
 
@@ -116,7 +116,9 @@ async def test_a_tokens_user_meets_that_users_rate_limit(
         minted.append(answer.json()["token"])
     first, second, bobs = (f"Bearer {t}" for t in minted)
     assert (await tcp.get("/v1/conversations", headers={"Authorization": first})).status_code == 200
-    assert (await tcp.get("/v1/conversations", headers={"Authorization": second})).status_code == 200
+    assert (
+        await tcp.get("/v1/conversations", headers={"Authorization": second})
+    ).status_code == 200
     assert (await tcp.get("/v1/conversations", headers={"Authorization": first})).status_code == 200
     limited = await tcp.get("/v1/conversations", headers={"Authorization": second})
     assert (limited.status_code, limited.json()["code"]) == (429, "rate_limited")

@@ -75,7 +75,10 @@ class TestAProvidersTokens:
         assert await refusal(tcp, provider.token(exp=now - 120)) == (401, "token_expired")
         assert await refusal(tcp, provider.token(nbf=now + 600)) == (401, "invalid_token")
         assert await refusal(tcp, provider.token(aud="someone-else")) == (401, "invalid_token")
-        assert await refusal(tcp, provider.token(iss="https://evil.test/")) == (401, "invalid_token")
+        assert await refusal(tcp, provider.token(iss="https://evil.test/")) == (
+            401,
+            "invalid_token",
+        )
         unsigned = jwt.encode(
             {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": now + 300}, None, "none"
         )
@@ -97,16 +100,24 @@ class TestAProvidersTokens:
         assert await refusal(tcp, confused) == (401, "invalid_token")
         # A payload changed after signing.
         good_head, _, good_signature = provider.token("alice").split(".")
-        forged = base64.urlsafe_b64encode(
-            json.dumps({"iss": ISSUER, "aud": AUDIENCE, "sub": "bob", "exp": now + 300}).encode()
-        ).decode().rstrip("=")
+        forged = (
+            base64.urlsafe_b64encode(
+                json.dumps(
+                    {"iss": ISSUER, "aud": AUDIENCE, "sub": "bob", "exp": now + 300}
+                ).encode()
+            )
+            .decode()
+            .rstrip("=")
+        )
         assert await refusal(tcp, f"{good_head}.{forged}.{good_signature}") == (
             401,
             "invalid_token",
         )
         # Revoked: every token of the user issued before now.
         issued_before = provider.token("alice", iat=now - 5)
-        assert (await tcp.get("/v1/conversations", headers=bearer(issued_before))).status_code == 200
+        assert (
+            await tcp.get("/v1/conversations", headers=bearer(issued_before))
+        ).status_code == 200
         revoked = await tcp.post(
             "/v1/user-tokens/revoke", json={"user_id": "alice"}, headers=caller.headers(None)
         )

@@ -43,7 +43,9 @@ class TestATokenIsItsUser:
         # As the key names her, so the token is her.
         listed = await tcp.get("/v1/conversations", headers=caller.headers("alice"))
         assert [c["id"] for c in listed.json()["data"]] == [mine]
-        assert (await tcp.get(f"/v1/conversations/{mine}", headers=bearer(token))).status_code == 200
+        assert (
+            await tcp.get(f"/v1/conversations/{mine}", headers=bearer(token))
+        ).status_code == 200
         # X-API-Key, as the LangGraph SDK sends it, works the same.
         assert (
             await tcp.get(f"/v1/conversations/{mine}", headers={"X-API-Key": token})
@@ -175,7 +177,9 @@ class TestGrants:
     ) -> None:
         mine = await conversation(tcp, caller.headers("alice"))
         token = await mint(tcp, caller, scopes=["read"])
-        assert (await tcp.get(f"/v1/conversations/{mine}", headers=bearer(token))).status_code == 200
+        assert (
+            await tcp.get(f"/v1/conversations/{mine}", headers=bearer(token))
+        ).status_code == 200
         answer = await tcp.post("/v1/conversations", json={}, headers=bearer(token))
         assert (answer.status_code, answer.json()["code"]) == (403, "insufficient_scope")
 
@@ -201,9 +205,7 @@ class TestGrants:
     async def test_a_token_for_some_agents_sees_and_runs_only_them(
         self, tcp: httpx.AsyncClient, caller: Caller
     ) -> None:
-        made = await tcp.post(
-            "/v1/agents", json={"name": "helper"}, headers=caller.headers(None)
-        )
+        made = await tcp.post("/v1/agents", json={"name": "helper"}, headers=caller.headers(None))
         helper = made.json()["id"]
         token = await mint(tcp, caller, agent_ids=[helper])
         agents = await tcp.get("/v1/agents", headers=bearer(token))

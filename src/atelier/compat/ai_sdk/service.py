@@ -174,11 +174,12 @@ async def ui_messages(
     resources: Resources, principal: Principal, chat_id: str
 ) -> list[dict[str, Any]]:
     """The chat's history as UIMessages: the user's messages under their stored ids, each
-    run's answer as one assistant message under the run's id -- the id its stream gave."""
+    run's answer as one assistant message under the run's id -- the id its stream gave.
+    An id no chat of the user's has is a new chat: none."""
     async with resources.sessionmaker() as session:
         conversation = await find(session, principal, chat_id)
         if conversation is None:
-            raise NotFound("not_found", "no such chat")
+            return []  # a chat id nobody used yet is a new chat: it has no messages
         up_to = await session.scalar(
             select(func.max(Message.seq)).where(Message.conversation_id == conversation.id)
         )

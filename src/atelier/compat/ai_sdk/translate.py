@@ -121,16 +121,20 @@ class UIMessageTranslator(Translator):
                     chunk(_input(call, name, arguments) | {"providerExecuted": True}),
                 ]
             case ToolCompleted(call_id=call, output=output, is_error=failed):
+                # The model's next call is a new step: a page's sendAutomaticallyWhen looks
+                # at the last step for calls still to answer.
                 if call in self.client_calls or call in self.denied:
-                    return []
+                    return self._close_step()
                 done: dict[str, Any] = {
                     "toolCallId": call,
                     "providerExecuted": True,
                     "dynamic": True,
                 }
                 if failed:
-                    return [chunk({"type": "tool-output-error", "errorText": output} | done)]
-                return [chunk({"type": "tool-output-available", "output": output} | done)]
+                    output_chunk = {"type": "tool-output-error", "errorText": output}
+                else:
+                    output_chunk = {"type": "tool-output-available", "output": output}
+                return [chunk(output_chunk | done), *self._close_step()]
             case ApprovalRequested(call_id=call, name=name, input=arguments):
                 self.shown.add(call)
                 return [
