@@ -1,7 +1,9 @@
 """What the compatibility surfaces cost over the native stream: side by side, in one run,
 the same reply (400 words from the offline model, no delay) streamed natively, as a
 LangGraph stream (values + messages-tuple), as an OpenAI Responses stream, as the AI SDK's
-UI message stream (useChat's request) and as AG-UI events (HttpAgent's request).
+UI message stream and as AG-UI events -- these two on a chat's next turn (the chat made
+before, untimed, as native's conversation and LangGraph's thread are) and on a new chat
+(made by the timed request, as an OpenAI response's conversation is).
 
 One Atelier process (PostgreSQL + Redis) pinned to one core; ROUNDS runs per surface,
 interleaved. Figures: the median time from the POST to the first text event and to the
@@ -45,7 +47,7 @@ FIRST_TEXT = (
     b'data: {"type":"text-delta"',
     b'data: {"type":"TEXT_MESSAGE_CONTENT"',
 )
-SURFACES = ("native", "langgraph", "openai", "ai-sdk", "ag-ui")
+SURFACES = ("native", "langgraph", "openai", "ai-sdk", "ai-sdk new", "ag-ui", "ag-ui new")
 
 
 async def timed(
@@ -70,6 +72,10 @@ async def rounds(
     port: int, headers: dict[str, str], count: int = ROUNDS, surfaces: tuple[str, ...] = SURFACES
 ) -> dict[str, list[tuple[float, float, int]]]:
     found: dict[str, list[tuple[float, float, int]]] = {name: [] for name in surfaces}
+    if "ai-sdk" not in surfaces:
+        found.pop("ai-sdk new", None)
+    if "ag-ui" not in surfaces:
+        found.pop("ag-ui new", None)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
         for _ in range(count):
             conversation = (await http.post("/v1/conversations", json={})).json()["id"]
@@ -86,18 +92,30 @@ async def rounds(
             found["langgraph"].append(await timed(port, path, headers, body))
             body = {"model": "default", "input": ASK, "stream": True}
             found["openai"].append(await timed(port, "/openai/v1/responses", headers, body))
-            if "ai-sdk" in found:  # useChat's request: a new chat id, its one message
+            if "ai-sdk" in found:  # useChat's requests: a chat's next turn, and a new chat
+                chat = uuid.uuid4().hex[:16]
+                hello = {"id": "u0", "role": "user", "parts": [{"type": "text", "text": "hi"}]}
+                await http.post("/ai-sdk/chat", json={"id": chat, "messages": [hello]})
+                history = (await http.get(f"/ai-sdk/chat/{chat}/messages")).json()
                 said = {"id": "u", "role": "user", "parts": [{"type": "text", "text": ASK}]}
-                body = {
-                    "id": uuid.uuid4().hex[:16],
-                    "messages": [said],
-                    "trigger": "submit-message",
-                }
+                body = {"id": chat, "messages": [*history, said], "trigger": "submit-message"}
                 found["ai-sdk"].append(await timed(port, "/ai-sdk/chat", headers, body))
-            if "ag-ui" in found:  # HttpAgent's RunAgentInput
+                body = {"id": uuid.uuid4().hex[:16], "messages": [said]}
+                found["ai-sdk new"].append(await timed(port, "/ai-sdk/chat", headers, body))
+            if "ag-ui" in found:  # HttpAgent's RunAgentInput: a thread's next run, a new one
+                thread = str(uuid.uuid4())
+                hello = {"id": "u0", "role": "user", "content": "hi"}
+                first = {"threadId": thread, "runId": "r0", "messages": [hello]}
+                await http.post("/ag-ui/agents/default", json=first)
+                answer = (await http.get(f"/v1/conversations/{thread}/messages")).json()["data"]
+                earlier = [
+                    {"id": m["id"], "role": m["role"], "content": m["content"]} for m in answer
+                ]
                 said = {"id": "u", "role": "user", "content": ASK}
-                body = {"threadId": str(uuid.uuid4()), "runId": "r", "messages": [said]}
+                body = {"threadId": thread, "runId": "r", "messages": [*earlier, said]}
                 found["ag-ui"].append(await timed(port, "/ag-ui/agents/default", headers, body))
+                body = {"threadId": str(uuid.uuid4()), "runId": "r", "messages": [said]}
+                found["ag-ui new"].append(await timed(port, "/ag-ui/agents/default", headers, body))
     return found
 
 
@@ -120,7 +138,7 @@ def report(found: Found) -> None:
     base_first, base_total, _ = figures["native"]
     for name, (first, total, size) in figures.items():
         print(
-            f"  {name:9}: first text {first:6.2f} ms ({first - base_first:+.2f})"
+            f"  {name:10}: first text {first:6.2f} ms ({first - base_first:+.2f})"
             f"  whole stream {total:7.2f} ms (x{total / base_total:.2f})  {size:6.1f} KiB"
         )
 

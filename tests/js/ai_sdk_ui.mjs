@@ -75,6 +75,7 @@ const tools = listed.parts.filter((p) => p.type === "dynamic-tool");
 assert.equal(tools.length, 1);
 assert.equal(tools[0].toolName, "list_files");
 assert.equal(tools[0].state, "output-available");
+assert.equal(tools[0].providerExecuted, true); // Atelier ran it: never a call for the page
 assert.ok(listed.parts.some((p) => p.type === "step-start"));
 assert.match(textOf(listed), /Done/);
 

@@ -19,7 +19,6 @@ from atelier.http.sse import EventBatch, EventStreamResponse
 from atelier.http.translate import translated
 from atelier.resources import Resources
 from atelier.runs import RunRequest
-from atelier.runs.models import Run
 from atelier.runs.schemas import ClientTool, client_tool_specs
 from atelier.tenants.principal import Principal
 
@@ -43,25 +42,24 @@ async def _cancelled_when_left(
             spawn(cancel(), name="ag-ui-abort")  # on its own: this task is being torn down
 
 
-def _stream(resources: Resources, body: RunAgentInput, run: Run, after: int = 0) -> Response:
+def _stream(
+    resources: Resources,
+    body: RunAgentInput,
+    run_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    after: int = 0,
+) -> Response:
     history = [message.model_dump(exclude_none=True) for message in body.messages]
     translator = AGUITranslator(
-        body.threadId, body.runId, str(run.id), str(run.conversation_id), history
+        body.threadId, body.runId, str(run_id), str(conversation_id), history
     )
-    frames = translated(resources.runs.events(run.id, after), translator, ids="none")
+    frames = translated(resources.runs.events(run_id, after), translator, ids="none")
 
     async def cancel() -> None:
-        await resources.runs.cancel(run.id)
+        await resources.runs.cancel(run_id)
 
     guarded = _cancelled_when_left(frames, cancel, resources.supervisor.spawn)
     return EventStreamResponse(guarded, headers=HEADERS, on_failure=translator.stream_failed)
-
-
-async def _run(resources: Resources, run_id: uuid.UUID) -> Run:
-    async with resources.sessionmaker() as session:
-        run = await session.get(Run, run_id)
-        assert run is not None
-        return run
 
 
 @router.post("/agents/{agent}")
@@ -113,7 +111,7 @@ async def run_agent(
         if made:
             await (await resources.runs.remove_conversation(principal, conversation_id, "agent"))()
         raise
-    return _stream(resources, body, await _run(resources, run_id))
+    return _stream(resources, body, run_id, conversation_id)
 
 
 async def _tool_results(
@@ -132,7 +130,7 @@ async def _tool_results(
         )
     paused = run.paused_event_id or 0
     await resources.runs.answer(run, [(c, o, e) for c, o, e in outputs if c is not None])
-    return _stream(resources, body, run, after=paused)
+    return _stream(resources, body, run.id, run.conversation_id, paused)
 
 
 async def _resumed(resources: Resources, principal: Principal, body: RunAgentInput) -> Response:
@@ -150,4 +148,4 @@ async def _resumed(resources: Resources, principal: Principal, body: RunAgentInp
         await resources.runs.decide(
             run, entry.interruptId, approved, reason if isinstance(reason, str) else None
         )
-    return _stream(resources, body, run, after=paused)
+    return _stream(resources, body, run.id, run.conversation_id, paused)

@@ -18,7 +18,6 @@ from atelier.http.translate import translated
 from atelier.llm.base import ToolSpec
 from atelier.resources import Resources
 from atelier.runs import UNENDED_STATUSES, RunRequest
-from atelier.runs.models import Run
 from atelier.runs.schemas import client_tool_specs
 from atelier.tenants.principal import Principal
 
@@ -28,7 +27,8 @@ ChatId = Annotated[str, Path(pattern=CHAT_ID)]
 
 def _stream(
     resources: Resources,
-    run: Run,
+    run_id: uuid.UUID,
+    conversation_id: uuid.UUID,
     after: int = 0,
     answered: frozenset[str] = frozenset(),
     by_page: frozenset[str] = frozenset(),
@@ -36,17 +36,10 @@ def _stream(
     """The run's assistant message from its start -- or, after a pause the page answered,
     from there on (the same message goes on)."""
     translator = UIMessageTranslator(
-        str(run.id), str(run.conversation_id), answered=answered, by_page=by_page
+        str(run_id), str(conversation_id), answered=answered, by_page=by_page
     )
-    frames = translated(resources.runs.events(run.id, after), translator, ids="none")
+    frames = translated(resources.runs.events(run_id, after), translator, ids="none")
     return EventStreamResponse(frames, headers=STREAM_HEADERS, on_failure=translator.stream_failed)
-
-
-async def _run(resources: Resources, run_id: uuid.UUID) -> Run:
-    async with resources.sessionmaker() as session:
-        run = await session.get(Run, run_id)
-        assert run is not None
-        return run
 
 
 @router.post("/chat")
@@ -90,7 +83,7 @@ async def chat(body: ChatRequest, principal: UserPrincipalDep, resources: Resour
         if made:  # refused (a budget, a busy conversation...): nothing is left behind
             await (await resources.runs.remove_conversation(principal, conversation_id, "agent"))()
         raise
-    return _stream(resources, await _run(resources, run_id))
+    return _stream(resources, run_id, conversation_id)
 
 
 async def _answered(resources: Resources, principal: Principal, body: ChatRequest) -> Response:
@@ -107,7 +100,9 @@ async def _answered(resources: Resources, principal: Principal, body: ChatReques
         await resources.runs.answer(run, outputs)
     by_page = frozenset(call for call, _, _ in outputs)
     answered = by_page | {call for call, _, _ in decisions}
-    return _stream(resources, run, after=paused, answered=answered, by_page=by_page)
+    return _stream(
+        resources, run.id, run.conversation_id, paused, answered=answered, by_page=by_page
+    )
 
 
 async def _regenerated(resources: Resources, principal: Principal, body: ChatRequest) -> Response:
@@ -128,7 +123,7 @@ async def _regenerated(resources: Resources, principal: Principal, body: ChatReq
         client_tools=tuple(ToolSpec.of(tool) for tool in earlier.client_tools or []),
     )
     run_id = await resources.runs.start(request)
-    return _stream(resources, await _run(resources, run_id))
+    return _stream(resources, run_id, earlier.conversation_id)
 
 
 @router.get("/chat/{chat_id}/stream", responses={204: {"description": "no stream is open"}})
@@ -140,7 +135,7 @@ async def resume_stream(
     run = await service.streaming(resources, principal, chat_id)
     if run is None:
         return Response(status_code=204)
-    return _stream(resources, run)
+    return _stream(resources, run.id, run.conversation_id)
 
 
 @router.get("/chat/{chat_id}/messages")

@@ -81,6 +81,7 @@ async def open_chat(
                 principal,
                 uuid.UUID(thread_of(chat_id)),
                 limit=resources.settings.max_conversations_per_user,
+                looked=True,
             )
             if earlier:
                 turns = [

@@ -72,10 +72,12 @@ async def create(
     metadata: dict[str, Any] | None = None,
     *,
     limit: int,
+    looked: bool = False,
 ) -> Conversation:
     """A new thread, under ``wanted`` if the client chose its id (``thread_exists`` if this
-    user has a thread by that id, found now or made by a request racing this one)."""
-    if wanted is not None and await find(session, principal, str(wanted)) is not None:
+    user has a thread by that id, found now or made by a request racing this one).
+    ``looked``: the caller found none by that id a moment ago (one query fewer)."""
+    if not looked and wanted is not None and await find(session, principal, str(wanted)):
         raise exists()
     await conversations.room_for_one(session, principal, limit)
     own_id = wanted is not None and await session.get(Conversation, wanted) is None
