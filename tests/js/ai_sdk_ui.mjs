@@ -35,6 +35,11 @@ async function read(stream, last) {
     onError: (e) => errors.push(e),
   })) {
     message = m;
+    // At every moment, Atelier's tools (dynamic parts) are Atelier's to run: a part
+    // without providerExecuted would be a call useChat hands to the page's onToolCall.
+    for (const part of m.parts.filter((p) => p.type === "dynamic-tool")) {
+      assert.equal(part.providerExecuted, true, JSON.stringify(part));
+    }
   }
   assert.deepEqual(errors, []);
   return message;
