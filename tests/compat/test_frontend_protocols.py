@@ -208,3 +208,16 @@ class TestAgUi:
     ) -> None:
         answer = await tcp.post(f"/ag-ui/agents/{agent}", json=body, headers=caller.headers())
         assert (answer.status_code, answer.json()["code"]) == (status, code), answer.text
+
+
+@pytest.mark.parametrize("query", ["after_seq=9007199254740992", "before_seq=9007199254740992"])
+async def test_message_numbers_past_32_bits_are_no_500(
+    tcp: httpx.AsyncClient, caller: Caller, query: str
+) -> None:
+    """The table's numbers are 32-bit; the API takes any up to 2**53 (the console asks for
+    the newest page with before_seq=2**53)."""
+    made = await tcp.post("/v1/conversations", json={}, headers=caller.headers())
+    answer = await tcp.get(
+        f"/v1/conversations/{made.json()['id']}/messages?{query}", headers=caller.headers()
+    )
+    assert answer.status_code == 200

@@ -200,13 +200,25 @@ def result_parts(results: list[ToolResult]) -> list[dict[str, Any]]:
     ]
 
 
+SEQ_MAX = 2**31 - 1
+
+
 async def page(
-    session: AsyncSession, conversation_id: uuid.UUID, after_seq: int, limit: int
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    after_seq: int,
+    limit: int,
+    before_seq: int | None = None,
 ) -> list[Message]:
-    rows = await session.scalars(
-        select(Message)
-        .where(Message.conversation_id == conversation_id, Message.seq > after_seq)
-        .order_by(Message.seq)
-        .limit(limit)
+    """Up to ``limit`` messages after ``after_seq`` in order -- or, with ``before_seq``,
+    the last ``limit`` before it (still in order): a long conversation opens at its
+    newest messages and pages back."""
+    # The numbers are 32-bit in the table; a client may name any (2**53 for "the newest").
+    after_seq, before_seq = min(after_seq, SEQ_MAX), before_seq and min(before_seq, SEQ_MAX)
+    query = select(Message).where(
+        Message.conversation_id == conversation_id, Message.seq > after_seq
     )
-    return list(rows)
+    if before_seq is None:
+        return list(await session.scalars(query.order_by(Message.seq).limit(limit)))
+    newest = query.where(Message.seq < before_seq).order_by(Message.seq.desc()).limit(limit)
+    return list(reversed(list(await session.scalars(newest))))

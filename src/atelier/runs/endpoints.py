@@ -213,7 +213,10 @@ async def list_messages(
     session: SessionDep,
     after_seq: Annotated[int, Query(ge=0, le=2**53)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before_seq: Annotated[int | None, Query(ge=1, le=2**53)] = None,
 ) -> MessageList:
+    """In order; ``before_seq``: the last ``limit`` before that number (the newest page:
+    ``before_seq=9007199254740992``), to page back from."""
     conversation = await get_owned(session, principal, conversation_id)
-    rows = await messages.page(session, conversation.id, after_seq, limit)
+    rows = await messages.page(session, conversation.id, after_seq, limit, before_seq)
     return MessageList(data=[MessageOut.model_validate(row, from_attributes=True) for row in rows])

@@ -1,13 +1,24 @@
 // The public API, with the signed-in key: JSON calls, uploads with progress, downloads,
 // and event streams read with fetch (EventSource cannot send an Authorization header).
-import { credentials } from "./session.js";
+import { credentials, signOut } from "./session.js";
 
 export class ApiError extends Error {
   constructor(status, problem) {
-    super(problem.detail || problem.title || `HTTP ${status}`);
+    super(said(status, problem));
     this.status = status;
     this.code = problem.code || "http_error";
   }
+}
+
+// What the API said, all of it: a 422's field errors ("title: String should have at most
+// 500 characters"), not only "the request is not valid".
+function said(status, problem) {
+  const detail = problem.detail || problem.title || `HTTP ${status}`;
+  const fields = (Array.isArray(problem.errors) ? problem.errors : []).map((error) => {
+    const where = (error.loc || []).filter((part) => part !== "body").join(".");
+    return where ? `${where}: ${error.msg}` : error.msg;
+  });
+  return fields.length ? `${detail}: ${fields.join("; ")}` : detail;
 }
 
 function headers(extra = {}) {
@@ -23,6 +34,12 @@ async function failure(response) {
     problem = await response.json();
   } catch {
     problem = { detail: response.statusText };
+  }
+  if (response.status === 401) {
+    // The key was revoked (or the token expired): back to the sign-in form, saying why.
+    signOut();
+    window.dispatchEvent(new Event("atelier:signed-out"));
+    problem = { ...problem, detail: `${problem.detail || "not signed in"}: sign in again` };
   }
   return new ApiError(response.status, problem);
 }

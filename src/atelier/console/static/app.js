@@ -83,5 +83,9 @@ document.getElementById("sign-out").addEventListener("click", () => {
   route();
 });
 window.addEventListener("hashchange", route);
+window.addEventListener("atelier:signed-out", () => {
+  if (location.hash) history.replaceState(null, "", location.pathname);
+  route();
+});
 takeTokenFromLink();
 route();

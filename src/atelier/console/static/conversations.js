@@ -5,6 +5,9 @@ import { bytes, clear, guarded, h, listBesideDetail, notify } from "./dom.js";
 import { forgetLiveState, liveState, saveLiveState } from "./session.js";
 import { LiveRun } from "./live.js";
 
+const PAGE = 100;
+const NEWEST = 2 ** 53; // before_seq: the newest page
+
 export async function conversationsView(main, id) {
   const { list, detail } = listBesideDetail(main, {
     name: "conversation",
@@ -43,21 +46,42 @@ class OpenConversation {
     this.live = null;
   }
 
+  // A page of stored messages above those shown (a long conversation opens at its newest
+  // page): the button above them loads the page before, while there is one.
+  showPage(page) {
+    const active = this.conversation.active_run_id;
+    const shown = page
+      // The active run's output is shown by its stream (its question stays here).
+      .filter((m) => !(active && m.run_id === active && m.role !== "user"))
+      .map(renderMessage);
+    this.first = page.length ? page[0].seq : this.first;
+    this.older.remove();
+    this.messages.prepend(...(page.length === PAGE ? [this.older] : []), ...shown);
+  }
+
+  async loadOlder() {
+    const page = document.scrollingElement;
+    const fromBottom = page.scrollHeight - page.scrollTop;
+    const older = await api(`${this.base}/messages?limit=${PAGE}&before_seq=${this.first}`);
+    this.showPage(older.data);
+    page.scrollTop = page.scrollHeight - fromBottom; // the reader stays where they were
+  }
+
   async show() {
     const [conversation, messages, agents, models] = await Promise.all([
       api(this.base),
-      api(`${this.base}/messages?limit=500`),
+      api(`${this.base}/messages?limit=${PAGE}&before_seq=${NEWEST}`),
       api("/v1/agents"),
       api("/v1/models"),
     ]);
     this.conversation = conversation;
-    const active = conversation.active_run_id;
     this.messages = h("div", { class: "messages", id: "messages", "aria-live": "polite" });
-    for (const message of messages.data) {
-      // The active run's output is shown by its stream (its question stays here).
-      if (active && message.run_id === active && message.role !== "user") continue;
-      this.messages.append(renderMessage(message));
-    }
+    this.older = h(
+      "button",
+      { type: "button", id: "load-older", class: "secondary", onclick: guarded(() => this.loadOlder()) },
+      "Load older messages",
+    );
+    this.showPage(messages.data);
     this.liveArea = h("div", { class: "live", id: "live" });
     this.files = h("ul", { class: "files", id: "files" });
     this.progress = h("progress", { id: "upload-progress", max: 1, value: 0, hidden: true });
@@ -138,8 +162,10 @@ class OpenConversation {
         this.filesPane(),
       ),
     );
-    await this.refreshFiles();
-    if (active) this.follow(active);
+    // A conversation opens at its newest message, the composer in view.
+    this.form.scrollIntoView({ block: "end" });
+    await this.refreshFiles().catch((error) => notify(error.message));
+    if (conversation.active_run_id) this.follow(conversation.active_run_id);
   }
 
   close() {
