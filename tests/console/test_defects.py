@@ -61,7 +61,8 @@ async def test_a_refusal_shows_the_apis_field_errors(console: Console) -> None:
     notice = console.page.locator("#notice")
     await notice.wait_for()
     text = await notice.text_content() or ""
-    assert "title" in text and "500 characters" in text, text
+    assert "title" in text, text
+    assert "500 characters" in text, text
 
 
 async def test_a_revoked_key_goes_back_to_sign_in_and_the_nav_hides(
