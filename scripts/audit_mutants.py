@@ -30,6 +30,7 @@ ROW = re.compile(r"^\| (BUG-\d{3}|[A-Z]+-\d+) \|")
 NODE = re.compile(r"`(tests/[\w/]+\.py(?:::[\w\[\]-]+)+)`")
 PATCH = re.compile(r"`audit/mutants/([\w-]+\.patch)`")
 AT_ONCE = 2
+SLOW = ("console", "browser", "use_chat", "js_clients", "processes", "restart")
 FAILED_TESTS = 1  # pytest's exit code when tests ran and some failed: the mutant is killed
 
 
@@ -101,6 +102,9 @@ def main(only: list[str]) -> int:
     def tried(name: str, tests: list[str]) -> tuple[str, str, float, str]:
         return name, *run(MUTANTS / name, tests)
 
+    # The slowest first (a browser, node, processes), so neither worker is left with one
+    # long mutant at the end while the other waits.
+    chosen.sort(key=lambda job: not any(slow in test for test in job[1] for slow in SLOW))
     with ThreadPoolExecutor(AT_ONCE) as pool:
         for name, verdict, seconds, output in pool.map(lambda job: tried(*job), chosen):
             results.append((name, verdict, seconds))
