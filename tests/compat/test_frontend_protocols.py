@@ -47,10 +47,7 @@ class TestAiSdk:
         found = chunks(answer.text)
         types = [c["type"] for c in found[:-1]]
         assert types[:3] == ["start", "start-step", "text-start"]
-        assert types[-3:] == ["text-end", "finish-step", "finish"] or types[-2:] == [
-            "message-metadata",
-            "finish",
-        ]
+        assert types[-4:] == ["text-end", "finish-step", "message-metadata", "finish"]
         assert found[-1] == "[DONE]"
         assert found[-2] == {"type": "finish", "finishReason": "stop"}
         text = "".join(c["delta"] for c in found[:-1] if c["type"] == "text-delta")

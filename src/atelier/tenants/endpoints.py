@@ -5,11 +5,13 @@ administration: a secret key only."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.secrets import SecretsUnavailable
 from atelier.errors import Refused, Unavailable
 from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep
 from atelier.http.errors import ProblemError
+from atelier.resources import Resources
 from atelier.tenants import cors, identity, tokens
 from atelier.tenants.schemas import (
     CorsIn,
@@ -72,6 +74,14 @@ async def revoke_user_tokens(
     return Response(status_code=204)
 
 
+async def _identity_changed(session: AsyncSession, resources: Resources) -> None:
+    """Committed before this process forgets what it verified with the old provider: a
+    request in between could otherwise cache the old one again."""
+    await session.commit()
+    resources.identity.forget()
+    resources.key_cache.clear()
+
+
 @router.put("/identity")
 async def put_identity(
     body: IdentityIn, principal: PrincipalDep, session: SessionDep, resources: ResourcesDep
@@ -83,9 +93,7 @@ async def put_identity(
         body,
         allow_private=resources.settings.identity_allow_private,
     )
-    await session.commit()
-    resources.identity.forget()
-    resources.key_cache.clear()
+    await _identity_changed(session, resources)
     return identity.shown(row)
 
 
@@ -103,9 +111,7 @@ async def delete_identity(
 ) -> Response:
     if not await identity.delete(session, principal.tenant_id):
         raise ProblemError(404, "not_found", "the tenant has no identity provider")
-    await session.commit()
-    resources.identity.forget()
-    resources.key_cache.clear()
+    await _identity_changed(session, resources)
     return Response(status_code=204)
 
 

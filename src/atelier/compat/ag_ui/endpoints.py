@@ -120,7 +120,7 @@ async def _tool_results(
     run, waited = await service.waiting(resources, principal, body.threadId)
     open_calls = {a.call_id for a in waited if a.kind != "approval"}
     outputs = [
-        (m.toolCallId, output_text(m.content), bool(getattr(m, "error", None)))
+        (m.toolCallId, output_text(m.content), m.error is not None)
         for m in body.messages
         if m.role == "tool" and m.toolCallId in open_calls
     ]

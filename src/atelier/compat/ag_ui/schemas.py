@@ -17,6 +17,7 @@ class Message(BaseModel):
     content: Any = None
     toolCallId: str | None = Field(default=None, max_length=256)
     toolCalls: list[dict[str, Any]] | None = Field(default=None, max_length=1000)
+    error: str | None = Field(default=None, max_length=100_000)  # a tool message's failure
 
     def text(self) -> str:
         if isinstance(self.content, str):

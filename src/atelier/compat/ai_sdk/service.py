@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents import service as agents
@@ -16,7 +16,7 @@ from atelier.compat.langgraph import service as threads
 from atelier.conversations import messages
 from atelier.conversations import service as conversations
 from atelier.conversations.messages import Turn
-from atelier.conversations.models import Conversation, Message
+from atelier.conversations.models import Conversation
 from atelier.errors import Conflict, NotFound
 from atelier.resources import Resources
 from atelier.runs import WAITING_STATUSES, pending_approvals
@@ -176,15 +176,14 @@ async def ui_messages(
 ) -> list[dict[str, Any]]:
     """The chat's history as UIMessages: the user's messages under their stored ids, each
     run's answer as one assistant message under the run's id -- the id its stream gave.
-    An id no chat of the user's has is a new chat: none."""
+    An id no chat of the user's has is a new chat: none. Whole, not paged: the SDK sends
+    the whole history back with each message and it must be the stored one, so a page of
+    it would be a history the next request is refused for."""
     async with resources.sessionmaker() as session:
         conversation = await find(session, principal, chat_id)
         if conversation is None:
             return []  # a chat id nobody used yet is a new chat: it has no messages
-        up_to = await session.scalar(
-            select(func.max(Message.seq)).where(Message.conversation_id == conversation.id)
-        )
-        stored = await messages.visible(session, conversation.id, up_to or 0)
+        stored = await messages.visible(session, conversation.id, conversation.last_message_seq)
     out: list[dict[str, Any]] = []
     for message in stored:
         if message.role == "user":
