@@ -76,3 +76,13 @@ class BudgetExceeded(DomainError):
 
 class Unavailable(DomainError):
     """A service we depend on did not answer (storage, coordination, secrets): retry."""
+
+
+def size_text(size: int) -> str:
+    """A size as people say it in an error: 104857600 → "100 MiB", 1536 → "1.5 KiB"."""
+    if size < 1024:
+        return f"{size} bytes"
+    value, units = size / 1024, ["KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and len(units) > 1:
+        value, units = value / 1024, units[1:]
+    return f"{value:.1f}".removesuffix(".0") + f" {units[0]}"

@@ -144,6 +144,10 @@ class TestBeforeARun:
                     assert response.headers["content-type"] == "application/problem+json"
                     assert response.json()["code"] == "budget_exceeded"
                     assert response.json()["budget_id"] == spent["id"]
+                    # Said as a person knows the budget, not by its id.
+                    assert response.json()["detail"] == (
+                        "the user budget of alice (0.00 USD a day) is spent for this day"
+                    )
             async with app.state.resources.sessionmaker() as session:
                 assert await session.scalar(select(func.count()).select_from(Run)) == 0
                 assert await session.scalar(select(func.count()).select_from(Message)) == 0

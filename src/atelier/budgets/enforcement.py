@@ -111,16 +111,32 @@ async def admit(session: AsyncSession, payer: Payer, currency: str) -> tuple[Bin
     bindings = []
     for budget, spent in rows:
         if spent is not None and spent >= budget.limit:
-            raise exceeded(budget.id, budget.scope, budget.period)
+            raise exceeded(Binding.of(budget))
         bindings.append(Binding.of(budget))
     return tuple(bindings)
 
 
-def exceeded(budget_id: uuid.UUID, scope: str, period: str) -> DomainError:
-    detail = f"the {scope} budget {budget_id} is spent" + (
-        "" if period == "total" else f" for this {period}"
+def _amount(value: Decimal) -> str:
+    """12.5 → "12.50", 0.0025 → "0.0025": cents at least, no trailing zeros past them."""
+    exact = format(value.normalize(), "f")
+    return exact if len(exact.partition(".")[2]) > 2 else f"{value:.2f}"
+
+
+def exceeded(budget: Binding) -> DomainError:
+    """Says which budget, as a person knows it: "the user budget of alice (5.00 USD a day)
+    is spent for this day" (its id is in ``budget_id``)."""
+    whose = {"tenant": "the tenant's budget"}.get(
+        budget.scope, f"the {budget.scope.replace('_', ' ')} budget of {budget.subject}"
     )
-    return BudgetExceeded("budget_exceeded", detail, extra={"budget_id": str(budget_id)})
+    every = "in total" if budget.period == "total" else f"a {budget.period}"
+    detail = f"{whose} ({_amount(budget.limit)} {budget.currency} {every}) is spent" + (
+        "" if budget.period == "total" else f" for this {budget.period}"
+    )
+    return BudgetExceeded(
+        "budget_exceeded",
+        detail,
+        extra={"budget_id": str(budget.id), "scope": budget.scope, "subject": budget.subject},
+    )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from atelier.chats.schemas import ChatMessageList, ChatOut, ChatPage, ChatWrite,
 from atelier.chats.translate import ChatTranslator
 from atelier.conversations import service as conversations
 from atelier.conversations.models import Kind
+from atelier.conversations.schemas import NO_NUL
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import ProblemError
 from atelier.http.translate import EVENT_STREAM, event_stream, last_event_id, translated
@@ -39,8 +40,9 @@ async def list_chats(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
 ) -> ChatPage:
-    rows, next_cursor = await conversations.list_page(session, principal, limit, cursor, CHAT)
+    rows, next_cursor = await conversations.list_page(session, principal, limit, cursor, CHAT, q)
     return ChatPage(data=[service.present(chat) for chat in rows], next_cursor=next_cursor)
 
 

@@ -9,6 +9,7 @@ from atelier.agents import service as agents
 from atelier.conversations import forking, service
 from atelier.conversations.models import Conversation
 from atelier.conversations.schemas import (
+    NO_NUL,
     AgentConversationWrite,
     ConversationOut,
     ConversationPage,
@@ -42,8 +43,9 @@ async def list_conversations(
     resources: ResourcesDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
 ) -> ConversationPage:
-    rows, next_cursor = await service.list_page(session, principal, limit, cursor)
+    rows, next_cursor = await service.list_page(session, principal, limit, cursor, search=q)
     return service.present_page(
         rows, next_cursor, resources.catalog, resources.settings.default_model
     )

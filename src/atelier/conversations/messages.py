@@ -195,7 +195,13 @@ def call_parts(calls: list[ToolCall]) -> list[dict[str, Any]]:
 
 def result_parts(results: list[ToolResult]) -> list[dict[str, Any]]:
     return [
-        {"type": "tool_result", "call_id": r.call_id, "content": r.content, "is_error": r.is_error}
+        {
+            "type": "tool_result",
+            "call_id": r.call_id,
+            "content": r.content,
+            "is_error": r.is_error,
+            **({} if r.duration_ms is None else {"duration_ms": r.duration_ms}),
+        }
         for r in results
     ]
 

@@ -131,11 +131,17 @@ async def list_page(
     limit: int,
     cursor: str | None,
     kind: Kind = AGENT,
+    search: str | None = None,
 ) -> tuple[list[Conversation], str | None]:
+    """Newest first; ``search``: those whose title holds it, whatever the case."""
     query = select(Conversation).where(
         *reachable_by(principal),
         Conversation.kind == kind,
     )
+    if search:
+        # The user's words are matched as they are: their % and _ are not wildcards.
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Conversation.title.ilike(f"%{escaped}%", escape="\\"))
     if cursor is not None:
         created_at, last_id = decode_cursor(cursor)
         query = query.where(

@@ -40,6 +40,7 @@ class ToolResult:
     call_id: str
     content: str
     is_error: bool = False
+    duration_ms: int | None = None  # how long the tool took (kept for the run's timeline)
 
 
 @dataclass(frozen=True)

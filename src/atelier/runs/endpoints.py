@@ -24,9 +24,11 @@ from atelier.runs.schemas import (
     RunIn,
     RunList,
     RunOut,
+    Timeline,
     ToolResultsIn,
     client_tool_specs,
 )
+from atelier.runs.timeline import timeline
 
 router = APIRouter(prefix="/v1/conversations", tags=["runs"])
 
@@ -116,9 +118,11 @@ async def list_runs(
     principal: UserPrincipalDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    run_ids: Annotated[list[uuid.UUID] | None, Query(alias="id", max_length=200)] = None,
 ) -> RunList:
+    """Newest first; ``id`` (repeated): those runs only (the runs of a page of messages)."""
     conversation = await get_owned(session, principal, conversation_id)
-    runs = await service.list_runs(session, conversation.id, limit)
+    runs = await service.list_runs(session, conversation.id, limit, run_ids)
     return RunList(data=[RunOut.of(run) for run in runs])
 
 
@@ -127,6 +131,18 @@ async def get_run(
     conversation_id: uuid.UUID, run_id: uuid.UUID, principal: UserPrincipalDep, session: SessionDep
 ) -> RunOut:
     return RunOut.of(await service.owned_run(session, principal, conversation_id, run_id))
+
+
+@router.get("/{conversation_id}/runs/{run_id}/timeline")
+async def run_timeline(
+    conversation_id: uuid.UUID, run_id: uuid.UUID, principal: UserPrincipalDep, session: SessionDep
+) -> Timeline:
+    """What the run did, step by step, from what is stored: each model call (tokens, cost,
+    time to first token, duration), tool call (arguments, result, duration), approval (the
+    decision, when, by whom), the files it changed and how it ended; so far, while it runs."""
+    return await timeline(
+        session, await service.owned_run(session, principal, conversation_id, run_id)
+    )
 
 
 @router.get("/{conversation_id}/runs/{run_id}/events", responses=EVENT_STREAM)

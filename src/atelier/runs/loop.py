@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 
 from atelier.budgets import enforcement as budgets
+from atelier.db.base import utcnow
 from atelier.llm.base import (
     ChatMessage,
     ChatModel,
@@ -53,6 +55,9 @@ class Transcript:
     results: list[ToolResult] = field(default_factory=list)
     produced: int = 0  # output tokens so far
     prompt_tokens: int = 0  # our estimate of what the call under way was sent
+    # When the call under way was sent, and when its first output came.
+    sent_at: datetime | None = None
+    first_output_at: datetime | None = None
 
 
 class AgentLoop:
@@ -101,7 +106,7 @@ class AgentLoop:
             if refused is not None:
                 return Outcome.failed(
                     ErrorCode.BUDGET_EXCEEDED,
-                    budgets.exceeded(refused.id, refused.scope, refused.period).detail,
+                    budgets.exceeded(refused).detail,
                 )
             calls = await self._call_model(request)
             if not calls:
@@ -137,7 +142,10 @@ class AgentLoop:
                 )
                 result = ToolResult(call.id, denial, is_error=True)
             else:
+                started = time.monotonic()
                 result = await self.tools.call(call)
+                took = round((time.monotonic() - started) * 1000)
+                result = replace(result, duration_ms=took)
             self.transcript.results.append(result)
             self.recorder.events.emit(
                 ToolCompleted(
@@ -162,6 +170,7 @@ class AgentLoop:
         transcript, emit = self.transcript, self.recorder.events.emit
         transcript.streaming, transcript.usage = [], UsageReport()
         transcript.prompt_tokens = estimate_request(request)
+        transcript.sent_at, transcript.first_output_at = utcnow(), None
         calls: list[ToolCall] = []
         stop: str | None = None
         self.progress()
@@ -169,6 +178,8 @@ class AgentLoop:
         try:
             async for event in stream:
                 self.progress()
+                if transcript.first_output_at is None:
+                    transcript.first_output_at = utcnow()
                 if self._first_output is not None:
                     self._first_output()
                     self._first_output = None
@@ -195,6 +206,7 @@ class AgentLoop:
             incomplete=stop == "max_tokens",
             stop_reason=stop,
             prompt_tokens=transcript.prompt_tokens,
+            timing=(transcript.sent_at, transcript.first_output_at),
         )
         transcript.streaming = None
         transcript.produced += transcript.usage.output_tokens or estimate_tokens(reply)
@@ -219,6 +231,7 @@ class AgentLoop:
                 incomplete=True,
                 stop_reason=None,
                 prompt_tokens=transcript.prompt_tokens,
+                timing=(transcript.sent_at, transcript.first_output_at),
             )
             transcript.streaming = None
         if transcript.calls:

@@ -11,6 +11,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
@@ -147,10 +148,12 @@ class Recorder:
         incomplete: bool,
         stop_reason: str | None,
         prompt_tokens: int = 0,
+        timing: tuple[datetime | None, datetime | None] = (None, None),
     ) -> None:
         """An assistant reply and its model call's usage (``prompt_tokens``: our estimate of
-        what it was sent). A call cut short before the provider said what it used is
-        recorded with our estimate, marked so; its budgets are charged either way."""
+        what it was sent; ``timing``: when it was sent, when its first output came). A call
+        cut short before the provider said what it used is recorded with our estimate,
+        marked so; its budgets are charged either way."""
         assert self.opened is not None
         conversation, model = self.conversation, self.opened.model
         message_event, usage_event = self.events.last_id + 1, self.events.last_id + 2
@@ -171,6 +174,8 @@ class Recorder:
                 api_key_id=conversation.api_key_id,
                 agent_id=self.opened.agent.agent_id if self.opened.agent else None,
                 estimated=estimated,
+                started_at=timing[0],
+                first_token_at=timing[1],
             )
             if estimated:
                 usage = guess

@@ -181,3 +181,53 @@ class DecisionIn(BaseModel):
 
     decision: Literal["approve", "deny"]
     reason: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
+
+
+class Step(BaseModel):
+    """One thing a run did, from what is stored: a model call, a tool call, or a call that
+    waited for a person's decision (approval) or its caller's result (client_tool)."""
+
+    type: Literal["model_call", "tool_call", "approval", "client_tool"]
+    event_id: int | None  # the id of the run event that announced it (orders the steps)
+    # model_call
+    model_id: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cost: Decimal | None = None
+    estimated: bool | None = None
+    started_at: datetime | None = None
+    time_to_first_token_ms: int | None = None
+    text: str | None = None  # its reply (cut at TIMELINE_TEXT_CHARS)
+    stop_reason: str | None = None
+    incomplete: bool | None = None
+    # tool_call, approval, client_tool
+    call_id: str | None = None
+    name: str | None = None
+    arguments: dict[str, Any] | None = None
+    output: str | None = None  # the tool's result (cut at TIMELINE_TEXT_CHARS)
+    is_error: bool | None = None
+    # approval, client_tool: pending, approved or denied; by whom, when, why
+    decision: Literal["pending", "approved", "denied"] | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
+    # every step: when it ended, how long it took
+    ended_at: datetime | None = None
+    duration_ms: int | None = None
+
+    @field_serializer("cost")
+    def _money(self, value: Decimal | None) -> str | None:
+        return None if value is None else money_str(value)
+
+
+class FileChanged(BaseModel):
+    path: str
+    change: Literal["created", "modified"]  # what the run found: no file, or one it changed
+
+
+class Timeline(BaseModel):
+    run: RunOut
+    steps: list[Step]
+    files: list[FileChanged]

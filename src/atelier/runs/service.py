@@ -352,11 +352,14 @@ async def get_run(
     )
 
 
-async def list_runs(session: AsyncSession, conversation_id: uuid.UUID, limit: int) -> list[Run]:
-    rows = await session.scalars(
-        select(Run)
-        .where(Run.conversation_id == conversation_id)
-        .order_by(Run.created_at.desc(), Run.id.desc())
-        .limit(limit)
-    )
+async def list_runs(
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    limit: int,
+    run_ids: list[uuid.UUID] | None = None,
+) -> list[Run]:
+    query = select(Run).where(Run.conversation_id == conversation_id)
+    if run_ids:
+        query = query.where(Run.id.in_(run_ids))
+    rows = await session.scalars(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit))
     return list(rows)

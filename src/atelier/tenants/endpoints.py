@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.secrets import SecretsUnavailable
 from atelier.errors import Refused, Unavailable
-from atelier.http.deps import PrincipalDep, ResourcesDep, SessionDep
+from atelier.http.deps import CallerDep, PrincipalDep, ResourcesDep, SessionDep
 from atelier.http.errors import ProblemError
 from atelier.resources import Resources
 from atelier.tenants import cors, identity, tokens
@@ -18,6 +18,7 @@ from atelier.tenants.schemas import (
     CorsOut,
     IdentityIn,
     IdentityOut,
+    Limits,
     RevokeIn,
     UserTokenIn,
     UserTokenOut,
@@ -130,3 +131,13 @@ async def put_cors(
 @router.get("/cors")
 async def get_cors(principal: PrincipalDep, session: SessionDep) -> CorsOut:
     return CorsOut(origins=await cors.origins(session, principal.tenant_id))
+
+
+@router.get("/limits", tags=["limits"])
+async def limits(_: CallerDep, resources: ResourcesDep) -> Limits:
+    settings = resources.settings
+    return Limits(
+        max_file_bytes=settings.max_file_size,
+        max_workspace_bytes=settings.max_workspace_bytes,
+        max_request_bytes=settings.max_json_body_bytes,
+    )

@@ -143,3 +143,12 @@ class CorsIn(BaseModel):
 
 class CorsOut(BaseModel):
     origins: list[str]
+
+
+class Limits(BaseModel):
+    """What this server accepts, so that a client can check before it sends (a file too
+    large for the upload is refused on the page, not after it was sent)."""
+
+    max_file_bytes: int
+    max_workspace_bytes: int
+    max_request_bytes: int  # a JSON body

@@ -48,4 +48,8 @@ class UsageRecord(IdMixin, Base):
     output_price_per_mtok: Mapped[Decimal] = mapped_column(Price)
     # The id of the run's usage event that reported it.
     event_id: Mapped[int | None] = mapped_column(BigInteger)
+    # When the call was sent and its first output came (None: before they were kept);
+    # created_at is when it ended.
+    started_at: Mapped[datetime | None]
+    first_token_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

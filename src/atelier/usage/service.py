@@ -33,6 +33,8 @@ async def record_usage(
     api_key_id: uuid.UUID | None = None,
     agent_id: uuid.UUID | None = None,
     estimated: bool = False,
+    started_at: datetime | None = None,
+    first_token_at: datetime | None = None,
 ) -> Decimal | None:
     """Record one model call with the prices it was costed at; returns its cost (None when
     the provider reported no tokens: unknown, not zero)."""
@@ -59,6 +61,8 @@ async def record_usage(
             input_price_per_mtok=prices.input_per_mtok,
             output_price_per_mtok=prices.output_per_mtok,
             event_id=event_id,
+            started_at=started_at,
+            first_token_at=first_token_at,
             created_at=utcnow(),
         )
     )

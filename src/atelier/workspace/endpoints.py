@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from stream_zip import ZIP_AUTO, async_stream_zip
 
 from atelier.conversations.service import get_owned
-from atelier.errors import DomainError
+from atelier.errors import DomainError, size_text
 from atelier.http.deps import ResourcesDep, SessionDep, UserPrincipalDep
 from atelier.http.errors import BrokenOff, ProblemError
 from atelier.http.multipart import MultipartReader
@@ -76,7 +76,9 @@ async def put_file(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > resources.settings.max_file_size:
         raise ProblemError(
-            413, "payload_too_large", f"a file is at most {resources.settings.max_file_size} bytes"
+            413,
+            "payload_too_large",
+            f"the file is over the {size_text(resources.settings.max_file_size)} limit",
         )
     upload = await service.upload(
         session,

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.db import undo
 from atelier.db.base import utcnow
-from atelier.errors import Conflict, DomainError, NotFound, TooLarge, Unavailable
+from atelier.errors import Conflict, DomainError, NotFound, TooLarge, Unavailable, size_text
 from atelier.settings import Settings
 from atelier.workspace import content_types
 from atelier.workspace.base import ObjectInfo, ObjectTooLarge, Storage, StorageError
@@ -154,7 +154,7 @@ async def upload(
                 f"the workspace is limited to {settings.max_workspace_bytes} bytes",
             ) from exc
         raise TooLarge(
-            "payload_too_large", f"a file is at most {settings.max_file_size} bytes"
+            "payload_too_large", f"the file is over the {size_text(settings.max_file_size)} limit"
         ) from exc
     except StorageError as exc:
         raise storage_unavailable(exc) from exc

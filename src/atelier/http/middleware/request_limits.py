@@ -16,6 +16,7 @@ import re
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from atelier.errors import size_text
 from atelier.http.errors import send_problem
 
 MAX_HEADER_BYTES = 32 * 1024
@@ -73,4 +74,4 @@ class RequestLimitsMiddleware:
 
 
 def _too_large(limit: int) -> str:
-    return f"the request body is over {limit} bytes"
+    return f"the request body is over the {size_text(limit)} limit ({limit} bytes)"
