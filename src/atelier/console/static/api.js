@@ -57,12 +57,12 @@ export async function api(path, { method = "GET", json, signal } = {}) {
 }
 
 // A browser upload: multipart/form-data as the browser builds it, with its progress.
-export function upload(conversation, file, onProgress) {
+export function upload(base, file, onProgress) {
   return new Promise((resolve, reject) => {
     const form = new FormData();
     form.append("file", file, file.name);
     const request = new XMLHttpRequest();
-    request.open("POST", `/v1/conversations/${conversation}/files`);
+    request.open("POST", `${base}/files`);
     for (const [name, value] of Object.entries(headers())) request.setRequestHeader(name, value);
     request.upload.onprogress = (event) => {
       if (event.lengthComputable) onProgress(event.loaded / event.total);

@@ -73,7 +73,15 @@ async function route() {
   try {
     leaving = await view(main, id);
   } catch (error) {
-    notify(error.message);
+    notify(error.message, { failure: true });
+    return;
+  }
+  // The focus goes where the view begins (never back to <body>): the composer of a
+  // conversation, else the view's heading.
+  const start = main.querySelector("#composer") || main.querySelector("h1");
+  if (start && !main.contains(document.activeElement)) {
+    if (start.tagName === "H1") start.tabIndex = -1;
+    start.focus({ preventScroll: true });
   }
 }
 

@@ -1,30 +1,38 @@
-// Chats: plain model conversations, no tools; a reply streams as it is written.
+// Chats: plain model conversations, no tools; a reply streams as it is written (Markdown,
+// as in conversations). Chats are searched, paged, renamed and deleted; a turn the API
+// refuses (a spent budget) gives its text back.
 import { api, stream } from "./api.js";
-import { clear, guarded, h, listBesideDetail } from "./dom.js";
-import { renderMessage } from "./conversations.js";
+import { clear, guarded, h, listBesideDetail, notify } from "./dom.js";
+import { renderText, renderUser } from "./render.js";
 
 export async function chatsView(main, id) {
-  const { list, detail } = listBesideDetail(main, {
+  const { detail, load } = listBesideDetail(main, {
     name: "chat",
+    title: "Chats",
     label: "New chat",
     create: async () => {
       const made = await api("/v1/chats", { method: "POST", json: {} });
       location.hash = `#/chats/${made.id}`;
     },
+    page: (params) => api(`/v1/chats?${params}`),
+    item: (c) =>
+      h(
+        "li",
+        { class: c.id === id ? "current" : null },
+        h("a", { href: `#/chats/${c.id}`, "aria-current": c.id === id ? "page" : null }, c.title || "Untitled"),
+      ),
   });
-  const page = await api("/v1/chats?limit=100");
-  clear(
-    list,
-    page.data.map((c) => h("li", { class: c.id === id ? "current" : null }, h("a", { href: `#/chats/${c.id}` }, c.title || "Untitled"))),
-  );
+  await load();
   if (!id) {
     clear(detail, h("p", { class: "muted" }, "Choose a chat, or start a new one."));
     return () => {};
   }
   const abort = new AbortController();
   const base = `/v1/chats/${id}`;
-  const [messages, models] = await Promise.all([api(`${base}/messages?limit=500`), api("/v1/models")]);
-  const thread = h("div", { class: "messages", id: "messages", "aria-live": "polite" }, messages.data.map(renderMessage));
+  const [chat, messages, models] = await Promise.all([api(base), api(`${base}/messages?limit=500`), api("/v1/models")]);
+  const said = (m) => (m.role === "user" ? renderUser(m) : renderText({ text: m.content, done: true, messageId: m.id }));
+  const thread = h("div", { class: "messages", id: "messages" }, messages.data.map(said));
+  const announcer = h("div", { class: "visually-hidden", "aria-live": "polite" });
   const model = h(
     "select",
     { id: "model", "aria-label": "Model" },
@@ -43,24 +51,57 @@ export async function chatsView(main, id) {
         if (!content) return;
         input.value = "";
         send.disabled = true;
-        thread.append(renderMessage({ role: "user", content }));
-        const reply = h("div", { class: "msg assistant streaming" }, h("div", { class: "text" }));
-        thread.append(reply);
+        const question = renderUser({ role: "user", content, created_at: new Date().toISOString() });
+        const item = { text: "", done: false };
+        let reply = renderText(item);
+        thread.append(question, reply);
+        let soon = null;
+        const redraw = () => {
+          clearTimeout(soon);
+          soon = null;
+          const next = renderText(item);
+          reply.replaceWith(next);
+          reply = next;
+        };
+        // A streaming reply's Markdown, drawn again a few times a second, not per token.
+        const redrawSoon = () => (soon ??= setTimeout(redraw, 100));
         const body = { content };
         if (model.value) body.model_id = model.value;
+        let started = false;
         try {
           await stream(`${base}/messages`, {
             method: "POST",
             json: body,
             signal: abort.signal,
             onEvent: ({ event, data }) => {
-              if (event === "message.delta") reply.querySelector(".text").append(data.text);
-              if (event === "message.completed") reply.dataset.messageId = data.message_id;
-              if (event === "error") reply.append(h("div", { class: "muted" }, data.message));
+              started = true;
+              if (event === "message.delta") {
+                item.text += data.text;
+                redrawSoon();
+              } else if (event === "message.completed") {
+                Object.assign(item, { text: data.content, done: true, messageId: data.message_id });
+                redraw();
+                announcer.textContent = `The model replied: ${data.content.slice(0, 500)}`;
+              } else if (event === "title.updated") {
+                title.value = data.title;
+                relabel(id, data.title);
+              } else if (event === "error") {
+                reply.append(h("div", { class: "muted" }, data.message));
+              }
             },
           });
+        } catch (error) {
+          if (!started) {
+            // Refused before anything was written (a spent budget): the text is back.
+            question.remove();
+            reply.remove();
+            input.value = content;
+            input.focus();
+          }
+          throw error;
         } finally {
-          reply.classList.remove("streaming");
+          item.done = true;
+          if (reply.isConnected) redraw();
           send.disabled = false;
         }
       }),
@@ -74,6 +115,37 @@ export async function chatsView(main, id) {
       form.requestSubmit();
     }
   });
-  clear(detail, h("div", { class: "thread" }, thread, form));
+  const title = h("input", {
+    id: "title",
+    "aria-label": "Title",
+    value: chat.title || "",
+    placeholder: "Untitled",
+    onchange: guarded(async (event) => {
+      await api(base, { method: "PATCH", json: { title: event.target.value || null } });
+      relabel(id, event.target.value);
+      notify("Renamed");
+    }),
+  });
+  const remove = h(
+    "button",
+    {
+      type: "button",
+      id: "delete-chat",
+      class: "danger",
+      onclick: guarded(async () => {
+        if (!confirm("Delete this chat?")) return;
+        await api(base, { method: "DELETE" });
+        location.hash = "#/chats";
+      }),
+    },
+    "Delete",
+  );
+  clear(detail, h("div", { class: "conversation-head" }, title, remove), h("div", { class: "thread" }, thread, form, announcer));
+  document.scrollingElement.scrollTop = document.scrollingElement.scrollHeight;
   return () => abort.abort();
+}
+
+function relabel(id, title) {
+  const link = document.querySelector(`#chat-list a[href="#/chats/${id}"]`);
+  if (link) link.textContent = title || "Untitled";
 }

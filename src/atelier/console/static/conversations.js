@@ -1,34 +1,38 @@
-// Conversations: the list; one conversation's messages, files and composer; its run,
-// streamed live and picked up again after a reload from the last event shown.
-import { api, download, stream, upload } from "./api.js";
-import { bytes, clear, guarded, h, listBesideDetail, notify } from "./dom.js";
+// Conversations: the list (searched, paged); one conversation's history, newest page
+// first, each run drawn with its replies, tool calls and how it ended; its files and
+// composer; its run streamed live and picked up again after a reload from the last event
+// shown; regenerate, fork and edit-and-resend; and the run inspector.
+import { api, stream, upload } from "./api.js";
+import { clear, guarded, h, listBesideDetail, notify } from "./dom.js";
 import { forgetLiveState, liveState, saveLiveState } from "./session.js";
 import { LiveRun } from "./live.js";
+import { renderFooter, renderItem, renderUser, storedItems } from "./render.js";
+import { FilesPane } from "./files.js";
+import { Inspector } from "./inspector.js";
 
 const PAGE = 100;
 const NEWEST = 2 ** 53; // before_seq: the newest page
+const DRAFT = "atelier.draft"; // the text an edit-and-resend carries to its fork
 
 export async function conversationsView(main, id) {
-  const { list, detail } = listBesideDetail(main, {
+  const { detail, load } = listBesideDetail(main, {
     name: "conversation",
+    title: "Conversations",
     label: "New conversation",
     create: async () => {
       const made = await api("/v1/conversations", { method: "POST", json: {} });
       location.hash = `#/conversations/${made.id}`;
     },
-  });
-  const page = await api("/v1/conversations?limit=100");
-  clear(
-    list,
-    page.data.map((c) =>
+    page: (params) => api(`/v1/conversations?${params}`),
+    item: (c) =>
       h(
         "li",
         { class: c.id === id ? "current" : null },
-        h("a", { href: `#/conversations/${c.id}` }, c.title || "Untitled"),
+        h("a", { href: `#/conversations/${c.id}`, "aria-current": c.id === id ? "page" : null }, c.title || "Untitled"),
         c.active_run_id ? h("span", { class: "badge" }, "running") : null,
       ),
-    ),
-  );
+  });
+  await load();
   if (!id) {
     clear(detail, h("p", { class: "muted" }, "Choose a conversation, or start a new one."));
     return () => {};
@@ -38,33 +42,24 @@ export async function conversationsView(main, id) {
   return () => open.close();
 }
 
+// Is the page scrolled to its end (so that a reply that grows should keep it there)?
+function atBottom() {
+  const page = document.scrollingElement;
+  return page.scrollHeight - page.scrollTop - page.clientHeight < 120;
+}
+
+function toBottom() {
+  const page = document.scrollingElement;
+  page.scrollTop = page.scrollHeight;
+}
+
 class OpenConversation {
   constructor(root, id) {
     this.root = root;
     this.id = id;
     this.base = `/v1/conversations/${id}`;
     this.live = null;
-  }
-
-  // A page of stored messages above those shown (a long conversation opens at its newest
-  // page): the button above them loads the page before, while there is one.
-  showPage(page) {
-    const active = this.conversation.active_run_id;
-    const shown = page
-      // The active run's output is shown by its stream (its question stays here).
-      .filter((m) => !(active && m.run_id === active && m.role !== "user"))
-      .map(renderMessage);
-    this.first = page.length ? page[0].seq : this.first;
-    this.older.remove();
-    this.messages.prepend(...(page.length === PAGE ? [this.older] : []), ...shown);
-  }
-
-  async loadOlder() {
-    const page = document.scrollingElement;
-    const fromBottom = page.scrollHeight - page.scrollTop;
-    const older = await api(`${this.base}/messages?limit=${PAGE}&before_seq=${this.first}`);
-    this.showPage(older.data);
-    page.scrollTop = page.scrollHeight - fromBottom; // the reader stays where they were
+    this.inspector = new Inspector(this.base);
   }
 
   async show() {
@@ -75,16 +70,73 @@ class OpenConversation {
       api("/v1/models"),
     ]);
     this.conversation = conversation;
-    this.messages = h("div", { class: "messages", id: "messages", "aria-live": "polite" });
+    this.messages = h("div", { class: "messages", id: "messages" });
     this.older = h(
       "button",
       { type: "button", id: "load-older", class: "secondary", onclick: guarded(() => this.loadOlder()) },
       "Load older messages",
     );
-    this.showPage(messages.data);
     this.liveArea = h("div", { class: "live", id: "live" });
-    this.files = h("ul", { class: "files", id: "files" });
-    this.progress = h("progress", { id: "upload-progress", max: 1, value: 0, hidden: true });
+    // What a screen reader hears of a run: each reply once it is whole (not every token).
+    this.announcer = h("div", { class: "visually-hidden", id: "announcer", "aria-live": "polite" });
+    this.files = new FilesPane(this.base);
+    this.composer(agents, models, conversation);
+    clear(
+      this.root,
+      this.head(conversation),
+      h(
+        "div",
+        { class: "workbench" },
+        h("div", { class: "thread" }, this.messages, this.liveArea, this.form, this.announcer),
+        this.files.element,
+      ),
+    );
+    await this.showPage(messages.data);
+    toBottom(); // a conversation opens at its newest message, the composer in view
+    this.files.refresh().catch((error) => notify(error.message, { failure: true }));
+    if (conversation.active_run_id) this.follow(conversation.active_run_id);
+    const draft = sessionStorage.getItem(DRAFT);
+    if (draft) {
+      sessionStorage.removeItem(DRAFT);
+      const { conversation: to, text } = JSON.parse(draft);
+      if (to === this.id) {
+        this.input.value = text;
+        this.form.requestSubmit();
+      }
+    }
+  }
+
+  head(conversation) {
+    this.title = h("input", {
+      id: "title",
+      "aria-label": "Title",
+      value: conversation.title || "",
+      placeholder: "Untitled",
+      onchange: guarded(async (event) => {
+        await api(this.base, { method: "PATCH", json: { title: event.target.value || null } });
+        retitle(this.id, event.target.value);
+        notify("Renamed");
+      }),
+    });
+    const remove = h(
+      "button",
+      {
+        type: "button",
+        id: "delete-conversation",
+        class: "danger",
+        onclick: guarded(async () => {
+          if (!confirm("Delete this conversation and its files?")) return;
+          await api(this.base, { method: "DELETE" });
+          forgetLiveState(this.id);
+          location.hash = "#/conversations";
+        }),
+      },
+      "Delete",
+    );
+    return h("div", { class: "conversation-head" }, this.title, remove);
+  }
+
+  composer(agents, models, conversation) {
     this.agent = h(
       "select",
       { id: "agent", "aria-label": "Agent" },
@@ -126,50 +178,83 @@ class OpenConversation {
       this.input,
       h("div", { class: "row" }, this.agent, this.model, this.send, this.cancel),
     );
-    const title = (this.title = h("input", {
-      id: "title",
-      "aria-label": "Title",
-      value: conversation.title || "",
-      placeholder: "Untitled",
-      onchange: guarded(async (event) => {
-        await api(this.base, { method: "PATCH", json: { title: event.target.value || null } });
-        retitle(this.id, event.target.value);
-        notify("Renamed");
-      }),
-    }));
-    const remove = h(
-      "button",
-      {
-        type: "button",
-        id: "delete-conversation",
-        class: "danger",
-        onclick: guarded(async () => {
-          if (!confirm("Delete this conversation and its files?")) return;
-          await api(this.base, { method: "DELETE" });
-          forgetLiveState(this.id);
-          location.hash = "#/conversations";
-        }),
-      },
-      "Delete",
-    );
-    clear(
-      this.root,
-      h("div", { class: "conversation-head" }, title, remove),
+  }
+
+  // A page of stored messages, above those shown: grouped by run, each run with its
+  // footer (how it ended, what it used: asked for the page's runs at once).
+  async showPage(page) {
+    const active = this.conversation.active_run_id;
+    const ids = [...new Set(page.map((m) => m.run_id).filter((r) => r && r !== active))];
+    const runs = new Map();
+    if (ids.length) {
+      const query = ids.map((r) => `id=${r}`).join("&");
+      for (const run of (await api(`${this.base}/runs?limit=200&${query}`)).data) runs.set(run.id, run);
+    }
+    const saved = liveState(this.id); // a run that stopped while streaming: its text
+    const groups = [];
+    for (const message of page) {
+      // The active run's output is shown by its stream (its question stays here).
+      if (active && message.run_id === active && message.role !== "user") continue;
+      const group = groups[groups.length - 1];
+      if (group && group.run === message.run_id && message.role !== "user") group.messages.push(message);
+      else groups.push({ run: message.run_id, messages: [message] });
+    }
+    const shown = groups.flatMap((group) => this.renderGroup(group, runs.get(group.run), saved));
+    this.first = page.length ? page[0].seq : this.first;
+    this.older.remove();
+    this.messages.prepend(...(page.length === PAGE ? [this.older] : []), ...shown);
+  }
+
+  renderGroup(group, run, saved) {
+    const [head, ...rest] = group.messages;
+    const elements = [];
+    let said = group.messages;
+    if (head.role === "user") {
+      elements.push(renderUser(head, this.userActions(head)));
+      said = rest;
+    }
+    const items = storedItems(said);
+    if (run && saved && saved.run === run.id && run.status !== "completed") {
+      // Streamed before the run stopped (a crash), never stored: shown as it was seen.
+      const stored = new Set(items.filter((i) => i.kind === "text").map((i) => i.messageId));
+      for (const item of saved.items) if (item.kind === "text" && !stored.has(item.messageId) && !item.messageId) items.push({ ...item, done: true, unsaved: true });
+    }
+    elements.push(...items.map((item) => renderItem({ ...item, ended: true })));
+    if (run && ["completed", "failed", "cancelled", "timed_out"].includes(run.status)) {
+      elements.push(renderFooter(run, { inspect: (r) => this.inspector.open(r), more: this.runActions(run, group) }));
+    }
+    return elements;
+  }
+
+  userActions(message) {
+    return [
       h(
-        "div",
-        { class: "workbench" },
-        h("div", { class: "thread" }, this.messages, this.liveArea, this.form),
-        this.filesPane(),
+        "button",
+        { type: "button", class: "small edit", "aria-label": "Edit and resend", onclick: guarded(() => this.editAndResend(message)) },
+        "Edit",
       ),
-    );
-    // A conversation opens at its newest message, the composer in view.
-    this.form.scrollIntoView({ block: "end" });
-    await this.refreshFiles().catch((error) => notify(error.message));
-    if (conversation.active_run_id) this.follow(conversation.active_run_id);
+    ];
+  }
+
+  runActions(run, group) {
+    const last = group.messages[group.messages.length - 1];
+    return [
+      h("button", { type: "button", class: "small regenerate", onclick: guarded(() => this.regenerate(run.id)) }, "Regenerate"),
+      h("button", { type: "button", class: "small fork", onclick: guarded(() => this.fork(last.seq)) }, "Fork from here"),
+    ];
+  }
+
+  async loadOlder() {
+    const page = document.scrollingElement;
+    const fromBottom = page.scrollHeight - page.scrollTop;
+    const older = await api(`${this.base}/messages?limit=${PAGE}&before_seq=${this.first}`);
+    await this.showPage(older.data);
+    page.scrollTop = page.scrollHeight - fromBottom; // the reader stays where they were
   }
 
   close() {
     this.live?.stop();
+    this.inspector.close();
   }
 
   async submit(event) {
@@ -181,10 +266,11 @@ class OpenConversation {
       this.conversation = await api(this.base, { method: "PATCH", json: { agent_id: agent } });
     }
     this.input.value = "";
-    const question = renderMessage({ role: "user", content: text });
-    this.messages.append(question);
+    const question = renderUser({ role: "user", content: text, created_at: new Date().toISOString() });
+    this.liveArea.before(question);
     const body = { input: text };
     if (this.model.value) body.model_id = this.model.value;
+    toBottom();
     this.startLive(
       null,
       (live) => stream(`${this.base}/runs`, { method: "POST", json: body, signal: live.abort.signal, onEvent: (e) => live.apply(e) }),
@@ -192,8 +278,31 @@ class OpenConversation {
         // Refused (a busy conversation, a spent budget): nothing was asked; the text is back.
         question.remove();
         this.input.value = text;
+        this.input.focus();
       },
     );
+  }
+
+  async regenerate(runId) {
+    if (this.live) return;
+    this.startLive(null, (live) =>
+      stream(`${this.base}/runs/${runId}/regenerate`, { method: "POST", json: {}, signal: live.abort.signal, onEvent: (e) => live.apply(e) }),
+    );
+  }
+
+  async fork(atSeq) {
+    const made = await api(`${this.base}/fork`, { method: "POST", json: { at_seq: atSeq } });
+    notify("Forked: a copy up to this point, with the files");
+    location.hash = `#/conversations/${made.id}`;
+  }
+
+  // Edit and resend: a fork up to the question before, asked again in the new words.
+  async editAndResend(message) {
+    const text = prompt("Edit the message; it is sent again in a fork of this conversation.", message.content);
+    if (text === null || !text.trim()) return;
+    const made = await api(`${this.base}/fork`, { method: "POST", json: { at_seq: message.seq - 1 } });
+    sessionStorage.setItem(DRAFT, JSON.stringify({ conversation: made.id, text: text.trim() }));
+    location.hash = `#/conversations/${made.id}`;
   }
 
   follow(runId) {
@@ -214,11 +323,20 @@ class OpenConversation {
     markRunning(this.id, true);
     const live = new LiveRun(this.liveArea, this.base, state, {
       save: (s) => saveLiveState(this.id, s),
-      filesChanged: () => this.refreshFiles(),
+      fileChanged: (change) => this.files.changed(change),
       titled: (title) => {
         if (document.activeElement !== this.title) this.title.value = title;
         retitle(this.id, title);
       },
+      said: (text) => {
+        this.announcer.textContent = `The agent replied: ${text.slice(0, 500)}`;
+      },
+      decided: (call) => this.liveArea.querySelector(`details.call[data-call-id="${CSS.escape(call)}"]`)?.focus({ preventScroll: true }),
+      inspect: (run) => this.inspector.open(run),
+      progress: () => this.inspector.changed(live.state.run),
+      ended: () => this.inspector.changed(live.state.run, true),
+      atBottom,
+      toBottom,
     });
     this.live = live;
     live
@@ -228,108 +346,18 @@ class OpenConversation {
           clear(this.liveArea); // no run: nothing to show of it
           refused();
         }
-        notify(error.message);
+        notify(error.message, { failure: true });
       })
       .finally(() => {
         markRunning(this.id, false);
-        if (live.state.ended) forgetLiveState(this.id);
+        // Kept only when text streamed that the server never stored (it stopped first).
+        const unsaved = live.state.items.some((item) => item.unsaved);
+        if (live.state.ended && !unsaved) forgetLiveState(this.id);
         this.live = null;
         this.cancel.hidden = true;
         this.send.disabled = false;
-        this.refreshFiles();
+        this.files.refresh().catch((error) => notify(error.message, { failure: true }));
       });
-  }
-
-  filesPane() {
-    const picker = h("input", {
-      type: "file",
-      id: "file-input",
-      multiple: true,
-      onchange: guarded(async (event) => {
-        await this.uploadAll([...event.target.files]);
-        event.target.value = "";
-      }),
-    });
-    const drop = h(
-      "div",
-      {
-        class: "drop",
-        id: "drop-zone",
-        ondragover: (event) => {
-          event.preventDefault();
-          drop.classList.add("over");
-        },
-        ondragleave: () => drop.classList.remove("over"),
-        ondrop: guarded(async (event) => {
-          event.preventDefault();
-          drop.classList.remove("over");
-          await this.uploadAll([...event.dataTransfer.files]);
-        }),
-      },
-      "Drop files here, or ",
-      h("label", { for: "file-input", class: "link" }, "choose them"),
-      picker,
-    );
-    const zip = h(
-      "button",
-      { type: "button", id: "download-zip", onclick: guarded(() => download(`${this.base}/workspace.zip`, "workspace.zip")) },
-      "Download all (zip)",
-    );
-    return h("aside", { class: "files-pane" }, h("h2", {}, "Files"), drop, this.progress, this.files, zip);
-  }
-
-  async uploadAll(files) {
-    for (const file of files) {
-      this.progress.hidden = false;
-      this.progress.value = 0;
-      try {
-        await upload(this.id, file, (done) => {
-          this.progress.value = done;
-        });
-        notify(`Uploaded ${file.name}`);
-      } finally {
-        this.progress.hidden = true;
-      }
-    }
-    await this.refreshFiles();
-  }
-
-  async refreshFiles() {
-    const listed = await api(`${this.base}/files`);
-    clear(
-      this.files,
-      listed.data.map((file) =>
-        h(
-          "li",
-          { dataset: { path: file.path } },
-          h("span", { class: "path" }, file.path),
-          h("span", { class: "muted" }, ` ${bytes(file.size)} · ${file.source}`),
-          h(
-            "button",
-            {
-              type: "button",
-              class: "small",
-              "aria-label": `Download ${file.path}`,
-              onclick: guarded(() => download(`${this.base}/files/${encodePath(file.path)}`, file.path.split("/").pop())),
-            },
-            "Download",
-          ),
-          h(
-            "button",
-            {
-              type: "button",
-              class: "small danger",
-              "aria-label": `Delete ${file.path}`,
-              onclick: guarded(async () => {
-                await api(`${this.base}/files/${encodePath(file.path)}`, { method: "DELETE" });
-                await this.refreshFiles();
-              }),
-            },
-            "Delete",
-          ),
-        ),
-      ),
-    );
   }
 }
 
@@ -345,40 +373,4 @@ function markRunning(id, running) {
   if (!item) return;
   item.querySelector(".badge")?.remove();
   if (running) item.append(h("span", { class: "badge" }, "running"));
-}
-
-function encodePath(path) {
-  return path.split("/").map(encodeURIComponent).join("/");
-}
-
-export function renderMessage(message) {
-  const parts = message.parts || [];
-  const element = h(
-    "div",
-    {
-      class: `msg ${message.role}${message.superseded ? " superseded" : ""}`,
-      dataset: message.id ? { messageId: message.id } : {},
-    },
-  );
-  if (message.role === "tool") {
-    for (const part of parts.filter((p) => p.type === "tool_result")) {
-      element.append(
-        h(
-          "details",
-          { class: part.is_error ? "result error" : "result" },
-          h("summary", {}, part.is_error ? "Tool error" : "Tool result"),
-          h("pre", {}, part.content),
-        ),
-      );
-    }
-    return element;
-  }
-  if (message.content) element.append(h("div", { class: "text" }, message.content));
-  for (const call of parts.filter((p) => p.type === "tool_call")) {
-    element.append(
-      h("details", { class: "call" }, h("summary", {}, `Tool call: ${call.name}`), h("pre", {}, JSON.stringify(call.arguments, null, 2))),
-    );
-  }
-  if (message.incomplete) element.append(h("div", { class: "muted" }, "(incomplete)"));
-  return element;
 }

@@ -30,14 +30,19 @@ export function bytes(size) {
 }
 
 let noticeTimer;
-export function notify(message) {
+// A notice at the corner: news fades after a few seconds; a failure stays until it is
+// closed (or the next notice), so that nobody misses why something did not happen.
+export function notify(message, { failure = false } = {}) {
   const notice = document.getElementById("notice");
-  notice.textContent = message;
+  clear(
+    notice,
+    h("span", {}, message),
+    h("button", { type: "button", class: "small close", "aria-label": "Close the notice", onclick: () => (notice.hidden = true) }, "×"),
+  );
+  notice.dataset.kind = failure ? "failure" : "news";
   notice.hidden = false;
   clearTimeout(noticeTimer);
-  noticeTimer = setTimeout(() => {
-    notice.hidden = true;
-  }, 6000);
+  if (!failure) noticeTimer = setTimeout(() => (notice.hidden = true), 6000);
 }
 
 // Runs an action from a button, reporting its failure instead of throwing it away.
@@ -46,17 +51,50 @@ export function guarded(action) {
     try {
       await action(event);
     } catch (error) {
-      notify(error.message);
+      notify(error.message, { failure: true });
     }
   };
 }
 
-// A list beside a detail, above the list a button that makes a new item: the layout of
-// the conversations and the chats views. `name` names the elements' ids.
-export function listBesideDetail(main, { name, label, create }) {
+// A list beside a detail: its heading, a search box, the list (a page at a time, "More"
+// for the next), and above it a button that makes a new item -- the layout of the
+// conversations and the chats views. `name` names the elements' ids; `page(cursor, q)`
+// gives {data, next_cursor}; `item(row)` draws one row.
+export function listBesideDetail(main, { name, title, label, create, page, item }) {
   const list = h("ul", { class: "list", id: `${name}-list` });
   const detail = h("section", { class: "detail", id: name });
   const button = h("button", { type: "button", id: `new-${name}`, onclick: guarded(create) }, label);
-  clear(main, h("div", { class: "columns" }, h("aside", { class: "sidebar" }, button, list), detail));
-  return { list, detail };
+  const more = h("button", { type: "button", class: "secondary", id: `more-${name}`, hidden: true }, "More");
+  const search = h("input", { type: "search", id: `${name}-search`, "aria-label": `Search ${title.toLowerCase()} by title`, placeholder: "Search by title" });
+  let cursor = null;
+  let asked = 0; // a later search wins over an earlier one that answers late
+  const load = async (fresh) => {
+    const ask = ++asked;
+    const q = search.value.trim();
+    const params = new URLSearchParams({ limit: "50" });
+    if (q) params.set("q", q);
+    if (!fresh && cursor) params.set("cursor", cursor);
+    const got = await page(params);
+    if (ask !== asked) return;
+    if (fresh) clear(list);
+    list.append(...got.data.map(item));
+    cursor = got.next_cursor;
+    more.hidden = !cursor;
+  };
+  more.addEventListener("click", guarded(() => load(false)));
+  let typing;
+  search.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(guarded(() => load(true)), 250);
+  });
+  clear(
+    main,
+    h(
+      "div",
+      { class: "columns" },
+      h("aside", { class: "sidebar" }, h("h1", { class: "view-title" }, title), button, search, list, more),
+      detail,
+    ),
+  );
+  return { list, detail, load: () => load(true) };
 }

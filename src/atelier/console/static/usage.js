@@ -42,7 +42,8 @@ function chart(title, id, days, rows) {
   const perDay = new Map(days.map((d) => [d, new Map()]));
   for (const row of rows) perDay.get(row.key)?.set(row.split, row.input_tokens + row.output_tokens);
   const highest = Math.max(1, ...[...perDay.values()].map((m) => [...m.values()].reduce((a, b) => a + b, 0)));
-  const width = 720;
+  // Drawn at the width it is shown at (one unit a pixel): its labels stay readable on a phone.
+  const width = Math.max(280, Math.min(960, document.getElementById("main").clientWidth - 48));
   const height = 200;
   const bar = width / days.length;
   const drawing = svg("svg", { viewBox: `0 0 ${width} ${height + 20}`, role: "img", "aria-label": title, id, class: "chart" });
@@ -57,7 +58,7 @@ function chart(title, id, days, rows) {
       rect.append(svg("title", {}, `${day} · ${name}: ${value} tokens`));
       drawing.append(rect);
     });
-    if (i % 5 === 0) drawing.append(svg("text", { x: i * bar + 2, y: height + 15, class: "axis" }, day.slice(5)));
+    if (i % (width < 500 ? 7 : 5) === 0) drawing.append(svg("text", { x: i * bar + 2, y: height + 15, class: "axis" }, day.slice(5)));
   });
   const legend = h(
     "ul",
