@@ -4,14 +4,21 @@ code before its fix."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pytest
 from fastapi import FastAPI
 
 from atelier.conversations.messages import Turn, seed
 from atelier.conversations.models import Conversation
+from atelier.llm.base import ModelRequest, Stop, StreamEvent, TextDelta
+from atelier.llm.titles import TITLE_PROMPT
 from atelier.tenants.service import revoke_api_key, verify_api_key
-from tests.console.test_console import Console, console, settings_overrides
+from tests.console.test_console import Console, console, settings_overrides, stored_messages
 
 __all__ = ["console", "settings_overrides"]
 
@@ -84,3 +91,368 @@ async def test_a_revoked_key_goes_back_to_sign_in_and_the_nav_hides(
     assert await console.page.is_hidden("#sign-out")
     notice = await console.page.locator("#notice").text_content()
     assert "sign in" in (notice or "").lower()
+
+
+class LongReply:
+    """A model that writes ``lines`` lines, one every ``pace`` seconds (a title request is
+    answered at once)."""
+
+    provider = "scripted"
+
+    def __init__(self, lines: int, pace: float = 0.02) -> None:
+        self.lines = lines
+        self.pace = pace
+        self.halfway = asyncio.Event()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        if request.system == TITLE_PROMPT:
+            yield TextDelta("A title")
+        else:
+            for n in range(self.lines):
+                if n == self.lines // 2:
+                    self.halfway.set()
+                yield TextDelta(f"line {n}\n\n")
+                await asyncio.sleep(self.pace)
+        yield Stop("end_turn")
+
+
+async def in_view(console: Console, selector: str) -> bool:
+    """Whether the element's end is inside the viewport (not below the fold)."""
+    return bool(
+        await console.page.eval_on_selector(
+            selector,
+            "e => { const r = e.getBoundingClientRect();"
+            " return r.bottom <= innerHeight + 1 && r.bottom > 0 && r.height > 0; }",
+        )
+    )
+
+
+async def test_the_page_follows_a_streaming_reply_and_keeps_cancel_in_view(
+    console: Console, app: FastAPI
+) -> None:
+    """Defect 2: with a long history the reply and Cancel streamed below the fold."""
+    app.state.resources.models.providers["offline"] = model = LongReply(120, pace=0.03)
+    await console.sign_in()
+    conversation = await a_long_conversation(console, app, 40)
+    await console.page.goto(f"{console.url}/console/#/conversations/{conversation}")
+    await console.page.locator(".msg", has_text="answer 39").wait_for()
+    await console.ask("tell me at length")
+    await asyncio.wait_for(model.halfway.wait(), 30)
+    await console.page.wait_for_function(
+        "() => (document.querySelector('#live .msg.assistant')?.textContent || '')"
+        ".includes('line 70')"
+    )
+    assert await in_view(console, "#cancel")
+    assert await in_view(console, "#live .msg.assistant")
+    await console.run_ended()
+    assert await in_view(console, "#run-status")
+    # Scrolled up to read while it streams, the reader is left where they are.
+    await console.ask("and again")
+    await console.page.wait_for_function(
+        "() => (document.querySelectorAll('#live .msg.assistant')[0]?.textContent || '')"
+        ".includes('line 5')"
+    )
+    await console.page.evaluate("() => window.scrollTo(0, 0)")
+    await console.page.wait_for_function(
+        "() => (document.querySelectorAll('#live .msg.assistant')[0]?.textContent || '')"
+        ".includes('line 60')"
+    )
+    assert await console.page.evaluate("() => scrollY") < 400
+    assert await in_view(console, "#cancel")  # the composer stays in view anyway
+    await console.run_ended()
+
+
+async def test_a_refused_chat_gives_its_text_back_and_names_the_budget(
+    console: Console,
+) -> None:
+    """Defect 4: a chat turn refused for budget lost its text; notices named a UUID."""
+    async with console.api() as api:
+        spent = {"scope": "user", "subject": "alice", "period": "day", "limit": "0"}
+        assert (await api.post("/v1/budgets", json=spent)).status_code == 201
+    await console.sign_in()
+    await console.page.click("nav a[href='#/chats']")
+    await console.page.click("#new-chat")
+    await console.page.wait_for_selector("#composer")
+    console.expect_refusal = 402
+    await console.ask("this costs money")
+    notice = console.page.locator("#notice:not([hidden])")
+    await notice.wait_for()
+    said = await notice.inner_text()
+    assert "the user budget of alice (0.00 USD a day) is spent" in said
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", said)  # no budget id
+    assert await console.page.input_value("#composer") == "this costs money"
+    assert await console.page.locator("#messages .msg").count() == 0
+    await console.page.wait_for_timeout(6500)  # a failure stays until it is closed
+    assert await notice.is_visible()
+    await console.page.click("#notice .close")
+    assert await console.page.is_hidden("#notice")
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"offline_model_delay_seconds": 0.02, "max_file_size": 1024 * 1024}],
+)
+async def test_an_upload_batch_goes_on_past_a_file_too_large(
+    console: Console, tmp_path: Path
+) -> None:
+    """Defect 5: a batch stopped at its first failure, said sizes in bytes, and left the
+    files before it unlisted until a reload."""
+    await console.sign_in()
+    await console.new_conversation()
+    files = []
+    for name, size in (("a.txt", 10), ("big.bin", 1024 * 1024 + 1), ("c.txt", 20)):
+        path = tmp_path / name
+        path.write_bytes(b"x" * size)
+        files.append(str(path))
+    posted: list[int] = []
+    console.page.on(
+        "request",
+        lambda r: (
+            posted.append(len(r.post_data_buffer or b""))
+            if r.method == "POST" and r.url.endswith("/files")
+            else None
+        ),
+    )
+    await console.page.set_input_files("#file-input", files)
+    await console.page.wait_for_selector("#upload-report li[data-name='c.txt'] .sent")
+    assert await console.page.locator("#files li").evaluate_all(
+        "rows => rows.map(r => r.dataset.path)"
+    ) == ["a.txt", "c.txt"]
+    refused = await console.page.inner_text("#upload-report li[data-name='big.bin']")
+    assert "over the 1 MiB limit" in refused
+    assert len(posted) == 2  # the file too large was never sent
+    assert max(posted) < 1024 * 1024
+    assert "Uploaded 2 of 3 files" in await console.page.inner_text("#notice")
+
+
+VIEWS = ("#/conversations", "#/chats", "#/agents", "#/usage")
+
+
+async def test_phones_scroll_no_view_sideways(console: Console, app: FastAPI) -> None:
+    """Defect 7: at 390 px every view was 566 px wide, the header did not wrap, the files
+    fell below a long thread and the chart's labels were ~5 px."""
+    await console.sign_in()
+    conversation = await a_long_conversation(console, app, 30)
+    async with console.api() as api:
+        await api.patch(f"/v1/conversations/{conversation}", json={"title": "a-title-" + "x" * 120})
+        await api.post(
+            f"/v1/conversations/{conversation}/runs",
+            json={"input": "write notes/" + "deep/" * 12 + "file.txt: hi"},
+        )
+    await console.page.set_viewport_size({"width": 390, "height": 844})
+    for view in (*VIEWS, f"#/conversations/{conversation}"):
+        await console.page.goto(f"{console.url}/console/{view}")
+        await console.page.wait_for_selector("#composer" if conversation in view else "main h1")
+        await console.page.wait_for_load_state("networkidle")
+        wide = await console.page.evaluate("() => document.documentElement.scrollWidth")
+        widest = await console.page.evaluate(
+            "() => [...document.querySelectorAll('body *')]"
+            ".filter(e => e.getBoundingClientRect().right > 391)"
+            ".map(e => e.tagName + '.' + e.className + '#' + e.id).slice(-5)"
+        )
+        assert wide <= 390, f"{view} is {wide} px wide: {widest}"
+        if view == "#/usage":
+            await console.page.wait_for_selector("#usage-by-model text.axis")
+            label = await console.page.eval_on_selector(
+                "#usage-by-model text.axis", "e => e.getBoundingClientRect().height"
+            )
+            assert label >= 10, f"chart labels are {label} px high"
+    files = await console.page.eval_on_selector(".files-pane", "e => e.getBoundingClientRect().top")
+    thread = await console.page.eval_on_selector("#messages", "e => e.getBoundingClientRect().top")
+    assert files < thread  # the files come first, not after the whole thread
+    await console.screenshot("phone")
+
+
+class MarkdownReply:
+    """A model that answers with Markdown: a code block, a list, and HTML a reply must
+    never run."""
+
+    provider = "scripted"
+    TEXT = (
+        "Here is the **plan**:\n\n- one\n- two\n\n```python\nprint('hi')\n```\n\n"
+        '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+        "[link](javascript:window.pwned=3)"
+    )
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        yield TextDelta("A title" if request.system == TITLE_PROMPT else self.TEXT)
+        yield Stop("end_turn")
+
+
+async def run_shape(console: Console) -> list[str]:
+    """What a run shows, element by element (the live one, else the last stored one)."""
+    return list(
+        await console.page.evaluate(
+            """() => {
+              const area = document.querySelector('#live .run-footer')
+                ? document.querySelector('#live')
+                : document.querySelector('#messages');
+              const calls = [...area.querySelectorAll('details.call')].map(c =>
+                'call ' + c.querySelector('summary').textContent.replace(/ \\d+ ms$/, '')
+                + ' args=' + (c.querySelector('pre.arguments')?.textContent.length > 2)
+                + ' result=' + !!c.querySelector('pre.result'));
+              const texts = [...area.querySelectorAll('.msg.assistant .text')].map(t =>
+                'text ' + t.innerHTML.length);
+              const footers = [...area.querySelectorAll('.run-footer .words')].slice(-1)
+                .map(f => 'footer ' + f.textContent);
+              return [...calls, ...texts, ...footers];
+            }"""
+        )
+    )
+
+
+async def test_a_run_looks_the_same_live_and_after_a_reload(console: Console) -> None:
+    """Defect 8: after a reload the status line and tokens were gone, approvals no longer
+    said approved, tool calls never showed their arguments; no timestamps; no Markdown."""
+    async with console.api() as api:
+        careful = {"name": "careful", "approval": {"require": ["write_*"]}}
+        assert (await api.post("/v1/agents", json=careful)).status_code == 201
+    await console.sign_in()
+    await console.new_conversation()
+    await console.page.select_option("#agent", label="agent: careful")
+    await console.ask("write a.txt: approved")
+    await console.page.click(".approval button.approve")
+    await console.run_ended()
+    live = await run_shape(console)
+    assert any(
+        "approved" in line and "args=true" in line and "result=true" in line for line in live
+    )
+    assert any(line.startswith("footer Run completed") and "tokens" in line for line in live)
+    await console.page.reload()
+    await console.page.wait_for_selector("#messages .run-footer")
+    assert await run_shape(console) == live
+    assert await console.page.locator("#messages time.stamp").count() >= 2
+
+
+async def test_replies_are_markdown_sanitised(console: Console, app: FastAPI) -> None:
+    app.state.resources.models.providers["offline"] = MarkdownReply()
+    await console.sign_in()
+    await console.new_conversation()
+    await console.ask("show me")
+    await console.run_ended()
+    reply = console.page.locator("#live .msg.assistant .text")
+    assert await reply.locator("strong").inner_text() == "plan"
+    assert await reply.locator("li").count() == 2
+    assert (await reply.locator("pre.code code").inner_text()).strip() == "print('hi')"
+    assert await reply.locator("pre.code button.copy").count() == 1
+    assert await reply.locator("img, script").count() == 0
+    assert "<script>window.pwned=2</script>" in await reply.inner_text()  # shown as text
+    href = await reply.locator("a").get_attribute("href")
+    assert href is None or not href.startswith("javascript:")
+    await console.page.reload()
+    await console.page.wait_for_selector("#messages .msg.assistant pre.code")
+    assert await console.page.evaluate("() => window.pwned === undefined")
+
+
+async def test_conversations_are_searched_and_paged(console: Console) -> None:
+    """Defect 9: 100 conversations at most, no paging or search."""
+    async with console.api() as api:
+        for n in range(60):
+            await api.post("/v1/conversations", json={"title": f"topic {n:03d}"})
+        await api.post("/v1/conversations", json={"title": "the needle"})
+    await console.sign_in()
+    rows = console.page.locator("#conversation-list li")
+    await console.page.wait_for_selector("#more-conversation")
+    assert await rows.count() == 50
+    await console.page.click("#more-conversation")
+    await console.page.wait_for_function(
+        "() => document.querySelectorAll('#conversation-list li').length === 61"
+    )
+    assert await console.page.is_hidden("#more-conversation")
+    await console.page.fill("#conversation-search", "NEEDLE")
+    await console.page.wait_for_function(
+        "() => document.querySelectorAll('#conversation-list li').length === 1"
+    )
+    assert await rows.inner_text() == "the needle"
+
+
+async def test_a_runs_file_changes_redraw_their_rows_only(console: Console) -> None:
+    """Defect 9: each file.changed listed the whole workspace again."""
+    await console.sign_in()
+    conversation = await console.new_conversation()
+    async with console.api() as api:
+        for n in range(20):
+            await api.put(f"/v1/conversations/{conversation}/files/f{n:02d}.txt", content=b"x")
+    await console.page.reload()
+    await console.page.wait_for_selector("#files li[data-path='f19.txt']")
+    listed: list[str] = []
+    console.page.on(
+        "request",
+        lambda r: listed.append(r.url) if r.method == "GET" and r.url.endswith("/files") else None,
+    )
+    await console.ask("write new.txt: hi")
+    await console.page.wait_for_selector("#files li[data-path='new.txt']")
+    await console.run_ended()
+    assert listed == []  # drawn from the event, not by listing the workspace again
+    assert await console.page.locator("#files li").count() == 21
+
+
+async def test_regenerate_fork_and_edit_and_resend(console: Console) -> None:
+    await console.sign_in()
+    conversation = await console.new_conversation()
+    await console.ask("first question")
+    await console.run_ended()
+    await console.ask("second question")
+    await console.run_ended()
+    await console.page.reload()
+    await console.page.wait_for_selector("#messages .run-footer .regenerate")
+    await console.page.locator("#messages .run-footer .regenerate").last.click()
+    await console.run_ended()
+    stored = await stored_messages(console, conversation)
+    assert [m["superseded"] for m in stored if m["role"] == "assistant"] == [False, True, False]
+    # Fork from the first run: a new conversation holding that run only.
+    await console.page.reload()
+    await console.page.wait_for_selector("#messages .run-footer .fork")
+    await console.page.locator("#messages .run-footer .fork").first.click()
+    await console.page.wait_for_function(f"() => !location.hash.includes('{conversation}')")
+    forked = console.page.url.rsplit("/", 1)[1]
+    await console.page.wait_for_selector("#messages .msg.user")
+    assert [
+        m["content"] for m in await stored_messages(console, forked) if m["role"] == "user"
+    ] == ["first question"]
+    # Edit and resend the question: a fork before it, asked in the new words.
+    console.page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("reworded")))
+    await console.page.locator("#messages .msg.user .edit").first.click()
+    await console.page.wait_for_function(f"() => !location.hash.includes('{forked}')")
+    await console.run_ended()
+    edited = console.page.url.rsplit("/", 1)[1]
+    asked = [m["content"] for m in await stored_messages(console, edited) if m["role"] == "user"]
+    assert asked == ["reworded"]
+
+
+async def test_the_run_inspector_shows_each_step_live_and_after(console: Console) -> None:
+    async with console.api() as api:
+        careful = {"name": "careful", "approval": {"require": ["write_*"]}}
+        assert (await api.post("/v1/agents", json=careful)).status_code == 201
+    await console.sign_in()
+    await console.new_conversation()
+    await console.page.select_option("#agent", label="agent: careful")
+    await console.ask("write report.md: # Findings")
+    await console.page.wait_for_selector(".approval button.approve")
+    await console.page.click("#run-status .inspect")
+    steps = console.page.locator("#timeline > li")
+    await console.page.wait_for_selector("#timeline li[data-decision='pending']")
+    assert await console.page.evaluate("() => document.activeElement?.id") == "close-inspector"
+    await console.page.click(".approval button.approve")
+    # Live: the open inspector is drawn again as the run goes on.
+    await console.page.wait_for_selector("#inspected-status[data-state='completed']")
+    kinds = await steps.evaluate_all("items => items.map(i => i.dataset.type)")
+    assert kinds == ["model_call", "approval", "tool_call", "model_call"]
+    model_call = await steps.nth(0).inner_text()
+    assert "tokens" in model_call
+    assert "first token" in model_call
+    assert "took" in model_call
+    assert "approved by alice" in await steps.nth(1).inner_text()
+    tool = steps.nth(2)
+    assert "Tool call: write_file" in await tool.inner_text()
+    await tool.locator("summary", has_text="Arguments").click()
+    assert "report.md" in await tool.locator("pre").first.inner_text()
+    assert "report.md (created)" in await console.page.inner_text("#inspector")
+    await console.screenshot("inspector")
+    await console.page.keyboard.press("Escape")
+    assert await console.page.locator("#inspector").count() == 0
+    # The same timeline from history, after a reload.
+    await console.page.reload()
+    await console.page.locator("#messages .run-footer .inspect").last.click()
+    await console.page.wait_for_selector("#inspected-status[data-state='completed']")
+    assert await steps.evaluate_all("items => items.map(i => i.dataset.type)") == kinds

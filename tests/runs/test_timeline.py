@@ -51,6 +51,7 @@ async def test_a_runs_timeline_says_what_it_did_in_order(
     assert approval["decided_at"] is not None
     assert (tool["name"], tool["arguments"]) == ("write_file", {"path": "a.txt", "content": "hi"})
     assert tool["is_error"] is False
+    assert tool["decision"] == "approved"  # kept with the result: the history says it too
     assert "a.txt" in tool["output"]
     assert isinstance(tool["duration_ms"], int)
     assert last["text"]

@@ -201,6 +201,7 @@ def result_parts(results: list[ToolResult]) -> list[dict[str, Any]]:
             "content": r.content,
             "is_error": r.is_error,
             **({} if r.duration_ms is None else {"duration_ms": r.duration_ms}),
+            **({} if r.decision is None else {"decision": r.decision}),
         }
         for r in results
     ]

@@ -41,6 +41,7 @@ class ToolResult:
     content: str
     is_error: bool = False
     duration_ms: int | None = None  # how long the tool took (kept for the run's timeline)
+    decision: str | None = None  # "approved" or "denied": a person's word on the call
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,8 @@ class AgentLoop:
                 result = await self.tools.call(call)
                 took = round((time.monotonic() - started) * 1000)
                 result = replace(result, duration_ms=took)
+            if decision is not None and not decision.client:  # kept with the result
+                result = replace(result, decision="approved" if decision.approved else "denied")
             self.transcript.results.append(result)
             self.recorder.events.emit(
                 ToolCompleted(

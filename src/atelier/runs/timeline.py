@@ -89,6 +89,7 @@ def _tool_call(part: dict[str, Any], calls: dict[str, dict[str, Any]], message: 
         arguments=call.get("arguments"),
         output=_cut(part.get("content", "")),
         is_error=bool(part.get("is_error")),
+        decision=part.get("decision"),
         ended_at=message.created_at,
         duration_ms=part.get("duration_ms"),
     )

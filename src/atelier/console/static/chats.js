@@ -23,6 +23,7 @@ export async function chatsView(main, id) {
       ),
   });
   await load();
+  main.querySelector(".columns").classList.toggle("has-detail", Boolean(id));
   if (!id) {
     clear(detail, h("p", { class: "muted" }, "Choose a chat, or start a new one."));
     return () => {};

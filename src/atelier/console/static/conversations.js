@@ -33,6 +33,7 @@ export async function conversationsView(main, id) {
       ),
   });
   await load();
+  main.querySelector(".columns").classList.toggle("has-detail", Boolean(id));
   if (!id) {
     clear(detail, h("p", { class: "muted" }, "Choose a conversation, or start a new one."));
     return () => {};
@@ -356,7 +357,6 @@ class OpenConversation {
         this.live = null;
         this.cancel.hidden = true;
         this.send.disabled = false;
-        this.files.refresh().catch((error) => notify(error.message, { failure: true }));
       });
   }
 }

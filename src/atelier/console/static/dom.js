@@ -26,7 +26,7 @@ export function bytes(size) {
     value /= 1024;
     unit += 1;
   }
-  return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
+  return `${unit ? value.toFixed(1).replace(/\.0$/, "") : value} ${units[unit]}`;
 }
 
 let noticeTimer;

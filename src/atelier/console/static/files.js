@@ -79,7 +79,8 @@ export class FilesPane {
       const line = h("li", { dataset: { name: file.name } }, `${file.name}: `);
       this.report.append(line);
       if (file.size > limit) {
-        line.append(h("span", { class: "refused" }, `not sent: ${bytes(file.size)} is over the ${bytes(limit)} limit`));
+        const size = bytes(file.size) === bytes(limit) ? `${file.size} bytes` : bytes(file.size);
+        line.append(h("span", { class: "refused" }, `not sent: ${size} is over the ${bytes(limit)} limit`));
         continue;
       }
       this.progress.hidden = false;

@@ -87,17 +87,22 @@ export class LiveRun {
 
   // The run's end as stored: its status, error and figures (the same footer as history).
   finish(run) {
-    this.state.ended = run.status;
-    this.state.error = run.error;
     this.state.usage = { input: run.input_tokens, output: run.output_tokens, cost: Number(run.cost) };
+    this.end(run.status, run.error);
+    this.showStatus();
+  }
+
+  end(status, error) {
+    this.state.ended = status;
+    this.state.error = error || null;
+    this.reconnecting = false;
     for (const item of this.state.items) {
-      if (item.kind === "text" && !item.done) item.unsaved = !item.messageId;
       if (item.kind === "call") item.ended = true;
+      // Text the run never stored (it stopped before it could: a crash) is said to be so.
+      if (item.kind === "text" && !item.done) item.unsaved = !item.messageId;
     }
     this.state.items.forEach((_, index) => this.render(index));
-    this.reconnecting = false;
-    this.showStatus();
-    this.hooks.ended?.(run);
+    this.hooks.ended?.();
   }
 
   stop() {
@@ -154,11 +159,7 @@ export class LiveRun {
       this.state.usage.output += data.output_tokens || 0;
       this.state.usage.cost += Number(data.cost || 0);
     } else if (TERMINAL.has(event)) {
-      this.state.ended = event.slice(4);
-      this.state.error = data.error || null;
-      for (const item of items) if (item.kind === "call") item.ended = true;
-      items.forEach((_, index) => this.render(index));
-      this.hooks.ended?.(null);
+      this.end(event.slice(4), data.error);
     }
     this.hooks.progress?.(event);
     this.showStatus();

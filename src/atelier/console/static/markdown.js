@@ -8,6 +8,12 @@ import { h } from "./dom.js";
 
 const parser = new Marked({ gfm: true, breaks: true, async: false });
 
+const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+
+// HTML in a reply is shown as the text it is, never parsed: no element of it ever exists,
+// not even in the sanitiser's document (where an <img onerror> would already fire).
+parser.use({ renderer: { html: ({ text }) => text.replace(/[&<>"']/g, (c) => ESCAPES[c]) } });
+
 // Links leave the console in a new tab, and give it no handle on this one.
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   if (node.tagName === "A") {
