@@ -1,5 +1,6 @@
-"""The README's picture of the console: a run in progress, taken in the distribution's
-Chromium against a throwaway embedded server. `make screenshot` runs it."""
+"""The README's pictures of the console: a run in progress, and the run inspector of a run
+that asked for approval and wrote files -- taken in the distribution's Chromium against a
+throwaway embedded server. `make screenshot` runs it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
 import uvicorn
 from playwright.async_api import async_playwright
 
@@ -20,6 +22,7 @@ from atelier.settings import Settings
 from atelier.tenants.service import create_api_key, create_tenant
 
 OUT = Path("docs/console.png")
+INSPECTOR = Path("docs/console-inspector.png")
 ASK = (
     "Tell me, step by step and at some length, how this workspace agent can help a team "
     "ship a product: planning, notes, files, reviews and the runs that tie them together."
@@ -87,8 +90,28 @@ async def shoot(chromium: str, url: str, key: str) -> None:
             " || '').split(' ').length > 25"
         )
         await page.screenshot(path=str(OUT))
+        await page.wait_for_selector("#run-status[data-state='completed']", timeout=60_000)
+        await inspect(page, url, key)
         await browser.close()
-    print(f"wrote {OUT}")
+    print(f"wrote {OUT} and {INSPECTOR}")
+
+
+async def inspect(page, url: str, key: str) -> None:  # type: ignore[no-untyped-def]
+    """A run that waited for a person's approval, wrote a file, and is then inspected."""
+    careful = {"name": "careful", "approval": {"require": ["write_*"]}}
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}) as api:
+        (await api.post("/v1/agents", json=careful)).raise_for_status()
+    await page.reload()
+    await page.wait_for_selector("#composer")
+    await page.select_option("#agent", label="agent: careful")
+    await page.fill("#composer", "write notes/launch-checklist.md: brief, review, ship")
+    await page.press("#composer", "Enter")
+    await page.click(".approval button.approve")
+    await page.wait_for_selector("#run-status[data-state='completed']", timeout=60_000)
+    await page.click("#run-status .inspect")
+    await page.wait_for_selector("#inspected-status[data-state='completed']")
+    await page.locator("#timeline li[data-type='tool_call'] summary", has_text="Arguments").click()
+    await page.screenshot(path=str(INSPECTOR))
 
 
 if __name__ == "__main__":

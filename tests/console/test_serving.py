@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -41,3 +43,25 @@ async def test_nothing_but_the_consoles_files_is_reachable(
     response = await client.get(path)
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+VENDORED = {
+    # served as -> the file of the npm release it is (pinned by tests/js/package-lock.json)
+    "marked.esm.js": "marked/lib/marked.esm.js",
+    "purify.es.mjs": "dompurify/dist/purify.es.mjs",
+}
+
+
+@pytest.mark.parametrize(("name", "release"), VENDORED.items())
+async def test_the_markdown_libraries_are_their_npm_releases_byte_for_byte(
+    client: httpx.AsyncClient, name: str, release: str
+) -> None:
+    """Served from this package (no CDN), and unmodified: `make test` installs the pinned
+    releases, and a copy that drifts from them fails here."""
+    npm = Path(__file__).parents[1] / "js" / "node_modules" / release
+    if not npm.exists():
+        raise AssertionError(f"{npm} is missing: run `npm ci` in tests/js (make test does)")
+    served = await client.get(f"/console/{name}")
+    assert served.status_code == 200
+    assert served.headers["content-type"].startswith("text/javascript")
+    assert served.content == npm.read_bytes()

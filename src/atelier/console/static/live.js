@@ -209,8 +209,11 @@ export class LiveRun {
       }),
     );
     const old = this.elements[index];
-    if (old) old.replaceWith(element);
-    else this.footer.before(element);
+    if (old) {
+      const focused = old.contains(document.activeElement);
+      old.replaceWith(element);
+      if (focused) element.focus({ preventScroll: true }); // redrawn, the focus stays on it
+    } else this.footer.before(element);
     this.elements[index] = element;
   }
 
