@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     max_agents: int = Field(500, ge=1)
     max_agent_versions: int = Field(1000, ge=1)
     max_webhooks: int = Field(50, ge=1)
+    max_api_keys: int = Field(100, ge=1)  # a tenant's active keys
     max_budgets: int = Field(200, ge=1)
     # Conversations and chats (LangGraph threads and forks among them) kept per end user.
     max_conversations_per_user: int = Field(10_000, ge=1)

@@ -283,3 +283,50 @@ class TestPrivateAddressesAreRefused:
         assert tool_events(events) == []  # no tools from it: nothing was sent there
         reasons = [e.get("reason", "") for e in logs]
         assert any("non-public address" in reason for reason in reasons)
+
+
+class TestConnectionTest:
+    """``POST /v1/agents/{id}/mcp-servers/{name}/test``: the console's "test the connection"."""
+
+    async def test_a_server_lists_its_tools_and_says_which_are_offered(
+        self, client, caller, crm
+    ) -> None:
+        agent = await crm_agent(client, caller, crm.url, allowed_tools=["find_customer"])
+        path = f"/v1/agents/{agent['id']}/mcp-servers/crm/test"
+        tested = await client.post(path, headers=caller.headers())
+        assert tested.status_code == 200, tested.text
+        answer = tested.json()
+        assert (answer["available"], answer["reason"]) == (True, None)
+        offered = {tool["name"]: tool["offered"] for tool in answer["tools"]}
+        assert offered["find_customer"] is True
+        assert offered["whoami"] is False
+        assert "crm-s3cret-token" not in tested.text
+
+    async def test_a_server_that_does_not_answer_says_why(self, client, caller) -> None:
+        from tests.conftest import free_port
+
+        gone = f"http://127.0.0.1:{free_port()}/mcp"
+        agent = await crm_agent(client, caller, gone)
+        tested = await client.post(
+            f"/v1/agents/{agent['id']}/mcp-servers/crm/test", headers=caller.headers()
+        )
+        assert tested.status_code == 200, tested.text
+        assert tested.json()["available"] is False
+        assert tested.json()["reason"]
+        missing = await client.post(
+            f"/v1/agents/{agent['id']}/mcp-servers/nope/test", headers=caller.headers()
+        )
+        assert missing.status_code == 404
+
+    @pytest.mark.parametrize("settings_overrides", [{"mcp_allow_private": False}])
+    async def test_a_private_address_is_refused_on_connect(self, app, client, caller) -> None:
+        """Saved when private addresses were allowed, tested when they are not: refused at
+        the connection, as a run's would be."""
+        app.state.resources.settings.mcp_allow_private = True
+        agent = await crm_agent(client, caller, "http://127.0.0.1:9/mcp")
+        app.state.resources.settings.mcp_allow_private = False
+        tested = await client.post(
+            f"/v1/agents/{agent['id']}/mcp-servers/crm/test", headers=caller.headers()
+        )
+        assert tested.json()["available"] is False
+        assert "non-public address" in tested.json()["reason"]

@@ -379,6 +379,30 @@ class TestDelivery:
             assert delivery["last_status_code"] == 500
             assert delivery["attempts"] == len(receiver.received) >= 2
 
+    async def test_a_failed_delivery_is_sent_again_once_the_receiver_is_fixed(
+        self, app, client, caller
+    ) -> None:
+        app.state.resources.settings.webhook_retry_window_seconds = 0.5
+        async with receiving(script=[500] * 1000) as receiver:
+            created = await hook(client, caller, receiver.url)
+            conversation = await new_conversation(client, caller)
+            await run_streamed(client, caller, conversation, "hello")
+            (failed,) = await settled(client, caller, created["id"])
+            assert failed["status"] == "failed"
+            receiver.script.clear()  # the receiver is fixed: it answers 200 from now
+            path = f"/v1/webhooks/{created['id']}/deliveries/{failed['id']}/redeliver"
+            again = await client.post(path, headers=caller.headers(None))
+            assert again.status_code == 202, again.text
+            assert again.json()["status"] == "pending"
+            (delivered,) = await settled(client, caller, created["id"])
+            assert delivered["status"] == "delivered"
+            taken = receiver.received[-1]
+            assert taken.headers["webhook-id"] == f"msg_{uuid.UUID(failed['id']).hex}"
+            assert taken.verified(created["secret"])["type"] == "run.completed"
+            other = await make_caller(app)
+            refused = await client.post(path, headers=other.headers(None))
+            assert refused.status_code == 404
+
     async def test_a_deleted_endpoint_is_not_sent_its_pending_deliveries(
         self, app, client, caller
     ) -> None:

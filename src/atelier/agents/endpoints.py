@@ -13,10 +13,13 @@ from atelier.agents.schemas import (
     AgentPatch,
     AgentVersionList,
     AgentVersionOut,
+    McpProbeOut,
+    McpToolOut,
 )
 from atelier.db.paging import MAX_LIMIT
 from atelier.http.deps import CallerDep, Cursor, Limit, PrincipalDep, ResourcesDep, SessionDep
 from atelier.http.errors import ProblemError
+from atelier.runs import probe_mcp_server
 from atelier.tenants.principal import Principal
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -114,3 +117,33 @@ async def get_version(
         session, principal.tenant_id, _granted(principal, agent_id), number
     )
     return service.present_version(found)
+
+
+@router.post("/{agent_id}/mcp-servers/{server_name}/test")
+async def test_mcp_server(
+    agent_id: uuid.UUID,
+    server_name: Annotated[str, Path(max_length=64)],
+    principal: PrincipalDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+) -> McpProbeOut:
+    """Connects to one of the latest version's MCP servers as a run would (the outbound
+    rules, caps and timeouts, its headers) and says what it lists, or why it lists nothing."""
+    agent = await service.resolve(session, principal.tenant_id, agent_id, None)
+    found = await probe_mcp_server(resources.settings, resources.sealer, agent, server_name)
+    if found is None:
+        raise ProblemError(404, "not_found", f"the agent has no MCP server {server_name!r}")
+    allowed = next(s for s in agent.definition.mcp_servers if s.name == server_name).allowed_tools
+    return McpProbeOut(
+        server=server_name,
+        available=found.unavailable is None,
+        reason=found.unavailable,
+        tools=[
+            McpToolOut(
+                name=tool.name,
+                description=tool.description,
+                offered=allowed is None or tool.name in allowed,
+            )
+            for tool in found.tools
+        ],
+    )

@@ -170,3 +170,18 @@ class AgentList(BaseModel):
 class AgentVersionList(BaseModel):
     data: list[AgentVersionOut]
     next_cursor: str | None = None
+
+
+class McpToolOut(BaseModel):
+    name: str
+    description: str
+    offered: bool  # the server's allowed_tools let the model see it
+
+
+class McpProbeOut(BaseModel):
+    """An MCP server asked for its tools now, as a run would ask."""
+
+    server: str
+    available: bool
+    reason: str | None  # why it offers no tools
+    tools: list[McpToolOut]

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from atelier.runs.approvals import pending as pending_approvals
     from atelier.runs.environment import RunRequest
     from atelier.runs.manager import RunManager
+    from atelier.runs.mcp import probe as probe_mcp_server
     from atelier.runs.service import owned_run
 
 # The engine's entry points are imported when first asked for: the domains below the engine
@@ -59,6 +60,7 @@ _LAZY = {
     "pending_approvals": ("atelier.runs.approvals", "pending"),
     "decided_approvals": ("atelier.runs.approvals", "decided"),
     "APPROVED": ("atelier.runs.approvals", "APPROVED"),
+    "probe_mcp_server": ("atelier.runs.mcp", "probe"),
 }
 
 
@@ -107,4 +109,5 @@ __all__ = [
     "decided_approvals",
     "owned_run",
     "pending_approvals",
+    "probe_mcp_server",
 ]

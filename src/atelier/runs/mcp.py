@@ -155,6 +155,30 @@ class McpTools:
         return ToolResult(call.id, f"the MCP server {server_name} failed: {reason}", is_error=True)
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What an MCP server answered when asked for its tools, now (no cache)."""
+
+    tools: list[ListedTool]
+    unavailable: str | None  # why it offers none
+
+
+async def probe(
+    settings: Settings, sealer: Sealer, agent: ResolvedAgent, server_name: str
+) -> Probe | None:
+    """Connect to one of the agent version's MCP servers as a run would (the same SSRF
+    rules, caps and timeouts, its sealed headers) and list its tools; None: no such server."""
+    server = next((s for s in agent.definition.mcp_servers if s.name == server_name), None)
+    if server is None:
+        return None
+    try:
+        headers = sealer.open(agent.sealed_secrets).get(server.name, {})
+    except SecretsUnavailable:
+        return Probe([], "its headers cannot be opened on this server (ATELIER_SECRETS_KEY)")
+    listed, why = await _tools_of(settings, server, headers, ToolListCache())
+    return Probe(listed, why)
+
+
 async def _tools_of(
     settings: Settings, server: McpServer, headers: dict[str, str], cache: ToolListCache
 ) -> tuple[list[ListedTool], str | None]:

@@ -4,20 +4,27 @@ administration: a secret key only."""
 
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.secrets import SecretsUnavailable
 from atelier.errors import Refused, Unavailable
-from atelier.http.deps import CallerDep, PrincipalDep, ResourcesDep, SessionDep
+from atelier.http.deps import CallerDep, Cursor, Limit, PrincipalDep, ResourcesDep, SessionDep
 from atelier.http.errors import ProblemError
 from atelier.resources import Resources
-from atelier.tenants import cors, identity, tokens
+from atelier.tenants import cors, identity, service, tokens
+from atelier.tenants.models import ApiKey
 from atelier.tenants.schemas import (
+    ApiKeyIn,
+    ApiKeyList,
+    ApiKeyOut,
     CorsIn,
     CorsOut,
     IdentityIn,
     IdentityOut,
+    IssuedApiKey,
     Limits,
     RevokeIn,
     UserTokenIn,
@@ -141,3 +148,48 @@ async def limits(_: CallerDep, resources: ResourcesDep) -> Limits:
         max_workspace_bytes=settings.max_workspace_bytes,
         max_request_bytes=settings.max_json_body_bytes,
     )
+
+
+@router.get("/api-keys", tags=["api keys"])
+async def list_api_keys(
+    principal: PrincipalDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> ApiKeyList:
+    """The tenant's keys, newest first, revoked ones too: prefixes and names, no secret."""
+    rows, next_cursor = await service.api_keys(session, principal.tenant_id, limit, cursor)
+    return ApiKeyList(
+        data=[ApiKeyOut.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
+    )
+
+
+@router.post("/api-keys", status_code=201, tags=["api keys"])
+async def issue_api_key(
+    body: ApiKeyIn,
+    principal: PrincipalDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    response: Response,
+) -> IssuedApiKey:
+    """A new key for the tenant; its secret is in this answer only."""
+    issued = await service.issue_api_key(
+        session, principal.tenant_id, body.name, resources.settings.max_api_keys
+    )
+    await session.commit()
+    response.headers["cache-control"] = "no-store"
+    row = await session.get(ApiKey, issued.id)
+    assert row is not None
+    return IssuedApiKey(
+        **ApiKeyOut.model_validate(row, from_attributes=True).model_dump(), secret=issued.secret
+    )
+
+
+@router.delete("/api-keys/{key_id}", status_code=204, tags=["api keys"])
+async def revoke_api_key(
+    key_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, resources: ResourcesDep
+) -> Response:
+    """Revoked at once here, in other processes within ATELIER_API_KEY_CACHE_SECONDS; the
+    end-user tokens it minted stop with it. A key may revoke itself."""
+    await service.revoke_tenant_key(session, principal.tenant_id, key_id)
+    await session.commit()
+    resources.key_cache.clear()
+    return Response(status_code=204)

@@ -152,3 +152,28 @@ class Limits(BaseModel):
     max_file_bytes: int
     max_workspace_bytes: int
     max_request_bytes: int  # a JSON body
+
+
+class ApiKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", max_length=100, pattern=NO_NUL)
+
+
+class ApiKeyOut(BaseModel):
+    """A key as listed: its public prefix (``atl_<prefix>_…``), never its secret."""
+
+    id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class IssuedApiKey(ApiKeyOut):
+    secret: str  # shown once, here; only its hash is kept
+
+
+class ApiKeyList(BaseModel):
+    data: list[ApiKeyOut]
+    next_cursor: str | None

@@ -13,7 +13,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents import service as agents
+from atelier.db import paging
 from atelier.db.base import utcnow
+from atelier.db.limits import room_for_one
+from atelier.errors import NotFound
 from atelier.tenants.models import ApiKey, Tenant
 
 KEY_PREFIX = "atl"
@@ -85,6 +88,36 @@ async def create_api_key(session: AsyncSession, tenant: Tenant, name: str = "") 
     session.add(key)
     await session.flush()
     return IssuedKey(id=key.id, tenant_id=tenant.id, name=key.name, secret=secret)
+
+
+async def api_keys(
+    session: AsyncSession, tenant_id: uuid.UUID, limit: int, cursor: str | None
+) -> tuple[list[ApiKey], str | None]:
+    """A page of the tenant's keys (revoked ones too), the newest first."""
+    query = select(ApiKey).where(ApiKey.tenant_id == tenant_id)
+    return await paging.page(
+        session, query, [ApiKey.created_at, ApiKey.id], limit, cursor, newest_first=True
+    )
+
+
+async def issue_api_key(
+    session: AsyncSession, tenant_id: uuid.UUID, name: str, limit: int
+) -> IssuedKey:
+    """A new key of the tenant, within its cap of active keys (``409 limit_reached``)."""
+    active = [ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None)]
+    await room_for_one(session, ApiKey, active, limit, "active API keys", "ATELIER_MAX_API_KEYS")
+    tenant = await session.get(Tenant, tenant_id)
+    assert tenant is not None
+    return await create_api_key(session, tenant, name)
+
+
+async def revoke_tenant_key(session: AsyncSession, tenant_id: uuid.UUID, key_id: uuid.UUID) -> None:
+    """Revoke one of the tenant's keys (``NotFound`` if it has no such active key)."""
+    owned = await session.scalar(
+        select(ApiKey.id).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id)
+    )
+    if owned is None or not await revoke_api_key(session, key_id):
+        raise NotFound("not_found", "no such active API key")
 
 
 async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> bool:

@@ -10,6 +10,7 @@ from atelier.http.deps import Cursor, Limit, PrincipalDep, ResourcesDep, Session
 from atelier.webhooks import service
 from atelier.webhooks.schemas import (
     DeliveryList,
+    DeliveryOut,
     WebhookIn,
     WebhookList,
     WebhookOut,
@@ -106,3 +107,11 @@ async def list_deliveries(
         session, principal.tenant_id, webhook_id, status, limit, cursor
     )
     return DeliveryList(data=found, next_cursor=next_cursor)
+
+
+@router.post("/{webhook_id}/deliveries/{delivery_id}/redeliver", status_code=202)
+async def redeliver(
+    webhook_id: uuid.UUID, delivery_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+) -> DeliveryOut:
+    """Sends a delivery again (a failed one, once the receiver is fixed)."""
+    return await service.redeliver(session, principal.tenant_id, webhook_id, delivery_id)

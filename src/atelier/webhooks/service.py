@@ -144,22 +144,38 @@ async def deliveries(
         cursor,
         newest_first=True,
     )
-    return [
-        DeliveryOut(
-            id=row.event_id,
-            event_type=row.event_type,
-            status=row.status,
-            attempts=row.attempts,
-            last_status_code=row.last_status_code,
-            last_error=row.last_error,
-            last_attempt_at=row.last_attempt_at,
-            next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
-            delivered_at=row.delivered_at,
-            created_at=row.created_at,
-            data=row.data,
-        )
-        for row in rows
-    ], next_cursor
+    return [_delivery(row) for row in rows], next_cursor
+
+
+async def redeliver(
+    session: AsyncSession, tenant_id: uuid.UUID, webhook_id: uuid.UUID, event_id: uuid.UUID
+) -> DeliveryOut:
+    """Send one of its deliveries again (failed, or delivered and wanted once more): it is
+    pending from now, sent at the next sweep, and retried while its event's day of retries
+    lasts; the same event (``webhook-id``, timestamp), so that a receiver can tell."""
+    hook = await get(session, tenant_id, webhook_id)
+    row = await session.get(WebhookDelivery, (event_id, hook.id))
+    if row is None:
+        raise NotFound("not_found", "no such delivery")
+    row.status, row.attempts, row.next_attempt_at = "pending", 0, utcnow()
+    await session.flush()
+    return _delivery(row)
+
+
+def _delivery(row: WebhookDelivery) -> DeliveryOut:
+    return DeliveryOut(
+        id=row.event_id,
+        event_type=row.event_type,
+        status=row.status,
+        attempts=row.attempts,
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+        last_attempt_at=row.last_attempt_at,
+        next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+        delivered_at=row.delivered_at,
+        created_at=row.created_at,
+        data=row.data,
+    )
 
 
 def present(hook: Webhook) -> WebhookOut:
