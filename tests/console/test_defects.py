@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -225,7 +226,7 @@ async def test_an_upload_batch_goes_on_past_a_file_too_large(
     assert "Uploaded 2 of 3 files" in await console.page.inner_text("#notice")
 
 
-VIEWS = ("#/conversations", "#/chats", "#/agents", "#/usage")
+VIEWS = ("#/conversations", "#/chats", "#/agents", "#/usage", "#/admin")
 
 
 async def test_phones_scroll_no_view_sideways(console: Console, app: FastAPI) -> None:
@@ -456,3 +457,81 @@ async def test_the_run_inspector_shows_each_step_live_and_after(console: Console
     await console.page.locator("#messages .run-footer .inspect").last.click()
     await console.page.wait_for_selector("#inspected-status[data-state='completed']")
     assert await steps.evaluate_all("items => items.map(i => i.dataset.type)") == kinds
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "offline_model_delay_seconds": 0.02,
+            "mcp_allow_private": True,
+            "webhook_allow_private": True,
+        }
+    ],
+)
+async def test_administration_budgets_webhooks_keys_and_mcp_servers(
+    console: Console, app: FastAPI
+) -> None:
+    from tests.agents.mcp_server import McpServerProcess
+    from tests.webhooks.receiver import receiving
+
+    await console.sign_in()
+    await console.page.click("nav a[href='#/admin']")
+    await console.page.wait_for_selector("#budgets")
+    # A budget: added, shown with what is spent, deleted.
+    await console.page.select_option("#budget-scope", "user")
+    await console.page.fill("#budget-subject", "alice")
+    await console.page.fill("#budget-limit", "5")
+    await console.page.click("#budgets button[type='submit']")
+    row = console.page.locator("#budgets tbody tr")
+    await row.wait_for()
+    assert "alice" in await row.inner_text()
+    assert "5" in await row.inner_text()
+    # An API key: issued (its secret shown once, and it works), then revoked.
+    await console.page.fill("#key-name", "ci")
+    await console.page.click("#api-keys button[type='submit']")
+    secret = await console.page.locator(".secret code").inner_text()
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        works = await http.get("/v1/models", headers={"Authorization": f"Bearer {secret}"})
+        assert works.status_code == 200
+        console.page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await console.page.click("#api-keys button[aria-label='Revoke ci']")
+        await console.page.wait_for_selector("#api-keys li.revoked")
+        app.state.resources.key_cache.clear()
+        gone = await http.get("/v1/models", headers={"Authorization": f"Bearer {secret}"})
+        assert gone.status_code == 401
+    # A webhook: added, a run delivered to it, its deliveries listed, one sent again.
+    async with receiving() as receiver:
+        await console.page.fill("#webhook-url", receiver.url)
+        await console.page.click("#webhooks button[type='submit']")
+        await console.page.wait_for_selector(".secret:has-text('signing secret')")
+        async with console.api() as api:
+            made = await api.post("/v1/conversations", json={})
+            await api.post(
+                f"/v1/conversations/{made.json()['id']}/runs",
+                json={"input": "hi"},
+                headers={"Accept": "text/event-stream"},
+            )
+        await receiver.wait_for(1)
+        await console.page.click("#webhooks .deliveries-button")
+        await console.page.wait_for_selector("#deliveries li[data-status='delivered']")
+        await console.page.click("#deliveries .redeliver")
+        await receiver.wait_for(2)
+        assert (
+            receiver.received[0].headers["webhook-id"] == receiver.received[1].headers["webhook-id"]
+        )
+    await console.screenshot("administration")
+    # An agent's MCP server: added by URL, tested from the agent's page.
+    with McpServerProcess() as crm:
+        await console.page.click("nav a[href='#/agents']")
+        await console.page.click("#agent-list a")
+        await console.page.fill("#agent-mcp", f"crm {crm.url}")
+        await console.page.click("#agent button[type='submit']")
+        await console.page.wait_for_selector("#agent h2:has-text('version 2')")
+        await console.page.click("button[aria-label='Test crm']")
+        await console.page.wait_for_selector("#mcp-test .mcp-tools li")
+        assert "find_customer" in await console.page.inner_text("#mcp-test")
+    # The agent's versions, compared.
+    await console.page.locator("#agent-versions button").first.click()
+    added = await console.page.locator("#version-diff .added").all_inner_texts()
+    assert any('"name": "crm"' in line for line in added), added

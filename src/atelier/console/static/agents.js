@@ -34,8 +34,52 @@ export function diffLines(before, after) {
   return lines;
 }
 
+// Each MCP server of the agent, tested as a run would connect: its tools, or why none.
+function mcpCard(agent) {
+  const result = h("div", { id: "mcp-test", "aria-live": "polite" });
+  const test = (server) =>
+    guarded(async () => {
+      clear(result, h("p", { class: "muted" }, `Connecting to ${server.name}…`));
+      const probe = await api(`/v1/agents/${agent.id}/mcp-servers/${encodeURIComponent(server.name)}/test`, { method: "POST" });
+      clear(
+        result,
+        h("h3", {}, `${server.name}: ${probe.available ? `${probe.tools.length} tools` : "unavailable"}`),
+        probe.available
+          ? h(
+              "ul",
+              { class: "list mcp-tools" },
+              probe.tools.map((tool) =>
+                h("li", { class: tool.offered ? null : "muted" }, h("strong", {}, tool.name), ` ${tool.description}`, tool.offered ? "" : " (not offered: outside allowed_tools)"),
+              ),
+            )
+          : h("p", { class: "error-text" }, probe.reason),
+      );
+    });
+  return h(
+    "section",
+    { class: "card", id: "agent-mcp-servers" },
+    h("h2", {}, "MCP servers"),
+    agent.mcp_servers.length
+      ? h(
+          "ul",
+          { class: "list" },
+          agent.mcp_servers.map((server) =>
+            h(
+              "li",
+              {},
+              h("span", { class: "mono" }, `${server.name} · ${server.url}`),
+              " ",
+              h("button", { type: "button", class: "small", "aria-label": `Test ${server.name}`, onclick: test(server) }, "Test the connection"),
+            ),
+          ),
+        )
+      : h("p", { class: "muted" }, "None: add one above (name and URL), then save a new version."),
+    result,
+  );
+}
+
 async function versionsCard(agent) {
-  const versions = (await api(`/v1/agents/${agent.id}/versions?limit=100`)).data;
+  const versions = (await api(`/v1/agents/${agent.id}/versions?limit=100`)).data.sort((a, b) => b.version - a.version);
   const shown = h("div", { id: "version-diff" });
   const compare = (index) => {
     const [newer, older] = [versions[index], versions[index + 1]];
@@ -160,6 +204,6 @@ export async function agentsView(main, id) {
     field("MCP servers (one per line: name url)", servers),
     h("button", { type: "submit" }, "Save a new version"),
   );
-  clear(detail, form, await versionsCard(agent));
+  clear(detail, form, mcpCard(agent), await versionsCard(agent));
   return () => {};
 }

@@ -7,10 +7,11 @@ import { conversationsView } from "./conversations.js";
 import { chatsView } from "./chats.js";
 import { agentsView } from "./agents.js";
 import { usageView } from "./usage.js";
+import { adminView } from "./admin.js";
 
 const main = document.getElementById("main");
 let leaving = null; // the open view's clean-up (streams to stop)
-const ADMINISTRATION = new Set(["#/agents", "#/usage"]);
+const ADMINISTRATION = new Set(["#/agents", "#/usage", "#/admin"]);
 
 function signInView() {
   const key = h("input", { id: "key", type: "password", autocomplete: "off", required: true });
@@ -68,6 +69,7 @@ async function route() {
     chats: chatsView,
     agents: agentsView,
     usage: usageView,
+    admin: adminView,
   };
   const view = (!(who.token && ADMINISTRATION.has(`#/${section}`)) && views[section]) || conversationsView;
   try {
