@@ -20,8 +20,9 @@ LONG_INPUT = " ".join(f"word{i}" for i in range(200))  # the offline model echoe
 
 @pytest.mark.timeout(120)
 async def test_a_crash_mid_run_ends_in_a_failure_the_page_says(
-    deployment: Deployment, servers
+    any_deployment: Deployment, servers_of
 ) -> None:
+    deployment, servers = any_deployment, servers_of
     first = servers()
     await first.ready()
     async with playwright_api.async_playwright() as driver:

@@ -245,6 +245,8 @@ async def test_phones_scroll_no_view_sideways(console: Console, app: FastAPI) ->
         await console.page.goto(f"{console.url}/console/{view}")
         await console.page.wait_for_selector("#composer" if conversation in view else "main h1")
         await console.page.wait_for_load_state("networkidle")
+        # Every view begins with a level-one heading (it had none on four).
+        assert await console.page.locator("main h1").count() == 1, view
         wide = await console.page.evaluate("() => document.documentElement.scrollWidth")
         widest = await console.page.evaluate(
             "() => [...document.querySelectorAll('body *')]"
@@ -535,3 +537,20 @@ async def test_administration_budgets_webhooks_keys_and_mcp_servers(
     await console.page.locator("#agent-versions button").first.click()
     added = await console.page.locator("#version-diff .added").all_inner_texts()
     assert any('"name": "crm"' in line for line in added), added
+
+
+async def test_chats_are_renamed_and_deleted(console: Console) -> None:
+    await console.sign_in()
+    await console.page.click("nav a[href='#/chats']")
+    await console.page.click("#new-chat")
+    await console.page.wait_for_selector("#composer")
+    chat = console.page.url.rsplit("/", 1)[1]
+    await console.page.fill("#title", "Trip ideas")
+    await console.page.press("#title", "Tab")
+    link = f"#chat-list a[href='#/chats/{chat}']"
+    await console.page.wait_for_selector(f"{link}:has-text('Trip ideas')")
+    console.page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await console.page.click("#delete-chat")
+    await console.page.wait_for_selector(link, state="detached")
+    async with console.api() as api:
+        assert (await api.get(f"/v1/chats/{chat}")).status_code == 404
