@@ -115,3 +115,31 @@ async def test_the_focus_never_falls_back_to_the_page(console: Console) -> None:
     # The reply, once whole, is announced (not each token as it streams).
     announced = await console.page.inner_text("#announcer")
     assert announced.startswith("The agent replied: Done.")
+
+
+CONTRAST = """([selector, property]) => {
+  const e = document.querySelector(selector);
+  const rgb = (text) => text.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = ([r, g, b]) => {
+    const c = [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  };
+  let back = e.parentElement;
+  while (back && getComputedStyle(back).backgroundColor === 'rgba(0, 0, 0, 0)') back = back.parentElement;
+  const [a, b] = [lum(rgb(getComputedStyle(e)[property])), lum(rgb(getComputedStyle(back || document.body).backgroundColor))];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+async def test_controls_and_the_focus_ring_stand_out(console: Console) -> None:
+    """Defect 10 (WCAG 1.4.11, which axe-core does not check): input borders were 1.31:1
+    and the focus ring 2.97:1 against what is behind them; 3:1 at least."""
+    await console.sign_in()
+    await console.new_conversation()
+    border = await console.page.evaluate(CONTRAST, ["#composer", "borderTopColor"])
+    assert border >= 3, border
+    await console.page.focus("#composer")
+    await console.page.keyboard.press("Shift+Tab")
+    await console.page.keyboard.press("Tab")  # focused from the keyboard: :focus-visible
+    ring = await console.page.evaluate(CONTRAST, ["#composer", "outlineColor"])
+    assert ring >= 3, ring

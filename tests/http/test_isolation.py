@@ -82,6 +82,10 @@ TENANT_WIDE = {
     "/v1/budgets/{budget_id}",
     "/langgraph/assistants/{assistant_id}",
     "/ag-ui/agents/{agent}",
+    "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    "/v1/agents/{agent_id}/mcp-servers/{server_name}/test",
+    # The tenant's keys: any user of the tenant may (a user id is no authority over keys).
+    "/v1/api-keys/{key_id}",
 }
 # Operations that name none of Alice's resources: they must answer, but only with the
 # caller's own (empty) data.
@@ -118,14 +122,28 @@ UNOWNED = {
     ("put", "/v1/identity"),
     ("post", "/v1/user-tokens"),
     ("post", "/v1/user-tokens/revoke"),
+    ("get", "/v1/limits"),
+    # The tenant's own keys: another tenant lists and makes only its own.
+    ("get", "/v1/api-keys"),
+    ("post", "/v1/api-keys"),
 }
 
 
 class Owned:
     def __init__(
-        self, conversation: str, run: str, chat: str, agent: str, webhook: str, budget: str
+        self,
+        conversation: str,
+        run: str,
+        chat: str,
+        agent: str,
+        webhook: str,
+        budget: str,
+        key: str,
     ) -> None:
         self.ids = {
+            "key_id": key,
+            "delivery_id": "00000000-0000-4000-8000-000000000001",
+            "server_name": "crm",
             "webhook_id": webhook,
             "budget_id": budget,
             "conversation_id": conversation,
@@ -177,7 +195,8 @@ async def alice(client: httpx.AsyncClient, caller: Caller) -> Owned:
             headers=caller.headers(),
         )
     ).json()["id"]
-    return Owned(conversation, events[0][2]["run_id"], chat, agent, webhook, budget)
+    key = (await client.get("/v1/api-keys", headers=caller.headers())).json()["data"][0]["id"]
+    return Owned(conversation, events[0][2]["run_id"], chat, agent, webhook, budget, key)
 
 
 def operations(app) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
@@ -246,9 +265,17 @@ async def test_every_operation_refuses_other_tenants_and_other_users(
             if (method, template) in UNOWNED:
                 assert response.status_code < 400, (who, method, template, response.text)
                 for name, secret in alice.ids.items():
-                    if name in ("number", "call_id") or (
+                    if name in ("number", "call_id", "delivery_id", "server_name") or (
                         who == "another user"
-                        and name in ("agent_id", "assistant_id", "agent", "webhook_id", "budget_id")
+                        and name
+                        in (
+                            "agent_id",
+                            "assistant_id",
+                            "agent",
+                            "webhook_id",
+                            "budget_id",
+                            "key_id",
+                        )
                     ):
                         continue  # no secret; the tenant's agents are every user's
                     assert secret not in response.text, (who, method, template)
