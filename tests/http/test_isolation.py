@@ -69,6 +69,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "json": {"issuer": "https://id.example/", "audience": "atelier", "hs256_secret": "s" * 40}
     },
     ("post", "/v1/user-tokens"): {"json": {"user_id": "alice"}},
+    ("post", "/v1/api-keys"): {"json": {"name": "intruder"}},
     ("post", "/v1/user-tokens/revoke"): {"json": {"user_id": "alice"}},
 }
 # Tenant-wide by contract (agents): another tenant gets 404, another user of the same

@@ -129,6 +129,8 @@ async def test_mcp_server(
 ) -> McpProbeOut:
     """Connects to one of the latest version's MCP servers as a run would (the outbound
     rules, caps and timeouts, its headers) and says what it lists, or why it lists nothing."""
+    # Another tenant's agent (or a deleted one) is no agent: 404, as everywhere.
+    await service.get(session, principal.tenant_id, agent_id)
     agent = await service.resolve(session, principal.tenant_id, agent_id, None)
     found = await probe_mcp_server(resources.settings, resources.sealer, agent, server_name)
     if found is None:
