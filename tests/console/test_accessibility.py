@@ -108,7 +108,8 @@ async def test_the_focus_never_falls_back_to_the_page(console: Console) -> None:
     await console.ask("write a.txt: approved")
     await console.page.click(".approval button.approve")
     await console.page.wait_for_function(
-        "() => document.activeElement?.matches('details.call[data-call-id]')"
+        "() => document.activeElement?.matches('details.call[data-call-id]')",
+        timeout=10_000,  # the run's next event, a moment after the click
     )
     await console.run_ended()
     assert await focused(console) != "BODY"
