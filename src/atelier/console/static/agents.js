@@ -11,7 +11,7 @@ function definitionLines(version) {
 }
 
 // A line diff (longest common subsequence): enough for definitions of a few hundred lines.
-export function diffLines(before, after) {
+function diffLines(before, after) {
   const n = before.length;
   const m = after.length;
   const common = Array.from({ length: n + 1 }, () => new Uint16Array(m + 1));

@@ -2,7 +2,7 @@
 // first, each run drawn with its replies, tool calls and how it ended; its files and
 // composer; its run streamed live and picked up again after a reload from the last event
 // shown; regenerate, fork and edit-and-resend; and the run inspector.
-import { api, stream, upload } from "./api.js";
+import { api, stream } from "./api.js";
 import { clear, guarded, h, listBesideDetail, notify } from "./dom.js";
 import { forgetLiveState, liveState, saveLiveState } from "./session.js";
 import { LiveRun } from "./live.js";

@@ -45,7 +45,7 @@ const DECIDED = { approved: "approved", denied: "denied", approve: "approved", d
 
 // One tool call: what it was asked with, whether a person let it run, what it gave back.
 // ``decide(decision)``: the buttons of a call that waits for a person.
-export function renderCall(item, decide) {
+function renderCall(item, decide) {
   const running = item.output === undefined || item.output === null;
   const decision = DECIDED[item.decision] || item.decision || null;
   const waiting = decision === "pending";
@@ -83,7 +83,7 @@ export function renderCall(item, decide) {
   );
 }
 
-export function renderNotice(item) {
+function renderNotice(item) {
   return h("p", { class: "muted notice-line", role: "note" }, item.text);
 }
 
