@@ -44,9 +44,7 @@ async def test_every_view_has_no_serious_or_critical_violation(console: Console)
     await page.goto(f"{console.url}/console/")
     await page.wait_for_selector("#key")
     found = await axe(console, "sign-in")
-    async with console.api() as api:
-        careful = {"name": "careful", "approval": {"require": ["write_*"]}}
-        assert (await api.post("/v1/agents", json=careful)).status_code == 201
+    await console.careful_agent()
     await console.sign_in()
     found += await axe(console, "conversations")
     await console.new_conversation()
@@ -96,9 +94,7 @@ async def focused(console: Console) -> str:
 
 async def test_the_focus_never_falls_back_to_the_page(console: Console) -> None:
     """Defect 10: the focus went to <body> after sign-in, a new conversation, approve."""
-    async with console.api() as api:
-        careful = {"name": "careful", "approval": {"require": ["write_*"]}}
-        assert (await api.post("/v1/agents", json=careful)).status_code == 201
+    await console.careful_agent()
     await console.sign_in()
     # The view's heading: where it begins (set once the view is drawn).
     await console.page.wait_for_function("() => document.activeElement?.tagName === 'H1'")

@@ -105,6 +105,12 @@ class Console:
             path=str(ARTIFACTS / f"{name}-{self.backend}.png"), full_page=True
         )
 
+    async def careful_agent(self) -> None:
+        """An agent whose file writes wait for a person's approval ("agent: careful")."""
+        async with self.api() as api:
+            careful = {"name": "careful", "approval": {"require": ["write_*"]}}
+            assert (await api.post("/v1/agents", json=careful)).status_code == 201
+
     def api(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=self.url, headers=self.caller.headers("alice"), timeout=30
@@ -309,9 +315,7 @@ async def test_cancel_stops_the_run(console: Console, app: FastAPI) -> None:
 
 
 async def test_approval_prompts_approve_and_deny(console: Console) -> None:
-    async with console.api() as api:
-        careful = {"name": "careful", "approval": {"require": ["write_*"]}}
-        assert (await api.post("/v1/agents", json=careful)).status_code == 201
+    await console.careful_agent()
     await console.sign_in()
     conversation = await console.new_conversation()
     await console.page.select_option("#agent", label="agent: careful")

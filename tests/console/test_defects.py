@@ -307,9 +307,7 @@ async def run_shape(console: Console) -> list[str]:
 async def test_a_run_looks_the_same_live_and_after_a_reload(console: Console) -> None:
     """Defect 8: after a reload the status line and tokens were gone, approvals no longer
     said approved, tool calls never showed their arguments; no timestamps; no Markdown."""
-    async with console.api() as api:
-        careful = {"name": "careful", "approval": {"require": ["write_*"]}}
-        assert (await api.post("/v1/agents", json=careful)).status_code == 201
+    await console.careful_agent()
     await console.sign_in()
     await console.new_conversation()
     await console.page.select_option("#agent", label="agent: careful")
@@ -424,9 +422,7 @@ async def test_regenerate_fork_and_edit_and_resend(console: Console) -> None:
 
 
 async def test_the_run_inspector_shows_each_step_live_and_after(console: Console) -> None:
-    async with console.api() as api:
-        careful = {"name": "careful", "approval": {"require": ["write_*"]}}
-        assert (await api.post("/v1/agents", json=careful)).status_code == 201
+    await console.careful_agent()
     await console.sign_in()
     await console.new_conversation()
     await console.page.select_option("#agent", label="agent: careful")

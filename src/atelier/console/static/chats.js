@@ -2,7 +2,7 @@
 // as in conversations). Chats are searched, paged, renamed and deleted; a turn the API
 // refuses (a spent budget) gives its text back.
 import { api, stream } from "./api.js";
-import { clear, guarded, h, listBesideDetail, notify } from "./dom.js";
+import { clear, guarded, h, listBesideDetail, titledHead } from "./dom.js";
 import { renderText, renderUser } from "./render.js";
 
 export async function chatsView(main, id) {
@@ -85,7 +85,7 @@ export async function chatsView(main, id) {
                 announcer.textContent = `The model replied: ${data.content.slice(0, 500)}`;
               } else if (event === "title.updated") {
                 title.value = data.title;
-                relabel(id, data.title);
+                relabel(data.title);
               } else if (event === "error") {
                 reply.append(h("div", { class: "muted" }, data.message));
               }
@@ -116,37 +116,14 @@ export async function chatsView(main, id) {
       form.requestSubmit();
     }
   });
-  const title = h("input", {
-    id: "title",
-    "aria-label": "Title",
-    value: chat.title || "",
-    placeholder: "Untitled",
-    onchange: guarded(async (event) => {
-      await api(base, { method: "PATCH", json: { title: event.target.value || null } });
-      relabel(id, event.target.value);
-      notify("Renamed");
-    }),
+  const { head, input: title, relabel } = titledHead({
+    name: "chat",
+    base,
+    id,
+    title: chat.title,
+    question: "Delete this chat?",
   });
-  const remove = h(
-    "button",
-    {
-      type: "button",
-      id: "delete-chat",
-      class: "danger",
-      onclick: guarded(async () => {
-        if (!confirm("Delete this chat?")) return;
-        await api(base, { method: "DELETE" });
-        location.hash = "#/chats";
-      }),
-    },
-    "Delete",
-  );
-  clear(detail, h("div", { class: "conversation-head" }, title, remove), h("div", { class: "thread" }, thread, form, announcer));
+  clear(detail, head, h("div", { class: "thread" }, thread, form, announcer));
   document.scrollingElement.scrollTop = document.scrollingElement.scrollHeight;
   return () => abort.abort();
-}
-
-function relabel(id, title) {
-  const link = document.querySelector(`#chat-list a[href="#/chats/${id}"]`);
-  if (link) link.textContent = title || "Untitled";
 }

@@ -3,7 +3,7 @@
 // composer; its run streamed live and picked up again after a reload from the last event
 // shown; regenerate, fork and edit-and-resend; and the run inspector.
 import { api, stream } from "./api.js";
-import { clear, guarded, h, listBesideDetail, notify } from "./dom.js";
+import { clear, guarded, h, listBesideDetail, notify, titledHead } from "./dom.js";
 import { forgetLiveState, liveState, saveLiveState } from "./session.js";
 import { LiveRun } from "./live.js";
 import { renderFooter, renderItem, renderUser, storedItems } from "./render.js";
@@ -108,33 +108,17 @@ class OpenConversation {
   }
 
   head(conversation) {
-    this.title = h("input", {
-      id: "title",
-      "aria-label": "Title",
-      value: conversation.title || "",
-      placeholder: "Untitled",
-      onchange: guarded(async (event) => {
-        await api(this.base, { method: "PATCH", json: { title: event.target.value || null } });
-        retitle(this.id, event.target.value);
-        notify("Renamed");
-      }),
+    const { head, input, relabel } = titledHead({
+      name: "conversation",
+      base: this.base,
+      id: this.id,
+      title: conversation.title,
+      question: "Delete this conversation and its files?",
+      deleted: () => forgetLiveState(this.id),
     });
-    const remove = h(
-      "button",
-      {
-        type: "button",
-        id: "delete-conversation",
-        class: "danger",
-        onclick: guarded(async () => {
-          if (!confirm("Delete this conversation and its files?")) return;
-          await api(this.base, { method: "DELETE" });
-          forgetLiveState(this.id);
-          location.hash = "#/conversations";
-        }),
-      },
-      "Delete",
-    );
-    return h("div", { class: "conversation-head" }, this.title, remove);
+    this.title = input;
+    this.relabel = relabel;
+    return head;
   }
 
   composer(agents, models, conversation) {
@@ -327,7 +311,7 @@ class OpenConversation {
       fileChanged: (change) => this.files.changed(change),
       titled: (title) => {
         if (document.activeElement !== this.title) this.title.value = title;
-        retitle(this.id, title);
+        this.relabel(title);
       },
       said: (text) => {
         this.announcer.textContent = `The agent replied: ${text.slice(0, 500)}`;
@@ -359,12 +343,6 @@ class OpenConversation {
         this.send.disabled = false;
       });
   }
-}
-
-// The conversation's entry in the list, renamed where it is shown.
-function retitle(id, title) {
-  const link = document.querySelector(`#conversation-list a[href="#/conversations/${id}"]`);
-  if (link) link.textContent = title || "Untitled";
 }
 
 // The conversation's "running" badge in the list, as its run starts and ends.

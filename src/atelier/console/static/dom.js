@@ -1,4 +1,5 @@
 // Building the page from data: text always goes in as text (never as HTML).
+import { api } from "./api.js";
 
 export function h(tag, attributes = {}, ...children) {
   const element = document.createElement(tag);
@@ -97,4 +98,40 @@ export function listBesideDetail(main, { name, title, label, create, page, item 
     ),
   );
   return { list, detail, load: () => load(true) };
+}
+
+// The head of an open conversation or chat (`name`): its title, renamed in the list beside
+// it too, and Delete, asked first (`question`); `deleted()` runs once it is gone.
+export function titledHead({ name, base, id, title, question, deleted = () => {} }) {
+  const relabel = (text) => {
+    const link = document.querySelector(`#${name}-list a[href="#/${name}s/${id}"]`);
+    if (link) link.textContent = text || "Untitled";
+  };
+  const input = h("input", {
+    id: "title",
+    "aria-label": "Title",
+    value: title || "",
+    placeholder: "Untitled",
+    onchange: guarded(async (event) => {
+      await api(base, { method: "PATCH", json: { title: event.target.value || null } });
+      relabel(event.target.value);
+      notify("Renamed");
+    }),
+  });
+  const remove = h(
+    "button",
+    {
+      type: "button",
+      id: `delete-${name}`,
+      class: "danger",
+      onclick: guarded(async () => {
+        if (!confirm(question)) return;
+        await api(base, { method: "DELETE" });
+        deleted();
+        location.hash = `#/${name}s`;
+      }),
+    },
+    "Delete",
+  );
+  return { head: h("div", { class: "conversation-head" }, input, remove), input, relabel };
 }
