@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import Select, bindparam, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -281,33 +282,60 @@ async def resolve(
     """The version a conversation's next run uses: the pinned one, else the latest; the
     tenant's default agent when it names none. A deleted agent's latest is refused.
     One statement: it is on the way to a run's first token."""
-    which = (
-        (Agent.name == DEFAULT_AGENT) & Agent.deleted_at.is_(None)
-        if agent_id is None
-        else Agent.id == agent_id
-    )
-    number = pinned if pinned is not None else Agent.latest_version
     row = (
         await session.execute(
-            select(Agent.deleted_at, AgentVersion)
-            .join(
-                AgentVersion,
-                (AgentVersion.agent_id == Agent.id) & (AgentVersion.version == number),
-            )
-            .where(Agent.tenant_id == tenant_id, which)
+            _resolving(agent_id is None, pinned is None),
+            {"tenant_id": tenant_id, "agent_id": agent_id, "version": pinned},
         )
     ).first()
     if row is None and agent_id is None:  # a tenant made before agents, never migrated
         return ResolvedAgent(None, None, AgentDefinition())
     if row is None or (row.deleted_at is not None and pinned is None):
         raise Conflict("agent_deleted", "the conversation's agent was deleted; choose another")
-    found = row.AgentVersion
     return ResolvedAgent(
-        found.agent_id,
-        found.version,
-        AgentDefinition.model_validate(found.definition),
-        found.secrets,
+        row.agent_id,
+        row.version,
+        _definition(row.agent_id, row.version, row.definition),
+        row.secrets,
     )
+
+
+@functools.cache
+def _resolving(default: bool, latest: bool) -> Select[Any]:
+    """``resolve``'s statement, built once per shape (it is on every run's way to its start)."""
+    which = (
+        (Agent.name == DEFAULT_AGENT) & Agent.deleted_at.is_(None)
+        if default
+        else Agent.id == bindparam("agent_id")
+    )
+    number = Agent.latest_version if latest else bindparam("version")
+    return (
+        select(
+            Agent.deleted_at,
+            AgentVersion.agent_id,
+            AgentVersion.version,
+            AgentVersion.definition,
+            AgentVersion.secrets,
+        )
+        .join(AgentVersion, (AgentVersion.agent_id == Agent.id) & (AgentVersion.version == number))
+        .where(Agent.tenant_id == bindparam("tenant_id"), which)
+    )
+
+
+_DEFINITIONS: dict[tuple[uuid.UUID, int], AgentDefinition] = {}
+_DEFINITIONS_KEPT = 1024
+
+
+def _definition(agent_id: uuid.UUID, version: int, stored: dict[str, Any]) -> AgentDefinition:
+    """A version's definition, validated once: a version never changes once written."""
+    key = (agent_id, version)
+    found = _DEFINITIONS.get(key)
+    if found is None:
+        found = AgentDefinition.model_validate(stored)
+        if len(_DEFINITIONS) >= _DEFINITIONS_KEPT:
+            _DEFINITIONS.pop(next(iter(_DEFINITIONS)))
+        _DEFINITIONS[key] = found
+    return found
 
 
 def present(agent: Agent, latest_version: AgentVersion) -> AgentOut:

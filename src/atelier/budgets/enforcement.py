@@ -12,13 +12,25 @@ is rolled back with the others).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import and_, case, delete, insert, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,35 +90,21 @@ class Payer:
     agent_id: uuid.UUID | None
 
 
-def _binding(payer: Payer) -> Any:
-    scopes = [
-        Budget.scope == "tenant",
-        and_(Budget.scope == "user", Budget.subject == payer.user_id),
-    ]
-    if payer.api_key_id is not None:
-        scopes.append(and_(Budget.scope == "api_key", Budget.subject == str(payer.api_key_id)))
-    if payer.agent_id is not None:
-        scopes.append(and_(Budget.scope == "agent", Budget.subject == str(payer.agent_id)))
-    return and_(Budget.tenant_id == payer.tenant_id, or_(*scopes))
-
-
 async def admit(session: AsyncSession, payer: Payer, currency: str) -> tuple[Binding, ...]:
     """The budgets (in ``currency``) that bind the run, in one statement; ``402
     budget_exceeded`` if one of them is spent for its current period."""
     now = utcnow()
-    current = case(
-        (Budget.period == "day", period_start("day", now)),
-        (Budget.period == "month", period_start("month", now)),
-        else_=EPOCH,
-    )
     rows = await session.execute(
-        select(Budget, BudgetPeriod.spent)
-        .outerjoin(
-            BudgetPeriod,
-            and_(BudgetPeriod.budget_id == Budget.id, BudgetPeriod.period_start == current),
-        )
-        .where(_binding(payer), Budget.currency == currency)
-        .order_by(Budget.id)
+        _admitting(payer.api_key_id is not None, payer.agent_id is not None),
+        {
+            "tenant_id": payer.tenant_id,
+            "user_id": payer.user_id,
+            "api_key": str(payer.api_key_id),
+            "agent": str(payer.agent_id),
+            "currency": currency,
+            "day": period_start("day", now),
+            "month": period_start("month", now),
+        },
     )
     bindings = []
     for budget, spent in rows:
@@ -114,6 +112,41 @@ async def admit(session: AsyncSession, payer: Payer, currency: str) -> tuple[Bin
             raise exceeded(Binding.of(budget))
         bindings.append(Binding.of(budget))
     return tuple(bindings)
+
+
+_PERIOD_START = BudgetPeriod.__table__.c.period_start.type
+
+
+@functools.cache
+def _admitting(by_key: bool, by_agent: bool) -> Select[Budget, Decimal]:
+    """``admit``'s statement, built once per shape (with bound parameters):
+    it is on every run's way to its start."""
+    scopes = [
+        Budget.scope == "tenant",
+        and_(Budget.scope == "user", Budget.subject == bindparam("user_id")),
+    ]
+    if by_key:
+        scopes.append(and_(Budget.scope == "api_key", Budget.subject == bindparam("api_key")))
+    if by_agent:
+        scopes.append(and_(Budget.scope == "agent", Budget.subject == bindparam("agent")))
+    current = case(
+        (Budget.period == "day", bindparam("day", type_=_PERIOD_START)),
+        (Budget.period == "month", bindparam("month", type_=_PERIOD_START)),
+        else_=EPOCH,
+    )
+    return (
+        select(Budget, BudgetPeriod.spent)
+        .outerjoin(
+            BudgetPeriod,
+            and_(BudgetPeriod.budget_id == Budget.id, BudgetPeriod.period_start == current),
+        )
+        .where(
+            Budget.tenant_id == bindparam("tenant_id"),
+            or_(*scopes),
+            Budget.currency == bindparam("currency"),
+        )
+        .order_by(Budget.id)
+    )
 
 
 def _amount(value: Decimal) -> str:

@@ -3,12 +3,13 @@ caller's unit of work commits."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Table, Update, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.conversations.models import Conversation, Message
@@ -46,26 +47,19 @@ async def append(
     """Store a message with the next seq, taken in SQL only now (gapless, unique; BUG-019),
     adding ``counted`` to the conversation's totals in the same statement (BUG-009).
     Fenced: only the conversation's active run writes."""
-    values: dict[str, Any] = {
-        "last_message_seq": Conversation.last_message_seq + 1,
-        "updated_at": utcnow(),
-    }
+    params: dict[str, Any] = {"next_of": conversation_id, "next_for": run_id, "next_at": utcnow()}
     if counted is not None:
-        values |= {
-            "total_input_tokens": Conversation.total_input_tokens + counted.input_tokens,
-            "total_output_tokens": Conversation.total_output_tokens + counted.output_tokens,
-            "total_cost": Conversation.total_cost + counted.cost,
-            "estimated_context_tokens": counted.context_tokens,
+        params |= {
+            "more_input": counted.input_tokens,
+            "more_output": counted.output_tokens,
+            "more_cost": counted.cost,
+            "context": counted.context_tokens,
         }
-    seq = await session.scalar(
-        update(Conversation)
-        .where(Conversation.id == conversation_id, Conversation.active_run_id == run_id)
-        .values(values)
-        .returning(Conversation.last_message_seq)
-        .execution_options(synchronize_session=False)
-    )
+    seq = await session.scalar(_next_seq(counted is not None), params)
     if seq is None:
         raise Fenced
+    # Inserted in Core and returned unattached: the session's unit of work would cost a
+    # run's reply more CPU than the statement itself.
     message = Message(
         id=uuid.uuid4(),
         conversation_id=conversation_id,
@@ -75,13 +69,59 @@ async def append(
         parts=parts,
         run_id=run_id,
         incomplete=incomplete,
+        superseded=False,
         stop_reason=stop_reason,
         event_id=event_id,
         created_at=utcnow(),
     )
-    session.add(message)
-    await session.flush()
+    await session.execute(
+        _INSERT, {column: getattr(message, column) for column in _INSERTED_COLUMNS}
+    )
     return message
+
+
+_INSERT = insert(cast(Table, Message.__table__))
+_INSERTED_COLUMNS = (
+    "id",
+    "conversation_id",
+    "seq",
+    "role",
+    "content",
+    "parts",
+    "run_id",
+    "incomplete",
+    "superseded",
+    "stop_reason",
+    "event_id",
+    "created_at",
+)
+
+
+@functools.cache
+def _next_seq(counted: bool) -> Update:
+    """``append``'s seq (and totals), built once per shape."""
+    values: dict[str, Any] = {
+        "last_message_seq": Conversation.last_message_seq + 1,
+        "updated_at": bindparam("next_at"),
+    }
+    if counted:
+        values |= {
+            "total_input_tokens": Conversation.total_input_tokens + bindparam("more_input"),
+            "total_output_tokens": Conversation.total_output_tokens + bindparam("more_output"),
+            "total_cost": Conversation.total_cost
+            + bindparam("more_cost", type_=Conversation.__table__.c.total_cost.type),
+            "estimated_context_tokens": bindparam("context"),
+        }
+    return (
+        update(Conversation)
+        .where(
+            Conversation.id == bindparam("next_of"),
+            Conversation.active_run_id == bindparam("next_for"),
+        )
+        .values(values)
+        .returning(Conversation.last_message_seq)
+        .execution_options(synchronize_session=False)
+    )
 
 
 @dataclass(frozen=True)
@@ -119,14 +159,16 @@ async def seed(session: AsyncSession, conversation: Conversation, turns: list[Tu
 
 async def visible(session: AsyncSession, conversation_id: uuid.UUID, up_to: int) -> list[Message]:
     """The conversation's messages (not superseded) numbered up to ``up_to``."""
-    rows = await session.scalars(_current(conversation_id).where(Message.seq <= up_to))
+    rows = await session.scalars(
+        _CURRENT.where(Message.seq <= up_to), {"conversation_id": conversation_id}
+    )
     return list(rows)
 
 
 async def history(session: AsyncSession, conversation_id: uuid.UUID) -> list[ChatMessage]:
     """The conversation as the model sees it: every stored message that was not superseded,
     tool parts included."""
-    return as_history(await session.scalars(_current(conversation_id)))
+    return as_history(await session.scalars(_CURRENT, {"conversation_id": conversation_id}))
 
 
 async def waiting_history(
@@ -134,18 +176,18 @@ async def waiting_history(
 ) -> tuple[list[ChatMessage], tuple[ToolCall, ...]]:
     """The conversation of a run that waited for approvals, and the calls it waited with:
     the last message's, still without results."""
-    rows = list(await session.scalars(_current(conversation_id)))
+    rows = list(await session.scalars(_CURRENT, {"conversation_id": conversation_id}))
     calls = as_chat_message(rows[-1]).tool_calls if rows and rows[-1].role == "assistant" else ()
     history = as_history(rows)
     return (history[:-1] if calls else history), calls
 
 
-def _current(conversation_id: uuid.UUID) -> Select[Message]:
-    return (
-        select(Message)
-        .where(Message.conversation_id == conversation_id, Message.superseded.is_(False))
-        .order_by(Message.seq)
-    )
+# Built once: it is on every run's way to its start.
+_CURRENT = (
+    select(Message)
+    .where(Message.conversation_id == bindparam("conversation_id"), Message.superseded.is_(False))
+    .order_by(Message.seq)
+)
 
 
 def as_history(rows: Any) -> list[ChatMessage]:

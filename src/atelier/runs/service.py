@@ -7,17 +7,29 @@ conversation was deleted) can no longer change anything.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Exists, and_, exists, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Exists,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    exists,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.agents.service import ResolvedAgent
-from atelier.conversations.models import Conversation, Kind, Message, reachable_by
+from atelier.conversations.models import Conversation, Kind, Message
 from atelier.conversations.service import get_owned
 from atelier.db.base import utcnow
 from atelier.errors import NotFound
@@ -57,6 +69,46 @@ class Claimed:
     api_key_id: uuid.UUID | None = None  # the key the run was asked for with
 
 
+def _owned(granted: bool) -> ColumnElement[bool]:
+    """The caller's own conversation of its kind (``reachable_by``, with bound parameters)."""
+    where = [
+        Conversation.id == bindparam("own_id"),
+        Conversation.tenant_id == bindparam("own_tenant"),
+        Conversation.user_id == bindparam("own_user"),
+        Conversation.kind == bindparam("own_kind"),
+    ]
+    if granted:
+        where.append(Conversation.id.in_(bindparam("own_granted", expanding=True)))
+    return and_(*where)
+
+
+@functools.cache
+def _claiming(queued: bool, granted: bool) -> Update:
+    """The claim, built once per shape: building a statement costs more CPU than running
+    it, and it is on the way to every run's first event."""
+    free: ColumnElement[bool] = Conversation.active_run_id.is_(None)
+    if not queued:  # a run that was not queued waits behind those that were
+        free = and_(free, ~waiting_in_line(Conversation.id))
+    return (
+        update(Conversation)
+        .where(_owned(granted), free)
+        .values(
+            active_run_id=bindparam("claim_run"),
+            last_message_seq=Conversation.last_message_seq + 1,
+            updated_at=bindparam("claim_now"),
+        )
+        .returning(
+            Conversation.title,
+            Conversation.model_id,
+            Conversation.agent_id,
+            Conversation.agent_version,
+            Conversation.estimated_context_tokens,
+            Conversation.last_message_seq,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def claim(
     session: AsyncSession,
     principal: Principal,
@@ -75,37 +127,25 @@ async def claim(
     and its id returned (its watchers must be told). Raises ``ConversationGone`` or
     ``RunConflict``.
     """
-    owned = and_(
-        Conversation.id == conversation_id,
-        *reachable_by(principal),
-        Conversation.kind == kind,
-    )
-    free: ColumnElement[bool] = Conversation.active_run_id.is_(None)
-    if not queued:  # a run that was not queued waits behind those that were
-        free = and_(free, ~waiting_in_line(Conversation.id))
-    statement = (
-        update(Conversation)
-        .where(owned, free)
-        .values(
-            active_run_id=run_id,
-            last_message_seq=Conversation.last_message_seq + 1,
-            updated_at=utcnow(),
-        )
-        .returning(
-            Conversation.title,
-            Conversation.model_id,
-            Conversation.agent_id,
-            Conversation.agent_version,
-            Conversation.estimated_context_tokens,
-            Conversation.last_message_seq,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    ids = principal.grant.conversation_ids if principal.grant is not None else None
+    params: dict[str, Any] = {
+        "own_id": conversation_id,
+        "own_tenant": principal.tenant_id,
+        "own_user": principal.user_id,
+        "own_kind": kind,
+        "claim_run": run_id,
+        "claim_now": utcnow(),
+        "own_granted": list(ids) if ids is not None else [],
+    }
+    statement = _claiming(queued, ids is not None)
+    owned = _owned(ids is not None)
     abandoned = None
-    row = (await session.execute(statement)).first()
+    row = (await session.execute(statement, params)).first()
     if row is None:
-        active = await session.scalar(select(Conversation.active_run_id).where(owned))
-        if active is None and not await session.scalar(select(Conversation.id).where(owned)):
+        active = await session.scalar(select(Conversation.active_run_id).where(owned), params)
+        if active is None and not await session.scalar(
+            select(Conversation.id).where(owned), params
+        ):
             raise ConversationGone
         stale_before = utcnow() - timedelta(seconds=abandoned_after)
         if active is None or not await end_run(
@@ -117,7 +157,7 @@ async def claim(
         ):
             raise RunConflict
         abandoned = active
-        row = (await session.execute(statement)).first()
+        row = (await session.execute(statement, params)).first()
         if row is None:
             raise RunConflict
     title, model_id, agent_id, agent_version, context_tokens, seq = row
@@ -135,6 +175,11 @@ async def claim(
         principal.key_id if principal.key_id.int else None,  # 0: a queued run of no key
     )
     return claimed, abandoned
+
+
+# Core inserts, made once: the ORM's insert builds its statement again on every call.
+_INSERT_RUN = insert(cast(Table, Run.__table__))
+_INSERT_MESSAGE = insert(cast(Table, Message.__table__))
 
 
 async def open_run(
@@ -175,7 +220,8 @@ async def open_run(
             raise ConversationGone
     else:
         await session.execute(
-            insert(Run).values(
+            _INSERT_RUN,
+            dict(
                 id=run_id,
                 conversation_id=conversation.id,
                 tenant_id=conversation.tenant_id,
@@ -196,7 +242,7 @@ async def open_run(
                 supersedes=supersedes,
                 instructions=instructions,
                 client_tools=[tool.as_dict() for tool in client_tools] or None,
-            )
+            ),
         )
         if webhook is not None:
             await add_run_webhook(session, conversation.tenant_id, run_id, webhook, now)
@@ -207,7 +253,8 @@ async def open_run(
             .values(superseded=True)
         )
     await session.execute(
-        insert(Message).values(
+        _INSERT_MESSAGE,
+        dict(
             id=uuid.uuid4(),
             conversation_id=conversation.id,
             seq=conversation.user_seq,
@@ -215,8 +262,9 @@ async def open_run(
             content=text,
             run_id=run_id,
             incomplete=False,
+            superseded=False,
             created_at=now,
-        )
+        ),
     )
 
 
@@ -251,14 +299,26 @@ async def count_usage(
 ) -> None:
     """Add a model call to the run's totals, in SQL (BUG-009)."""
     await session.execute(
-        update(Run)
-        .where(Run.id == run_id)
-        .values(
-            input_tokens=Run.input_tokens + input_tokens,
-            output_tokens=Run.output_tokens + output_tokens,
-            cost=Run.cost + cost,
-        )
+        _COUNT_USAGE,
+        {
+            "counted_run": run_id,
+            "more_input": input_tokens,
+            "more_output": output_tokens,
+            "more_cost": cost,
+        },
     )
+
+
+_COUNT_USAGE = (  # built once: every model call counts its usage
+    update(Run)
+    .where(Run.id == bindparam("counted_run"))
+    .values(
+        input_tokens=Run.input_tokens + bindparam("more_input"),
+        output_tokens=Run.output_tokens + bindparam("more_output"),
+        cost=Run.cost + bindparam("more_cost", type_=Run.__table__.c.cost.type),
+    )
+    .execution_options(synchronize_session=False)
+)
 
 
 async def end_run(

@@ -6,9 +6,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.db.base import utcnow
@@ -41,7 +41,8 @@ async def record_usage(
     prices = Prices.of(model)
     charged = cost(usage, prices)
     await session.execute(
-        insert(UsageRecord).values(
+        _INSERT,  # Core, made once: the ORM's insert builds its statement on every call
+        dict(
             id=uuid.uuid4(),
             tenant_id=tenant_id,
             user_id=user_id,
@@ -64,9 +65,12 @@ async def record_usage(
             started_at=started_at,
             first_token_at=first_token_at,
             created_at=utcnow(),
-        )
+        ),
     )
     return charged
+
+
+_INSERT = insert(cast(Table, UsageRecord.__table__))
 
 
 @dataclass(frozen=True)

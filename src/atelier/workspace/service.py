@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -100,12 +100,13 @@ async def list_files(
 
 async def file_etags(session: AsyncSession, conversation: Workspace) -> dict[str, str]:
     """Path -> etag of every file: what a sync compares, without loading whole rows."""
-    rows = await session.execute(
-        select(ConversationFile.path, ConversationFile.etag).where(
-            ConversationFile.conversation_id == conversation.id
-        )
-    )
+    rows = await session.execute(_ETAGS, {"conversation_id": conversation.id})
     return {path: etag for path, etag in rows}
+
+
+_ETAGS = select(ConversationFile.path, ConversationFile.etag).where(  # built once
+    ConversationFile.conversation_id == bindparam("conversation_id")
+)
 
 
 async def upload(
