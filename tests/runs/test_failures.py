@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from atelier.conversations import messages as stored
 from atelier.conversations.models import Conversation, Message
@@ -288,6 +288,47 @@ class TestCrashRecovery:
         assert ended["status"] == "completed"
         log = await messages(client, caller, conversation)
         assert [m["seq"] for m in log] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"run_lease_seconds": 1.5}])
+class TestHeartbeats:
+    async def test_the_process_beats_for_all_its_runs_in_one_statement(
+        self, app, client, caller
+    ) -> None:
+        """Hundreds of runs cost the database one heartbeat per interval, not one each."""
+        tools = BlockingTools()
+        runs = []
+        for _ in range(3):
+            conversation = await new_conversation(client, caller)
+            use_tools(app, tools)
+            runs.append((await start(client, caller, conversation, "list files")).json()["id"])
+        beats: list[object] = []
+
+        def seen(_conn, _cursor, statement: str, parameters: object, *_: object) -> None:
+            if "heartbeat_at" in statement and statement.lstrip().upper().startswith("UPDATE"):
+                beats.append(parameters)
+
+        engine = app.state.resources.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            await asyncio.sleep(1.2)  # two beats at least (every 0.5 s)
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+            tools.release.set()
+        assert len(beats) >= 2
+        for parameters in beats:  # each beat names every run
+            assert all(
+                run_id.replace("-", "") in str(parameters).replace("-", "") for run_id in runs
+            )
+
+    async def test_a_run_taken_for_dead_stops_at_the_next_beat(self, app, client, caller) -> None:
+        conversation, run, tools = await start_blocked(app, client, caller)
+        async with app.state.resources.sessionmaker() as session:  # what the reaper does
+            await session.execute(
+                update(Run).where(Run.id == uuid.UUID(run["id"])).values(status="failed")
+            )
+            await session.commit()
+        await asyncio.wait_for(tools.cancelled.wait(), 5)
 
 
 class TestShutdown:

@@ -19,6 +19,7 @@ from atelier.llm.titles import TitleGenerator
 from atelier.runs.log import EventShipper
 from atelier.runs.mcp import ToolListCache
 from atelier.runs.tools import ToolsFactory
+from atelier.runs.watchdogs import Heartbeats
 from atelier.settings import Settings
 from atelier.supervisor import Supervisor
 from atelier.tenants.principal import Principal
@@ -68,7 +69,9 @@ class RunEnvironment:
     titles: TitleGenerator
     on_first_output: Callable[[], Callable[[], None]]  # a timer per run, for the metric
     shipper: EventShipper = field(init=False)  # every run's events, to the shared log
+    heartbeats: Heartbeats = field(init=False)  # every run's proof that this process lives
     mcp_tool_lists: ToolListCache = field(init=False, default_factory=ToolListCache)
 
     def __post_init__(self) -> None:
         self.shipper = EventShipper(self.coordination)
+        self.heartbeats = Heartbeats(self.sessions, self.settings.run_lease_seconds)

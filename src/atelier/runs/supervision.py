@@ -188,8 +188,8 @@ class RunTask:
         return contextlib.nullcontext(None)
 
     async def _supervise(self, opened: Opened, spec: AgentSpec, workdir: Path | None) -> Outcome:
+        self.env.heartbeats.watch(self.run_id, self.stop)
         watchers = [
-            asyncio.create_task(self.watchdogs.heartbeat(), name=f"run-heartbeat-{self.run_id}"),
             asyncio.create_task(self.watchdogs.watch_idle(), name=f"run-idle-{self.run_id}"),
         ]
         self._work = asyncio.create_task(
@@ -206,6 +206,7 @@ class RunTask:
                     absorbed()
                     self.stop("shutdown")
         finally:
+            self.env.heartbeats.forget(self.run_id)
             for watcher in watchers:
                 watcher.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
