@@ -94,6 +94,15 @@ class Settings(BaseSettings):
     # holding it frees its conversation (and has its run reaped) within about this long.
     run_lease_seconds: float = Field(30.0, ge=1, le=3600)
     run_event_retention_seconds: int = Field(3600, ge=60)
+    # What one process takes on (docs/operations.md, "Capacity"). Runs it executes at once:
+    # past this a new run is refused (503 at_capacity, with Retry-After) so that the runs
+    # it has keep their model's pace. Runs it opens at once (each a short transaction);
+    # the others wait in line, in order, and one that would wait longer than
+    # ``run_start_wait_seconds`` is refused (503 server_busy): a burst gets a clear answer
+    # in a bounded time, never a first event seconds late.
+    max_active_runs: int = Field(1000, ge=1)
+    max_starting_runs: int = Field(16, ge=1)
+    run_start_wait_seconds: float = Field(1.0, ge=0)
     # A tool call that needs a person's approval and gets no decision this long is denied.
     approval_timeout_seconds: float = Field(86_400.0, gt=0)
 

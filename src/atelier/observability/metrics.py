@@ -67,6 +67,12 @@ class Metrics:
             "Runs refused because their conversation was busy (409 conversation_busy).",
             registry=r,
         )
+        self.run_starts_refused = Counter(
+            "atelier_run_starts_refused_total",
+            "Runs refused because this process had all it takes on (503 at_capacity, server_busy).",
+            ["code"],
+            registry=r,
+        )
         self.runs_reaped = Counter(
             "atelier_runs_reaped_total",
             "Runs failed as worker_lost because the process running them stopped.",

@@ -34,6 +34,7 @@ from atelier.runs.outcome import Outcome
 from atelier.runs.pausing import NotResumed, Waiting
 from atelier.runs.queueing import RunQueue
 from atelier.runs.recorder import Opened
+from atelier.runs.starting import StartGate
 from atelier.runs.supervision import RunTask
 from atelier.runs.tools import ToolsFactory
 from atelier.runs.upkeep import Upkeep
@@ -62,6 +63,7 @@ class RunManager:
         self.local: dict[uuid.UUID, RunTask] = {}
         self.accepting = True
         self.queue = RunQueue(self)
+        self.gate = StartGate(env.settings, metrics)
         self.upkeep = Upkeep(env, metrics, self.local, self.resume, self.queue.start_next)
 
     @property
@@ -83,7 +85,8 @@ class RunManager:
         if not self.accepting:
             raise Unavailable("shutting_down", "this server is shutting down", retry_after=1)
         try:
-            run, opened = await self.accept(request)
+            async with self.gate.admitted(len(self.local)):
+                run, opened = await self.accept(request)
         except (LeaseHeld, service.RunConflict) as exc:
             self.metrics.run_lock_contention.inc()
             if request.strategy != "reject":
