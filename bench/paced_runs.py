@@ -10,10 +10,16 @@ thundering herd no frontend makes), the next ones as soon as the previous stream
 The bare endpoint (Starlette, its own process on the same core) streams the same events
 at the same pace.
 
+Each level is run twice: ramped as above, and started as one burst (every client's first
+POST at once: a reconnect storm after a deploy). A start the server refuses (503 with
+Retry-After: past ``max_active_runs``, or longer than ``run_start_wait_seconds`` in its line
+of starts) is counted apart: a clear answer, not a stream.
+
 Fails if any stream stays open after its run ended, or ends without its terminal event.
 Prints, for both: the time a run's stream took over the model's 8 s (pace), the first
 event's p50/p99, events/s delivered; and the server's memory per concurrent run.
-Levels: ATELIER_PACED_LEVELS (default "200,400").
+Levels: ATELIER_PACED_LEVELS (default "200,400"); modes: ATELIER_PACED_MODES (default
+"ramped,burst").
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from bench.edge import free_port
 from bench.runs import PROMPT, drop, prepare, wait_ready
 
 LEVELS = [int(n) for n in os.environ.get("ATELIER_PACED_LEVELS", "200,400").split(",")]
+MODES = os.environ.get("ATELIER_PACED_MODES", "ramped,burst").split(",")
 RUNS_EACH = 2
 DELAY = 0.02
 DELTAS = 400
@@ -58,6 +65,7 @@ class Stream:
     events: int = 0
     ended_with: str | None = None  # the terminal event, if the stream ended with one
     problem: str | None = None
+    refused: bool = False  # a 503 with Retry-After: the server had all it takes on
 
 
 async def one_stream(port: int, path: str, headers: dict[str, str], body: bytes) -> Stream:
@@ -74,6 +82,11 @@ async def one_stream(port: int, path: str, headers: dict[str, str], body: bytes)
     try:
         writer.write(request)
         response_head = await reader.readuntil(b"\r\n\r\n")
+        if response_head.startswith((b"HTTP/1.1 503", b"HTTP/1.0 503")):
+            result.refused = b"\r\nretry-after: " in response_head.lower()
+            if not result.refused:
+                result.problem = "a 503 without Retry-After"
+            return result
         if not response_head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
             result.problem = response_head.split(b"\r\n", 1)[0].decode()
             return result
@@ -100,12 +113,17 @@ async def one_stream(port: int, path: str, headers: dict[str, str], body: bytes)
 
 
 async def level(
-    concurrency: int, port: int, paths: list[str], headers: dict[str, str], body: bytes
+    concurrency: int,
+    port: int,
+    paths: list[str],
+    headers: dict[str, str],
+    body: bytes,
+    ramp: float = RAMP_SECONDS,
 ) -> list[Stream]:
     results: list[Stream] = []
 
     async def client(index: int) -> None:
-        await asyncio.sleep(index * RAMP_SECONDS / concurrency)
+        await asyncio.sleep(index * ramp / concurrency)
         for run in range(RUNS_EACH):
             results.append(await one_stream(port, paths[index * RUNS_EACH + run], headers, body))
 
@@ -121,6 +139,8 @@ def cpu_seconds(process: psutil.Process) -> float:
 def summary(
     name: str, streams: list[Stream], wall: float, cpu: float
 ) -> tuple[float, float, float]:
+    refused = sum(s.refused for s in streams)
+    streams = [s for s in streams if not s.refused]
     pace = sorted(s.seconds / MODEL_SECONDS for s in streams)
     first = sorted(s.first or 0.0 for s in streams)
     events = sum(s.events for s in streams)
@@ -130,6 +150,7 @@ def summary(
         f" | first event p50 {statistics.median(first) * 1000:6.0f} ms"
         f" p99 {first[int(len(first) * 0.99)] * 1000:6.0f} ms | {rate:7.0f} events/s"
         f" | CPU {cpu / wall:4.0%} of its core, {cpu / events * 1e6:5.1f} us per event"
+        + (f" | {refused} refused (503)" if refused else "")
     )
     return statistics.median(pace), first[int(len(first) * 0.99)], rate
 
@@ -163,6 +184,52 @@ async def conversations(api: str, headers: dict[str, str], count: int) -> list[s
         return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
+def measure(
+    concurrency: int,
+    ramp: float,
+    api: str,
+    headers: dict[str, str],
+    sse: dict[str, str],
+    body: bytes,
+    app_port: int,
+    bare_port: int,
+    server: psutil.Process,
+    bare_server: psutil.Process,
+) -> list[str]:
+    """One level, one mode, Atelier then the bare endpoint: what went wrong, if anything."""
+    paths = asyncio.run(conversations(api, headers, concurrency * RUNS_EACH))
+    before = server.memory_info().rss
+    started, cpu = time.perf_counter(), cpu_seconds(server)
+    streams, peak = asyncio.run(
+        with_peak(server, level(concurrency, app_port, paths, sse, body, ramp))
+    )
+    wall, cpu = time.perf_counter() - started, cpu_seconds(server) - cpu
+    after = server.memory_info().rss
+    bare_paths = [f"/stream?delay={DELAY}"] * (concurrency * RUNS_EACH)
+    started, bare_cpu = time.perf_counter(), cpu_seconds(bare_server)
+    bare_streams = asyncio.run(level(concurrency, bare_port, bare_paths, {}, b"{}", ramp))
+    bare_wall = time.perf_counter() - started
+    bare_cpu = cpu_seconds(bare_server) - bare_cpu
+    how = f"ramped over {ramp:.0f} s" if ramp else "started as one burst"
+    print(f"{concurrency} concurrent streams, {concurrency * RUNS_EACH} runs in all, {how}")
+    pace, first, rate = summary("Atelier", streams, wall, cpu)
+    bare_pace, bare_first, bare_rate = summary("bare SSE", bare_streams, bare_wall, bare_cpu)
+    print(
+        f"  ratios      : pace {pace / bare_pace:.2f}x the bare endpoint's (target"
+        f" 1.1x the model's: {pace:.2f}x); first event p99 +{(first - bare_first) * 1000:.0f}"
+        f" ms (target p99 <= 250 ms: {first * 1000:.0f} ms); events/s {rate / bare_rate:.2f}"
+    )
+    mib = 1024 * 1024
+    print(
+        f"  memory      : {(peak - before) / concurrency / 1024:.0f} KiB per concurrent"
+        f" run at the peak ({peak / mib:.0f} MiB), {(after - before) / mib:+.1f} MiB"
+        " kept after the level"
+    )
+    problems = [s.problem for s in streams + bare_streams if s.problem]
+    print(f"  streams that did not end with their terminal event: {len(problems)}")
+    return problems
+
+
 def main() -> None:
     client_on_its_core()
     database = f"atelier_paced_{uuid.uuid4().hex[:8]}"
@@ -188,43 +255,25 @@ def main() -> None:
             # A few runs first: what the allocator keeps from the first is not growth.
             warm = asyncio.run(conversations(api, headers, 20))
             asyncio.run(level(10, app_port, warm, sse, body))
-            mib = 1024 * 1024
             print(
                 f"paced runs: {DELTAS} deltas at {1 / DELAY:.0f} tokens/s ({MODEL_SECONDS:.0f} s"
                 f" of model time), {RUNS_EACH} runs per client, one process on one core"
             )
             for concurrency in LEVELS:
-                paths = asyncio.run(conversations(api, headers, concurrency * RUNS_EACH))
-                before = server.memory_info().rss
-                started, cpu = time.perf_counter(), cpu_seconds(server)
-                streams, peak = asyncio.run(
-                    with_peak(server, level(concurrency, app_port, paths, sse, body))
-                )
-                wall, cpu = time.perf_counter() - started, cpu_seconds(server) - cpu
-                after = server.memory_info().rss
-                bare_paths = [f"/stream?delay={DELAY}"] * (concurrency * RUNS_EACH)
-                started, bare_cpu = time.perf_counter(), cpu_seconds(bare_server)
-                bare_streams = asyncio.run(level(concurrency, bare_port, bare_paths, {}, b"{}"))
-                bare_wall = time.perf_counter() - started
-                bare_cpu = cpu_seconds(bare_server) - bare_cpu
-                print(f"{concurrency} concurrent streams, {concurrency * RUNS_EACH} runs in all")
-                pace, first, rate = summary("Atelier", streams, wall, cpu)
-                bare_pace, bare_first, bare_rate = summary(
-                    "bare SSE", bare_streams, bare_wall, bare_cpu
-                )
-                print(
-                    f"  ratios      : pace {pace / bare_pace:.2f}x the bare endpoint's (target"
-                    f" 1.1x the model's: {pace:.2f}x); first event p99 +{(first - bare_first) * 1000:.0f}"
-                    f" ms (target p99 <= 250 ms: {first * 1000:.0f} ms); events/s {rate / bare_rate:.2f}"
-                )
-                print(
-                    f"  memory      : {(peak - before) / concurrency / 1024:.0f} KiB per concurrent"
-                    f" run at the peak ({peak / mib:.0f} MiB), {(after - before) / mib:+.1f} MiB"
-                    " kept after the level"
-                )
-                problems = [s.problem for s in streams + bare_streams if s.problem]
-                print(f"  streams that did not end with their terminal event: {len(problems)}")
-                failures += problems
+                for mode in MODES:
+                    ramp = RAMP_SECONDS if mode == "ramped" else 0.0
+                    failures += measure(
+                        concurrency,
+                        ramp,
+                        api,
+                        headers,
+                        sse,
+                        body,
+                        app_port,
+                        bare_port,
+                        server,
+                        bare_server,
+                    )
         finally:
             for process in (atelier, bare):
                 process.terminate()

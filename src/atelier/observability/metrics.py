@@ -25,6 +25,12 @@ class Metrics:
         self.http_in_flight = Gauge(
             "atelier_http_requests_in_flight", "Requests being served now.", registry=r
         )
+        self.event_loop_lag = Gauge(
+            "atelier_event_loop_lag_seconds",
+            "How late the event loop runs what is due (rises at once, falls gradually): "
+            "past a few tens of milliseconds this process has all the work it can take.",
+            registry=r,
+        )
         self.sse_streams_open = Gauge(
             "atelier_sse_streams_open", "Server-Sent Event streams open now.", registry=r
         )

@@ -16,6 +16,7 @@ from atelier.llm.base import ToolSpec
 from atelier.llm.catalog import ModelCatalog
 from atelier.llm.registry import ModelRegistry
 from atelier.llm.titles import TitleGenerator
+from atelier.observability.lag import LoopLag
 from atelier.runs.log import EventShipper
 from atelier.runs.mcp import ToolListCache
 from atelier.runs.tools import ToolsFactory
@@ -70,6 +71,7 @@ class RunEnvironment:
     on_first_output: Callable[[], Callable[[], None]]  # a timer per run, for the metric
     shipper: EventShipper = field(init=False)  # every run's events, to the shared log
     heartbeats: Heartbeats = field(init=False)  # every run's proof that this process lives
+    lag: LoopLag = field(init=False, default_factory=LoopLag)  # how busy this process is
     mcp_tool_lists: ToolListCache = field(init=False, default_factory=ToolListCache)
 
     def __post_init__(self) -> None:

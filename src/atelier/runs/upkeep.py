@@ -55,6 +55,7 @@ class Upkeep:
 
     def start(self, cancel_channel: str, gone_channel: str) -> None:
         supervisor = self.env.supervisor
+        supervisor.daemon(self.env.lag.watch(self.metrics.event_loop_lag), "event-loop-lag")
         supervisor.daemon(self._listen(cancel_channel, self._cancel_here), "run-cancel-listener")
         supervisor.daemon(self._listen(gone_channel, self._forget_here), "workspace-deletions")
         supervisor.daemon(self._every(self._reap_interval, self.reap), "run-reaper")
