@@ -322,7 +322,7 @@ class TestHeartbeats:
             )
 
     async def test_a_run_taken_for_dead_stops_at_the_next_beat(self, app, client, caller) -> None:
-        conversation, run, tools = await start_blocked(app, client, caller)
+        _, run, tools = await start_blocked(app, client, caller)
         async with app.state.resources.sessionmaker() as session:  # what the reaper does
             await session.execute(
                 update(Run).where(Run.id == uuid.UUID(run["id"])).values(status="failed")
