@@ -20,6 +20,10 @@ Prints, for both: the time a run's stream took over the model's 8 s (pace), the 
 event's p50/p99, events/s delivered; and the server's memory per concurrent run.
 Levels: ATELIER_PACED_LEVELS (default "200,400"); modes: ATELIER_PACED_MODES (default
 "ramped,burst").
+
+``--against REF`` measures another version (a git ref, served from its sources in a
+temporary worktree) the same way right after this one, each beside its own run of the
+bare endpoint: the before and after of a change on the hot path.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench._cores import client_on_its_core, on_server_core
 from bench.chat_stream import start_bare
+from bench.compat import worktree
 from bench.edge import free_port
 from bench.runs import PROMPT, drop, prepare, wait_ready
 
@@ -232,10 +237,22 @@ def measure(
 
 def main() -> None:
     client_on_its_core()
+    if "--against" not in sys.argv:
+        failures = serve_and_measure("this version", {})
+    else:
+        ref = sys.argv[sys.argv.index("--against") + 1]
+        with worktree(ref) as other:
+            failures = serve_and_measure("this version", {})
+            failures += serve_and_measure(ref, {"PYTHONPATH": str(other)})
+    assert not failures, failures[:5]
+
+
+def serve_and_measure(version: str, extra: dict[str, str]) -> list[str]:
+    """Every level and mode on one fresh deployment of ``version``: what went wrong."""
     database = f"atelier_paced_{uuid.uuid4().hex[:8]}"
     failures: list[str] = []
     with tempfile.TemporaryDirectory() as workdir:
-        env, key = prepare(database, workdir)
+        env, key = prepare(database, workdir, extra)
         env["ATELIER_OFFLINE_MODEL_DELAY_SECONDS"] = str(DELAY)
         env["ATELIER_DATABASE_POOL_SIZE"] = "20"
         app_port, bare_port = free_port(), free_port()
@@ -256,8 +273,9 @@ def main() -> None:
             warm = asyncio.run(conversations(api, headers, 20))
             asyncio.run(level(10, app_port, warm, sse, body))
             print(
-                f"paced runs: {DELTAS} deltas at {1 / DELAY:.0f} tokens/s ({MODEL_SECONDS:.0f} s"
-                f" of model time), {RUNS_EACH} runs per client, one process on one core"
+                f"paced runs of {version}: {DELTAS} deltas at {1 / DELAY:.0f} tokens/s"
+                f" ({MODEL_SECONDS:.0f} s of model time), {RUNS_EACH} runs per client,"
+                " one process on one core"
             )
             for concurrency in LEVELS:
                 for mode in MODES:
@@ -279,7 +297,7 @@ def main() -> None:
                 process.terminate()
                 process.wait(60)
             drop(database)
-    assert not failures, failures[:5]
+    return failures
 
 
 if __name__ == "__main__":

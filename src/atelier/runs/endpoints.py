@@ -41,6 +41,7 @@ router = APIRouter(prefix="/v1/conversations", tags=["runs"])
         402: {"description": "budget_exceeded: a budget that binds the run is spent"},
         409: {"description": "conversation_busy: a run is active (see Retry-After)"},
         413: {"description": "context_window_exceeded: the input does not fit the model"},
+        503: {"description": "at_capacity, server_busy: this process has all it takes on"},
     },
 )
 async def start_run(
