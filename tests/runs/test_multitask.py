@@ -15,10 +15,20 @@ from sqlalchemy import select
 
 from atelier.conversations.models import Message
 from atelier.llm.base import ToolCall, ToolResult
+from atelier.runs.environment import RunRequest
 from atelier.runs.models import Approval, Run, RunFileBackup
+from atelier.runs.supervision import RunTask
 from atelier.runs.tools import WorkspaceTools
+from atelier.tenants.principal import Principal
 from tests.conftest import Caller
-from tests.runs.helpers import ENDED, new_conversation, parse_sse, use_tools, wait_status
+from tests.runs.helpers import (
+    ENDED,
+    BlockingTools,
+    new_conversation,
+    parse_sse,
+    use_tools,
+    wait_status,
+)
 
 SLOW = " ".join(f"word{i}" for i in range(40))  # the offline model echoes it word by word
 
@@ -123,6 +133,42 @@ class TestEnqueue:
         assert cancelled.status_code == 202
         events = parse_sse((await tcp.get(f"{path}/events", headers=caller.headers())).text)
         assert [(n, name) for n, name, _ in events] == [(1, "run.cancelled")]
+        runs = await all_ended(app, conversation, 2)
+        assert [r.status for r in runs] == ["completed", "cancelled"]
+        assert runs[1].started_at is None
+
+    async def test_a_cancel_while_its_turn_is_being_tried_still_cancels(
+        self, app, tcp, caller
+    ) -> None:
+        """The queue tries a queued run's turn (its task is being accepted here, and will
+        find the conversation busy) just as its cancel comes: the row says cancelled, and
+        the run never starts once the conversation is free."""
+        conversation = await new_conversation(tcp, caller)
+        use_tools(app, tools := BlockingTools())
+        await post(tcp, caller, conversation, "list files", "enqueue")
+        await asyncio.wait_for(tools.entered.wait(), 10)
+        queued = (await post(tcp, caller, conversation, "never", "enqueue")).json()["id"]
+        manager = app.state.resources.runs
+        env = manager.env
+        owner = Principal(caller.tenant_id, "", uuid.UUID(int=0), "alice")
+        trying = RunTask(
+            env,
+            RunRequest(
+                owner,
+                uuid.UUID(conversation),
+                "agent",
+                "never",
+                None,
+                queued_run_id=uuid.UUID(queued),
+            ),
+        )
+        manager.local[trying.run_id] = trying  # its accept under way, not done
+        try:
+            path = f"/v1/conversations/{conversation}/runs/{queued}"
+            assert (await tcp.post(f"{path}/cancel", headers=caller.headers())).status_code == 202
+        finally:
+            del manager.local[trying.run_id]
+        tools.release.set()
         runs = await all_ended(app, conversation, 2)
         assert [r.status for r in runs] == ["completed", "cancelled"]
         assert runs[1].started_at is None

@@ -195,7 +195,10 @@ class RunManager:
         run = self.local.get(run_id)
         if run is not None:
             run.stop("cancelled")
-            return
+            if _runs(run):
+                return
+            # Still being accepted here: a queued run's turn may be tried now and fail (its
+            # conversation still busy), and the stop with it: its row must say cancelled.
         if await pausing.cancel_waiting(self.env, run_id):
             return
         try:
@@ -306,6 +309,12 @@ class RunManager:
         """Refuse new runs; running ones get the grace period, then are cancelled and saved."""
         self.accepting = False
         await self.env.supervisor.shutdown(grace_seconds)
+
+
+def _runs(run: RunTask) -> bool:
+    """Whether ``run`` was accepted here (it hears a stop), not merely being accepted."""
+    accepted = run.accepted
+    return accepted.done() and not accepted.cancelled() and accepted.exception() is None
 
 
 def _what(kind: Kind) -> str:
