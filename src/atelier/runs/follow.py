@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.coordination.base import Coordination, CoordinationUnavailable, LogEvent
-from atelier.observability.lag import LoopLag
 from atelier.runs.events import TERMINAL_TYPES, ApprovalRequested, Numbered, RunWaiting, parse
 from atelier.runs.log import DRAIN_SECONDS, FLUSH_LINGER_SECONDS, RunEventLog, log_name
 from atelier.runs.replay import recover, run_state
@@ -35,8 +34,6 @@ LOCAL_QUIET_SECONDS = 5.0
 CHECK_ROW_EVERY = 5  # quiet reads between looks at the run's row
 OUTAGE_PAUSE_SECONDS = 1.0
 COALESCE_SECONDS = 0.001
-# A follower of a busy process waits as long as the loop lags, up to this, between writes.
-MAX_COALESCE_SECONDS = 0.05
 SETTLE_SECONDS = 10.0  # how long a follower trusts a run's own end over its row's
 # How long after its row ended (or paused) a run's process may still ship its last events.
 SHIPPING_SECONDS = DRAIN_SECONDS + FLUSH_LINGER_SECONDS + 2.0
@@ -55,20 +52,8 @@ def _typed(events: Sequence[LogEvent]) -> list[Numbered]:
     return [Numbered(event.id, parse(event.name, event.data)) for event in events]
 
 
-def coalescing(lag: LoopLag) -> Callable[[], float]:
-    """How long a follower leaves between two writes: ``COALESCE_SECONDS``, or as long as
-    the process's loop lags (up to ``MAX_COALESCE_SECONDS``) -- a busy process writes each
-    stream a few events at a time, instead of falling behind every stream one write
-    (a system call) per token."""
-    return lambda: min(max(lag.seconds, COALESCE_SECONDS), MAX_COALESCE_SECONDS)
-
-
 async def follow_local(
-    run_log: RunEventLog,
-    coordination: Coordination,
-    sessions: Sessions,
-    after: int,
-    coalesce: Callable[[], float] = lambda: COALESCE_SECONDS,
+    run_log: RunEventLog, coordination: Coordination, sessions: Sessions, after: int
 ) -> AsyncIterator[list[Numbered]]:
     """A run of this process, from memory; each wake-up sends what arrived in one write.
     A follower further behind than memory reaches reads that part from the shared log.
@@ -76,10 +61,10 @@ async def follow_local(
     A quiet follower looks at the run's row every ``LOCAL_QUIET_SECONDS``: it ends, with
     the row's terminal event, when the row ended but the run's own event never came.
 
-    A follower that wrote less than ``coalesce()`` ago (a millisecond; more, up to 50 ms,
-    while the process is busy) waits until then before its next write: a model streaming
-    at its usual pace (a token every 10-50 ms) is sent token by token, while a flood of
-    events (many runs, a fast model) goes out in a few writes instead of thousands.
+    A follower that wrote less than ``COALESCE_SECONDS`` ago waits that long before its next
+    write: a model streaming at its usual pace (a token every 10-50 ms) is sent token by
+    token, while a flood of events (many runs, a fast model) goes out in a few writes
+    instead of thousands, for at most a millisecond more.
     """
     loop = asyncio.get_running_loop()
     last, sent_at, quiet = after, 0.0, 0
@@ -99,8 +84,8 @@ async def follow_local(
             ):
                 yield from_elsewhere
             return
-        if events and (wait := sent_at + coalesce() - loop.time()) > 0:
-            await asyncio.sleep(wait)
+        if events and loop.time() - sent_at < COALESCE_SECONDS:
+            await asyncio.sleep(COALESCE_SECONDS)
             events = await run_log.read(last, 0)
         if events == []:
             # Quiet: the run may be between steps, or its end may never reach memory (a

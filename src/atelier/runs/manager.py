@@ -28,7 +28,7 @@ from atelier.errors import ConversationBusy, DomainError, NotFound, Unavailable
 from atelier.observability.metrics import Metrics
 from atelier.runs.environment import RunEnvironment, RunRequest, lock_key
 from atelier.runs.events import UNENDED_STATUSES, WAITING_STATUSES, Numbered, RunStatus
-from atelier.runs.follow import coalescing, follow_local
+from atelier.runs.follow import follow_local
 from atelier.runs.models import Run
 from atelier.runs.outcome import Outcome
 from atelier.runs.pausing import NotResumed, Waiting
@@ -256,10 +256,7 @@ class RunManager:
         shared log (or the database); ``Waiting`` (no id) when it stops to wait in its row."""
         run = self.local.get(run_id)
         if run is not None:
-            env = self.env
-            return follow_local(
-                run.events, env.coordination, env.sessions, after, coalescing(env.lag)
-            )
+            return follow_local(run.events, self.env.coordination, self.env.sessions, after)
         return self.queue.follow(run_id, after)
 
     @contextlib.asynccontextmanager

@@ -28,7 +28,7 @@ from atelier.llm.base import ToolSpec
 from atelier.observability.metrics import Metrics
 from atelier.runs.environment import RunEnvironment, RunRequest
 from atelier.runs.events import ErrorCode, Numbered, RunError, RunFailed, RunStatus
-from atelier.runs.follow import coalescing, follow_local, follow_shared
+from atelier.runs.follow import follow_local, follow_shared
 from atelier.runs.models import Run
 from atelier.runs.recorder import Opened
 from atelier.tenants.principal import Principal
@@ -159,9 +159,8 @@ class RunQueue:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(QUEUED_LOOK_SECONDS):
                     run = await asyncio.shield(started)
-        env = self.env
         events = (
-            follow_local(run.events, env.coordination, env.sessions, after, coalescing(env.lag))
+            follow_local(run.events, self.env.coordination, self.env.sessions, after)
             if run is not None
             else follow_shared(
                 self.env.coordination,
