@@ -6,7 +6,7 @@ UV ?= uv
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: js run test lint audit audit-mutants mutants bench fuzz migrate screenshot sync uv clean
+.PHONY: js run test lint audit audit-mutants mutants bench bench-capacity fuzz migrate screenshot sync uv clean
 
 uv:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || pip install --quiet uv
@@ -68,6 +68,14 @@ screenshot: sync
 
 bench: sync
 	@for script in bench/[!_]*.py; do echo "== $$script"; $(VENV)/bin/python $$script || exit 1; done
+
+# The hot path's figures, side by side with a bare SSE endpoint: runs unpaced and one at a
+# time, paced runs ramped and in a burst, the compatibility streams. AGAINST=<git ref>
+# measures that version beside this one (the before and after of a change).
+bench-capacity: sync
+	$(VENV)/bin/python bench/runs.py
+	$(VENV)/bin/python bench/paced_runs.py $(if $(AGAINST),--against $(AGAINST))
+	$(VENV)/bin/python bench/compat.py $(if $(AGAINST),--against $(AGAINST))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

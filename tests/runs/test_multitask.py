@@ -166,8 +166,9 @@ class TestEnqueue:
         try:
             path = f"/v1/conversations/{conversation}/runs/{queued}"
             assert (await tcp.post(f"{path}/cancel", headers=caller.headers())).status_code == 202
-        finally:
-            del manager.local[trying.run_id]
+        finally:  # (the queue's own try may have taken its place meanwhile)
+            if manager.local.get(trying.run_id) is trying:
+                del manager.local[trying.run_id]
         tools.release.set()
         runs = await all_ended(app, conversation, 2)
         assert [r.status for r in runs] == ["completed", "cancelled"]
