@@ -302,6 +302,10 @@ class TestHeartbeats:
             conversation = await new_conversation(client, caller)
             use_tools(app, tools)
             runs.append((await start(client, caller, conversation, "list files")).json()["id"])
+        heartbeats = app.state.resources.runs.env.heartbeats
+        async with asyncio.timeout(10):  # all three opened, and beaten for
+            while len(heartbeats) < 3:
+                await asyncio.sleep(0.01)
         beats: list[object] = []
 
         def seen(_conn, _cursor, statement: str, parameters: object, *_: object) -> None:

@@ -36,6 +36,10 @@ class Heartbeats:
         self._beating: dict[uuid.UUID, Callable[[StopReason], None]] = {}
         self._task: asyncio.Task[None] | None = None
 
+    def __len__(self) -> int:
+        """How many runs it beats for."""
+        return len(self._beating)
+
     def watch(self, run_id: uuid.UUID, stop: Callable[[StopReason], None]) -> None:
         """Keep ``run_id`` alive until ``forget``; ``stop`` it if it was reaped."""
         self._beating[run_id] = stop
