@@ -236,10 +236,16 @@ async def test_phones_scroll_no_view_sideways(console: Console, app: FastAPI) ->
     conversation = await a_long_conversation(console, app, 30)
     async with console.api() as api:
         await api.patch(f"/v1/conversations/{conversation}", json={"title": "a-title-" + "x" * 120})
-        await api.post(
+        run = await api.post(
             f"/v1/conversations/{conversation}/runs",
             json={"input": "write notes/" + "deep/" * 12 + "file.txt: hi"},
         )
+        # Ended (its usage recorded) before the usage view is drawn: a busy machine may
+        # otherwise draw it with no model to chart.
+        path = f"/v1/conversations/{conversation}/runs/{run.json()['id']}"
+        async with asyncio.timeout(30):
+            while (await api.get(path)).json()["status"] in ("queued", "running"):
+                await asyncio.sleep(0.05)
     await console.page.set_viewport_size({"width": 390, "height": 844})
     for view in (*VIEWS, f"#/conversations/{conversation}"):
         await console.page.goto(f"{console.url}/console/{view}")
