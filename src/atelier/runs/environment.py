@@ -17,10 +17,10 @@ from atelier.llm.catalog import ModelCatalog
 from atelier.llm.registry import ModelRegistry
 from atelier.llm.titles import TitleGenerator
 from atelier.observability.lag import LoopLag
+from atelier.runs.heartbeats import Heartbeats
 from atelier.runs.log import EventShipper
 from atelier.runs.mcp import ToolListCache
 from atelier.runs.tools import ToolsFactory
-from atelier.runs.watchdogs import Heartbeats
 from atelier.settings import Settings
 from atelier.supervisor import Supervisor
 from atelier.tenants.principal import Principal
